@@ -1,0 +1,77 @@
+"""Binary spherical quantization (BSQ): each latent dimension becomes one bit.
+
+A code of ``s1_bits + s2_bits`` bits is split into a coarse token (the first ``s1_bits`` bits)
+and a fine token (the rest). Bit i of a token has weight 2**i (little-endian).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _binary_entropy_sum(p: torch.Tensor) -> torch.Tensor:
+    """Entropy of Bernoulli(p) in nats, summed over the last dimension."""
+    probs = torch.stack([p, 1 - p], dim=-1)
+    return -(probs * torch.log(probs + 1e-8)).sum(dim=-1).sum(dim=-1)
+
+
+class BinarySphericalQuantizer(nn.Module):
+    """Sign quantizer on the unit sphere with commitment and entropy regularisation.
+
+    loss = beta * commitment + zeta * (gamma0 * per-sample entropy - gamma * codebook entropy),
+    with the entropies in their analytical per-bit form.
+    """
+
+    def __init__(self, embed_dim: int, beta: float, gamma0: float, gamma: float, zeta: float,
+                 group_size: int):
+        super().__init__()
+        if embed_dim % group_size:
+            raise ValueError(f"s1_bits + s2_bits = {embed_dim} must be divisible by group_size={group_size}")
+        self.embed_dim = embed_dim
+        self.beta, self.gamma0, self.gamma, self.zeta = beta, gamma0, gamma, zeta
+        self.group_size = group_size
+        # Saved in published checkpoints; kept so the key set matches.
+        self.register_buffer("basis", 2 ** torch.arange(embed_dim - 1, -1, -1))
+        self.register_buffer("group_basis", 2 ** torch.arange(group_size - 1, -1, -1))
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Signs of z scaled onto the unit sphere; straight-through gradient (scaled too)."""
+        zhat = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
+        return (z + (zhat - z).detach()) / self.embed_dim ** 0.5
+
+    def loss(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
+        commitment = ((zq.detach() - z) ** 2).sum(dim=-1).mean()
+        p = torch.sigmoid(-4 * z.float() / self.embed_dim ** 0.5)  # P(bit = -1), per dimension
+        per_sample = _binary_entropy_sum(p).mean()
+        codebook = _binary_entropy_sum(p.reshape(-1, self.embed_dim).mean(dim=0))
+        return self.beta * commitment + self.zeta * (self.gamma0 * per_sample - self.gamma * codebook)
+
+
+class BSQuantizer(nn.Module):
+    """Normalise, quantize, and read the bits as s1/s2 token ids."""
+
+    def __init__(self, s1_bits: int, s2_bits: int, beta: float, gamma0: float, gamma: float,
+                 zeta: float, group_size: int):
+        super().__init__()
+        self.s1_bits, self.s2_bits = s1_bits, s2_bits
+        self.codebook_dim = s1_bits + s2_bits
+        self.bsq = BinarySphericalQuantizer(self.codebook_dim, beta, gamma0, gamma, zeta, group_size)
+
+    @staticmethod
+    def bits_to_indices(bits: torch.Tensor) -> torch.Tensor:
+        weights = 2 ** torch.arange(bits.shape[-1], device=bits.device)
+        return ((bits >= 0).long() * weights).sum(dim=-1)
+
+    def indices(self, quantized: torch.Tensor, half: bool):
+        if half:
+            return (self.bits_to_indices(quantized[..., :self.s1_bits]),
+                    self.bits_to_indices(quantized[..., self.s1_bits:]))
+        return self.bits_to_indices(quantized)
+
+    def forward(self, z: torch.Tensor, half: bool = False, with_loss: bool = True):
+        """-> (bsq_loss or None, quantized [B, T, codebook_dim], indices)."""
+        z = F.normalize(z, dim=-1)
+        quantized = self.bsq.quantize(z)
+        loss = self.bsq.loss(z, quantized) if with_loss else None
+        return loss, quantized, self.indices(quantized, half)
