@@ -1,0 +1,131 @@
+"""The data section of the config: the schema Hydra validates, and the checks types cannot express.
+
+`DataConfig` is a Hydra structured-config schema, so it only uses types OmegaConf supports
+(str, int, float, bool, Optional, List[str], Dict[str, str]). Hydra rejects `data.stride=abc`
+at compose time; the cross-field rules (ratios summing to 1, a known NaN policy, ...) are
+checked by `validate_config`, which every entry point of this package calls before reading
+any file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+FEATURES = ("open", "high", "low", "close", "volume", "amount")
+TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
+NAN_POLICIES = ("ffill", "drop", "error")
+
+
+class DataError(ValueError):
+    """A problem with the user's data or data config.
+
+    The message names the file, the column and the row (1-based line number in the file, or the
+    timestamp) and says what would be valid.
+    """
+
+
+@dataclass
+class DataConfig:
+    # Inputs: one CSV or a glob (`path`), or an explicit list (`paths`, used when non-empty).
+    # path=None and paths=[] means the bundled sample (kronos_exp/data/bundled/sample_5min.csv).
+    path: Optional[str] = None
+    paths: List[str] = field(default_factory=list)
+    # A column whose values split one file into several series (e.g. "symbol", "ticker").
+    symbol_column: Optional[str] = None
+    # None: auto-detect among timestamps/timestamp/datetime/date/time (case-insensitive).
+    timestamp_column: Optional[str] = None
+    # strftime format for the timestamp column, e.g. "%d/%m/%Y %H:%M"; None: inferred.
+    timestamp_format: Optional[str] = None
+    # User column name -> canonical name (timestamps/open/high/low/close/volume/amount).
+    column_map: Dict[str, str] = field(default_factory=dict)
+    # Missing values in the feature columns: ffill (forward fill), drop (the row), error.
+    nan_policy: str = "ffill"
+    # Windows: lookback rows are the model's context, predict rows the forecast horizon.
+    lookback_window: int = 64
+    predict_window: int = 16
+    # Split by time, per series: first train_ratio of rows, then val, then test.
+    train_ratio: float = 0.8
+    val_ratio: float = 0.1
+    test_ratio: float = 0.1
+    # Normalized values are clipped to [-clip, clip].
+    clip: float = 5.0
+    # Step between consecutive window starts.
+    stride: int = 1
+    # Cap on windows per epoch (deterministic even subsampling); None keeps all.
+    max_train_windows: Optional[int] = None
+    max_eval_windows: Optional[int] = None  # applies to val and to test
+
+
+MISSING = "???"  # OmegaConf's marker of a mandatory value
+
+
+def schema_node() -> DataConfig:
+    """The node to register as the Hydra schema of the `data` group.
+
+    Its `path` is MISSING: OmegaConf's merge never lets a `???` in a yaml replace an existing
+    value, so `path: ???` in conf/data/csv.yaml only makes Hydra report "Missing mandatory value:
+    data.path" when the schema's own default is MISSING too. conf/data/sample.yaml sets
+    `path: null` (the bundled sample). In Python, `DataConfig()` keeps path=None (the sample).
+    """
+    return DataConfig(path=MISSING)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
+
+
+def _to_plain(cfg: Any) -> dict[str, Any]:
+    """A DataConfig, a mapping or an OmegaConf DictConfig as a plain dict."""
+    if isinstance(cfg, DataConfig):
+        return dataclasses.asdict(cfg)
+    try:  # a DictConfig (Hydra's `cfg.data`); OmegaConf is optional for this package
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise TypeError(f"expected a DataConfig, a DictConfig or a mapping, got {type(cfg).__name__}")
+
+
+def validate_config(cfg: Any) -> DataConfig:
+    """Check `cfg` (DataConfig, DictConfig or dict) and return it as a `DataConfig`.
+
+    Raises DataError naming the offending field and value.
+    """
+    raw = _to_plain(cfg)
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise DataError(f"unknown data config field(s) {unknown}; valid fields: {sorted(_FIELDS)}")
+    if raw.get("path") == MISSING:  # data=csv left data.path unset
+        if not raw.get("paths"):
+            raise DataError("data.path is required: set data.path=<file.csv, glob or folder> (or data.paths=[...])")
+        raw["path"] = None
+    c = DataConfig(**raw)
+    c.paths = list(c.paths or [])
+    c.column_map = {str(k): str(v) for k, v in dict(c.column_map or {}).items()}
+
+    if c.nan_policy not in NAN_POLICIES:
+        raise DataError(f"data.nan_policy={c.nan_policy!r} is not valid; use one of {', '.join(NAN_POLICIES)}")
+    for name in ("lookback_window", "predict_window", "stride"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DataError(f"data.{name}={value!r} is not valid; it must be an integer >= 1")
+    for name in ("max_train_windows", "max_eval_windows"):
+        value = getattr(c, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise DataError(f"data.{name}={value!r} is not valid; use null (all windows) or an integer >= 1")
+    if not c.clip > 0:
+        raise DataError(f"data.clip={c.clip!r} is not valid; it must be > 0")
+    ratios = {"train_ratio": c.train_ratio, "val_ratio": c.val_ratio, "test_ratio": c.test_ratio}
+    shown = ", ".join(f"{k}={v}" for k, v in ratios.items())
+    if any(not (v > 0) for v in ratios.values()):
+        raise DataError(f"data split ratios must each be > 0 (every split needs windows); got {shown}")
+    total = sum(ratios.values())
+    if abs(total - 1.0) > 1e-6:
+        raise DataError(f"data split ratios must sum to 1; got {shown} (sum {total:.6g})")
+    return c

@@ -1,0 +1,461 @@
+"""CSV files -> validated series.
+
+Inputs
+    `cfg.paths` (a list; entries may be globs) when non-empty, else `cfg.path` (a file, a glob or a
+    directory meaning `<dir>/*.csv`), else the bundled sample. Each file is one series, or, with
+    `cfg.symbol_column`, one series per symbol value. Series names: the file stem; with a symbol
+    column, the symbol when one file is read and `stem:symbol` when several are.
+
+Columns
+    Header names are stripped and lower-cased, then `cfg.column_map` renames them (its keys match
+    case-insensitively; its values are canonical names: timestamps, open, high, low, close,
+    volume, amount). Without config, the timestamp column is the first of timestamps, timestamp,
+    datetime, date, time (so Yahoo's `Date`/`Datetime` and the reference `timestamps` need no
+    override); a file with separate `date` and `time` columns gets them joined. `vol` is read as
+    volume. Other columns are ignored; in particular `Adj Close` is NOT used as close.
+    Required: timestamp, open, high, low, close. `volume` missing -> 0. `amount` missing ->
+    volume * mean(open, high, low, close), as the published Kronos predictor does. An optional
+    column that is entirely empty counts as missing. The separator (`,` `;` tab `|`) is sniffed
+    from the header line.
+
+Timestamps
+    Text is parsed with `pandas.to_datetime` (format inferred, or `cfg.timestamp_format`); an
+    ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset or zone are
+    converted to UTC and then made naive. Integer columns are read as YYYYMMDD when every value
+    has 8 digits, otherwise as Unix epoch time in s/ms/us/ns chosen by magnitude.
+
+Validation (DataError names file, column, line and value)
+    missing columns, unparseable or empty timestamps, duplicate timestamps (within a series),
+    non-numeric text and +-inf in numeric columns, negative volume/amount. Unsorted input is
+    sorted (stable), with one warning per file. Missing numbers ("", "null", "NaN", ...; Yahoo
+    writes "null") follow `cfg.nan_policy`: `ffill` (leading gaps that cannot be filled are
+    dropped), `drop` the row, or `error`; the count is logged once per file. Blank lines are
+    skipped; line numbers count the header as line 1.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from .config import FEATURES, DataConfig, DataError, validate_config
+
+log = logging.getLogger(__name__)
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+TIMESTAMP = "timestamps"  # canonical name of the timestamp column
+TIMESTAMP_CANDIDATES = ("timestamps", "timestamp", "datetime", "date", "time")
+ALIASES = {"vol": "volume"}  # applied only when the canonical name is not in the file
+_CANONICAL_TARGETS = {TIMESTAMP, *FEATURES} | set(TIMESTAMP_CANDIDATES)
+
+
+@dataclass
+class Series:
+    """One time series: rows sorted by time, no missing values."""
+
+    name: str
+    source: str  # the file it was read from
+    timestamps: np.ndarray  # datetime64[ns], [T], strictly increasing
+    values: np.ndarray  # float32, [T, 6] in FEATURES order
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_paths(cfg: Any) -> list[Path]:
+    """The CSV files `cfg` refers to, sorted and de-duplicated.
+
+    Raises DataError "no CSV matches '<pattern>'" when a path or glob matches nothing.
+    """
+    c = cfg if isinstance(cfg, DataConfig) else validate_config(cfg)
+    if c.paths:
+        patterns = list(c.paths)
+    elif c.path is not None:
+        patterns = [c.path]
+    else:
+        from .sample import sample_path
+
+        return [sample_path()]
+    found: set[Path] = set()
+    for pattern in patterns:
+        expanded = os.path.expanduser(str(pattern))
+        if os.path.isdir(expanded):
+            matches = glob.glob(os.path.join(expanded, "*.csv"))
+        elif glob.has_magic(expanded):
+            matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+        else:
+            matches = [expanded] if os.path.isfile(expanded) else []
+        if not matches:
+            where = f" (relative to {os.getcwd()})" if not os.path.isabs(expanded) else ""
+            raise DataError(f"no CSV matches {str(pattern)!r}{where}; set data.path to a file, a glob or a directory")
+        found.update(Path(m).resolve() for m in matches)
+    return sorted(found)
+
+
+def data_fingerprint_inputs(cfg: Any) -> list[str]:
+    """The files `load_series(cfg)` reads, as sorted absolute path strings (for content hashing)."""
+    return [str(p) for p in resolve_paths(cfg)]
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _sniff_separator(header_line: str) -> str:
+    counts = {sep: header_line.count(sep) for sep in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda s: counts[s])
+    return best if counts[best] > 0 else ","
+
+
+def _norm(name: Any) -> str:
+    return str(name).replace("\ufeff", "").strip().lower()
+
+
+def _resolve_columns(header: list[str], c: DataConfig, file: str) -> tuple[dict[str, str], Optional[str]]:
+    """Map canonical name -> original header name. Also returns the symbol column's original name."""
+    column_map = {_norm(k): _norm(v) for k, v in c.column_map.items()}
+    for user, canonical in column_map.items():
+        if canonical not in _CANONICAL_TARGETS and canonical != _norm(c.symbol_column or ""):
+            raise DataError(
+                f"data.column_map maps {user!r} to {canonical!r}, which is not a known column; "
+                f"map to one of: {', '.join((TIMESTAMP,) + FEATURES)}"
+            )
+    renamed: dict[str, str] = {}  # name after mapping -> original header name
+    for original in header:
+        name = _norm(original)
+        name = column_map.get(name, name)
+        if name in renamed:
+            raise DataError(
+                f"{file}: columns {renamed[name]!r} and {original!r} both give column {name!r}; "
+                f"rename one (data.column_map) or remove it"
+            )
+        renamed[name] = original
+    for alias, canonical in ALIASES.items():
+        if alias in renamed and canonical not in renamed:
+            renamed[canonical] = renamed.pop(alias)
+
+    found = ", ".join(repr(h) for h in header)
+    cols: dict[str, str] = {}
+    if c.timestamp_column is not None:
+        key = column_map.get(_norm(c.timestamp_column), _norm(c.timestamp_column))
+        if key not in renamed:
+            raise DataError(
+                f"{file}: timestamp column {c.timestamp_column!r} (data.timestamp_column) not found; "
+                f"columns are {found}"
+            )
+        cols[TIMESTAMP] = renamed[key]
+    elif "date" in renamed and "time" in renamed and not {"timestamps", "timestamp", "datetime"} & set(renamed):
+        cols["date"], cols["time"] = renamed["date"], renamed["time"]  # joined later
+    else:
+        for candidate in TIMESTAMP_CANDIDATES:
+            if candidate in renamed:
+                cols[TIMESTAMP] = renamed[candidate]
+                break
+
+    missing = [name for name in PRICE_COLUMNS if name not in renamed]
+    if TIMESTAMP not in cols and "date" not in cols:
+        missing.insert(0, "timestamp")
+    if missing:
+        hint = (
+            " (set data.timestamp_column=<name> for the timestamp"
+            + ("" if missing == ["timestamp"] else ", data.column_map={<your name>: <canonical>} for the others")
+            + ")"
+        )
+        if header and _norm(header[0]) == "price":
+            hint += "; this looks like a yfinance multi-level header: save it with yf.download(..., multi_level_index=False) or df.columns = df.columns.droplevel(1)"
+        raise DataError(f"{file}: missing required column(s) {', '.join(missing)}; columns are {found}{hint}")
+    for name in FEATURES:
+        if name in renamed:
+            cols[name] = renamed[name]
+
+    symbol = None
+    if c.symbol_column is not None:
+        key = _norm(c.symbol_column)
+        key = column_map.get(key, key)
+        if key not in renamed:
+            raise DataError(f"{file}: symbol column {c.symbol_column!r} (data.symbol_column) not found; columns are {found}")
+        symbol = renamed[key]
+    return cols, symbol
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _where(file: str, column: str, line: int) -> str:
+    return f"{file}: column {column!r}, line {line}"
+
+
+def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> np.ndarray:
+    """Parse a timestamp column to naive datetime64[ns] (UTC for zone-aware input)."""
+    if pd.api.types.is_numeric_dtype(raw):
+        values = raw.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{_where(file, column, lines[i])}: empty timestamp; every row needs a time")
+        if (values == np.round(values)).all() and ((values >= 1e7) & (values < 1e8)).all():
+            parsed = pd.to_datetime(raw.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce")
+        else:
+            magnitude = float(np.median(np.abs(values)))
+            unit = "ns" if magnitude >= 1e17 else "us" if magnitude >= 1e14 else "ms" if magnitude >= 1e11 else "s"
+            parsed = pd.to_datetime(values, unit=unit, errors="coerce")
+        out = pd.DatetimeIndex(parsed)
+    else:
+        fmt = c.timestamp_format
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not infer format": our own error says more
+            try:
+                # utc=True: zone-aware text is converted to UTC, naive text is taken as it is.
+                out = pd.DatetimeIndex(pd.to_datetime(raw, errors="coerce", utc=True, format=fmt)).tz_localize(None)
+            except (ValueError, TypeError) as e:  # e.g. a format string that does not parse
+                raise DataError(f"{file}: column {column!r}: cannot parse timestamps ({e})") from None
+            bad = np.asarray(out.isna()) & np.asarray(raw.notna())
+            if bad.any() and fmt is None:  # an ISO-8601 column may mix dates and date-times
+                retry = pd.DatetimeIndex(pd.to_datetime(raw[bad], errors="coerce", utc=True, format="ISO8601"))
+                if not retry.isna().any():
+                    merged = out.to_numpy().astype("datetime64[ns]")
+                    merged[bad] = retry.tz_localize(None).to_numpy()
+                    out = pd.DatetimeIndex(merged)
+    bad = np.asarray(out.isna())
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = raw.iloc[i]
+        if pd.isna(value):
+            raise DataError(f"{_where(file, column, lines[i])}: empty timestamp; every row needs a time")
+        valid = f"the format {c.timestamp_format!r}" if c.timestamp_format else "one consistent format, e.g. 2024-01-02 09:30:00"
+        raise DataError(
+            f"{_where(file, column, lines[i])}: cannot parse timestamp {str(value)!r} "
+            f"({int(bad.sum())} bad value(s)); timestamps must use {valid} (data.timestamp_format sets it)"
+        )
+    return out.to_numpy().astype("datetime64[ns]")
+
+
+def _parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        coerced = pd.to_numeric(raw, errors="coerce")
+        bad = np.asarray(coerced.isna() & raw.notna())
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{_where(file, column, lines[i])}: {str(raw.iloc[i])!r} is not a number "
+                f"({int(bad.sum())} such value(s)); use plain numbers, leave missing values empty"
+            )
+        values = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    inf = np.isinf(values)
+    if inf.any():
+        i = int(np.argmax(inf))
+        raise DataError(
+            f"{_where(file, column, lines[i])}: non-finite value {values[i]} ({int(inf.sum())} such value(s)); "
+            f"values must be finite numbers (leave missing values empty)"
+        )
+    return values
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def _ffill_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-fill NaNs per column. Returns (filled values, mask of rows still holding a NaN)."""
+    nan = np.isnan(values)
+    idx = np.where(nan, 0, np.arange(len(values))[:, None])
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    filled = np.take_along_axis(values, idx, axis=0)
+    # Rows before a column's first value cannot be filled: they keep the NaN.
+    first_valid = np.where(nan.all(axis=0), len(values), np.argmax(~nan, axis=0))
+    unfilled = np.arange(len(values))[:, None] < first_valid[None, :]
+    filled[unfilled] = np.nan
+    return filled, unfilled.any(axis=1)
+
+
+class _Report:
+    """Per-file tallies, logged once per file."""
+
+    def __init__(self) -> None:
+        self.unsorted: list[str] = []
+        self.nan_cells: dict[str, int] = {}
+        self.nan_rows = 0
+        self.dropped = 0
+
+
+def _finish_group(
+    name: str,
+    file: str,
+    ts: np.ndarray,
+    feats: dict[str, np.ndarray],
+    lines: np.ndarray,
+    c: DataConfig,
+    report: _Report,
+) -> Series:
+    """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series."""
+    where = f"{file}" + (f" (series {name!r})" if name else "")
+    if len(ts) > 1 and (np.diff(ts) < np.timedelta64(0, "ns")).any():
+        order = np.argsort(ts, kind="stable")
+        ts, lines = ts[order], lines[order]
+        feats = {k: v[order] for k, v in feats.items()}
+        report.unsorted.append(name)
+    if len(ts) > 1:
+        dup = np.diff(ts) == np.timedelta64(0, "ns")
+        if dup.any():
+            j = int(np.argmax(dup))
+            stamp = pd.Timestamp(ts[j])
+            raise DataError(
+                f"{where}: duplicate timestamp {stamp} at lines {lines[j]} and {lines[j + 1]} "
+                f"({int(dup.sum())} duplicate(s)); each timestamp may appear once per series"
+            )
+
+    names = list(feats)
+    matrix = np.stack([feats[k] for k in names], axis=1) if names else np.empty((len(ts), 0))
+    nan = np.isnan(matrix)
+    nan_rows = nan.any(axis=1)
+    if nan_rows.any():
+        if c.nan_policy == "error":
+            i = int(np.argmax(nan_rows))
+            col = names[int(np.argmax(nan[i]))]
+            raise DataError(
+                f"{_where(file, col, lines[i])}: missing value ({int(nan_rows.sum())} row(s) with missing values"
+                f"{'' if not name else f' in series {name!r}'}); data.nan_policy=error refuses them, "
+                f"use data.nan_policy=ffill or drop"
+            )
+        for k, col in enumerate(names):
+            report.nan_cells[col] = report.nan_cells.get(col, 0) + int(nan[:, k].sum())
+        report.nan_rows += int(nan_rows.sum())
+        if c.nan_policy == "drop":
+            keep = ~nan_rows
+        else:  # ffill
+            matrix, unfilled = _ffill_rows(matrix)
+            keep = ~unfilled
+        report.dropped += int((~keep).sum())
+        ts, matrix = ts[keep], matrix[keep]
+
+    col = {k: matrix[:, i] for i, k in enumerate(names)}
+    n = len(ts)
+    out = np.empty((n, len(FEATURES)), dtype=np.float32)
+    for i, k in enumerate(PRICE_COLUMNS):
+        out[:, i] = col[k]
+    volume = col.get("volume", np.zeros(n))
+    out[:, 4] = volume
+    if "amount" in col:
+        out[:, 5] = col["amount"]
+    else:
+        out[:, 5] = volume * (col["open"] + col["high"] + col["low"] + col["close"]) / 4.0
+    return Series(name=name, source=file, timestamps=ts, values=out)
+
+
+def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
+    """Read and validate one CSV. Returns (symbol or None, series) pairs; names are set later."""
+    file = str(path)
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        header_line = fh.readline()
+    if not header_line.strip():
+        raise DataError(f"{file}: the file is empty; expected a header line such as timestamps,open,high,low,close")
+    sep = _sniff_separator(header_line)
+    header = list(pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns)
+    cols, symbol_col = _resolve_columns(header, c, file)
+
+    usecols = list(dict.fromkeys(list(cols.values()) + ([symbol_col] if symbol_col else [])))
+    text_cols = {k: str for k in (symbol_col, cols.get(TIMESTAMP), cols.get("date"), cols.get("time")) if k}
+    # Text columns are read as text (keeps leading zeros of symbols); numeric timestamps are
+    # re-read as numbers below only when every value is numeric.
+    df = pd.read_csv(path, sep=sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False, encoding="utf-8-sig")
+    lines = np.arange(len(df), dtype=np.int64) + 2  # header is line 1
+    blank = np.asarray(df.isna().all(axis=1))
+    if blank.any():
+        df, lines = df.loc[~blank].reset_index(drop=True), lines[~blank]
+    if len(df) == 0:
+        raise DataError(f"{file}: no data rows after the header")
+
+    if "date" in cols:  # separate date and time columns
+        date, time = df[cols["date"]], df[cols["time"]]
+        for column, part in ((cols["date"], date), (cols["time"], time)):
+            if part.isna().any():
+                i = int(np.argmax(np.asarray(part.isna())))
+                raise DataError(f"{_where(file, column, lines[i])}: empty timestamp; every row needs a time")
+        raw_ts, ts_name = date.astype(str) + " " + time.astype(str), f"{cols['date']}+{cols['time']}"
+    else:
+        raw_ts, ts_name = df[cols[TIMESTAMP]], cols[TIMESTAMP]
+        first = str(raw_ts.iloc[0]).strip()
+        if first.lstrip("-").replace(".", "", 1).isdigit():  # epoch or YYYYMMDD numbers?
+            numeric = pd.to_numeric(raw_ts, errors="coerce")
+            if raw_ts.notna().all() and numeric.notna().all():
+                raw_ts = numeric
+    ts = _parse_timestamps(raw_ts, c, file, ts_name, lines)
+
+    feats: dict[str, np.ndarray] = {}
+    for name in FEATURES:
+        if name in cols:
+            values = _parse_numeric(df[cols[name]], file, cols[name], lines)
+            if name in ("volume", "amount") and np.isnan(values).all():
+                log.info("%s: column %r is empty; treated as missing", file, cols[name])
+                continue
+            if name in ("volume", "amount"):
+                neg = values < 0
+                if neg.any():
+                    i = int(np.argmax(neg))
+                    raise DataError(
+                        f"{_where(file, cols[name], lines[i])}: negative {name} {values[i]:g} "
+                        f"({int(neg.sum())} negative value(s)); {name} must be >= 0"
+                    )
+            feats[name] = values
+
+    report = _Report()
+    out: list[tuple[Optional[str], Series]] = []
+    if symbol_col is None:
+        out.append((None, _finish_group("", file, ts, feats, lines, c, report)))
+    else:
+        sym = df[symbol_col]
+        if sym.isna().any():
+            i = int(np.argmax(np.asarray(sym.isna())))
+            raise DataError(f"{_where(file, symbol_col, lines[i])}: empty symbol; every row needs one")
+        codes, uniques = pd.factorize(sym.astype(str).str.strip(), sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(uniques)))])
+        for k, symbol in enumerate(uniques):
+            rows = order[bounds[k] : bounds[k + 1]]
+            group = {name: v[rows] for name, v in feats.items()}
+            series = _finish_group(str(symbol), file, ts[rows], group, lines[rows], c, report)
+            out.append((str(symbol), series))
+
+    if report.unsorted:
+        which = "" if symbol_col is None else f" (series {', '.join(report.unsorted[:5])}{', ...' if len(report.unsorted) > 5 else ''})"
+        log.warning("%s: rows are not in time order%s; sorted them by timestamp", file, which)
+    if report.nan_rows:
+        cells = ", ".join(f"{k}: {v}" for k, v in report.nan_cells.items() if v)
+        action = {"drop": "dropped those rows", "ffill": "forward-filled them"}[c.nan_policy]
+        extra = f"; {report.dropped} leading row(s) with nothing to fill from were dropped" if c.nan_policy == "ffill" and report.dropped else ""
+        log.warning("%s: %d row(s) with missing values (%s); nan_policy=%s %s%s", file, report.nan_rows, cells, c.nan_policy, action, extra)
+    return out
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_series(cfg: Any) -> list[Series]:
+    """Read every file `cfg` refers to and return its validated series (file order, then symbol order)."""
+    c = validate_config(cfg)
+    paths = resolve_paths(c)
+    per_file = [(path, _read_file(path, c)) for path in paths]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) < len(stems):  # same stem in different folders: name by relative path
+        root = os.path.commonpath([str(p.parent) for p in paths])
+        stems = [str(Path(os.path.relpath(p, root)).with_suffix("")) for p in paths]
+    series: list[Series] = []
+    for stem, (_, items) in zip(stems, per_file):
+        for symbol, s in items:
+            if symbol is None:
+                s.name = stem
+            else:
+                s.name = symbol if len(paths) == 1 else f"{stem}:{symbol}"
+            series.append(s)
+    return series

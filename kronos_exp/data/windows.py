@@ -1,0 +1,295 @@
+"""Series -> time splits -> leak-free, normalized windows.
+
+Each series is split by time: rows [0, n_train) train, [n_train, n_train + n_val) val, the rest
+test (n_train = floor(n * train_ratio), n_val = floor(n * val_ratio)). A window is
+`lookback_window + predict_window` consecutive rows inside one split of one series: windows never
+cross a series or a split boundary. A window is normalized with the mean and (population) std of
+its lookback rows only, so nothing from the forecast horizon leaks into the model's input:
+
+    x = clip((window - mean(lookback)) / (std(lookback) + 1e-5), -clip, clip)
+
+A split is stored as one contiguous float32 array (all its series end to end) plus an index of
+window starts; `__getitem__` slices and normalizes with numpy, no pandas per sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .config import FEATURES, TIME_FEATURES, DataConfig, DataError, validate_config
+from .loading import Series, load_series, resolve_paths
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-5
+SPLITS = ("train", "val", "test")
+
+
+def time_features(timestamps: Any) -> np.ndarray:
+    """Calendar features float32 [T, 5] in TIME_FEATURES order: minute, hour, weekday (Monday=0),
+    day of month, month. Accepts datetime64 arrays, a DatetimeIndex or a Series of datetimes;
+    zone-aware input is converted to UTC first (as the loader does)."""
+    if isinstance(timestamps, pd.Series):
+        index = pd.DatetimeIndex(timestamps.to_numpy() if timestamps.dt.tz is None else timestamps)
+    else:
+        index = pd.DatetimeIndex(timestamps)
+    if index.tz is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
+    out[:, 0] = index.minute
+    out[:, 1] = index.hour
+    out[:, 2] = index.day_of_week  # Monday=0
+    out[:, 3] = index.day
+    out[:, 4] = index.month
+    return out
+
+
+def lookback_normalize(window: np.ndarray, lookback: int, clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalize window(s) [..., L+P, F] with the mean/std of their first `lookback` rows.
+
+    Returns (x float32 [..., L+P, F], mean [..., 1, F], std [..., 1, F]); x = clip((w - mean) /
+    (std + 1e-5)). The same function serves inference: pass the context as the whole window.
+    """
+    w = np.asarray(window, dtype=np.float64)
+    past = w[..., :lookback, :]
+    mean = past.mean(axis=-2, keepdims=True)
+    std = past.std(axis=-2, keepdims=True)  # population std (ddof=0)
+    x = (w - mean) / (std + EPS)
+    np.clip(x, -clip, clip, out=x)
+    return x.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
+
+
+def _even_subsample(n: int, k: Optional[int]) -> np.ndarray:
+    """k indices spread evenly over range(n) (all of them when k is None or >= n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return (np.arange(k, dtype=np.int64) * n) // k
+
+
+class WindowDataset(Dataset):
+    """Windows of one split. Item i -> (x float32 [L+P, 6], stamp float32 [L+P, 5]).
+
+    Built from per-series arrays of one split: `values[k]` float32 [n_k, 6] (FEATURES order),
+    `stamps[k]` float32 [n_k, 5] (TIME_FEATURES order), optional `timestamps[k]` datetime64 [n_k].
+    Windows start every `stride` rows and never cross from one series into the next.
+    """
+
+    def __init__(
+        self,
+        values: Sequence[np.ndarray],
+        stamps: Sequence[np.ndarray],
+        lookback_window: int,
+        predict_window: int,
+        *,
+        clip: float = 5.0,
+        stride: int = 1,
+        max_windows: Optional[int] = None,
+        names: Optional[Sequence[str]] = None,
+        timestamps: Optional[Sequence[np.ndarray]] = None,
+    ) -> None:
+        if len(values) != len(stamps):
+            raise ValueError(f"values ({len(values)} series) and stamps ({len(stamps)} series) differ")
+        self.lookback_window = int(lookback_window)
+        self.predict_window = int(predict_window)
+        self.window = self.lookback_window + self.predict_window
+        self.clip = float(clip)
+        self.stride = int(stride)
+        self.names = list(names) if names is not None else [str(k) for k in range(len(values))]
+        lengths = np.array([len(v) for v in values], dtype=np.int64)
+        for k, (v, s) in enumerate(zip(values, stamps)):
+            if len(v) != len(s):
+                raise ValueError(f"series {self.names[k]}: {len(v)} value rows but {len(s)} stamp rows")
+        self.lengths = lengths
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # series k: rows offsets[k]:offsets[k+1]
+        width_v = values[0].shape[1] if len(values) else len(FEATURES)
+        width_s = stamps[0].shape[1] if len(stamps) else len(TIME_FEATURES)
+        self._values = np.ascontiguousarray(np.concatenate(values) if len(values) else np.empty((0, width_v)), dtype=np.float32)
+        self._stamps = np.ascontiguousarray(np.concatenate(stamps) if len(stamps) else np.empty((0, width_s)), dtype=np.float32)
+        self._timestamps = (
+            np.concatenate(timestamps).astype("datetime64[ns]") if timestamps is not None and len(timestamps) else None
+        )
+
+        series_idx, starts = [], []
+        for k, n in enumerate(lengths):
+            s = np.arange(0, max(int(n) - self.window + 1, 0), self.stride, dtype=np.int64)
+            series_idx.append(np.full(len(s), k, dtype=np.int64))
+            starts.append(s)
+        index = np.stack([np.concatenate(series_idx), np.concatenate(starts)], axis=1) if starts else np.empty((0, 2), np.int64)
+        self.total_windows = len(index)
+        index = index[_even_subsample(len(index), max_windows)]
+        self.index = np.ascontiguousarray(index)  # [M, 2]: (series, start row within the series' split)
+        self._first_row = self.offsets[self.index[:, 0]] + self.index[:, 1]  # [M] row in the contiguous array
+        self._arange = np.arange(self.window, dtype=np.int64)
+
+    @classmethod
+    def from_series(cls, series: Sequence[Series], lookback_window: int, predict_window: int, **kwargs: Any) -> "WindowDataset":
+        """Windows over whole series (no split), e.g. for evaluation on a file of its own."""
+        return cls(
+            [s.values for s in series],
+            [time_features(s.timestamps) for s in series],
+            lookback_window,
+            predict_window,
+            names=[s.name for s in series],
+            timestamps=[s.timestamps for s in series],
+            **kwargs,
+        )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _rows(self, i: int) -> slice:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window {i} out of range for {len(self)} windows")
+        first = int(self._first_row[i])
+        return slice(first, first + self.window)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._rows(i)
+        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip)
+        return torch.from_numpy(x), torch.from_numpy(self._stamps[rows].copy())
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windows `indices` at once: (x [B, L+P, 6], stamp [B, L+P, 5]); same values as stacking items."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        rows = self._first_row[idx][:, None] + self._arange[None, :]  # [B, L+P]
+        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip)
+        return torch.from_numpy(x), torch.from_numpy(self._stamps[rows])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # DataLoader's batched fetch: normalize the whole batch in one numpy call.
+        x, stamp = self.batch(indices)
+        return list(zip(x.unbind(0), stamp.unbind(0)))
+
+    # Helpers for evaluation / plotting (not needed for training).
+    def raw(self, i: int) -> np.ndarray:
+        """Window i before normalization, float32 [L+P, 6]."""
+        return self._values[self._rows(i)].copy()
+
+    def norm_stats(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) float32 [6] of window i's lookback rows: raw = x * (std + 1e-5) + mean."""
+        _, mean, std = lookback_normalize(self._values[self._rows(i)], self.lookback_window, self.clip)
+        return mean[0], std[0]
+
+    def timestamps(self, i: int) -> np.ndarray:
+        """datetime64[ns] [L+P] of window i (needs `timestamps` at construction)."""
+        if self._timestamps is None:
+            raise ValueError("this WindowDataset was built without timestamps")
+        return self._timestamps[self._rows(i)].copy()
+
+    def series_name(self, i: int) -> str:
+        return self.names[int(self.index[i, 0])]
+
+
+@dataclass
+class DataSplits:
+    train: WindowDataset
+    val: WindowDataset
+    test: WindowDataset
+    series: list[Series]
+    summary: dict = field(default_factory=dict)
+
+
+def split_sizes(n: int, train_ratio: float, val_ratio: float) -> tuple[int, int, int]:
+    """Rows of (train, val, test) for a series of n rows."""
+    n_train = int(math.floor(n * train_ratio + 1e-9))
+    n_val = int(math.floor(n * val_ratio + 1e-9))
+    return n_train, n_val, n - n_train - n_val
+
+
+def _rows_needed(need: int, c: DataConfig) -> int:
+    """Smallest series length whose every split has at least `need` rows."""
+    n = int(math.ceil(need / min(c.train_ratio, c.val_ratio, c.test_ratio)))
+    while min(split_sizes(n, c.train_ratio, c.val_ratio)) < need:
+        n += 1
+    return n
+
+
+def build_datasets(cfg: Any) -> DataSplits:
+    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
+
+    Raises DataError when a series is too short for a window plus one row in any split.
+    """
+    c = validate_config(cfg)
+    series = load_series(c)
+    need = c.lookback_window + c.predict_window + 1
+    parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
+    too_short = []
+    for s in series:
+        sizes = split_sizes(len(s), c.train_ratio, c.val_ratio)
+        if min(sizes) < need:
+            too_short.append((s, sizes))
+            continue
+        stamps = time_features(s.timestamps)
+        bounds = np.cumsum((0,) + sizes)
+        for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
+            p = parts[split]
+            p["values"].append(s.values[lo:hi])
+            p["stamps"].append(stamps[lo:hi])
+            p["timestamps"].append(s.timestamps[lo:hi])
+            p["names"].append(s.name)
+    if too_short:
+        total = _rows_needed(need, c)
+        lines = [
+            f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
+            for s, (a, b, t) in too_short[:10]
+        ]
+        more = f"\n  ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
+        raise DataError(
+            f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
+            f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
+            f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}:\n  "
+            + "\n  ".join(lines)
+            + more
+            + "\nUse longer series, a smaller data.lookback_window/data.predict_window, or other ratios."
+        )
+
+    caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
+    datasets = {
+        split: WindowDataset(
+            p["values"],
+            p["stamps"],
+            c.lookback_window,
+            c.predict_window,
+            clip=c.clip,
+            stride=c.stride,
+            max_windows=caps[split],
+            names=p["names"],
+            timestamps=p["timestamps"],
+        )
+        for split, p in parts.items()
+    }
+    summary = _summary(c, series, datasets)
+    log.info(
+        "data: %d series from %d file(s), rows %s, windows %s",
+        summary["n_series"], summary["n_files"], summary["rows"], summary["windows"],
+    )
+    return DataSplits(series=series, summary=summary, **datasets)
+
+
+def _summary(c: DataConfig, series: list[Series], datasets: dict[str, WindowDataset]) -> dict:
+    files = sorted({s.source for s in series}) or [str(p) for p in resolve_paths(c)]
+    start = min(s.timestamps[0] for s in series)
+    end = max(s.timestamps[-1] for s in series)
+    return {
+        "n_series": len(series),
+        "series": [s.name for s in series][:20],
+        "n_files": len(files),
+        "files": files[:20],
+        "rows": {k: int(d.lengths.sum()) for k, d in datasets.items()},
+        "windows": {k: len(d) for k, d in datasets.items()},
+        "windows_available": {k: d.total_windows for k, d in datasets.items()},
+        "start": str(pd.Timestamp(start)),
+        "end": str(pd.Timestamp(end)),
+        "lookback_window": c.lookback_window,
+        "predict_window": c.predict_window,
+    }

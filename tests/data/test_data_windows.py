@@ -1,0 +1,183 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from kronos_exp.data import (
+    DataConfig,
+    DataError,
+    WindowDataset,
+    build_datasets,
+    lookback_normalize,
+    split_sizes,
+    time_features,
+)
+
+
+def small_cfg(path, **kw):
+    base = dict(path=path, lookback_window=8, predict_window=4, train_ratio=0.6, val_ratio=0.2, test_ratio=0.2)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def test_no_leakage_from_the_forecast_horizon(write_csv, frame, tmp_path):
+    df = frame(300, seed=3)
+    L, P = 16, 8
+    before = build_datasets(small_cfg(write_csv("a.csv", df), lookback_window=L, predict_window=P))
+    i = 17
+    series, start = before.train.index[i]
+    assert series == 0
+    # Change every value inside window i's forecast horizon (rows start+L .. start+L+P-1 of train).
+    changed = df.copy()
+    cols = ["open", "high", "low", "close", "volume", "amount"]
+    rows = changed.index[start + L : start + L + P]
+    changed.loc[rows, cols] = changed.loc[rows, cols] * 3.0 + 7.0
+    after = build_datasets(small_cfg(write_csv("b.csv", changed), lookback_window=L, predict_window=P))
+    x0, s0 = before.train[i]
+    x1, s1 = after.train[i]
+    assert torch.equal(x0[:L], x1[:L])  # the normalized lookback does not see the horizon
+    assert torch.equal(s0, s1)
+    assert not torch.equal(x0[L:], x1[L:])  # ... while the horizon itself did change
+    # A whole-window normalization (the reference behaviour) would have leaked:
+    raw0, raw1 = before.train.raw(i), after.train.raw(i)
+    leaky0 = (raw0[:L] - raw0.mean(0)) / (raw0.std(0) + 1e-5)
+    leaky1 = (raw1[:L] - raw1.mean(0)) / (raw1.std(0) + 1e-5)
+    assert not np.allclose(leaky0, leaky1)
+
+
+def test_normalization_formula_and_clip(write_csv, frame):
+    splits = build_datasets(small_cfg(write_csv("a.csv", frame(200)), clip=1.5))
+    x, stamp = splits.train[5]
+    raw = splits.train.raw(5).astype(np.float64)
+    mean, std = raw[:8].mean(0), raw[:8].std(0)
+    expected = np.clip((raw - mean) / (std + 1e-5), -1.5, 1.5)
+    assert x.shape == (12, 6) and stamp.shape == (12, 5) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert x.abs().max().item() == pytest.approx(1.5)  # something was clipped
+    m, s = splits.train.norm_stats(5)
+    np.testing.assert_allclose(m, mean, rtol=1e-6)
+    np.testing.assert_allclose(s, std, rtol=1e-5)
+
+
+def test_lookback_normalize_constant_column_is_zero_not_nan():
+    w = np.ones((10, 6), dtype=np.float32)
+    x, mean, std = lookback_normalize(w, 6, 5.0)
+    assert np.all(x == 0) and std.shape == (1, 6)
+
+
+def test_split_sizes_and_rows_per_split(write_csv, frame):
+    assert split_sizes(100, 0.8, 0.1) == (80, 10, 10)
+    assert split_sizes(101, 0.8, 0.1) == (80, 10, 11)
+    assert split_sizes(100, 0.29, 0.31) == (29, 31, 40)  # no float truncation surprises
+    splits = build_datasets(small_cfg(write_csv("a.csv", frame(100))))
+    assert splits.summary["rows"] == {"train": 60, "val": 20, "test": 20}
+    # windows of 12 rows at stride 1: n - 12 + 1 per split
+    assert splits.summary["windows"] == {"train": 49, "val": 9, "test": 9}
+    assert [len(splits.train), len(splits.val), len(splits.test)] == [49, 9, 9]
+
+
+def test_windows_never_cross_series_or_split_boundaries(write_csv, frame, tmp_path):
+    # Encode (series, row) in the values so every window can be traced back.
+    paths = []
+    for k, n in enumerate([60, 75]):
+        df = frame(n, seed=k)
+        df["open"] = 1000 * (k + 1) + np.arange(n)
+        paths.append(write_csv(f"s{k}.csv", df))
+    splits = build_datasets(DataConfig(paths=paths, lookback_window=5, predict_window=3, train_ratio=0.5,
+                                       val_ratio=0.25, test_ratio=0.25, stride=2))
+    bounds = {}
+    for k, n in enumerate([60, 75]):
+        a, b, _ = split_sizes(n, 0.5, 0.25)
+        bounds[k] = {"train": (0, a), "val": (a, a + b), "test": (a + b, n)}
+    seen = set()
+    for name in ("train", "val", "test"):
+        ds = getattr(splits, name)
+        for i in range(len(ds)):
+            opens = ds.raw(i)[:, 0]
+            k = int(opens[0] // 1000) - 1
+            rows = opens - 1000 * (k + 1)
+            lo, hi = bounds[k][name]
+            assert (np.diff(rows) == 1).all() and rows[0] >= lo and rows[-1] < hi
+            assert ds.series_name(i) == f"s{k}"
+            seen.add((name, k))
+            # the stored timestamps agree with the rows
+            assert ds.timestamps(i)[0] == splits.series[k].timestamps[int(rows[0])]
+    assert seen == {(s, k) for s in ("train", "val", "test") for k in (0, 1)}
+    assert splits.train.index[:3].tolist() == [[0, 0], [0, 2], [0, 4]]
+
+
+def test_too_short_series_states_rows_needed_and_per_split_rows(write_csv, frame):
+    long_path = write_csv("long.csv", frame(400))
+    short_path = write_csv("short.csv", frame(100))
+    with pytest.raises(DataError) as e:
+        build_datasets(DataConfig(paths=[long_path, short_path], lookback_window=16, predict_window=4))
+    msg = str(e.value)
+    assert msg.startswith(
+        "1 series too short: each split needs at least lookback_window + predict_window + 1 = 16 + 4 + 1 = 21 rows, "
+        "i.e. at least 210 rows per series with train/val/test ratios 0.8/0.1/0.1:"
+    )
+    assert f"series 'short' ({short_path}): 100 rows -> train 80, val 10, test 10" in msg
+    assert "'long'" not in msg
+
+
+def test_rows_needed_is_exact(write_csv, frame):
+    cfg = dict(lookback_window=16, predict_window=4)
+    build_datasets(DataConfig(path=write_csv("ok.csv", frame(210)), **cfg))  # 168/21/21
+    with pytest.raises(DataError, match="209 rows -> train 167, val 20, test 22"):
+        build_datasets(DataConfig(path=write_csv("no.csv", frame(209)), **cfg))
+
+
+def test_max_windows_subsamples_evenly_and_deterministically(write_csv, frame):
+    path = write_csv("a.csv", frame(400))
+    full = build_datasets(small_cfg(path))
+    capped = build_datasets(small_cfg(path, max_train_windows=10, max_eval_windows=3))
+    assert (len(capped.train), len(capped.val), len(capped.test)) == (10, 3, 3)
+    n = len(full.train)
+    assert capped.train.index[:, 1].tolist() == [(j * n) // 10 for j in range(10)]
+    assert capped.summary["windows_available"]["train"] == n
+    again = build_datasets(small_cfg(path, max_train_windows=10, max_eval_windows=3))
+    assert torch.equal(capped.train[4][0], again.train[4][0])
+
+
+def test_batch_and_dataloader_match_getitem(write_csv, frame):
+    splits = build_datasets(small_cfg(write_csv("a.csv", frame(300))))
+    ds = splits.train
+    x, s = ds.batch([3, 0, 7])
+    assert x.shape == (3, 12, 6) and s.shape == (3, 12, 5)
+    assert torch.equal(x[0], ds[3][0]) and torch.equal(s[2], ds[7][1])
+    loader = DataLoader(ds, batch_size=16, shuffle=False)
+    bx, bs = next(iter(loader))
+    assert bx.shape == (16, 12, 6) and bs.shape == (16, 12, 5)
+    assert torch.equal(bx[5], ds[5][0])
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+
+
+def test_time_features_values():
+    ts = np.array(["2024-03-15 09:35", "2024-12-29 23:59", "2025-01-06 00:00"], dtype="datetime64[ns]")
+    expected = [[35, 9, 4, 15, 3], [59, 23, 6, 29, 12], [0, 0, 0, 6, 1]]  # Fri, Sun, Mon
+    for given in (ts, pd.DatetimeIndex(ts), pd.Series(ts)):
+        out = time_features(given)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
+    aware = pd.DatetimeIndex(ts).tz_localize("UTC").tz_convert("America/New_York")
+    np.testing.assert_array_equal(time_features(aware), expected)  # converted back to UTC
+
+
+def test_window_dataset_from_series(write_csv, frame):
+    from kronos_exp.data import load_series
+
+    series = load_series(DataConfig(path=write_csv("a.csv", frame(50))))
+    ds = WindowDataset.from_series(series, 10, 5, stride=5)
+    assert len(ds) == 8 and ds.series_name(0) == "a"
+    np.testing.assert_array_equal(ds[1][1].numpy(), time_features(series[0].timestamps[5:20]))
+
+
+def test_summary_is_small_and_serialisable(write_csv, frame):
+    import json
+
+    splits = build_datasets(small_cfg(write_csv("a.csv", frame(100, start="2024-01-02 09:30"))))
+    summary = json.loads(json.dumps(splits.summary))
+    assert summary["n_series"] == 1 and summary["n_files"] == 1 and summary["series"] == ["a"]
+    assert summary["start"] == "2024-01-02 09:30:00" and summary["end"] == "2024-01-02 17:45:00"
