@@ -1,0 +1,113 @@
+"""Config schemas: Hydra validates every run against these before any work starts.
+
+The groups mirror the code: ``data`` -> kronos_exp.data, ``tokenizer`` / ``predictor`` -> the
+phase runners and kronos_exp.model, ``phases`` -> the runners to instantiate, ``mlflow`` ->
+kronos_exp.tracking. Architecture presets live in conf/tokenizer/*.yaml and conf/predictor/*.yaml.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .data import DataConfig
+from .data.config import schema_node
+
+
+@dataclass
+class TokenizerArch:
+    """Constructor arguments of KronosTokenizer (the published config.json keys)."""
+    d_in: int = 6
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    ff_dim: int = MISSING
+    n_enc_layers: int = MISSING
+    n_dec_layers: int = MISSING
+    ffn_dropout_p: float = 0.0
+    attn_dropout_p: float = 0.0
+    resid_dropout_p: float = 0.0
+    s1_bits: int = MISSING
+    s2_bits: int = MISSING
+    beta: float = 0.05
+    gamma0: float = 1.0
+    gamma: float = 1.1
+    zeta: float = 0.05
+    group_size: int = 4
+
+
+@dataclass
+class PredictorArch:
+    """Constructor arguments of Kronos (the published config.json keys)."""
+    s1_bits: int = MISSING
+    s2_bits: int = MISSING
+    n_layers: int = MISSING
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    ff_dim: int = MISSING
+    ffn_dropout_p: float = 0.0
+    attn_dropout_p: float = 0.0
+    resid_dropout_p: float = 0.0
+    token_dropout_p: float = 0.0
+    learn_te: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every training phase (AdamW + OneCycle)."""
+    pretrained: Optional[str] = None  # local checkpoint folder or hub id; null = random init from arch
+    epochs: int = 3
+    lr: float = 2e-4
+    batch_size: int = 32
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    pct_start: float = 0.03  # OneCycle warm-up fraction
+    grad_clip: float = 2.0  # max gradient norm; 0 disables clipping
+    accumulation_steps: int = 1
+    log_interval: int = 10  # optimizer steps between train_loss/lr logs
+
+
+@dataclass
+class TokenizerConfig(TrainConfig):
+    arch: TokenizerArch = field(default_factory=TokenizerArch)
+
+
+@dataclass
+class PredictorConfig(TrainConfig):
+    lr: float = 4e-5
+    arch: PredictorArch = field(default_factory=PredictorArch)
+    max_context: int = 512  # longest token history the predictor attends to (published: mini 2048)
+    teacher_forcing: bool = True  # s2 conditioned on the true s1; false = sampled s1 (reference recipe)
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None  # null = sqlite:///<cwd>/outputs/mlflow.db
+    experiment_name: str = "kronos_exp"
+    tokenizer_model_name: str = "kronos-tokenizer"
+    predictor_model_name: str = "kronos-predictor"
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=schema_node)  # data.path required unless a preset sets it
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    phases: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: runner class}
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    num_workers: int = 0  # DataLoader workers
+    skip_existing: bool = False  # reuse a registered checkpoint with the same fingerprint
+    objective: str = "predictor_val_loss"  # what the entry point returns to sweepers
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="data", name="schema", node=schema_node())
+    cs.store(group="tokenizer", name="schema", node=TokenizerConfig)
+    cs.store(group="predictor", name="schema", node=PredictorConfig)

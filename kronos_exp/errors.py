@@ -1,0 +1,7 @@
+"""The errors a user can cause and fix (bad data, missing checkpoints, wrong settings): the CLI
+prints their message alone, without a traceback."""
+from .data import DataError
+from .model.checkpoint import CheckpointError, CheckpointNotFound
+from .phases.predictor import TokenizerUnavailable
+
+USER_ERRORS = (DataError, CheckpointError, CheckpointNotFound, TokenizerUnavailable, ValueError)

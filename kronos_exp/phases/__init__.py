@@ -1,0 +1,6 @@
+"""Phase runners, built from conf/phases/*.yaml through ``_target_``."""
+from .base import Phase, PhaseResult, RunContext
+from .predictor import PredictorPhase, TokenizerUnavailable
+from .tokenizer import TokenizerPhase
+
+__all__ = ["Phase", "PhaseResult", "RunContext", "PredictorPhase", "TokenizerPhase", "TokenizerUnavailable"]

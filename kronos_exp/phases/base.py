@@ -1,0 +1,171 @@
+"""What every phase runner shares: fingerprint, reuse through the registry, the shared training
+loop, checkpoint logging and registration. A phase adds its model, its loss and its inputs."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import mlflow
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .. import __version__
+from ..data import DataSplits
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
+from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
+from ..tracking.plots import log_loss_curve
+from ..train import FitResult, FitSettings, fit
+
+log = logging.getLogger(__name__)
+
+# Settings that change how a run is reported, not what it trains.
+_NOT_FINGERPRINTED = ("log_interval",)
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    checkpoint_dir: Path
+    fingerprint: str
+    val_loss: float
+    version: RegisteredCheckpoint | None
+    skipped: bool
+    val_history: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+@dataclass
+class RunContext:
+    """What the pipeline hands each phase."""
+    cfg: DictConfig
+    data: DataSplits
+    data_fingerprint: dict[str, Any]
+    device: torch.device
+    tracker: Tracker
+    registry: Registry
+    output_dir: Path
+    results: dict[str, PhaseResult] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def checkpoint_digest(path_or_hub_id: str) -> str:
+    """Identity of a pretrained checkpoint: the hash of its files, not of its name."""
+    folder = resolve_checkpoint_dir(path_or_hub_id)
+    return f"{file_digest(folder / CONFIG_NAME)[:16]}:{file_digest(folder / WEIGHTS_NAME)}"
+
+
+def phase_fingerprint(ctx: RunContext, name: str, upstream: dict[str, str] | None = None) -> str:
+    """Hash of what determines phase ``name``'s checkpoint: data, its settings, initial weights,
+    seed, precision, the code version and (for later phases) the fingerprint of what they build on."""
+    settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
+    for key in _NOT_FINGERPRINTED:
+        settings.pop(key, None)
+    pretrained = settings.get("pretrained")
+    return fingerprint({
+        "phase": name,
+        "data": ctx.data_fingerprint,
+        "settings": settings,
+        "initial_weights": checkpoint_digest(pretrained) if pretrained else "random",
+        "seed": ctx.cfg.seed,
+        "precision": ctx.cfg.precision,
+        "kronos_exp": __version__,
+        "upstream": upstream or {},
+    })
+
+
+class Phase:
+    """A training phase. Subclasses set ``name`` and ``val_key`` and implement ``build_model`` and
+    ``loss`` (the Objective the shared loop calls)."""
+
+    name: ClassVar[str]
+    val_key: ClassVar[str]
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def build_model(self, ctx: RunContext) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def epoch_metrics(self, model: nn.Module, loader) -> dict[str, float]:
+        return {}
+
+    def upstream(self, ctx: RunContext) -> dict[str, str]:
+        """Fingerprints of what this phase builds on (none for the first phase)."""
+        return {}
+
+    def version_tags(self, ctx: RunContext) -> dict[str, str]:
+        return {}
+
+    # -- shared ----------------------------------------------------------------------------
+    def settings(self, ctx: RunContext) -> DictConfig:
+        return ctx.cfg[self.name]
+
+    def registered_name(self, ctx: RunContext) -> str:
+        return ctx.cfg.mlflow[f"{self.name}_model_name"]
+
+    def run(self, ctx: RunContext) -> PhaseResult:
+        upstream = self.upstream(ctx)
+        fp = phase_fingerprint(ctx, self.name, upstream)
+        with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
+            settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
+            mlflow.log_params(flatten({self.name: settings}))
+            if ctx.cfg.skip_existing:
+                reused = self._reuse(ctx, fp)
+                if reused is not None:
+                    return reused
+            mlflow.set_tag("skipped", "false")
+            return self._train(ctx, fp, run.info.run_id)
+
+    def _reuse(self, ctx: RunContext, fp: str) -> PhaseResult | None:
+        hit = ctx.registry.fetch(self.registered_name(ctx), fp, ctx.output_dir / "reused")
+        if hit is None:
+            log.info("%s: no registered checkpoint with fingerprint %s, training", self.name, fp[:12])
+            return None
+        version, folder = hit
+        val_loss = float(version.tags.get("best_val_loss", "nan"))
+        mlflow.set_tags({"skipped": "true", "reused_version": version.version, "reused_run_id": version.run_id})
+        mlflow.log_metric("best_val_loss", val_loss)
+        log.info("%s: reusing %s (fingerprint %s)", self.name, version.label, fp[:12])
+        return PhaseResult(self.name, folder, fp, val_loss, version, skipped=True)
+
+    def fit_settings(self, ctx: RunContext) -> FitSettings:
+        s = self.settings(ctx)
+        return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
+                           adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
+                           accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
+                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
+
+    def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
+        seed_everything(ctx.cfg.seed)
+        model = self.build_model(ctx)
+        n_params = sum(p.numel() for p in model.parameters())
+        mlflow.log_param(f"{self.name}.n_parameters", n_params)
+        best_dir = ctx.output_dir / "checkpoints" / self.name
+
+        def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
+            m.save_pretrained(best_dir)
+
+        result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
+                                log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
+        mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                            "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})
+        mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
+        log_loss_curve(self.name, result)
+        version = ctx.registry.register(
+            self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, best_dir, fp,
+            tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss), **self.version_tags(ctx)})
+        mlflow.set_tag("registered_version", version.version)
+        return PhaseResult(self.name, best_dir, fp, result.best_val_loss, version, skipped=False,
+                           val_history=result.val_history, duration_s=result.duration_s)

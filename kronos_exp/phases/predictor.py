@@ -1,0 +1,105 @@
+"""Phase 2: fine-tune the predictor on next-token cross-entropy, tokenizer frozen."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..model import Kronos, KronosTokenizer
+from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class TokenizerUnavailable(RuntimeError):
+    """The predictor phase found no tokenizer to train on."""
+
+
+class PredictorPhase(Phase):
+    """loss = (CE(s1) + CE(s2)) / 2 over every next-token position of the window."""
+
+    name = "predictor"
+    val_key = "loss"
+
+    def __init__(self) -> None:
+        self.tokenizer: KronosTokenizer | None = None
+        self._tokenizer_source: tuple[Path, dict[str, str]] | None = None
+
+    def _locate_tokenizer(self, ctx: RunContext) -> tuple[Path, dict[str, str]]:
+        """This run's tokenizer, else the registered one for this data + tokenizer config, else
+        ``tokenizer.pretrained``. Returns its folder and the tags that identify it."""
+        if self._tokenizer_source is not None:
+            return self._tokenizer_source
+        trained = ctx.results.get("tokenizer")
+        if trained is not None:
+            source = trained.checkpoint_dir, self._identity(trained.fingerprint, trained.version)
+        else:
+            fp = phase_fingerprint(ctx, "tokenizer")
+            hit = ctx.registry.fetch(ctx.cfg.mlflow.tokenizer_model_name, fp, ctx.output_dir / "reused")
+            if hit is not None:
+                version, folder = hit
+                log.info("predictor: using registered tokenizer %s", version.label)
+                source = folder, self._identity(fp, version)
+            elif ctx.cfg.tokenizer.pretrained:
+                log.info("predictor: no tokenizer trained for this data yet; using tokenizer.pretrained=%s",
+                         ctx.cfg.tokenizer.pretrained)
+                source = (Path(str(ctx.cfg.tokenizer.pretrained)),
+                          {"tokenizer_fingerprint": checkpoint_digest(ctx.cfg.tokenizer.pretrained)})
+            else:
+                raise TokenizerUnavailable(
+                    "the predictor phase needs a tokenizer, and none was found: this run trained none, the "
+                    f"registry ('{ctx.cfg.mlflow.tokenizer_model_name}' at {ctx.tracker.tracking_uri}) holds none "
+                    f"for this data and tokenizer config (fingerprint {fp[:12]}), and tokenizer.pretrained is "
+                    "null. Run phases=both, run phases=tokenizer first, or set tokenizer.pretrained=<folder or hub id>.")
+        self._tokenizer_source = source
+        return source
+
+    @staticmethod
+    def _identity(fp, version) -> dict[str, str]:
+        tags = {"tokenizer_fingerprint": fp}
+        if version is not None:
+            tags["tokenizer_version"] = f"{version.name}/{version.version}"
+        return tags
+
+    def upstream(self, ctx: RunContext) -> dict[str, str]:
+        return {"tokenizer_fingerprint": self._locate_tokenizer(ctx)[1]["tokenizer_fingerprint"]}
+
+    def version_tags(self, ctx: RunContext) -> dict[str, str]:
+        return self._locate_tokenizer(ctx)[1]
+
+    def build_model(self, ctx: RunContext) -> Kronos:
+        folder, _ = self._locate_tokenizer(ctx)
+        tokenizer = KronosTokenizer.from_pretrained(folder).to(ctx.device).eval()
+        for p in tokenizer.parameters():
+            p.requires_grad_(False)
+        settings = self.settings(ctx)
+        model = Kronos.from_pretrained(settings.pretrained) if settings.pretrained else Kronos(**settings.arch)
+        for bits in ("s1_bits", "s2_bits"):
+            if model.config[bits] != tokenizer.config[bits]:
+                raise ValueError(
+                    f"predictor {bits}={model.config[bits]} but the tokenizer ({folder}) has {bits}="
+                    f"{tokenizer.config[bits]}; the predictor's vocabulary must match the tokenizer's codes "
+                    f"(set predictor.arch.{bits}, or pick matching presets)")
+        window = ctx.cfg.data.lookback_window + ctx.cfg.data.predict_window
+        if window - 1 > settings.max_context:
+            log.warning("predictor: training windows (%d tokens) exceed predictor.max_context=%d", window - 1,
+                        settings.max_context)
+        self.tokenizer = tokenizer
+        self.teacher_forcing = bool(settings.teacher_forcing)
+        return model
+
+    def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:
+        x, stamp = batch
+        with torch.no_grad():
+            s1, s2 = self.tokenizer.encode(x, half=True)  # [B, T] each
+        s1_in, s2_in, s1_out, s2_out = s1[:, :-1], s2[:, :-1], s1[:, 1:], s2[:, 1:]
+        s1_logits, s2_logits = model(s1_in, s2_in, stamp[:, :-1],
+                                     use_teacher_forcing=self.teacher_forcing or not model.training,
+                                     s1_targets=s1_out)
+        ce_s1 = F.cross_entropy(s1_logits.flatten(0, 1).float(), s1_out.flatten())
+        ce_s2 = F.cross_entropy(s2_logits.flatten(0, 1).float(), s2_out.flatten())
+        return {"loss": (ce_s1 + ce_s2) / 2, "ce_s1": ce_s1, "ce_s2": ce_s2,
+                "s1_accuracy": (s1_logits.argmax(-1) == s1_out).float().mean(),
+                "s2_accuracy": (s2_logits.argmax(-1) == s2_out).float().mean()}

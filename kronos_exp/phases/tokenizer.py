@@ -1,0 +1,48 @@
+"""Phase 1: fine-tune the tokenizer on reconstruction + quantizer loss."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from ..model import KronosTokenizer
+from .base import Phase, RunContext
+
+log = logging.getLogger(__name__)
+
+
+class TokenizerPhase(Phase):
+    """loss = (mse(recon from s1 bits) + mse(recon from all bits) + bsq_loss) / 2;
+    val_loss = mse(recon from all bits)."""
+
+    name = "tokenizer"
+    val_key = "recon_full_loss"
+
+    def build_model(self, ctx: RunContext) -> KronosTokenizer:
+        settings = self.settings(ctx)
+        if settings.pretrained:
+            log.info("tokenizer: starting from %s (its config.json sets the architecture)", settings.pretrained)
+            return KronosTokenizer.from_pretrained(settings.pretrained)
+        return KronosTokenizer(**settings.arch)
+
+    def loss(self, model: KronosTokenizer, batch) -> dict[str, torch.Tensor]:
+        x, _stamp = batch
+        (recon_s1, recon_full), bsq_loss, _, _ = model(x)
+        recon_s1_loss = F.mse_loss(recon_s1.float(), x)
+        recon_full_loss = F.mse_loss(recon_full.float(), x)
+        recon_loss = recon_s1_loss + recon_full_loss
+        return {"loss": (recon_loss + bsq_loss) / 2, "recon_loss": recon_loss, "recon_s1_loss": recon_s1_loss,
+                "recon_full_loss": recon_full_loss, "bsq_loss": bsq_loss}
+
+    @torch.no_grad()
+    def epoch_metrics(self, model: KronosTokenizer, loader) -> dict[str, float]:
+        """Share of the s1 vocabulary and of the full codebook used on the validation windows."""
+        s1_seen, full_seen = set(), set()
+        device = next(model.parameters()).device
+        for x, _ in loader:
+            s1, s2 = model.encode(x.to(device), half=True)
+            s1_seen.update(s1.unique().tolist())
+            full_seen.update((s1 + s2 * 2 ** model.s1_bits).unique().tolist())
+        return {"s1_codebook_usage": len(s1_seen) / 2 ** model.s1_bits,
+                "codebook_usage": len(full_seen) / 2 ** model.codebook_dim}

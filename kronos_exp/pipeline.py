@@ -1,0 +1,83 @@
+"""One invocation: load the data, run the configured phases in order inside one MLflow run, report."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .data import build_datasets, resolve_paths
+from .phases import Phase, PhaseResult, RunContext
+from .tracking import Registry, Tracker, file_digest
+from .train import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def build_phases(cfg: DictConfig) -> list[Phase]:
+    if not cfg.phases:
+        raise ValueError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
+    phases = [instantiate(spec) for spec in cfg.phases.values()]
+    for key, phase in zip(cfg.phases, phases):
+        if not isinstance(phase, Phase):
+            raise TypeError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
+    return phases
+
+
+def objective_value(cfg: DictConfig, results: dict[str, PhaseResult]) -> float:
+    """The number sweepers minimise: ``<phase>_val_loss`` of ``cfg.objective``, else the last phase's."""
+    summary = {f"{name}_val_loss": r.val_loss for name, r in results.items()}
+    if cfg.objective in summary:
+        return summary[cfg.objective]
+    return list(results.values())[-1].val_loss
+
+
+def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:
+    s = ctx.data.summary
+    lines = [
+        "kronos_exp " + " -> ".join(p.name for p in phases),
+        f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
+        f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
+        f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
+        f"  device   {ctx.device} ({cfg.precision})",
+        f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
+        f"  outputs  {ctx.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float, seconds: float) -> str:
+    lines = [f"done in {seconds:.1f}s; objective {objective:.5f}"]
+    for name, r in results.items():
+        how = f"reused {r.version.label}" if r.skipped else (
+            f"trained, registered {r.version.label}" if r.version else "trained")
+        lines.append(f"  {name:<10} best val_loss {r.val_loss:.5f}  {how}")
+        lines.append(f"  {'':<10} checkpoint {r.checkpoint_dir}")
+    lines.append(f"  open the MLflow UI: {ctx.tracker.ui_command()}")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, output_dir: Path) -> float:
+    """Run every configured phase; returns the objective (a validation loss) for sweepers."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    phases = build_phases(cfg)
+    data = build_datasets(cfg.data)
+    data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
+                        "config": OmegaConf.to_container(cfg.data, resolve=True)}
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
+                     registry=Registry(tracker.client), output_dir=output_dir)
+    with tracker.job_run(cfg, output_dir) as job:
+        log.info("\n%s", _banner(cfg, ctx, phases, job.info.run_id))
+        mlflow.log_dict(data.summary, "data_summary.json")
+        for phase in phases:
+            ctx.results[phase.name] = phase.run(ctx)
+        objective = objective_value(cfg, ctx.results)
+        mlflow.log_metrics({**{f"{n}_val_loss": r.val_loss for n, r in ctx.results.items()}, "objective": objective})
+        mlflow.set_tag("phases", ",".join(ctx.results))
+        log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+    return objective

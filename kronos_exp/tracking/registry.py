@@ -1,0 +1,79 @@
+"""Registered checkpoints: each finished phase's best checkpoint as a model version tagged with its
+fingerprint, found again by that fingerprint for ``skip_existing``."""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .fingerprint import file_digest
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class RegisteredCheckpoint:
+    name: str
+    version: str
+    fingerprint: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Registry:
+    def __init__(self, client: MlflowClient):
+        self.client = client
+
+    def register(self, name: str, run_id: str, artifact_path: str, checkpoint_dir: Path, fingerprint: str,
+                 tags: dict[str, str]) -> RegisteredCheckpoint:
+        """Register the checkpoint already logged under ``artifact_path`` of ``run_id``."""
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+        all_tags = {**tags, "fingerprint": fingerprint, "sha256": file_digest(checkpoint_dir / WEIGHTS_FILE)}
+        mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=all_tags)
+        return RegisteredCheckpoint(name, mv.version, fingerprint, run_id, source, all_tags)
+
+    def find(self, name: str, fingerprint: str) -> list[RegisteredCheckpoint]:
+        """Versions of ``name`` tagged with ``fingerprint``, newest first."""
+        try:
+            found = self.client.search_model_versions(f"name = '{name}' and tags.fingerprint = '{fingerprint}'")
+        except MlflowException:
+            return []
+        found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
+        return [RegisteredCheckpoint(name, mv.version, fingerprint, mv.run_id, mv.source, dict(mv.tags))
+                for mv in found]
+
+    def fetch(self, name: str, fingerprint: str, dst: Path) -> tuple[RegisteredCheckpoint, Path] | None:
+        """The newest registered version whose files download intact, as a local folder."""
+        for version in self.find(name, fingerprint):
+            target = dst / f"{version.name}-v{version.version}"
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)))
+            except Exception as err:  # missing artifact store, deleted files, network
+                log.warning("%s is registered but its files did not download (%s); trying older versions",
+                            version.label, err)
+                continue
+            weights = local / WEIGHTS_FILE
+            if not weights.is_file() or file_digest(weights) != version.tags.get("sha256"):
+                log.warning("%s downloaded but its weights do not match the registered checksum; skipping it",
+                            version.label)
+                continue
+            return version, local
+        return None

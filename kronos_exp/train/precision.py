@@ -1,0 +1,30 @@
+"""Device choice and mixed precision, in one place so every phase agrees."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but this machine has no CUDA device; use device=cpu or device=auto")
+    return device
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``precision=bf16``; plain fp32 otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -1,0 +1,157 @@
+"""`python -m kronos_exp` end to end: MLflow contents, registry, skip_existing, reproducibility."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from kronos_exp.model import Kronos, KronosTokenizer
+
+
+def _by_phase(runs):
+    return {r.data.tags.get("phase"): r for r in runs if "phase" in r.data.tags}
+
+
+@pytest.fixture(scope="module")
+def first_run(module_cli):
+    started = time.perf_counter()
+    proc = module_cli.run("phases=both")
+    return proc, time.perf_counter() - started
+
+
+def test_both_phases_land_in_mlflow(module_cli, first_run):
+    proc, _ = first_run
+    runs = module_cli.runs()
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(runs) == 3
+    parent = parents[0]
+    phases = _by_phase(runs)
+    assert set(phases) == {"tokenizer", "predictor"}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+    for run in phases.values():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    # Params: the flattened resolved config, on the job run.
+    assert parent.data.params["tokenizer.lr"] == "0.002"
+    assert parent.data.params["data.lookback_window"] == "64"
+    assert {"tokenizer_val_loss", "predictor_val_loss", "objective"} <= set(parent.data.metrics)
+    assert parent.data.metrics["objective"] == pytest.approx(parent.data.metrics["predictor_val_loss"])
+
+    client = module_cli.client()
+    expected = {
+        "tokenizer": {"train_recon_loss", "train_bsq_loss", "val_codebook_usage", "val_s1_codebook_usage"},
+        "predictor": {"train_ce_s1", "train_ce_s2", "val_s1_accuracy", "val_s2_accuracy"},
+    }
+    for name, run in phases.items():
+        metrics = set(run.data.metrics)
+        assert {"train_loss", "lr", "val_loss", "samples_per_second", "duration_s", "best_val_loss"} <= metrics
+        assert expected[name] <= metrics
+        val = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.step for m in val] == [0, 1]  # one per epoch, step = epoch
+        assert val[-1].value < val[0].value, f"{name} val_loss did not fall: {[m.value for m in val]}"
+        train = client.get_metric_history(run.info.run_id, "train_loss")
+        assert len(train) >= 2 and [m.step for m in train] == sorted(m.step for m in train)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert artifacts == {"checkpoint/config.json", "checkpoint/model.safetensors"}
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert f"plots/{name}_loss_curve.png" in plots
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config", "logs", "data_summary.json"} <= top
+    config_files = {a.path for a in client.list_artifacts(parent.info.run_id, "config")}
+    assert "config/resolved.yaml" in config_files and "config/hydra" in config_files
+    assert "mlflow ui --backend-store-uri" in proc.stderr + proc.stdout
+
+
+def test_each_phase_registers_one_loadable_version(module_cli, first_run, tmp_path):
+    import mlflow
+
+    for name, cls in (("kronos-tokenizer", KronosTokenizer), ("kronos-predictor", Kronos)):
+        versions = module_cli.versions(name)
+        assert len(versions) == 1
+        assert len(versions[0].tags["fingerprint"]) == 64
+        mlflow.set_tracking_uri(module_cli.tracking_uri)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=versions[0].source, dst_path=str(tmp_path / name))
+        model = cls.from_pretrained(local)
+        assert json.loads((tmp_path / name / "checkpoint" / "config.json").read_text()) == model.config
+    predictor_tags = module_cli.versions("kronos-predictor")[0].tags
+    assert predictor_tags["tokenizer_fingerprint"] == module_cli.versions("kronos-tokenizer")[0].tags["fingerprint"]
+
+
+def test_skip_existing_reuses_everything(module_cli, first_run):
+    _, first_seconds = first_run
+    before = len(module_cli.runs())
+    started = time.perf_counter()
+    module_cli.run("phases=both", "skip_existing=true")
+    seconds = time.perf_counter() - started
+    runs = module_cli.runs()[before:]
+    phases = _by_phase(runs)
+    assert {p: r.data.tags["skipped"] for p, r in phases.items()} == {"tokenizer": "true", "predictor": "true"}
+    assert phases["tokenizer"].data.tags["reused_version"] == "1"
+    assert len(module_cli.versions("kronos-tokenizer")) == 1
+    assert len(module_cli.versions("kronos-predictor")) == 1
+    assert "train_loss" not in phases["predictor"].data.metrics
+    assert seconds < first_seconds * 0.6, (seconds, first_seconds)
+
+
+def test_changing_predictor_lr_retrains_only_the_predictor(module_cli, first_run):
+    before = len(module_cli.runs())
+    module_cli.run("phases=both", "skip_existing=true", "predictor.lr=0.001")
+    phases = _by_phase(module_cli.runs()[before:])
+    assert phases["tokenizer"].data.tags["skipped"] == "true"
+    assert phases["predictor"].data.tags["skipped"] == "false"
+    assert len(module_cli.versions("kronos-tokenizer")) == 1
+    assert len(module_cli.versions("kronos-predictor")) == 2
+
+
+def test_two_invocations_equal_one_run_of_both(module_cli, first_run, cli):
+    cli.run("phases=tokenizer")
+    cli.run("phases=predictor")
+    split = {v.tags["fingerprint"]: float(v.tags["best_val_loss"]) for v in cli.versions("kronos-predictor")}
+    together = module_cli.versions("kronos-predictor")[0]
+    assert split == {together.tags["fingerprint"]: float(together.tags["best_val_loss"])}
+    phases = _by_phase(cli.runs())
+    assert phases["predictor"].data.tags["tokenizer_fingerprint"] == cli.versions("kronos-tokenizer")[0].tags["fingerprint"]
+
+
+def test_one_changed_csv_row_retrains(cli, tmp_path):
+    from kronos_exp.data import sample_path
+
+    lines = sample_path().read_text().splitlines()
+    csv = tmp_path / "prices.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    common = ("phases=tokenizer", "data=csv", f"data.path={csv}", "data.symbol_column=symbol", "data.stride=2",
+              "skip_existing=true", "tokenizer.epochs=1")
+    cli.run(*common)
+    cli.run(*common)
+    assert len(cli.versions("kronos-tokenizer")) == 1
+    header, row = lines[0].split(","), lines[500].split(",")
+    row[header.index("volume")] = str(float(row[header.index("volume")]) + 1)
+    lines[500] = ",".join(row)
+    csv.write_text("\n".join(lines) + "\n")
+    cli.run(*common)
+    assert len(cli.versions("kronos-tokenizer")) == 2
+
+
+def test_checkpoints_load_into_a_forecast(module_cli, first_run, tmp_path):
+    import pandas as pd
+
+    from kronos_exp.data import sample_path
+    from kronos_exp.model import KronosPredictor
+    import mlflow
+
+    mlflow.set_tracking_uri(module_cli.tracking_uri)
+    folders = {}
+    for name in ("kronos-tokenizer", "kronos-predictor"):
+        source = module_cli.versions(name)[0].source
+        folders[name] = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / name))
+    predictor = KronosPredictor(Kronos.from_pretrained(folders["kronos-predictor"]),
+                                KronosTokenizer.from_pretrained(folders["kronos-tokenizer"]), device="cpu")
+    df = pd.read_csv(sample_path(), parse_dates=["timestamps"])
+    df = df[df["symbol"] == df["symbol"].iloc[0]].reset_index(drop=True)
+    hist, future = df.iloc[:64], df.iloc[64:72]
+    torch.manual_seed(0)
+    out = predictor.predict(hist, hist["timestamps"], future["timestamps"], pred_len=8, verbose=False)
+    assert list(out.columns) == ["open", "high", "low", "close", "volume", "amount"] and len(out) == 8
+    assert out.notna().all().all()
