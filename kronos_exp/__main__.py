@@ -21,6 +21,8 @@ def main(cfg: DictConfig) -> float:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except USER_ERRORS as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact") from None
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     num_workers: int = 0  # DataLoader workers
-    skip_existing: bool = False  # reuse a registered checkpoint with the same fingerprint
+    # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
+    skip_existing: Optional[bool] = None
     objective: str = "predictor_val_loss"  # what the entry point returns to sweepers
 
 

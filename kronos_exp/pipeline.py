@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import mlflow
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
+from .tracking.sweep import JobInfo
 from .train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,11 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
 def run(cfg: DictConfig, output_dir: Path) -> float:
     """Run every configured phase; returns the objective (a validation loss) for sweepers."""
     started = time.perf_counter()
+    job = JobInfo.current()
+    # skip_existing=null (the default): reuse registered phases in sweeps, retrain in single runs.
+    skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
+    if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     device = resolve_device(cfg.device)
     phases = build_phases(cfg)
     data = build_datasets(cfg.data)
@@ -70,9 +78,9 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client), output_dir=output_dir)
-    with tracker.job_run(cfg, output_dir) as job:
-        log.info("\n%s", _banner(cfg, ctx, phases, job.info.run_id))
+                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
+    with tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
+        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
         mlflow.log_dict(data.summary, "data_summary.json")
         for phase in phases:
             ctx.results[phase.name] = phase.run(ctx)

@@ -18,6 +18,7 @@ from .. import __version__
 from ..data import DataSplits
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
+from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
 from ..train import FitResult, FitSettings, fit
 
@@ -50,6 +51,7 @@ class RunContext:
     tracker: Tracker
     registry: Registry
     output_dir: Path
+    skip_existing: bool = False
     results: dict[str, PhaseResult] = field(default_factory=dict)
 
 
@@ -121,12 +123,16 @@ class Phase:
         with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
-            if ctx.cfg.skip_existing:
+            if not ctx.skip_existing:
+                mlflow.set_tag("skipped", "false")
+                return self._train(ctx, fp, run.info.run_id)
+            # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
+            with fingerprint_lock(ctx.tracker.lock_dir, fp, self.name):
                 reused = self._reuse(ctx, fp)
                 if reused is not None:
                     return reused
-            mlflow.set_tag("skipped", "false")
-            return self._train(ctx, fp, run.info.run_id)
+                mlflow.set_tag("skipped", "false")
+                return self._train(ctx, fp, run.info.run_id)
 
     def _reuse(self, ctx: RunContext, fp: str) -> PhaseResult | None:
         hit = ctx.registry.fetch(self.registered_name(ctx), fp, ctx.output_dir / "reused")

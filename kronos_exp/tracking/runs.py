@@ -16,6 +16,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from .fingerprint import fingerprint
+
 log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "KRONOS_EXP_PARENT_RUN_ID"  # set by a sweep to nest its jobs under one run
@@ -103,6 +105,13 @@ class Tracker:
         self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
         self.job_run_id: str | None = None
+
+    @property
+    def lock_dir(self) -> Path:
+        """Where fingerprint locks live: beside a local store, else in the user's cache."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(self.tracking_uri[len("sqlite:///"):]).parent / "locks"
+        return Path.home() / ".cache" / "kronos_exp" / "locks" / fingerprint({"uri": self.tracking_uri})[:16]
 
     def ui_command(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):

@@ -1,0 +1,120 @@
+"""Sweeps in MLflow: one parent run per Hydra multirun, each job a child of it, and a summary
+table of the jobs at the end.
+
+The fluent MLflow API keeps its active run per process, and launchers run jobs in this process
+(basic) or in workers (joblib), so the sweep run is created with the client and its id reaches
+the jobs through the environment.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from .runs import PARENT_RUN_ENV, Tracker
+
+log = logging.getLogger(__name__)
+
+SWEEP_ID_ENV = "KRONOS_EXP_SWEEP_ID"
+
+
+@dataclass
+class JobInfo:
+    """How Hydra launched this job: single run or job ``num`` of a sweep."""
+    multirun: bool
+    num: int | None
+    overrides: list[str]
+    sweep_id: str | None
+    parallel_jobs: int = 1  # jobs the launcher runs at once (joblib's n_jobs)
+
+    @classmethod
+    def current(cls) -> "JobInfo":
+        if not HydraConfig.initialized():
+            return cls(False, None, [], None)
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        n_jobs = int(hc.launcher.get("n_jobs", 1) or 1) if multirun else 1
+        return cls(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
+                   os.environ.get(SWEEP_ID_ENV) if multirun else None,
+                   n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+
+    def tags(self) -> dict[str, str]:
+        tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
+        if self.multirun:
+            tags.update({"job_num": str(self.num), "mlflow.runName": f"job-{self.num}"})
+            if self.sweep_id:
+                tags["sweep_id"] = self.sweep_id
+        return tags
+
+
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["job", "objective", "duration_s", "status", "overrides"]
+    cells = [[str(r[h]) for h in headers] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+class MlflowSweepCallback(Callback):
+    """Hydra callback: the sweep's parent run, and the job table when the sweep ends."""
+
+    def __init__(self) -> None:
+        self.tracker: Tracker | None = None
+        self.run_id: str | None = None
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Creating the store here also runs its migrations once, before parallel jobs open it.
+        self.tracker = Tracker(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
+        run = self.tracker.client.create_run(
+            self.tracker.experiment_id, run_name=sweep_id,
+            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task)})
+        self.run_id, self.started = run.info.run_id, time.perf_counter()
+        os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = self.run_id, sweep_id
+        atexit.register(self._close, "FAILED")  # the sweep died before on_multirun_end
+        log.info("MLflow sweep run %s (%s) in %s", self.run_id, sweep_id, self.tracker.tracking_uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.tracker is None or self.run_id is None:
+            return
+        rows = self.job_rows()
+        table = _format_table(rows)
+        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", os.environ.get(SWEEP_ID_ENV),
+                 len(rows), table, self.tracker.ui_command())
+        client = self.tracker.client
+        client.log_text(self.run_id, table + "\n", "sweep_summary.txt")
+        client.log_dict(self.run_id, rows, "sweep_summary.json")
+        finished = [r for r in rows if r["objective"] != ""]
+        if finished:
+            client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
+            client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
+        self._close("FINISHED" if all(r["status"] == "FINISHED" for r in rows) else "FAILED")
+
+    def job_rows(self) -> list[dict[str, Any]]:
+        """One row per job run of this sweep, sorted by objective (unfinished jobs last)."""
+        runs = self.tracker.client.search_runs([self.tracker.experiment_id],
+                                               filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
+        rows = []
+        for r in runs:
+            end = r.info.end_time or r.info.start_time
+            rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
+                         "duration_s": round((end - r.info.start_time) / 1000, 1), "status": r.info.status,
+                         "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id})
+        return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
+
+    def _close(self, status: str) -> None:
+        if self.tracker is None or self.run_id is None:
+            return
+        run = self.tracker.client.get_run(self.run_id)
+        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+            self.tracker.client.set_terminated(self.run_id, status)
