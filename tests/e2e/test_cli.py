@@ -1,0 +1,186 @@
+"""The CLI as a user meets it: errors, published-layout checkpoints, own CSVs, a shared MLflow server."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+QUICK = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
+
+
+def _no_traceback(proc):
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _statuses(cli):
+    return sorted(r.info.status for r in cli.runs())
+
+
+@pytest.mark.parametrize("override, names", [
+    ("predictor.lrr=1", ["predictor.lrr", "lrr"]),
+    ("tokenizer.epochs=abc", ["tokenizer.epochs", "abc"]),
+    ("phases=everything", ["phases", "everything"]),
+])
+def test_config_mistakes_fail_at_compose_time(cli, override, names):
+    proc = cli.run(override, check=False, timeout=120)
+    assert proc.returncode != 0
+    for name in names:
+        assert name in proc.stderr
+    _no_traceback(proc)
+    assert cli.runs() == []  # nothing started
+
+
+def test_help_and_config_printout(cli):
+    help_text = subprocess.run([sys.executable, "-m", "kronos_exp", "--help"], capture_output=True, text=True,
+                               cwd=cli.root, env=cli.env(), timeout=120).stdout
+    for group in ("data:", "tokenizer:", "predictor:", "phases:"):
+        assert group in help_text
+    job = subprocess.run([sys.executable, "-m", "kronos_exp", "--cfg", "job", "predictor=small"],
+                         capture_output=True, text=True, cwd=cli.root, env=cli.env(), timeout=120).stdout
+    assert "d_model: 512" in job and "max_context: 512" in job
+
+
+def test_missing_data_file_is_one_clear_line(cli):
+    proc = cli.run("data=csv", "data.path=nowhere/prices.csv", check=False)
+    assert proc.returncode == 1
+    assert "error: no CSV matches 'nowhere/prices.csv'" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_predictor_alone_without_any_tokenizer_says_what_to_do(cli):
+    proc = cli.run("phases=predictor", check=False)
+    assert proc.returncode == 1
+    assert "needs a tokenizer" in proc.stderr and "phases=both" in proc.stderr
+    _no_traceback(proc)
+    assert _statuses(cli) == ["FAILED"]  # the job run ends FAILED, never RUNNING
+
+
+def test_failure_inside_a_phase_marks_runs_failed(cli):
+    proc = cli.run(*QUICK, "predictor.arch.s1_bits=5", check=False)
+    assert proc.returncode == 1
+    assert "predictor s1_bits=5 but the tokenizer" in proc.stderr
+    _no_traceback(proc)
+    runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
+    assert runs == {"job": "FAILED", "tokenizer": "FINISHED", "predictor": "FAILED"}
+
+
+def test_offline_hub_id_explains_how_to_get_weights(cli):
+    proc = cli.run("tokenizer.pretrained=NeoQuasar/Kronos-Tokenizer-base", check=False)
+    assert proc.returncode == 1
+    assert "NeoQuasar/Kronos-Tokenizer-base" in proc.stderr and "--local-dir" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_sigterm_ends_runs_killed(cli):
+    proc = subprocess.Popen(cli.command("tokenizer.epochs=50", fast=False), cwd=cli.root, env=cli.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until the tokenizer phase is training
+        if "tokenizer:" in line and "training" in line or time.time() > deadline:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1, out[-2000:]
+    assert "interrupted" in out
+    runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
+    assert runs == {"job": "KILLED", "tokenizer": "KILLED"}
+
+
+def test_fine_tunes_from_published_layout_checkpoints(cli):
+    cli.run(*QUICK, f"tokenizer.pretrained={FIXTURE / 'tokenizer'}", f"predictor.pretrained={FIXTURE / 'predictor'}")
+    for name, folder in (("kronos-tokenizer", "tokenizer"), ("kronos-predictor", "predictor")):
+        version = cli.versions(name)[0]
+        run = cli.client().get_run(version.run_id)
+        local = cli.client().download_artifacts(run.info.run_id, "checkpoint", str(cli.root / name))
+        saved = json.loads((Path(local) / "config.json").read_text())
+        assert saved == json.loads((FIXTURE / folder / "config.json").read_text())
+
+
+def _yahoo_daily(path: Path, days: int = 1000) -> None:
+    rng = np.random.default_rng(1)
+    close = 150 * np.exp(np.cumsum(rng.normal(0, 0.01, days)))
+    open_ = close * (1 + rng.normal(0, 0.003, days))
+    df = pd.DataFrame({
+        "Date": pd.bdate_range("2020-01-01", periods=days).strftime("%Y-%m-%d"),
+        "Open": open_, "High": np.maximum(open_, close) * 1.01, "Low": np.minimum(open_, close) * 0.99,
+        "Close": close, "Adj Close": close * 0.98, "Volume": rng.integers(1_000_000, 5_000_000, days),
+    })
+    df.to_csv(path, index=False)
+
+
+def test_yahoo_export_trains_without_column_config(cli):
+    _yahoo_daily(cli.root / "AAPL.csv")
+    cli.run("phases=tokenizer", "data=csv", "data.path=AAPL.csv", "tokenizer.epochs=1", "data.lookback_window=32",
+            "data.predict_window=8", fast=False)
+    (run,) = [r for r in cli.runs() if r.data.tags.get("phase") == "tokenizer"]
+    assert run.info.status == "FINISHED" and "val_loss" in run.data.metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen([*args, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"{args} did not come up on {url}")
+
+
+def test_shared_mlflow_server_and_the_readme_ui_command(cli):
+    env = cli.env()
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    server, url = _serve([mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{cli.root / 'server.db'}",
+                          "--artifacts-destination", str(cli.root / "server-artifacts")], cli.root, env)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "kronos_exp", "phases=tokenizer", *QUICK,
+                               f"mlflow.tracking_uri={url}", "mlflow.experiment_name=shared"],
+                              cwd=cli.root, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"open {url}" in proc.stderr
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+        assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "tokenizer"]
+        assert len(client.search_model_versions("name = 'kronos-tokenizer'")) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # The README's UI command, on the default store that a plain run creates under ./outputs.
+    cli.run("phases=tokenizer", *QUICK, fast=False)  # mlflow.tracking_uri of the fixture: cli.root/mlflow.db
+    (cli.root / "outputs").mkdir(exist_ok=True)
+    (cli.root / "mlflow.db").rename(cli.root / "outputs" / "mlflow.db")
+    ui, url = _serve([mlflow_bin, "ui", "--backend-store-uri", "sqlite:///outputs/mlflow.db"], cli.root, env)
+    try:
+        body = json.dumps({"max_results": 10}).encode()
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        names = [e["name"] for e in json.load(urllib.request.urlopen(req, timeout=10))["experiments"]]
+        assert "kronos_exp" in names
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
