@@ -121,14 +121,23 @@ class PretrainedMixin:
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint folder is not
+        previous = None  # an existing checkpoint, moved aside (not deleted) until the new one is in place
         try:
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(staging / WEIGHTS_NAME))
             (staging / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             if target.exists():
-                shutil.rmtree(target)
+                previous = staging.with_name(staging.name + ".previous")
+                os.replace(target, previous)
             os.replace(staging, target)
         except BaseException:
+            if previous is not None and previous.exists() and not target.exists():
+                os.replace(previous, target)
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
         return target

@@ -26,8 +26,10 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative > top_p
-        drop_sorted[..., 1:] = drop_sorted[..., :-1].clone()  # keep the token that crosses top_p
+        # A token is kept while the mass before it is still short of top_p (so the kept set is
+        # the smallest one with mass >= top_p; `>` here would keep one more token on an exact tie).
+        drop_sorted = cumulative >= top_p
+        drop_sorted[..., 1:] = drop_sorted[..., :-1].clone()  # keep the token that reaches top_p
         drop_sorted[..., 0] = False
         logits[drop_sorted.scatter(-1, order, drop_sorted)] = float("-inf")
     return logits
