@@ -103,7 +103,7 @@ class RunConfig:
     num_workers: int = 0  # DataLoader workers
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
-    objective: str = "predictor_val_loss"  # what the entry point returns to sweepers
+    objective: Optional[str] = None  # returned to sweepers: <phase>_val_loss; null = the last phase's
 
 
 def register_configs() -> None:

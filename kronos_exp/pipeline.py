@@ -31,11 +31,14 @@ def build_phases(cfg: DictConfig) -> list[Phase]:
 
 
 def objective_value(cfg: DictConfig, results: dict[str, PhaseResult]) -> float:
-    """The number sweepers minimise: ``<phase>_val_loss`` of ``cfg.objective``, else the last phase's."""
+    """The number sweepers minimise: ``cfg.objective`` (``<phase>_val_loss``), or the last phase's."""
     summary = {f"{name}_val_loss": r.val_loss for name, r in results.items()}
-    if cfg.objective in summary:
-        return summary[cfg.objective]
-    return list(results.values())[-1].val_loss
+    if cfg.objective is None:
+        return list(summary.values())[-1]
+    if cfg.objective not in summary:
+        raise ValueError(f"objective={cfg.objective} but this run has only {', '.join(summary)}; "
+                         "use one of those, or objective=null for the last phase's val_loss")
+    return summary[cfg.objective]
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:

@@ -159,7 +159,7 @@ def test_shared_mlflow_server_and_the_readme_ui_command(cli):
                                f"mlflow.tracking_uri={url}", "mlflow.experiment_name=shared"],
                               cwd=cli.root, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"open {url}" in proc.stderr
+        assert f"open {url}" in proc.stdout + proc.stderr
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(url)

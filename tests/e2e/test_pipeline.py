@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -16,13 +15,11 @@ def _by_phase(runs):
 
 @pytest.fixture(scope="module")
 def first_run(module_cli):
-    started = time.perf_counter()
-    proc = module_cli.run("phases=both")
-    return proc, time.perf_counter() - started
+    return module_cli.run("phases=both")
 
 
 def test_both_phases_land_in_mlflow(module_cli, first_run):
-    proc, _ = first_run
+    proc = first_run
     runs = module_cli.runs()
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and len(runs) == 3
@@ -80,19 +77,17 @@ def test_each_phase_registers_one_loadable_version(module_cli, first_run, tmp_pa
 
 
 def test_skip_existing_reuses_everything(module_cli, first_run):
-    _, first_seconds = first_run
     before = len(module_cli.runs())
-    started = time.perf_counter()
     module_cli.run("phases=both", "skip_existing=true")
-    seconds = time.perf_counter() - started
     runs = module_cli.runs()[before:]
     phases = _by_phase(runs)
     assert {p: r.data.tags["skipped"] for p, r in phases.items()} == {"tokenizer": "true", "predictor": "true"}
     assert phases["tokenizer"].data.tags["reused_version"] == "1"
     assert len(module_cli.versions("kronos-tokenizer")) == 1
     assert len(module_cli.versions("kronos-predictor")) == 1
-    assert "train_loss" not in phases["predictor"].data.metrics
-    assert seconds < first_seconds * 0.6, (seconds, first_seconds)
+    for run in phases.values():  # nothing trained: no train metrics, no checkpoint logged
+        assert "train_loss" not in run.data.metrics
+        assert module_cli.client().list_artifacts(run.info.run_id, "checkpoint") == []
 
 
 def test_changing_predictor_lr_retrains_only_the_predictor(module_cli, first_run):

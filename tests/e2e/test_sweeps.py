@@ -1,0 +1,386 @@
+"""Sweeps end to end: `python -m kronos_exp -m ...` grids, the joblib launcher, the Optuna search,
+one MLflow view per sweep, shared phases trained once, the job table, and failing sweeps.
+
+Every CLI run here uses its own SQLite store in a tmp folder (the cwd of the subprocess), so counts
+of runs and registered versions are exact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+# Smaller than FAST (same keys, so nothing is overridden twice): 4 optimiser steps per phase.
+SMALL = [
+    "data.max_train_windows=128",
+    "data.max_eval_windows=32",
+    "tokenizer.epochs=1",
+    "predictor.epochs=1",
+]
+GRID = ["predictor.lr=1e-5,4e-5", "data.lookback_window=64,128"]  # the issue's command, 4 jobs
+LR_GRID = ["predictor.lr=1e-3,2e-3,3e-3,4e-3"]  # 4 jobs sharing one tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One torch thread per CLI process: on a busy 2-core machine, two spinning OpenMP threads per
+    process make training an order of magnitude slower. Timing, not behaviour: parallel jobs get one
+    thread each from the pipeline anyway. (Cli.env passes the environment on.)"""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+def _sweep(cli, *overrides: str, multirun: bool = True, check: bool = True):
+    """``python -m kronos_exp [-m] SMALL overrides``: SMALL instead of FAST (same keys, so no value
+    is given twice); ``-m`` must come before the overrides."""
+    return cli.run(*(["-m"] if multirun else []), *SMALL, *overrides, fast=False, check=check)
+
+
+def _output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def _parts(cli):
+    """(the sweep run, job runs by job_num, {job run id: {phase: run}}) of the store's one sweep."""
+    runs = cli.runs()
+    sweeps = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert len(sweeps) == 1, [r.data.tags for r in runs]
+    sweep = sweeps[0]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    job_ids = {r.info.run_id for r in jobs}
+    phases: dict[str, dict[str, object]] = {run_id: {} for run_id in job_ids}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent in job_ids:
+            phases[parent][r.data.tags["phase"]] = r
+    # Nothing outside the tree: sweep, its jobs, their phases.
+    assert len(runs) == 1 + len(jobs) + sum(len(p) for p in phases.values()), [r.data.tags for r in runs]
+    return sweep, sorted(jobs, key=lambda r: int(r.data.tags["job_num"])), phases
+
+
+def _download(cli, run_id: str, path: str, dst: Path) -> Path:
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                    tracking_uri=cli.tracking_uri))
+
+
+def _sweep_dir(cli) -> Path:
+    dirs = [p for p in (cli.root / "outputs" / "multirun").glob("*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def _table(output: str) -> list[list[str]]:
+    """Rows of the job table logged at the end of a multirun, as printed."""
+    lines = output.splitlines()
+    start = [i for i, line in enumerate(lines) if re.search(r"sweep \S+: \d+ jobs, best first", line)]
+    assert len(start) == 1, output[-3000:]
+    header, rule = lines[start[0] + 1], lines[start[0] + 2]
+    assert re.fullmatch(r"job\s+objective\s+duration_s\s+status\s+overrides", header), header
+    assert set(rule) <= {"-", " "}, rule
+    rows = []
+    for line in lines[start[0] + 3:]:
+        if not re.match(r"\d+\s", line):
+            break
+        rows.append(re.split(r"\s{2,}", line.strip(), maxsplit=4))
+    return rows
+
+
+def _assert_nothing_running(cli) -> None:
+    running = [(r.info.run_name, r.data.tags.get("phase")) for r in cli.runs() if r.info.status == "RUNNING"]
+    assert not running, running
+
+
+# -- the issue's grid, basic launcher -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid(module_cli):
+    return module_cli, _sweep(module_cli, *GRID)
+
+
+def test_grid_runs_every_job_with_outputs_under_cwd_and_hydra_config_in_mlflow(grid, tmp_path):
+    cli, proc = grid
+    sweep, jobs, _ = _parts(cli)
+    assert [r.data.tags["job_num"] for r in jobs] == ["0", "1", "2", "3"]
+    combos = {(r.data.params["predictor.lr"], r.data.params["data.lookback_window"]) for r in jobs}
+    assert combos == {("1e-05", "64"), ("1e-05", "128"), ("4e-05", "64"), ("4e-05", "128")}
+    sweep_dir = _sweep_dir(cli)
+    assert sweep_dir.is_relative_to(cli.root / "outputs")
+    for job in jobs:
+        num = job.data.tags["job_num"]
+        local = sweep_dir / num / ".hydra"
+        assert sorted(p.name for p in local.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+        logged = _download(cli, job.info.run_id, "config/hydra", tmp_path / num)
+        assert sorted(p.name for p in logged.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+        assert (logged / "overrides.yaml").read_text() == (local / "overrides.yaml").read_text()
+        hydra_cfg = yaml.safe_load((logged / "hydra.yaml").read_text())["hydra"]
+        assert hydra_cfg["mode"] == "MULTIRUN" and str(hydra_cfg["job"]["num"]) == num
+        output_dir = Path(hydra_cfg["runtime"]["output_dir"])
+        assert output_dir == sweep_dir / num, (output_dir, sweep_dir)
+        overrides = yaml.safe_load((logged / "overrides.yaml").read_text())
+        assert f"predictor.lr={job.data.params['predictor.lr']}" in overrides
+        assert f"data.lookback_window={job.data.params['data.lookback_window']}" in overrides
+    assert "Launching 4 jobs locally" in _output(proc)
+
+
+def test_grid_is_one_mlflow_tree(grid):
+    cli, _ = grid
+    sweep, jobs, phases = _parts(cli)
+    sweep_id = sweep.data.tags["sweep_id"]
+    assert sweep_id.startswith("sweep-") and sweep.info.run_name == sweep_id
+    assert "mlflow.parentRunId" not in sweep.data.tags
+    assert sweep.info.status == "FINISHED"
+    assert len(jobs) == 4
+    lrs = set()
+    for job in jobs:
+        tags, params, metrics = job.data.tags, job.data.params, job.data.metrics
+        assert job.info.status == "FINISHED"
+        assert tags["sweep_id"] == sweep_id
+        assert tags["mlflow.runName"] == f"job-{tags['job_num']}"
+        # The swept overrides as a tag, and the whole config as params.
+        assert f"predictor.lr={params['predictor.lr']}" in tags["overrides"].split()
+        assert f"data.lookback_window={params['data.lookback_window']}" in tags["overrides"].split()
+        assert params["tokenizer.arch.d_model"] == "32" and params["data.max_train_windows"] == "128"
+        lrs.add(params["predictor.lr"])
+        assert {"tokenizer_val_loss", "predictor_val_loss", "objective"} <= set(metrics)
+        assert metrics["objective"] == pytest.approx(metrics["predictor_val_loss"])  # the default objective
+        assert metrics["objective"] != pytest.approx(metrics["tokenizer_val_loss"])
+        # Every phase run a child of its job.
+        assert set(phases[job.info.run_id]) == {"tokenizer", "predictor"}
+        for name, phase in phases[job.info.run_id].items():
+            assert phase.info.status == "FINISHED"
+            assert phase.data.tags["mlflow.parentRunId"] == job.info.run_id
+            assert metrics[f"{name}_val_loss"] == pytest.approx(phase.data.metrics["best_val_loss"])
+    assert lrs == {"1e-05", "4e-05"}
+
+
+def test_grid_sweep_run_summarises_jobs_best_first(grid, tmp_path):
+    cli, _ = grid
+    sweep, jobs, _ = _parts(cli)
+    objectives = {r.info.run_id: r.data.metrics["objective"] for r in jobs}
+    best = min(jobs, key=lambda r: r.data.metrics["objective"])
+    assert sweep.data.metrics["best_objective"] == pytest.approx(min(objectives.values()))
+    assert sweep.data.tags["best_job"] == best.data.tags["job_num"]
+    names = {a.path for a in cli.client().list_artifacts(sweep.info.run_id)}
+    assert {"sweep_summary.txt", "sweep_summary.json"} <= names
+    rows = json.loads(_download(cli, sweep.info.run_id, "sweep_summary.json", tmp_path).read_text())
+    assert [r["run_id"] for r in rows] == sorted(objectives, key=objectives.get)
+    assert [r["objective"] for r in rows] == pytest.approx(sorted(objectives.values()))
+    assert all(r["status"] == "FINISHED" for r in rows)
+    assert sorted(r["job"] for r in rows) == [0, 1, 2, 3]
+    text = _download(cli, sweep.info.run_id, "sweep_summary.txt", tmp_path / "txt").read_text()
+    assert re.match(r"job\s+objective\s+duration_s\s+status\s+overrides\n", text), text
+
+
+def test_grid_prints_the_job_table_sorted_by_objective(grid):
+    cli, proc = grid
+    _, jobs, _ = _parts(cli)
+    rows = _table(_output(proc))
+    by_num = {r.data.tags["job_num"]: r for r in jobs}
+    assert sorted(row[0] for row in rows) == ["0", "1", "2", "3"]
+    printed = [float(row[1]) for row in rows]
+    assert printed == sorted(printed)
+    for job, objective, duration, status, overrides in rows:
+        assert objective and float(objective) == pytest.approx(by_num[job].data.metrics["objective"])
+        assert float(duration) > 0 and status == "FINISHED"
+        assert overrides == by_num[job].data.tags["overrides"]
+    assert re.search(r"sweep sweep-\S+: 4 jobs, best first", _output(proc))
+
+
+def test_grid_trains_each_tokenizer_once(grid):
+    cli, _ = grid
+    _, jobs, phases = _parts(cli)
+    # Two lookback windows = two data configs = two tokenizers; each trained once, reused once.
+    assert len(cli.versions("kronos-tokenizer")) == 2
+    assert len(cli.versions("kronos-predictor")) == 4
+    for lookback in ("64", "128"):
+        same = [j for j in jobs if j.data.params["data.lookback_window"] == lookback]
+        skipped = sorted(phases[j.info.run_id]["tokenizer"].data.tags["skipped"] for j in same)
+        assert skipped == ["false", "true"], lookback
+
+
+# -- shared phases trained once -------------------------------------------------------------------
+
+def _assert_tokenizer_trained_once(cli) -> None:
+    sweep, jobs, phases = _parts(cli)
+    assert len(jobs) == 4 and sweep.info.status == "FINISHED"
+    assert all(j.info.status == "FINISHED" for j in jobs)
+    tokenizer_runs = [phases[j.info.run_id]["tokenizer"] for j in jobs]
+    predictor_runs = [phases[j.info.run_id]["predictor"] for j in jobs]
+    assert sorted(r.data.tags["skipped"] for r in tokenizer_runs) == ["false", "true", "true", "true"]
+    assert [r.data.tags["skipped"] for r in predictor_runs] == ["false"] * 4
+    tokenizers = cli.versions("kronos-tokenizer")
+    assert len(tokenizers) == 1
+    assert len(cli.versions("kronos-predictor")) == 4
+    trained = next(r for r in tokenizer_runs if r.data.tags["skipped"] == "false")
+    assert tokenizers[0].run_id == trained.info.run_id
+    for r in tokenizer_runs:
+        if r.data.tags["skipped"] == "true":
+            assert r.data.tags["reused_version"] == "1" and r.data.tags["reused_run_id"] == trained.info.run_id
+            assert "train_loss" not in r.data.metrics
+    # Every predictor trained on that one tokenizer.
+    fp = tokenizers[0].tags["fingerprint"]
+    assert {r.data.tags["tokenizer_fingerprint"] for r in predictor_runs} == {fp}
+    assert len({r.data.params["predictor.lr"] for r in jobs}) == 4
+
+
+def test_lr_grid_trains_the_tokenizer_once(cli):
+    _sweep(cli, *LR_GRID)
+    _assert_tokenizer_trained_once(cli)
+
+
+def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
+    proc = _sweep(cli, "hydra/launcher=parallel", *LR_GRID)
+    output = _output(proc)
+    assert "database is locked" not in output.lower()
+    assert re.search(r"Joblib.Parallel\(n_jobs=2.*launching 4 jobs", output), output[-3000:]
+    _assert_tokenizer_trained_once(cli)
+    _, jobs, phases = _parts(cli)
+    # Jobs 0 and 1 really ran side by side, so one of them waited on the other's tokenizer lock.
+    first, second = (phases[j.info.run_id]["tokenizer"] for j in jobs[:2])
+    assert first.info.start_time < second.info.end_time and second.info.start_time < first.info.end_time, \
+        "the first two jobs' tokenizer phases did not overlap: nothing exercised the lock"
+    logs = "".join(p.read_text() for p in _sweep_dir(cli).glob("*/*.log"))
+    assert "another job is producing fingerprint" in logs
+    assert {(j.data.params["predictor.lr"]) for j in jobs} == {"0.001", "0.002", "0.003", "0.004"}
+
+
+# -- fingerprint locks, directly ------------------------------------------------------------------
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from kronos_exp.tracking.locks import fingerprint_lock
+    with fingerprint_lock(Path(sys.argv[1]), "fp", "holder", poll_s=0.05):
+        print("locked", flush=True)
+        if sys.argv[2] == "hang":
+            time.sleep(120)
+        sys.stdin.readline()  # release when told
+    print("released", flush=True)
+    sys.stdin.readline()  # stay alive: the release must come from the unlock, not from exiting
+""")
+
+
+def _holder(directory: Path, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(directory), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _acquire_in_thread(directory: Path) -> tuple[threading.Thread, dict[str, float]]:
+    from kronos_exp.tracking.locks import fingerprint_lock
+
+    state: dict[str, float] = {}
+
+    def take():
+        with fingerprint_lock(directory, "fp", "waiter", poll_s=0.05):
+            state["acquired"] = time.monotonic()
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    return thread, state
+
+
+def test_lock_of_a_killed_holder_does_not_block(tmp_path):
+    holder = _holder(tmp_path, "hang")
+    try:
+        thread, state = _acquire_in_thread(tmp_path)
+        thread.join(1.0)
+        assert "acquired" not in state, "acquired while a live process held the lock"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        killed = time.monotonic()
+        thread.join(10)
+        assert "acquired" in state, "a lock whose holder was killed still blocks"
+        assert state["acquired"] - killed < 5
+        # And a fresh acquirer in this process gets it promptly too.
+        thread, state = _acquire_in_thread(tmp_path)
+        thread.join(5)
+        assert "acquired" in state
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_lock_waiter_gets_the_lock_only_after_the_holder_releases(tmp_path, caplog):
+    caplog.set_level("INFO", logger="kronos_exp.tracking.locks")
+    holder = _holder(tmp_path, "release")
+    try:
+        thread, state = _acquire_in_thread(tmp_path)
+        thread.join(1.0)
+        assert "acquired" not in state, "acquired while another process held the lock"
+        released_asked = time.monotonic()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        thread.join(10)
+        assert "acquired" in state and state["acquired"] >= released_asked
+        assert state["acquired"] - released_asked < 5
+        assert holder.poll() is None  # released by unlocking, the holder is still alive
+        assert "another job is producing fingerprint" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+# -- Optuna ---------------------------------------------------------------------------------------
+
+def test_optuna_search_reports_its_best_trial(cli):
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "objective=tokenizer_val_loss",
+                  multirun=False)  # the config sets hydra.mode=MULTIRUN
+    output = _output(proc)
+    sweep, jobs, phases = _parts(cli)
+    assert len(jobs) == 2 and sweep.info.status == "FINISHED"
+    for job in jobs:
+        metrics = job.data.metrics
+        # objective=tokenizer_val_loss: the tokenizer phase's val loss, not the predictor's.
+        assert metrics["objective"] == pytest.approx(metrics["tokenizer_val_loss"])
+        assert metrics["objective"] == pytest.approx(phases[job.info.run_id]["tokenizer"].data.metrics["best_val_loss"])
+        assert metrics["objective"] != pytest.approx(metrics["predictor_val_loss"])
+    best = min(jobs, key=lambda r: r.data.metrics["objective"])
+    assert len({j.data.params["tokenizer.lr"] for j in jobs}) == 2  # Optuna sampled two trials
+    # What Optuna was returned, and reports as best, is that objective.
+    results = yaml.safe_load((_sweep_dir(cli) / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(best.data.metrics["objective"])
+    assert results["best_params"]["tokenizer.lr"] == pytest.approx(float(best.data.params["tokenizer.lr"]))
+    assert results["best_params"]["predictor.lr"] == pytest.approx(float(best.data.params["predictor.lr"]))
+    assert "Best parameters" in output and "Best value" in output
+    assert sweep.data.metrics["best_objective"] == pytest.approx(results["best_value"])
+    assert sweep.data.tags["best_job"] == best.data.tags["job_num"]
+
+
+# -- a failing job ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel"]], ids=["basic", "parallel"])
+def test_failing_sweep_leaves_no_run_running(cli, launcher):
+    # The tiny tokenizer has 4 + 4 bits: s1_bits=3 fails in the predictor phase of job 0.
+    proc = _sweep(cli, *launcher, "predictor.arch.s1_bits=3,4", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(r"^error: predictor s1_bits=3 .*s1_bits=4", proc.stderr, re.M), proc.stderr[-3000:]
+    sweep, jobs, phases = _parts(cli)
+    if launcher:
+        # Job 1 ran beside job 0 and was still going when job 0 failed and the sweep aborted.
+        assert len(jobs) == 2, "job 1 never started: nothing was in flight when job 0 failed"
+    _assert_nothing_running(cli)
+    assert sweep.info.status == "FAILED"
+    failing = [j for j in jobs if j.data.params["predictor.arch.s1_bits"] == "3"]
+    assert len(failing) == 1 and failing[0].info.status == "FAILED"
+    assert failing[0].data.tags["job_num"] == "0"
+    job_phases = phases[failing[0].info.run_id]
+    assert job_phases["tokenizer"].info.status == "FINISHED"
+    assert job_phases["predictor"].info.status == "FAILED"
