@@ -1,12 +1,13 @@
 """``python -m kronos_exp``: compose the config with Hydra and run the pipeline."""
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import register_configs
-from .errors import USER_ERRORS
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -15,11 +16,19 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    from .pipeline import run  # heavy imports (torch, mlflow) after Hydra has parsed the command line
+    # Heavy imports (torch, mlflow) only once Hydra has parsed the command line: --help stays quick.
+    from .errors import USER_ERRORS
+    from .pipeline import run
 
+    hydra_cfg = HydraConfig.get()
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return run(cfg, Path(hydra_cfg.runtime.output_dir))
     except USER_ERRORS as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One bad job must not take down the jobs beside it: report it, let the sweep go on.
+            # The sweep's summary lists it as FAILED and the sweep exits non-zero at the end.
+            print(f"error: job {hydra_cfg.job.num}: {err}", file=sys.stderr)
+            return float("nan")
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
         raise SystemExit("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact") from None

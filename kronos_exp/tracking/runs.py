@@ -86,7 +86,9 @@ def closing_run(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
         mlflow.end_run("FAILED")
         raise
     else:

@@ -98,7 +98,11 @@ class MlflowSweepCallback(Callback):
         if finished:
             client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
-        self._close("FINISHED" if all(r["status"] == "FINISHED" for r in rows) else "FAILED")
+        failed = [r for r in rows if r["status"] != "FINISHED"]
+        self._close("FAILED" if failed else "FINISHED")
+        if failed:
+            raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
+                             f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
 
     def job_rows(self) -> list[dict[str, Any]]:
         """One row per job run of this sweep, sorted by objective (unfinished jobs last)."""
@@ -112,9 +116,20 @@ class MlflowSweepCallback(Callback):
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id})
         return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
 
+    def _running_children(self, run_id: str):
+        return self.tracker.client.search_runs(
+            [self.tracker.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
+
     def _close(self, status: str) -> None:
+        """End the sweep run, and any job or phase run whose process died without ending it
+        (a launcher that kills its workers when one job fails, say) as KILLED."""
         if self.tracker is None or self.run_id is None:
             return
-        run = self.tracker.client.get_run(self.run_id)
-        if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
-            self.tracker.client.set_terminated(self.run_id, status)
+        client = self.tracker.client
+        for job in self._running_children(self.run_id):
+            for phase in self._running_children(job.info.run_id):
+                client.set_terminated(phase.info.run_id, "KILLED")
+            client.set_terminated(job.info.run_id, "KILLED")
+        if client.get_run(self.run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+            client.set_terminated(self.run_id, status)
