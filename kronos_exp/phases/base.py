@@ -158,6 +158,8 @@ class Phase:
         model = self.build_model(ctx)
         n_params = sum(p.numel() for p in model.parameters())
         mlflow.log_param(f"{self.name}.n_parameters", n_params)
+        log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
+                 len(ctx.data.train), self.settings(ctx).epochs)
         best_dir = ctx.output_dir / "checkpoints" / self.name
 
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:

@@ -117,7 +117,7 @@ def test_one_changed_csv_row_retrains(cli, tmp_path):
     csv = tmp_path / "prices.csv"
     csv.write_text("\n".join(lines) + "\n")
     common = ("phases=tokenizer", "data=csv", f"data.path={csv}", "data.symbol_column=symbol", "data.stride=2",
-              "skip_existing=true", "tokenizer.epochs=1")
+              "data.max_train_windows=128", "data.max_eval_windows=32", "skip_existing=true", "tokenizer.epochs=1")
     cli.run(*common)
     cli.run(*common)
     assert len(cli.versions("kronos-tokenizer")) == 1
