@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +66,37 @@ def cli(tmp_path) -> Cli:
 @pytest.fixture(scope="module")
 def module_cli(tmp_path_factory) -> Cli:
     return Cli(tmp_path_factory.mktemp("store"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve():
+    """Start ``mlflow <args>`` (``ui ...``, ``server ...``) on a free loopback port; returns its URL.
+    Every server started is stopped at the end of the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+        port = _free_port()
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        proc = subprocess.Popen([mlflow, *args, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                return url
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"{args} did not come up on {url}")
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -128,48 +127,21 @@ def test_yahoo_export_trains_without_column_config(cli):
     assert run.info.status == "FINISHED" and "val_loss" in run.data.metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(args: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([*args, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"{args} did not come up on {url}")
-
-
-def test_readme_ui_command_serves_a_shared_tracking_server(cli):
+def test_readme_ui_command_serves_a_shared_tracking_server(cli, serve):
     """`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` (the README's command) is also a
     tracking server: runs sent to it over HTTP land in that database, registry included."""
     env = cli.env()
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     (cli.root / "outputs").mkdir()
-    ui, url = _serve([mlflow_bin, "ui", "--backend-store-uri", "sqlite:///outputs/mlflow.db"], cli.root, env)
-    try:
-        proc = subprocess.run([sys.executable, "-m", "kronos_exp", "phases=tokenizer", *QUICK,
-                               f"mlflow.tracking_uri={url}", "mlflow.experiment_name=shared"],
-                              cwd=cli.root, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"open {url}" in proc.stdout + proc.stderr
-        body = json.dumps({"max_results": 10}).encode()
-        req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search", data=body,
-                                     headers={"Content-Type": "application/json"})
-        assert "shared" in [e["name"] for e in json.load(urllib.request.urlopen(req, timeout=10))["experiments"]]
-    finally:
-        ui.terminate()
-        ui.wait(timeout=30)
+    url = serve(["ui", "--backend-store-uri", "sqlite:///outputs/mlflow.db"], cli.root, env)
+    proc = subprocess.run([sys.executable, "-m", "kronos_exp", "phases=tokenizer", *QUICK,
+                           f"mlflow.tracking_uri={url}", "mlflow.experiment_name=shared"],
+                          cwd=cli.root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"open {url}" in proc.stdout + proc.stderr
+    body = json.dumps({"max_results": 10}).encode()
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search", data=body,
+                                 headers={"Content-Type": "application/json"})
+    assert "shared" in [e["name"] for e in json.load(urllib.request.urlopen(req, timeout=10))["experiments"]]
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{cli.root / 'outputs' / 'mlflow.db'}")

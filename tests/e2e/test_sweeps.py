@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -194,7 +196,7 @@ def test_grid_prints_the_job_table_sorted_by_objective(grid):
     printed = [float(row[1]) for row in rows]
     assert printed == sorted(printed)
     for job, objective, duration, status, overrides in rows:
-        assert objective and float(objective) == pytest.approx(by_num[job].data.metrics["objective"])
+        assert objective and float(objective) == pytest.approx(by_num[job].data.metrics["objective"], abs=1e-5)
         assert float(duration) > 0 and status == "FINISHED"
         assert overrides == by_num[job].data.tags["overrides"]
     assert re.search(r"sweep sweep-\S+: 4 jobs, best first", _output(proc))
@@ -213,6 +215,39 @@ def test_grid_trains_each_tokenizer_once(grid):
 
 
 # -- shared phases trained once -------------------------------------------------------------------
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _rendered(url: str, profile: Path) -> str:
+    """The DOM of ``url`` after a real headless browser has run the page's JavaScript."""
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium binary (Debian package chromium)")
+def test_mlflow_ui_in_a_headless_browser_shows_one_sweep_of_four_jobs(grid, serve, tmp_path):
+    cli, _ = grid
+    sweep, jobs, _ = _parts(cli)
+    url = serve(["ui", "--backend-store-uri", cli.tracking_uri], cli.root, cli.env())
+    experiment = sweep.info.experiment_id
+    runs_page = _rendered(f"{url}/#/experiments/{experiment}/runs", tmp_path / "profile-runs")
+    # Top level: the sweep run alone; its jobs and phases are nested under it.
+    assert sweep.info.run_name in runs_page
+    assert not re.search(r">job-\d<", runs_page)
+    ids = urllib.parse.quote(json.dumps([j.info.run_id for j in jobs]))
+    compare = _rendered(f"{url}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D",
+                        tmp_path / "profile-compare")
+    assert "Comparing 4 Runs" in compare
+    for job in jobs:
+        assert f">{job.info.run_name}<" in compare
+    for name in ("predictor.lr", "data.lookback_window", "objective", "predictor_val_loss"):
+        assert name in compare
+    assert len({j.data.metrics["objective"] for j in jobs}) == 4  # the metrics the view charts differ
 
 def _assert_tokenizer_trained_once(cli) -> None:
     sweep, jobs, phases = _parts(cli)
