@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from .config import register_configs
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # also reachable as ./conf in a checkout
 
 register_configs()
 
