@@ -2,6 +2,7 @@
 loop, checkpoint logging and registration. A phase adds its model, its loss and its inputs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -123,12 +124,11 @@ class Phase:
         with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
-            if not ctx.skip_existing:
-                mlflow.set_tag("skipped", "false")
-                return self._train(ctx, fp, run.info.run_id)
             # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
-            with fingerprint_lock(ctx.tracker.lock_dir, fp, self.name):
-                reused = self._reuse(ctx, fp)
+            lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
+                    else contextlib.nullcontext())
+            with lock:
+                reused = self._reuse(ctx, fp) if ctx.skip_existing else None
                 if reused is not None:
                     return reused
                 mlflow.set_tag("skipped", "false")
@@ -167,6 +167,9 @@ class Phase:
 
         result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
+        if result.best_epoch < 0:
+            raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
+                             f"no checkpoint to keep. Lower {self.name}.lr or check the data")
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                             "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)

@@ -149,3 +149,14 @@ def test_readme_ui_command_serves_a_shared_tracking_server(cli, serve):
     assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "tokenizer"]
     assert all(r.info.status == "FINISHED" for r in runs)
     assert len(client.search_model_versions("name = 'kronos-tokenizer'")) == 1
+
+
+def test_a_diverged_phase_stops_with_advice_and_registers_nothing(cli):
+    proc = cli.run("phases=tokenizer", "tokenizer.lr=1e30", "tokenizer.epochs=1", "data.max_train_windows=64",
+                   "data.max_eval_windows=32", fast=False, check=False)
+    assert proc.returncode == 1
+    assert "error: tokenizer: the validation loss was never finite" in proc.stderr
+    assert "Lower tokenizer.lr" in proc.stderr
+    _no_traceback(proc)
+    assert _statuses(cli) == ["FAILED", "FAILED"]
+    assert cli.versions("kronos-tokenizer") == []
