@@ -15,7 +15,7 @@ from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
-from .train import resolve_device
+from .train import check_precision, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,18 @@ def build_phases(cfg: DictConfig) -> list[Phase]:
     return phases
 
 
+def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
+    """``objective`` must name a phase of this run, checked before any training."""
+    names = [f"{p.name}_val_loss" for p in phases]
+    if cfg.objective is not None and cfg.objective not in names:
+        raise ValueError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
+                         "use one of those, or objective=null for the last phase's val_loss")
+
+
 def objective_value(cfg: DictConfig, results: dict[str, PhaseResult]) -> float:
     """The number sweepers minimise: ``cfg.objective`` (``<phase>_val_loss``), or the last phase's."""
     summary = {f"{name}_val_loss": r.val_loss for name, r in results.items()}
-    if cfg.objective is None:
-        return list(summary.values())[-1]
-    if cfg.objective not in summary:
-        raise ValueError(f"objective={cfg.objective} but this run has only {', '.join(summary)}; "
-                         "use one of those, or objective=null for the last phase's val_loss")
-    return summary[cfg.objective]
+    return summary[cfg.objective] if cfg.objective is not None else list(summary.values())[-1]
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:
@@ -75,7 +78,9 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     device = resolve_device(cfg.device)
+    check_precision(cfg.precision)
     phases = build_phases(cfg)
+    check_objective(cfg, phases)
     data = build_datasets(cfg.data)
     data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}

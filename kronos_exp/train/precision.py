@@ -21,10 +21,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for ``precision=bf16``; plain fp32 otherwise."""
+def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "fp32":
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for ``precision=bf16``; plain fp32 otherwise."""
+    if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -49,6 +49,26 @@ def test_help_and_config_printout(cli):
     assert "d_model: 512" in job and "max_context: 512" in job
 
 
+@pytest.mark.parametrize("override, message", [
+    ("device=cuda", "error: device='cuda' but this machine has no CUDA device"),
+    ("device=tpu9", "error: device='tpu9' is not a device"),
+    ("precision=fp8", "error: precision='fp8'; valid: fp32, bf16"),
+    ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
+])
+def test_bad_settings_are_one_clear_line(cli, override, message):
+    if override == "device=cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    extra = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=32", "data.max_eval_windows=16"]
+    proc = cli.run(override, *extra, fast=False, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr, proc.stderr[-2000:]
+    _no_traceback(proc)
+    assert "RUNNING" not in _statuses(cli)
+
+
 def test_missing_data_file_is_one_clear_line(cli):
     proc = cli.run("data=csv", "data.path=nowhere/prices.csv", check=False)
     assert proc.returncode == 1
