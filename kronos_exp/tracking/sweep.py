@@ -58,10 +58,12 @@ class JobInfo:
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
     headers = ["job", "objective", "duration_s", "status", "overrides"]
-    def cell(value: Any) -> str:
-        return f"{value:.5f}" if isinstance(value, float) else str(value)
+    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}"}
 
-    cells = [[cell(r[h]) for h in headers] for r in rows]
+    def cell(header: str, value: Any) -> str:
+        return formats[header].format(value) if header in formats and isinstance(value, float) else str(value)
+
+    cells = [[cell(h, r[h]) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
