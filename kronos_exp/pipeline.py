@@ -16,6 +16,7 @@ from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
 from .train import check_precision, resolve_device
+from .train.interrupt import sigterm_stops
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
-    with tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
+    with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
         log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
         mlflow.log_dict(data.summary, "data_summary.json")
         for phase in phases:

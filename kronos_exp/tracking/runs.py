@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,25 +58,6 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an interrupt so runs end KILLED and checkpoints stay whole."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum, frame):
-        raise _Terminated(f"signal {signum}")
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a joblib worker thread): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @contextlib.contextmanager
 def closing_run(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
     """End ``run`` as FINISHED, KILLED (interrupt) or FAILED (exception)."""
@@ -124,21 +104,20 @@ class Tracker:
     def job_run(self, cfg: DictConfig, output_dir: Path, tags: dict[str, str] | None = None):
         """The parent run of one invocation: params, resolved config and Hydra files."""
         parent = os.environ.get(PARENT_RUN_ENV)
-        with _sigterm_as_interrupt():
-            run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
-                                   run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
-            with closing_run(run):
-                self.job_run_id = run.info.run_id
-                resolved = OmegaConf.to_container(cfg, resolve=True)
-                mlflow.log_params(flatten(resolved))
-                mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-                hydra_dir = output_dir / ".hydra"
-                if hydra_dir.is_dir():
-                    mlflow.log_artifacts(str(hydra_dir), "config/hydra")
-                try:
-                    yield run
-                finally:
-                    self._log_log_files(output_dir)
+        run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
+                               run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
+        with closing_run(run):
+            self.job_run_id = run.info.run_id
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            mlflow.log_params(flatten(resolved))
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            hydra_dir = output_dir / ".hydra"
+            if hydra_dir.is_dir():
+                mlflow.log_artifacts(str(hydra_dir), "config/hydra")
+            try:
+                yield run
+            finally:
+                self._log_log_files(output_dir)
 
     @staticmethod
     def _log_log_files(output_dir: Path) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .interrupt import raise_if_stop_requested
 from .precision import autocast
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def evaluate(model: nn.Module, objective: Objective, loader: DataLoader, s: FitS
     totals: dict[str, float] = {}
     count = 0
     for batch in loader:
+        raise_if_stop_requested()
         batch = [t.to(s.device, non_blocking=True) for t in batch]
         with autocast(s.device, s.precision):
             parts = objective.loss(model, batch)
@@ -111,6 +113,7 @@ def fit(model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dat
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{s.epochs}", leave=False, dynamic_ncols=True,
                    disable=None)
         for i, batch in enumerate(bar):
+            raise_if_stop_requested()
             batch = [t.to(s.device, non_blocking=True) for t in batch]
             with autocast(s.device, s.precision):
                 parts = objective.loss(model, batch)

@@ -110,7 +110,11 @@ def test_sigterm_ends_runs_killed(cli):
         raise AssertionError("the run ended before the tokenizer phase started training")
     time.sleep(2)
     proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=60)[0]
+    try:
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 1, out[-2000:]
     assert "interrupted" in out
     runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}

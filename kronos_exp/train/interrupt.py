@@ -1,0 +1,45 @@
+"""SIGTERM as an orderly stop: runs end KILLED and no checkpoint is half-written.
+
+The handler raises at once, but an exception raised while Python happens to run a finalizer
+(``__del__`` of some library object) is printed and dropped, so the stop is also remembered and
+the training loop raises it again at its next step.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Iterator
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop requested by a signal; handled like Ctrl-C."""
+
+
+_requested: str | None = None
+
+
+def raise_if_stop_requested() -> None:
+    if _requested is not None:
+        raise Interrupted(_requested)
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Interrupted`` (now, and again at the next training step)."""
+    global _requested
+
+    def handler(signum, frame):
+        global _requested
+        _requested = f"signal {signum}"
+        raise Interrupted(_requested)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a joblib worker thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _requested = None
