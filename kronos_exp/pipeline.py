@@ -39,10 +39,9 @@ def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
                          "use one of those, or objective=null for the last phase's val_loss")
 
 
-def objective_value(cfg: DictConfig, results: dict[str, PhaseResult]) -> float:
+def objective_value(cfg: DictConfig, val_losses: dict[str, float]) -> float:
     """The number sweepers minimise: ``cfg.objective`` (``<phase>_val_loss``), or the last phase's."""
-    summary = {f"{name}_val_loss": r.val_loss for name, r in results.items()}
-    return summary[cfg.objective] if cfg.objective is not None else list(summary.values())[-1]
+    return val_losses[cfg.objective] if cfg.objective is not None else list(val_losses.values())[-1]
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:
@@ -93,8 +92,9 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         mlflow.log_dict(data.summary, "data_summary.json")
         for phase in phases:
             ctx.results[phase.name] = phase.run(ctx)
-        objective = objective_value(cfg, ctx.results)
-        mlflow.log_metrics({**{f"{n}_val_loss": r.val_loss for n, r in ctx.results.items()}, "objective": objective})
+        val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
+        objective = objective_value(cfg, val_losses)
+        mlflow.log_metrics({**val_losses, "objective": objective})
         mlflow.set_tag("phases", ",".join(ctx.results))
         log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
     return objective

@@ -11,11 +11,10 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ..model.checkpoint import WEIGHTS_NAME
 from .fingerprint import file_digest
 
 log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -45,7 +44,7 @@ class Registry:
             if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
                 raise
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        all_tags = {**tags, "fingerprint": fingerprint, "sha256": file_digest(checkpoint_dir / WEIGHTS_FILE)}
+        all_tags = {**tags, "fingerprint": fingerprint, "sha256": file_digest(checkpoint_dir / WEIGHTS_NAME)}
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=all_tags)
         return RegisteredCheckpoint(name, mv.version, fingerprint, run_id, source, all_tags)
 
@@ -70,7 +69,7 @@ class Registry:
                 log.warning("%s is registered but its files did not download (%s); trying older versions",
                             version.label, err)
                 continue
-            weights = local / WEIGHTS_FILE
+            weights = local / WEIGHTS_NAME
             if not weights.is_file() or file_digest(weights) != version.tags.get("sha256"):
                 log.warning("%s downloaded but its weights do not match the registered checksum; skipping it",
                             version.label)

@@ -86,7 +86,6 @@ class Tracker:
         self.client = MlflowClient(self.tracking_uri)
         self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
-        self.job_run_id: str | None = None
 
     @property
     def lock_dir(self) -> Path:
@@ -107,7 +106,6 @@ class Tracker:
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
                                run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
         with closing_run(run):
-            self.job_run_id = run.info.run_id
             resolved = OmegaConf.to_container(cfg, resolve=True)
             mlflow.log_params(flatten(resolved))
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")

@@ -75,7 +75,6 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.tracker: Tracker | None = None
         self.run_id: str | None = None
-        self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Creating the store here also runs its migrations once, before parallel jobs open it.
@@ -84,7 +83,7 @@ class MlflowSweepCallback(Callback):
         run = self.tracker.client.create_run(
             self.tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task)})
-        self.run_id, self.started = run.info.run_id, time.perf_counter()
+        self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = self.run_id, sweep_id
         atexit.register(self._close, "FAILED")  # the sweep died before on_multirun_end
         log.info("MLflow sweep run %s (%s) in %s", self.run_id, sweep_id, self.tracker.tracking_uri)
