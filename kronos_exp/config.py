@@ -57,6 +57,7 @@ class PredictorArch:
 class TrainConfig:
     """Optimisation settings shared by every training phase (AdamW + OneCycle)."""
     pretrained: Optional[str] = None  # local checkpoint folder or hub id; null = random init from arch
+    seed: Optional[int] = None  # this phase's seed; null = the run's `seed`
     epochs: int = 3
     lr: float = 2e-4
     batch_size: int = 32

@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
-from .tracking import Registry, Tracker, file_digest
+from .tracking import Registry, Tracker
+from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.sweep import JobInfo
 from .train import check_precision, resolve_device
 from .train.interrupt import sigterm_stops
@@ -82,8 +83,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     phases = build_phases(cfg)
     check_objective(cfg, phases)
     data = build_datasets(cfg.data)
-    data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
-                        "config": OmegaConf.to_container(cfg.data, resolve=True)}
+    data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)

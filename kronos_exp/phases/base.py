@@ -3,6 +3,7 @@ loop, checkpoint logging and registration. A phase adds its model, its loss and 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -15,19 +16,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .. import __version__
 from ..data import DataSplits
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
+from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
 from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
 from ..train import FitResult, FitSettings, fit
 
 log = logging.getLogger(__name__)
 
-# Settings that change how a run is reported, not what it trains.
-_NOT_FINGERPRINTED = ("log_interval",)
 CHECKPOINT_ARTIFACT = "checkpoint"
+FINGERPRINT_ARTIFACT = "fingerprint.json"  # the fingerprint's inputs, so a miss can say what differs
 
 
 @dataclass
@@ -63,28 +63,32 @@ def seed_everything(seed: int) -> None:
 
 
 def checkpoint_digest(path_or_hub_id: str) -> str:
-    """Identity of a pretrained checkpoint: the hash of its files, not of its name."""
+    """Identity of a pretrained checkpoint: the hash of its contents (config values and weights
+    bytes), not of its name or folder."""
     folder = resolve_checkpoint_dir(path_or_hub_id)
-    return f"{file_digest(folder / CONFIG_NAME)[:16]}:{file_digest(folder / WEIGHTS_NAME)}"
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    return f"{fingerprint(config)[:16]}:{file_digest(folder / WEIGHTS_NAME)}"
+
+
+def phase_seed(cfg: DictConfig, name: str) -> int:
+    """Phase ``name``'s seed: its own ``<name>.seed``, else the run's ``seed``."""
+    own = cfg[name].get("seed")
+    return int(cfg.seed if own is None else own)
+
+
+def phase_fingerprint_inputs(ctx: RunContext, name: str, upstream: dict[str, str] | None = None) -> dict[str, Any]:
+    """What determines phase ``name``'s checkpoint: data, its settings, initial weights, its seed,
+    precision, the training code and (for later phases) the fingerprint of what they build on."""
+    settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
+    pretrained = settings.get("pretrained")
+    return fingerprint_inputs(name, settings, data=ctx.data_fingerprint, seed=phase_seed(ctx.cfg, name),
+                              precision=ctx.cfg.precision,
+                              initial_weights=checkpoint_digest(pretrained) if pretrained else None,
+                              upstream=upstream)
 
 
 def phase_fingerprint(ctx: RunContext, name: str, upstream: dict[str, str] | None = None) -> str:
-    """Hash of what determines phase ``name``'s checkpoint: data, its settings, initial weights,
-    seed, precision, the code version and (for later phases) the fingerprint of what they build on."""
-    settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
-    for key in _NOT_FINGERPRINTED:
-        settings.pop(key, None)
-    pretrained = settings.get("pretrained")
-    return fingerprint({
-        "phase": name,
-        "data": ctx.data_fingerprint,
-        "settings": settings,
-        "initial_weights": checkpoint_digest(pretrained) if pretrained else "random",
-        "seed": ctx.cfg.seed,
-        "precision": ctx.cfg.precision,
-        "kronos_exp": __version__,
-        "upstream": upstream or {},
-    })
+    return fingerprint(phase_fingerprint_inputs(ctx, name, upstream))
 
 
 class Phase:
@@ -120,10 +124,12 @@ class Phase:
 
     def run(self, ctx: RunContext) -> PhaseResult:
         upstream = self.upstream(ctx)
-        fp = phase_fingerprint(ctx, self.name, upstream)
+        inputs = phase_fingerprint_inputs(ctx, self.name, upstream)
+        fp = fingerprint(inputs)
         with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
+            mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
             # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
             lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
                     else contextlib.nullcontext())
@@ -151,10 +157,11 @@ class Phase:
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
+                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers,
+                           seed=phase_seed(ctx.cfg, self.name))
 
     def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
-        seed_everything(ctx.cfg.seed)
+        seed_everything(phase_seed(ctx.cfg, self.name))
         model = self.build_model(ctx)
         n_params = sum(p.numel() for p in model.parameters())
         mlflow.log_param(f"{self.name}.n_parameters", n_params)
@@ -176,7 +183,8 @@ class Phase:
         log_loss_curve(self.name, result)
         version = ctx.registry.register(
             self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, best_dir, fp,
-            tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss), **self.version_tags(ctx)})
+            tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss),
+                  "data_files": data_files_digest(ctx.data_fingerprint), **self.version_tags(ctx)})
         mlflow.set_tag("registered_version", version.version)
         return PhaseResult(self.name, best_dir, fp, result.best_val_loss, version, skipped=False,
                            val_history=result.val_history, duration_s=result.duration_s)

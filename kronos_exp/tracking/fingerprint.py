@@ -1,13 +1,25 @@
 """Fingerprints: a hash of exactly what determines a phase's result.
 
 Two runs with the same fingerprint train the same checkpoint, so the second can reuse the first's.
+What goes in is content, never location: the bytes of the data files, the pretrained weights and
+the training code, plus the settings that change the trained weights. `fingerprint_inputs` builds
+that dict (kept, so a miss can say what differs); `fingerprint` hashes it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+# The package folders whose source decides what a phase trains (models, data, losses, loop).
+TRAINING_CODE = ("model", "data", "phases", "train")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+# Settings that change how a run is reported or how fast it goes, not the weights it trains.
+NOT_FINGERPRINTED = ("log_interval",)
+DATA_NOT_FINGERPRINTED = ("path", "paths")  # where the files live; their contents are hashed
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -22,3 +34,73 @@ def fingerprint(parts: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``parts`` (keys sorted, so order never matters)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(root: Path = PACKAGE_ROOT) -> str:
+    """sha256 over the ``*.py`` files of ``root``'s training folders, by relative path and content,
+    so a registry filled before a change to a loss, a model or the loop is not reused after it.
+    Computed once per process."""
+    h = hashlib.sha256()
+    for folder in TRAINING_CODE:
+        for path in sorted((root / folder).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def data_fingerprint(files: list[Path], data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The data part: the files' contents (in load order) and the data settings, without the
+    strings that only say where the files are."""
+    return {"files": [file_digest(p) for p in files],
+            "config": {k: v for k, v in data_cfg.items() if k not in DATA_NOT_FINGERPRINTED}}
+
+
+def data_files_digest(data: Mapping[str, Any]) -> str:
+    """One hash of the data files alone: which registered versions were trained on this data."""
+    return fingerprint({"files": data["files"]})
+
+
+def fingerprint_inputs(phase: str, settings: Mapping[str, Any], *, data: Mapping[str, Any], seed: int,
+                       precision: str, initial_weights: str | None, upstream: Mapping[str, str] | None = None,
+                       code: str | None = None) -> dict[str, Any]:
+    """Everything that determines phase ``phase``'s checkpoint, as a plain dict.
+
+    ``settings`` is the phase's config section; ``initial_weights`` the content digest of its
+    pretrained checkpoint (None: random init). A pretrained checkpoint's config.json decides the
+    architecture, so ``arch`` is left out then; ``max_context`` only warns during training.
+    """
+    kept = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED and k not in ("pretrained", "seed")}
+    if initial_weights is not None:
+        kept.pop("arch", None)
+    if phase == "predictor":
+        kept.pop("max_context", None)
+    return {
+        "phase": phase,
+        "data": dict(data),
+        "settings": kept,
+        "initial_weights": initial_weights or "random",
+        "seed": seed,
+        "precision": precision,
+        "code": code or code_digest(),
+        "upstream": dict(upstream or {}),
+    }
+
+
+def flat_inputs(inputs: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"settings.lr": "0.002", "data.files": "ab12..,cd34..", ...}``: inputs to compare key by key."""
+    out: dict[str, str] = {}
+    for key, value in inputs.items():
+        if isinstance(value, Mapping):
+            out.update(flat_inputs(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def differences(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    """``["seed: 1 (registered: 42)", ...]`` for each input key whose value differs."""
+    a, b = flat_inputs(wanted), flat_inputs(found)
+    shown = lambda v: v if len(v) <= 40 else v[:16] + "..."  # noqa: E731  (file and code digests)
+    return [f"{k}: {shown(a.get(k, 'unset'))} (registered: {shown(b.get(k, 'unset'))})"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -150,3 +150,30 @@ def test_checkpoints_load_into_a_forecast(module_cli, first_run, tmp_path):
     out = predictor.predict(hist, hist["timestamps"], future["timestamps"], pred_len=8, verbose=False)
     assert list(out.columns) == ["open", "high", "low", "close", "volume", "amount"] and len(out) == 8
     assert out.notna().all().all()
+
+
+def test_copied_csv_and_pretrained_folders_reuse_both_phases(cli, tmp_path):
+    """Fingerprints follow content: the same CSV and weights in other folders, given by absolute
+    instead of relative paths, are the same phases."""
+    import shutil
+    from pathlib import Path
+
+    from kronos_exp.data import sample_path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+    for folder in ("a", "b"):
+        (cli.root / folder).mkdir()
+        shutil.copy(sample_path(), cli.root / folder / "prices.csv")
+        for phase in ("tokenizer", "predictor"):
+            shutil.copytree(fixtures / phase, cli.root / folder / phase)
+    common = ("phases=both", "data=csv", "data.symbol_column=symbol", "data.max_train_windows=64",
+              "data.max_eval_windows=16", "tokenizer.epochs=1", "predictor.epochs=1", "skip_existing=true")
+    cli.run(*common, "data.path=a/prices.csv", "tokenizer.pretrained=a/tokenizer", "predictor.pretrained=a/predictor")
+    before = len(cli.runs())
+    b = cli.root / "b"
+    cli.run(*common, f"data.path={b}/prices.csv", f"tokenizer.pretrained={b}/tokenizer",
+            f"predictor.pretrained={b}/predictor", "predictor.arch.d_model=64",  # the checkpoint decides the arch
+            "predictor.log_interval=1", "num_workers=0", "device=cpu")
+    phases = _by_phase(cli.runs()[before:])
+    assert {p: r.data.tags["skipped"] for p, r in phases.items()} == {"tokenizer": "true", "predictor": "true"}
+    assert len(cli.versions("kronos-tokenizer")) == 1 and len(cli.versions("kronos-predictor")) == 1
