@@ -20,6 +20,7 @@ from ..data import DataSplits
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
 from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
+from ..tracking.registry import FINGERPRINT_ARTIFACT
 from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
 from ..train import FitResult, FitSettings, fit
@@ -27,7 +28,6 @@ from ..train import FitResult, FitSettings, fit
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
-FINGERPRINT_ARTIFACT = "fingerprint.json"  # the fingerprint's inputs, so a miss can say what differs
 
 
 @dataclass

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..model import Kronos, KronosTokenizer
-from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint
+from ..tracking import fingerprint
+from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint_inputs
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ class PredictorPhase(Phase):
         if trained is not None:
             source = trained.checkpoint_dir, self._identity(trained.fingerprint, trained.version)
         else:
-            fp = phase_fingerprint(ctx, "tokenizer")
+            inputs = phase_fingerprint_inputs(ctx, "tokenizer")
+            fp = fingerprint(inputs)
             hit = ctx.registry.fetch(ctx.cfg.mlflow.tokenizer_model_name, fp, ctx.output_dir / "reused")
             if hit is not None:
                 version, folder = hit
@@ -48,11 +50,16 @@ class PredictorPhase(Phase):
                 source = (Path(str(ctx.cfg.tokenizer.pretrained)),
                           {"tokenizer_fingerprint": checkpoint_digest(ctx.cfg.tokenizer.pretrained)})
             else:
+                near = ctx.registry.near_misses(ctx.cfg.mlflow.tokenizer_model_name, inputs)
+                registered = ("; registered for this data: " + " | ".join(near) + ";" if near
+                              else "; none is registered for this data;")
                 raise TokenizerUnavailable(
                     "the predictor phase needs a tokenizer, and none was found: this run trained none, the "
                     f"registry ('{ctx.cfg.mlflow.tokenizer_model_name}' at {ctx.tracker.tracking_uri}) holds none "
-                    f"for this data and tokenizer config (fingerprint {fp[:12]}), and tokenizer.pretrained is "
-                    "null. Run phases=both, run phases=tokenizer first, or set tokenizer.pretrained=<folder or hub id>.")
+                    f"for this data and tokenizer config (fingerprint {fp[:12]}){registered} "
+                    "and tokenizer.pretrained is null. Set the differing settings to the registered values (a seed "
+                    "for the predictor alone is predictor.seed), run phases=tokenizer first, run phases=both, or "
+                    "set tokenizer.pretrained=<folder or hub id>.")
         self._tokenizer_source = source
         return source
 

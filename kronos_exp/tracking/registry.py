@@ -12,7 +12,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME
-from .fingerprint import file_digest
+from .fingerprint import data_files_digest, differences, file_digest
+
+FINGERPRINT_ARTIFACT = "fingerprint.json"  # a phase run's fingerprint inputs, logged by Phase.run
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,24 @@ class Registry:
         found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
         return [RegisteredCheckpoint(name, mv.version, fingerprint, mv.run_id, mv.source, dict(mv.tags))
                 for mv in found]
+
+    def near_misses(self, name: str, inputs: dict, limit: int = 5) -> list[str]:
+        """For a fingerprint that is not registered: the versions of ``name`` trained on the same
+        data files, newest first, each with the inputs that differ (``seed: 1 (registered: 42)``)."""
+        digest = data_files_digest(inputs["data"])
+        try:
+            found = self.client.search_model_versions(f"name = '{name}' and tags.data_files = '{digest}'")
+        except MlflowException:
+            return []
+        lines = []
+        for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True)[:limit]:
+            try:
+                registered = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{FINGERPRINT_ARTIFACT}")
+                diff = "; ".join(differences(inputs, registered)) or "nothing (identical inputs)"
+            except Exception as err:  # a version registered before inputs were logged, a lost artifact
+                diff = f"unknown ({type(err).__name__})"
+            lines.append(f"{name} v{mv.version} differs in {diff}")
+        return lines
 
     def fetch(self, name: str, fingerprint: str, dst: Path) -> tuple[RegisteredCheckpoint, Path] | None:
         """The newest registered version whose files download intact, as a local folder."""

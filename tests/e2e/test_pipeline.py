@@ -177,3 +177,17 @@ def test_copied_csv_and_pretrained_folders_reuse_both_phases(cli, tmp_path):
     phases = _by_phase(cli.runs()[before:])
     assert {p: r.data.tags["skipped"] for p, r in phases.items()} == {"tokenizer": "true", "predictor": "true"}
     assert len(cli.versions("kronos-tokenizer")) == 1 and len(cli.versions("kronos-predictor")) == 1
+
+
+def test_predictor_alone_finds_the_tokenizer_with_its_own_seed_and_explains_a_miss(cli):
+    quick = ("data.max_train_windows=64", "data.max_eval_windows=16", "tokenizer.epochs=1", "predictor.epochs=1")
+    cli.run("phases=tokenizer", *quick)
+    # predictor.seed seeds the predictor alone: the tokenizer trained with the run's seed is found.
+    cli.run("phases=predictor", "predictor.seed=1", *quick)
+    assert cli.versions("kronos-predictor")[0].tags["tokenizer_version"] == "kronos-tokenizer/1"
+    # The run's seed is every phase's seed: no tokenizer has seed=1, and the error says what differs.
+    proc = cli.run("phases=predictor", "seed=1", "tokenizer.lr=0.001", *quick, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert "registered for this data: kronos-tokenizer v1 differs in seed: 1 (registered: 42); " \
+           "settings.lr: 0.001 (registered: 0.002)" in line, line
