@@ -239,7 +239,7 @@ def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lin
             if bad.any() and fmt is None:  # an ISO-8601 column may mix dates and date-times
                 retry = pd.DatetimeIndex(pd.to_datetime(raw[bad], errors="coerce", utc=True, format="ISO8601"))
                 if not retry.isna().any():
-                    _check_range(retry, raw[bad], file, column, lines[bad])
+                    _check_range(retry.tz_localize(None), raw[bad], file, column, lines[bad])
                     merged = out.to_numpy().astype("datetime64[ns]")
                     merged[bad] = retry.tz_localize(None).to_numpy()
                     out = pd.DatetimeIndex(merged)
@@ -322,8 +322,8 @@ def _check_encoding(path: Path, file: str, chunk: int = 1 << 20) -> None:
     carried = decoder.getstate()[0]
     if carried:
         raise DataError(
-            f"{file}: byte {offset - len(carried)} (line {newlines + 1}): 0x{carried[0]:02x} starts a character the "
-            "file ends inside of; save the file as UTF-8"
+            f"{file}: byte {offset - len(carried)} (line {newlines + 1}): 0x{carried[0]:02x} begins a character that "
+            "the end of the file cuts off; save the file as UTF-8"
         )
 
 
@@ -387,7 +387,7 @@ def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np
         return False
     present = raw.dropna()
     if present.empty or not pd.Series(present.iloc[:1]).astype(str).str.match(_DMY).iloc[0]:
-        return bool(c.dayfirst)
+        return False  # year first (ISO): the order is fixed; pandas would apply dayfirst to it as %Y-%d-%m
     parts = raw.astype(str).str.extract(_DMY)
     first, second = pd.to_numeric(parts[0]).to_numpy(), pd.to_numeric(parts[1]).to_numpy()
     day_first = np.flatnonzero((first > 12) & (second <= 12))
@@ -507,7 +507,7 @@ def _check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: D
 
 
 def _check_magnitude(where: str, values: np.ndarray, lines: np.ndarray, c: DataConfig, computed_amount: bool) -> None:
-    """Values [T, 6] (FEATURES order, float64) small enough for float32 windows and their way back.
+    """Values [T, 6] (FEATURES order, float64) that float32 windows hold, and their way back.
 
     Windows are float32 and a forecast is mapped back as x * std + mean with |x| <= clip and
     std <= 2 * max|value|, so max|value| * (2 * clip + 1) must stay below float32's maximum.
@@ -521,6 +521,15 @@ def _check_magnitude(where: str, values: np.ndarray, lines: np.ndarray, c: DataC
             f"{where}: column {column}, line {lines[row]}: value {values[row, k]:g} is too large "
             f"({int(big[:, k].sum())} such value(s)); values must stay below {limit:.3g} in magnitude so that float32 "
             f"windows and their de-normalisation (x * std + mean, |x| <= data.clip={c.clip:g}) stay finite; "
+            "rescale the column"
+        )
+    tiny = float(np.finfo(np.float32).tiny)
+    small = (values != 0) & (np.abs(values) < tiny)
+    if small.any():
+        row, k = (int(v) for v in np.argwhere(small)[0])
+        raise DataError(
+            f"{where}: column {FEATURES[k]!r}, line {lines[row]}: value {values[row, k]:g} is too small "
+            f"({int(small[:, k].sum())} such value(s)); float32 windows hold nonzero values from {tiny:.3g} in magnitude; "
             "rescale the column"
         )
 

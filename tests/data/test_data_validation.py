@@ -297,3 +297,14 @@ def test_nan_burst_is_still_forward_filled(write_csv, frame, caplog):
         [s] = load(write_csv("gap.csv", df))
     assert len(s) == 40 and np.isfinite(s.values).all()
     assert "5 row(s) with missing values" in caplog.text
+
+
+def test_dayfirst_leaves_year_first_dates_alone(write_csv):
+    # pandas' format inference with dayfirst=True reads 2024-01-02 as %Y-%d-%m (1 February)
+    [s] = load(write_csv("iso.csv", rows(["2024-01-02", "2024-01-03", "2024-01-13"])), dayfirst=True)
+    assert [str(t)[:10] for t in s.timestamps] == ["2024-01-02", "2024-01-03", "2024-01-13"]
+
+
+def test_values_that_float32_rounds_to_zero_are_refused(write_csv):
+    path = write_csv("tiny.csv", rows(["2024-01-02", "2024-01-03"], bar="1,2,1e-58,1.5,10"))
+    assert error(path).startswith(f"{path}: column 'low', line 2: value 1e-58 is too small (2 such value(s)); ")
