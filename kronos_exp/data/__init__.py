@@ -8,7 +8,7 @@ Modules: config (schema, DataError), loading (CSV -> Series, validation), window
 WindowDataset, time features), sample (bundled sample generator).
 """
 
-from .config import FEATURES, NAN_POLICIES, TIME_FEATURES, DataConfig, DataError, schema_node, validate_config
+from .config import FEATURES, NAN_POLICIES, REPAIRS, TIME_FEATURES, DataConfig, DataError, schema_node, validate_config
 from .loading import Series, data_fingerprint_inputs, load_series, resolve_paths
 from .windows import DataSplits, WindowDataset, build_datasets, lookback_normalize, split_sizes, time_features
 
@@ -16,6 +16,7 @@ __all__ = [
     "FEATURES",
     "TIME_FEATURES",
     "NAN_POLICIES",
+    "REPAIRS",
     "DataConfig",
     "DataError",
     "validate_config",

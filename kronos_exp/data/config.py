@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 FEATURES = ("open", "high", "low", "close", "volume", "amount")
 TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 NAN_POLICIES = ("ffill", "drop", "error")
+REPAIRS = ("none", "clip")
 
 
 class DataError(ValueError):
@@ -39,10 +40,16 @@ class DataConfig:
     timestamp_column: Optional[str] = None
     # strftime format for the timestamp column, e.g. "%d/%m/%Y %H:%M"; None: inferred.
     timestamp_format: Optional[str] = None
+    # Dates like 02/01/2024: True reads 2 January, False 1 February; None: detected from the file's
+    # other dates (e.g. 13/01/2024), an error when none tells. Not used with timestamp_format.
+    dayfirst: Optional[bool] = None
     # User column name -> canonical name (timestamps/open/high/low/close/volume/amount).
     column_map: Dict[str, str] = field(default_factory=dict)
     # Missing values in the feature columns: ffill (forward fill), drop (the row), error.
     nan_policy: str = "ffill"
+    # Bars with high < low or open/close outside [low, high]: none (an error), clip (swap high and
+    # low, clip open and close into the bar, with a warning that counts them).
+    repair: str = "none"
     # Windows: lookback rows are the model's context, predict rows the forecast horizon.
     lookback_window: int = 64
     predict_window: int = 16
@@ -111,6 +118,13 @@ def validate_config(cfg: Any) -> DataConfig:
 
     if c.nan_policy not in NAN_POLICIES:
         raise DataError(f"data.nan_policy={c.nan_policy!r} is not valid; use one of {', '.join(NAN_POLICIES)}")
+    if c.repair not in REPAIRS:
+        raise DataError(f"data.repair={c.repair!r} is not valid; use one of {', '.join(REPAIRS)}")
+    if c.dayfirst is not None and c.timestamp_format is not None:
+        raise DataError(
+            f"data.dayfirst={str(c.dayfirst).lower()} and data.timestamp_format={c.timestamp_format!r} are both set; "
+            "the format already fixes the date order: set only one"
+        )
     for name in ("lookback_window", "predict_window", "stride"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

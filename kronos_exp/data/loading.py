@@ -24,9 +24,15 @@ Timestamps
     converted to UTC and then made naive. Integer columns are read as YYYYMMDD when every value
     has 8 digits, otherwise as Unix epoch time in s/ms/us/ns chosen by magnitude.
 
-Validation (DataError names file, column, line and value)
-    missing columns, unparseable or empty timestamps, duplicate timestamps (within a series),
-    non-numeric text and +-inf in numeric columns, negative volume/amount. Unsorted input is
+Validation (a one-line DataError names file, column, line and value)
+    files that are not UTF-8 text (UTF-16/32, binary, other encodings: the byte position), rows
+    with more or fewer fields than the header, missing columns, unparseable or empty timestamps,
+    timestamps outside pandas' nanosecond range (1677-2262), naive and zone-aware timestamps in
+    one column, day/month dates whose order nothing in the file tells (`cfg.dayfirst`),
+    duplicate timestamps (within a series), non-numeric text, true/false values and +-inf in
+    numeric columns, prices <= 0, negative volume/amount, bars with high < low or open/close
+    outside [low, high] (`cfg.repair=clip` clips them, with a warning), values too large for
+    float32 windows. Dates such as 13/01/2024 make the file day-first (with a warning). Unsorted input is
     sorted (stable), with one warning per file. Missing numbers ("", "null", "NaN", ...; Yahoo
     writes "null") follow `cfg.nan_policy`: `ffill` (leading gaps that cannot be filled are
     dropped), `drop` the row, or `error`; the count is logged once per file. Blank lines are
@@ -35,6 +41,9 @@ Validation (DataError names file, column, line and value)
 
 from __future__ import annotations
 
+import calendar
+import codecs
+import csv
 import glob
 import logging
 import os
@@ -210,19 +219,27 @@ def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lin
             unit = "ns" if magnitude >= 1e17 else "us" if magnitude >= 1e14 else "ms" if magnitude >= 1e11 else "s"
             parsed = pd.to_datetime(values, unit=unit, errors="coerce")
         out = pd.DatetimeIndex(parsed)
+        _check_range(out, raw, file, column, lines)
     else:
         fmt = c.timestamp_format
+        dayfirst = _date_order(raw, c, file, column, lines)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format": our own error says more
             try:
                 # utc=True: zone-aware text is converted to UTC, naive text is taken as it is.
-                out = pd.DatetimeIndex(pd.to_datetime(raw, errors="coerce", utc=True, format=fmt)).tz_localize(None)
+                out = pd.DatetimeIndex(
+                    pd.to_datetime(raw, errors="coerce", utc=True, format=fmt, dayfirst=dayfirst)
+                ).tz_localize(None)
             except (ValueError, TypeError) as e:  # e.g. a format string that does not parse
                 raise DataError(f"{file}: column {column!r}: cannot parse timestamps ({e})") from None
+            _check_range(out, raw, file, column, lines)
             bad = np.asarray(out.isna()) & np.asarray(raw.notna())
+            if bad.any() or fmt in ("ISO8601", "mixed"):  # one inferred format never mixes naive and aware
+                _check_zones(raw, file, column, lines)
             if bad.any() and fmt is None:  # an ISO-8601 column may mix dates and date-times
                 retry = pd.DatetimeIndex(pd.to_datetime(raw[bad], errors="coerce", utc=True, format="ISO8601"))
                 if not retry.isna().any():
+                    _check_range(retry.tz_localize(None), raw[bad], file, column, lines[bad])
                     merged = out.to_numpy().astype("datetime64[ns]")
                     merged[bad] = retry.tz_localize(None).to_numpy()
                     out = pd.DatetimeIndex(merged)
@@ -241,6 +258,7 @@ def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lin
 
 
 def _parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> np.ndarray:
+    _check_not_boolean(raw, file, column, lines)
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -261,6 +279,259 @@ def _parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) ->
             f"values must be finite numbers (leave missing values empty)"
         )
     return values
+
+
+# --------------------------------------------------------------------------- checks
+# Each check raises a one-line DataError naming file, column and line, so malformed input stops
+# before training instead of training on garbage (or on NaN).
+
+
+def _check_encoding(path: Path, file: str, chunk: int = 1 << 20) -> None:
+    """Refuse UTF-16/32, binary and non-UTF-8 files, naming the byte position (0-based) and line."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
+        if head.startswith(bom):
+            raise DataError(f"{file}: byte 0: a {name} byte-order mark; save the file as UTF-8")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, newlines = 0, 0  # bytes and line breaks before this chunk
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                line = newlines + block.count(b"\n", 0, nul) + 1
+                raise DataError(
+                    f"{file}: byte {offset + nul} (line {line}): a NUL byte; "
+                    "this is a binary or UTF-16 file, not CSV text: save it as UTF-8"
+                )
+            carried = decoder.getstate()[0]  # the start of a character split across chunks
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as e:
+                seen = carried + block
+                line = newlines + seen.count(b"\n", 0, e.start) + 1
+                raise DataError(
+                    f"{file}: byte {offset - len(carried) + e.start} (line {line}): 0x{seen[e.start]:02x} is not UTF-8; "
+                    "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from None
+            offset += len(block)
+            newlines += block.count(b"\n")
+    carried = decoder.getstate()[0]
+    if carried:
+        raise DataError(
+            f"{file}: byte {offset - len(carried)} (line {newlines + 1}): 0x{carried[0]:02x} begins a character that "
+            "the end of the file cuts off; save the file as UTF-8"
+        )
+
+
+def _check_fields(path: Path, sep: str, file: str) -> None:
+    """Every non-blank row has as many fields as the header.
+
+    pandas fills a short row with NaN (which ffill then hides), drops the extra fields of a long
+    one, and takes the first column as the index when every row is one field longer.
+    """
+    ragged: list[tuple[int, int]] = []  # (line, fields)
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        try:
+            expected = len(next(reader))
+            start = reader.line_num + 1
+            for row in reader:
+                if len(row) != expected and any(field.strip() for field in row):
+                    ragged.append((start, len(row)))
+                start = reader.line_num + 1
+        except csv.Error as e:
+            raise DataError(f"{file}: line {reader.line_num}: cannot split the line into fields ({e})") from None
+    if ragged:
+        line, n = ragged[0]
+        which = "" if len(ragged) == 1 else ", lines " + ", ".join(str(l) for l, _ in ragged[:5]) + (", ..." if len(ragged) > 5 else "")
+        raise DataError(
+            f"{file}: line {line} has {n} fields but the header has {expected} ({len(ragged)} such line(s){which}); "
+            "every row needs one value per header column (leave missing values empty, not out)"
+        )
+
+
+# A time of day followed by a UTC offset or zone: 09:30Z, 09:30:00+01:00, 09:30 UTC, 09:30:00.5-0500.
+_ZONE = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _check_zones(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> None:
+    """Zone-aware and naive timestamps in one column: the naive ones have no defined instant."""
+    present = np.asarray(raw.notna())
+    text = raw.astype(str).str.strip()
+    aware = np.asarray(text.str.contains(_ZONE, case=False, regex=True, na=False)) & present
+    naive = present & ~aware
+    if aware.any() and naive.any():
+        a, n = int(np.argmax(aware)), int(np.argmax(naive))
+        raise DataError(
+            f"{file}: column {column!r}: line {lines[a]} has a UTC offset or zone ({text.iloc[a]!r}) but line "
+            f"{lines[n]} has none ({text.iloc[n]!r}; {int(naive.sum())} of {int(present.sum())} timestamps have none); "
+            "give every timestamp an offset, or none"
+        )
+
+
+# Day and month in either order, then the year: 02/01/2024, 2.1.24, 02-01-2024 09:30.
+_DMY = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](?:\d{4}|\d{2})(?!\d)"
+
+
+def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> bool:
+    """Whether dates like 02/01/2024 are day-first: `data.dayfirst`, else what the file proves.
+
+    A first number above 12 proves day-first, a second one above 12 month-first; a file with
+    neither is ambiguous and one with both mixes orders: both are errors.
+    """
+    if c.timestamp_format is not None:
+        return False
+    present = raw.dropna()
+    if present.empty or not pd.Series(present.iloc[:1]).astype(str).str.match(_DMY).iloc[0]:
+        return False  # year first (ISO): the order is fixed; pandas would apply dayfirst to it as %Y-%d-%m
+    parts = raw.astype(str).str.extract(_DMY)
+    first, second = pd.to_numeric(parts[0]).to_numpy(), pd.to_numeric(parts[1]).to_numpy()
+    day_first = np.flatnonzero((first > 12) & (second <= 12))
+    month_first = np.flatnonzero((second > 12) & (first <= 12))
+    show = lambda i: str(raw.iloc[i]).strip()  # noqa: E731
+    if len(day_first) and len(month_first):
+        d, m = int(day_first[0]), int(month_first[0])
+        raise DataError(
+            f"{file}: column {column!r}: line {lines[d]} has {show(d)!r} (day first) but line {lines[m]} has "
+            f"{show(m)!r} (month first); use one date order in the file"
+        )
+    proven = True if len(day_first) else False if len(month_first) else None
+    if c.dayfirst is not None:
+        if proven is not None and proven != c.dayfirst:
+            i = int((day_first if proven else month_first)[0])
+            number = int((first if proven else second)[i])
+            order = "day-first" if proven else "month-first"
+            raise DataError(
+                f"{file}: column {column!r}, line {lines[i]}: {show(i)!r} has no month {number}, so the dates are "
+                f"{order}, but data.dayfirst={str(c.dayfirst).lower()}; set data.dayfirst={str(proven).lower()} "
+                "(or null to detect it)"
+            )
+        return c.dayfirst
+    if proven is None:
+        matched = np.flatnonzero(~np.isnan(first))
+        i, last = int(matched[0]), int(matched[-1])
+        span = f"line {lines[i]}" if i == last else f"lines {lines[i]}-{lines[last]}"
+        a, b = int(first[i]), int(second[i])
+        raise DataError(
+            f"{file}: column {column!r}, {span}: dates such as {show(i)!r} read as day/month or month/day "
+            f"(no day above 12 tells which); set data.dayfirst=true ({a} {calendar.month_name[b]}) or "
+            f"data.dayfirst=false ({b} {calendar.month_name[a]}), or data.timestamp_format"
+        )
+    if proven:
+        i = int(day_first[0])
+        log.warning(
+            "%s: column %r: read dates as day-first: line %d has %r (no month %d); set data.dayfirst=true to say so",
+            file, column, lines[i], show(i), int(first[i]),
+        )
+    return proven
+
+
+def _check_range(parsed: pd.DatetimeIndex, raw: pd.Series, file: str, column: str, lines: np.ndarray) -> None:
+    """Timestamps pandas holds only at a coarser unit than nanoseconds would wrap around when cast."""
+    outside = np.asarray((parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max))
+    if outside.any():
+        i = int(np.argmax(outside))
+        value = raw.iloc[i]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise DataError(
+            f"{_where(file, column, lines[i])}: timestamp {shown} is outside the range pandas holds "
+            f"({pd.Timestamp.min:%Y-%m-%d} to {pd.Timestamp.max:%Y-%m-%d}; {int(outside.sum())} such value(s))"
+        )
+
+
+def _check_not_boolean(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> None:
+    """pandas reads True/False columns as booleans, which numeric conversion turns into 1/0."""
+    if pd.api.types.is_bool_dtype(raw):
+        is_bool = np.ones(len(raw), dtype=bool)
+    elif raw.dtype == object:
+        is_bool = np.fromiter((isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=len(raw))
+    else:
+        return
+    if is_bool.any():
+        i = int(np.argmax(is_bool))
+        raise DataError(
+            f"{_where(file, column, lines[i])}: {bool(raw.iloc[i])} is a true/false value, not a number "
+            f"({int(is_bool.sum())} such value(s)); map the right column with data.column_map"
+        )
+
+
+def _check_prices(feats: dict[str, np.ndarray], cols: dict[str, str], file: str, lines: np.ndarray) -> None:
+    for name in PRICE_COLUMNS:
+        bad = feats[name] <= 0  # NaN compares False: missing values follow nan_policy
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{_where(file, cols[name], lines[i])}: price {feats[name][i]:g} is not positive "
+                f"({int(bad.sum())} such value(s)); prices must be > 0"
+            )
+
+
+BAR_TOLERANCE = 1e-6  # relative: exported prices that differ by float rounding are consistent
+
+
+def _check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: DataConfig) -> None:
+    """high >= low and open, close inside [low, high]; `data.repair=clip` repairs `feats`."""
+    o, h, l, cl = (feats[k] for k in PRICE_COLUMNS)
+    tol = BAR_TOLERANCE * np.fmax(np.abs(h), np.abs(l))
+    swapped = h < l - tol
+    lo, hi = np.fmin(l, h), np.fmax(l, h)  # the bar's range, whichever way round
+    outside = {name: (v < lo - tol) | (v > hi + tol) for name, v in (("open", o), ("close", cl))}
+    bad = swapped | outside["open"] | outside["close"]
+    if not bad.any():
+        return
+    counts = (
+        f"{int(swapped.sum())} with high < low, {int(outside['open'].sum())} open and "
+        f"{int(outside['close'].sum())} close outside [low, high]"
+    )
+    if c.repair == "clip":
+        feats["high"], feats["low"] = np.where(swapped, hi, h), np.where(swapped, lo, l)
+        for name, v in (("open", o), ("close", cl)):
+            feats[name] = np.where(outside[name], np.clip(v, lo, hi), v)
+        log.warning("%s: data.repair=clip: %s bar(s) with high < low (swapped), %d open and %d close outside "
+                    "[low, high] (clipped)", file, int(swapped.sum()), int(outside["open"].sum()), int(outside["close"].sum()))
+        return
+    i = int(np.argmax(bad))
+    if swapped[i]:
+        what = f"high {h[i]:g} is below low {l[i]:g}"
+    else:
+        name, v = ("open", o) if outside["open"][i] else ("close", cl)
+        what = f"{name} {v[i]:g} is outside [low {l[i]:g}, high {h[i]:g}]"
+    raise DataError(
+        f"{file}: line {lines[i]}: {what} ({int(bad.sum())} bar(s) inconsistent: {counts}); "
+        "fix the data or set data.repair=clip to clip them"
+    )
+
+
+def _check_magnitude(where: str, values: np.ndarray, lines: np.ndarray, c: DataConfig, computed_amount: bool) -> None:
+    """Values [T, 6] (FEATURES order, float64) that float32 windows hold, and their way back.
+
+    Windows are float32 and a forecast is mapped back as x * std + mean with |x| <= clip and
+    std <= 2 * max|value|, so max|value| * (2 * clip + 1) must stay below float32's maximum.
+    """
+    limit = float(np.finfo(np.float32).max) / (2 * c.clip + 1)
+    big = np.abs(values) > limit
+    if big.any():
+        row, k = (int(v) for v in np.argwhere(big)[0])
+        column = repr(FEATURES[k]) + (" (volume x mean price)" if k == 5 and computed_amount else "")
+        raise DataError(
+            f"{where}: column {column}, line {lines[row]}: value {values[row, k]:g} is too large "
+            f"({int(big[:, k].sum())} such value(s)); values must stay below {limit:.3g} in magnitude so that float32 "
+            f"windows and their de-normalisation (x * std + mean, |x| <= data.clip={c.clip:g}) stay finite; "
+            "rescale the column"
+        )
+    tiny = float(np.finfo(np.float32).tiny)
+    small = (values != 0) & (np.abs(values) < tiny)
+    if small.any():
+        row, k = (int(v) for v in np.argwhere(small)[0])
+        raise DataError(
+            f"{where}: column {FEATURES[k]!r}, line {lines[row]}: value {values[row, k]:g} is too small "
+            f"({int(small[:, k].sum())} such value(s)); float32 windows hold nonzero values from {tiny:.3g} in magnitude; "
+            "rescale the column"
+        )
 
 
 # --------------------------------------------------------------------------- one file
@@ -337,11 +608,11 @@ def _finish_group(
             matrix, unfilled = _ffill_rows(matrix)
             keep = ~unfilled
         report.dropped += int((~keep).sum())
-        ts, matrix = ts[keep], matrix[keep]
+        ts, matrix, lines = ts[keep], matrix[keep], lines[keep]
 
     col = {k: matrix[:, i] for i, k in enumerate(names)}
     n = len(ts)
-    out = np.empty((n, len(FEATURES)), dtype=np.float32)
+    out = np.empty((n, len(FEATURES)), dtype=np.float64)
     for i, k in enumerate(PRICE_COLUMNS):
         out[:, i] = col[k]
     volume = col.get("volume", np.zeros(n))
@@ -350,25 +621,37 @@ def _finish_group(
         out[:, 5] = col["amount"]
     else:
         out[:, 5] = volume * (col["open"] + col["high"] + col["low"] + col["close"]) / 4.0
-    return Series(name=name, source=file, timestamps=ts, values=out)
+    _check_magnitude(where, out, lines, c, computed_amount="amount" not in col)
+    return Series(name=name, source=file, timestamps=ts, values=out.astype(np.float32))
+
+
+def _read_csv(path: Path, file: str, **kwargs: Any) -> pd.DataFrame:
+    """pd.read_csv of a file the checks above passed; what pandas still refuses becomes a DataError."""
+    try:
+        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        reason = " ".join(str(e).split())
+        raise DataError(f"{file}: cannot read it as CSV ({reason})") from None
 
 
 def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     """Read and validate one CSV. Returns (symbol or None, series) pairs; names are set later."""
     file = str(path)
+    _check_encoding(path, file)
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         header_line = fh.readline()
     if not header_line.strip():
         raise DataError(f"{file}: the file is empty; expected a header line such as timestamps,open,high,low,close")
     sep = _sniff_separator(header_line)
-    header = list(pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns)
+    header = list(_read_csv(path, file, sep=sep, nrows=0).columns)
     cols, symbol_col = _resolve_columns(header, c, file)
+    _check_fields(path, sep, file)
 
     usecols = list(dict.fromkeys(list(cols.values()) + ([symbol_col] if symbol_col else [])))
     text_cols = {k: str for k in (symbol_col, cols.get(TIMESTAMP), cols.get("date"), cols.get("time")) if k}
     # Text columns are read as text (keeps leading zeros of symbols); numeric timestamps are
     # re-read as numbers below only when every value is numeric.
-    df = pd.read_csv(path, sep=sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False, encoding="utf-8-sig")
+    df = _read_csv(path, file, sep=sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False)
     lines = np.arange(len(df), dtype=np.int64) + 2  # header is line 1
     blank = np.asarray(df.isna().all(axis=1))
     if blank.any():
@@ -408,6 +691,8 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
                         f"({int(neg.sum())} negative value(s)); {name} must be >= 0"
                     )
             feats[name] = values
+    _check_prices(feats, cols, file, lines)
+    _check_bars(feats, file, lines, c)
 
     report = _Report()
     out: list[tuple[Optional[str], Series]] = []

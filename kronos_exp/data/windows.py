@@ -214,6 +214,17 @@ def _rows_needed(need: int, c: DataConfig) -> int:
     return n
 
 
+def _check_not_constant(s: Series) -> None:
+    """A series whose prices never move has nothing to learn (every window normalizes to zero)."""
+    prices = s.values[:, :4]
+    if len(s) and (prices == prices[0]).all():
+        shown = ", ".join(f"{v:g}" for v in prices[0])
+        raise DataError(
+            f"series {s.name!r} ({s.source}): open, high, low and close never change in its {len(s)} rows ({shown}); "
+            "nothing to learn from a constant series, remove it"
+        )
+
+
 def build_datasets(cfg: Any) -> DataSplits:
     """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
 
@@ -225,6 +236,7 @@ def build_datasets(cfg: Any) -> DataSplits:
     parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
     too_short = []
     for s in series:
+        _check_not_constant(s)
         sizes = split_sizes(len(s), c.train_ratio, c.val_ratio)
         if min(sizes) < need:
             too_short.append((s, sizes))
@@ -243,14 +255,14 @@ def build_datasets(cfg: Any) -> DataSplits:
             f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
             for s, (a, b, t) in too_short[:10]
         ]
-        more = f"\n  ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
+        more = f"; ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
         raise DataError(
             f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
             f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
-            f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}:\n  "
-            + "\n  ".join(lines)
+            f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}: "
+            + "; ".join(lines)
             + more
-            + "\nUse longer series, a smaller data.lookback_window/data.predict_window, or other ratios."
+            + "; use longer series, a smaller data.lookback_window/data.predict_window, or other ratios"
         )
 
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}

@@ -105,3 +105,22 @@ def test_schema_rejects_wrong_types_at_merge_time():
     schema = omegaconf.OmegaConf.structured(DataConfig)
     with pytest.raises(omegaconf.errors.ValidationError):
         omegaconf.OmegaConf.merge(schema, {"stride": "abc"})
+
+
+def test_repair_and_dayfirst_settings():
+    assert (validate_config(DataConfig()).repair, validate_config(DataConfig()).dayfirst) == ("none", None)
+    assert validate_config(DataConfig(repair="clip", dayfirst=True)).repair == "clip"
+    with pytest.raises(DataError, match=r"data.repair='swap' is not valid; use one of none, clip"):
+        validate_config(DataConfig(repair="swap"))
+    with pytest.raises(DataError) as e:
+        validate_config(DataConfig(dayfirst=True, timestamp_format="%d/%m/%Y"))
+    assert str(e.value) == (
+        "data.dayfirst=true and data.timestamp_format='%d/%m/%Y' are both set; the format already fixes the "
+        "date order: set only one"
+    )
+
+
+def test_yaml_files_carry_the_new_settings():
+    for name in ("csv", "sample"):
+        node = _yaml(name)
+        assert node.repair == "none" and node.dayfirst is None

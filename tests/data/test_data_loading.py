@@ -257,12 +257,12 @@ def test_unsorted_input_is_sorted_with_one_warning(write_csv, caplog):
 
 
 def test_volume_and_amount_fill_rules(write_csv):
-    no_volume = write_csv("nv.csv", "Date,Open,High,Low,Close\n2024-01-02,1,2,3,6\n")
-    np.testing.assert_array_equal(load(no_volume)[0].values, [[1, 2, 3, 6, 0, 0]])
-    no_amount = write_csv("na.csv", "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,3,6,10\n")
-    np.testing.assert_array_equal(load(no_amount)[0].values, [[1, 2, 3, 6, 10, 30]])
-    both = write_csv("both.csv", "Date,Open,High,Low,Close,Volume,Amount\n2024-01-02,1,2,3,6,10,7\n")
-    np.testing.assert_array_equal(load(both)[0].values, [[1, 2, 3, 6, 10, 7]])
+    no_volume = write_csv("nv.csv", "Date,Open,High,Low,Close\n2024-01-02,2,6,1,3\n")
+    np.testing.assert_array_equal(load(no_volume)[0].values, [[2, 6, 1, 3, 0, 0]])
+    no_amount = write_csv("na.csv", "Date,Open,High,Low,Close,Volume\n2024-01-02,2,6,1,3,10\n")
+    np.testing.assert_array_equal(load(no_amount)[0].values, [[2, 6, 1, 3, 10, 30]])
+    both = write_csv("both.csv", "Date,Open,High,Low,Close,Volume,Amount\n2024-01-02,2,6,1,3,10,7\n")
+    np.testing.assert_array_equal(load(both)[0].values, [[2, 6, 1, 3, 10, 7]])
 
 
 def test_same_column_twice_is_an_error(write_csv):

@@ -82,7 +82,7 @@ def test_windows_never_cross_series_or_split_boundaries(write_csv, frame, tmp_pa
     paths = []
     for k, n in enumerate([60, 75]):
         df = frame(n, seed=k)
-        df["open"] = 1000 * (k + 1) + np.arange(n)
+        df["volume"] = 1000 * (k + 1) + np.arange(n)  # volume: prices must stay consistent bars
         paths.append(write_csv(f"s{k}.csv", df))
     splits = build_datasets(DataConfig(paths=paths, lookback_window=5, predict_window=3, train_ratio=0.5,
                                        val_ratio=0.25, test_ratio=0.25, stride=2))
@@ -94,9 +94,9 @@ def test_windows_never_cross_series_or_split_boundaries(write_csv, frame, tmp_pa
     for name in ("train", "val", "test"):
         ds = getattr(splits, name)
         for i in range(len(ds)):
-            opens = ds.raw(i)[:, 0]
-            k = int(opens[0] // 1000) - 1
-            rows = opens - 1000 * (k + 1)
+            volumes = ds.raw(i)[:, 4]
+            k = int(volumes[0] // 1000) - 1
+            rows = volumes - 1000 * (k + 1)
             lo, hi = bounds[k][name]
             assert (np.diff(rows) == 1).all() and rows[0] >= lo and rows[-1] < hi
             assert ds.series_name(i) == f"s{k}"
