@@ -45,8 +45,8 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq)
 
-    def cos_sin(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.arange(seq_len, device=device, dtype=self.inv_freq.dtype)
+    def cos_sin(self, seq_len: int, device: torch.device, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.arange(offset, offset + seq_len, device=device, dtype=self.inv_freq.dtype)
         freqs = torch.outer(t, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
         return emb.cos()[None, None], emb.sin()[None, None]
@@ -56,13 +56,14 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((-x2, x1), dim=-1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate q and k ([B, H, T, hd]) by the positions of the query sequence.
 
         A single query against a longer key sequence (one generation step of the dependency
         layer) rotates both by position 0, which is what the published generation computes.
+        ``offset`` is the position of the first query (new positions appended to a KVCache).
         """
-        cos, sin = self.cos_sin(q.shape[-2], q.device)
+        cos, sin = self.cos_sin(q.shape[-2], q.device, offset)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         return q * cos + self._rotate_half(q) * sin, k * cos + self._rotate_half(k) * sin
 
@@ -78,6 +79,38 @@ def _attend(q, k, v, padding_mask, dropout_p, causal):
         q_len, k_len = q.shape[-2], k.shape[-2]
         allowed = allowed & torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril()
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+
+
+class KVCache:
+    """Keys and values one attention layer has already computed, for decoding a position at a time.
+
+    Preallocated for ``max_len`` positions (at the first append, in the keys' dtype and device),
+    so a step writes one position instead of copying the whole history.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add k, v [B, H, t, hd] after the cached positions; returns all keys and values so far."""
+        end = self.length + k.shape[-2]
+        if end > self.max_len:
+            raise ValueError(f"KVCache holds {self.max_len} positions; appending {k.shape[-2]} "
+                             f"to {self.length} would need {end}")
+        if self.k is None:
+            b, h, _, hd = k.shape
+            self.k, self.v = k.new_empty(b, h, self.max_len, hd), v.new_empty(b, h, self.max_len, hd)
+        self.k[:, :, self.length:end], self.v[:, :, self.length:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def repeat_interleave(self, n: int) -> None:
+        """Repeat each row n times (rows of one series adjacent), e.g. one history -> n sample paths."""
+        if self.k is not None and n > 1:
+            self.k, self.v = self.k.repeat_interleave(n, dim=0), self.v.repeat_interleave(n, dim=0)
 
 
 class _Attention(nn.Module):
@@ -100,10 +133,19 @@ class _Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
 
-    def attend(self, query, key, value, padding_mask=None) -> torch.Tensor:
+    def attend(self, query, key, value, padding_mask=None, cache: KVCache | None = None,
+               rotary_offset: int = 0) -> torch.Tensor:
+        """With a cache, ``key``/``value`` are new positions: appended, then attended with the cached ones."""
         b, t, d = query.shape
-        q, k = self.rotary(self._heads(self.q_proj(query)), self._heads(self.k_proj(key)))
+        q, k = self.rotary(self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), rotary_offset)
         v = self._heads(self.v_proj(value))
+        if cache is not None:
+            if padding_mask is not None:
+                raise ValueError("a cached attention step takes no padding mask")
+            if 1 < t != cache.length + k.shape[-2]:
+                raise ValueError(f"a cached step has one query or fills an empty cache; got {t} queries "
+                                 f"against {cache.length + k.shape[-2]} keys")
+            k, v = cache.append(k, v)
         out = _attend(q, k, v, padding_mask, self.attn_dropout_p if self.training else 0.0, causal=True)
         return self.resid_dropout(self.out_proj(out.transpose(1, 2).reshape(b, t, d)))
 
@@ -111,8 +153,10 @@ class _Attention(nn.Module):
 class SelfAttention(_Attention):
     """Causal multi-head self-attention with rotary positions."""
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.attend(x, x, x, padding_mask)
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """With a cache, x holds the positions after the cached ones and is rotated from there on."""
+        return self.attend(x, x, x, padding_mask, cache, cache.length if cache is not None else 0)
 
 
 class CrossAttention(_Attention):
@@ -121,8 +165,9 @@ class CrossAttention(_Attention):
     Causal in train and eval mode alike, so a validation loss never sees later positions.
     """
 
-    def forward(self, query, key, value, padding_mask=None) -> torch.Tensor:
-        return self.attend(query, key, value, padding_mask)
+    def forward(self, query, key, value, padding_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """With a cache, key/value are new positions appended to it (rotated by the query's positions)."""
+        return self.attend(query, key, value, padding_mask, cache)
 
 
 class TransformerBlock(nn.Module):
@@ -136,6 +181,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = RMSNorm(d_model)
         self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.norm1(x), padding_mask)
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x), padding_mask, cache)
         return x + self.ffn(self.norm2(x))

@@ -42,30 +42,67 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 
 @torch.no_grad()
-def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp: torch.Tensor,
-             y_stamp: torch.Tensor, pred_len: int, max_context: int, clip: float = 5.0, T: float = 1.0,
-             top_k: int = 0, top_p: float = 0.99, sample_count: int = 1, verbose: bool = False) -> torch.Tensor:
-    """Normalised history x [B, L, 6] -> normalised forecast [B, pred_len, 6], averaged over samples.
+def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: torch.Tensor, pred_len: int,
+                    max_context: int, T: float = 1.0, top_k: int = 0, top_p: float = 0.99, sample_count: int = 1,
+                    verbose: bool = False, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """History tokens s1, s2 [B, L] -> (s1, s2) [B * sample_count, L + pred_len], the history included.
 
-    The predictor sees at most ``max_context`` tokens (a sliding window); the history is
-    tokenized whole, since the tokenizer's causal encoder reads every earlier step.
+    ``stamps`` [B, L + pred_len, 5] are the calendar features of the history and forecast steps;
+    the samples of one series are adjacent rows. Each step the predictor sees the newest
+    ``max_context`` tokens, with positions counted from the window's start.
+
+    While the window still starts at the first token, the keys and values of earlier positions do
+    not change, so with ``use_cache`` they are kept (a KV cache, the history computed once and
+    shared by a series' samples) and a step computes only the newest position. Once the window
+    slides, every position's hidden state changes (the oldest token leaves its attention and the
+    rotary positions shift), so those steps recompute the whole window, as ``use_cache=False`` does
+    at every step. Both compute the same logits (up to float rounding), hence the same tokens.
     """
     def repeat(t):  # [B, ...] -> [B * sample_count, ...], samples of one series adjacent
         return t.repeat_interleave(sample_count, dim=0)
 
-    x = repeat(torch.clamp(x, -clip, clip))
-    stamps = repeat(torch.cat([x_stamp, y_stamp], dim=1))
-    s1, s2 = tokenizer.encode(x, half=True)  # [N, L] each
-    history = x.shape[1]
+    history = s1.shape[1]
+    # Steps whose window [0, history + i) fits in max_context: the cached positions stay valid.
+    cached_steps = max(0, min(pred_len, max_context - history + 1)) if use_cache else 0
+    cache = None
+    if cached_steps:
+        cache = model.new_cache(history + cached_steps - 1)
+        s1_logits, hidden = model.decode_s1(s1, s2, stamps[:, :history], cache=cache)
+        cache.repeat_interleave(sample_count)
+        s1_logits, hidden = repeat(s1_logits[:, -1:]), repeat(hidden)
+    s1, s2, stamps = repeat(s1), repeat(s2), repeat(stamps)
     steps = trange(pred_len, desc="forecast", leave=False) if verbose else range(pred_len)
     for i in steps:
         end = history + i
-        start = max(0, end - max_context)
-        s1_logits, hidden = model.decode_s1(s1[:, start:end], s2[:, start:end], stamps[:, start:end])
+        step_cache = cache if i < cached_steps else None
+        if step_cache is None:
+            start = max(0, end - max_context)
+            s1_logits, hidden = model.decode_s1(s1[:, start:end], s2[:, start:end], stamps[:, start:end])
+        elif i:  # the prefill above computed step 0
+            s1_logits, hidden = model.decode_s1(s1[:, end - 1:end], s2[:, end - 1:end], stamps[:, end - 1:end],
+                                                cache=step_cache)
         next_s1 = sample_next(s1_logits[:, -1], T, top_k, top_p)
-        s2_logits = model.decode_s2(hidden, next_s1)
+        s2_logits = model.decode_s2(hidden, next_s1, cache=step_cache)
         next_s2 = sample_next(s2_logits[:, -1], T, top_k, top_p)
         s1, s2 = torch.cat([s1, next_s1], dim=1), torch.cat([s2, next_s2], dim=1)
+    return s1, s2
+
+
+@torch.no_grad()
+def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp: torch.Tensor,
+             y_stamp: torch.Tensor, pred_len: int, max_context: int, clip: float = 5.0, T: float = 1.0,
+             top_k: int = 0, top_p: float = 0.99, sample_count: int = 1, verbose: bool = False,
+             use_cache: bool = True) -> torch.Tensor:
+    """Normalised history x [B, L, 6] -> normalised forecast [B, pred_len, 6], averaged over samples.
+
+    The predictor sees at most ``max_context`` tokens (a sliding window); the history is
+    tokenized whole, since the tokenizer's causal encoder reads every earlier step.
+    ``use_cache=False`` recomputes the window at every step (the reference for the KV cache).
+    """
+    s1, s2 = tokenizer.encode(torch.clamp(x, -clip, clip), half=True)  # [B, L] each
+    stamps = torch.cat([x_stamp, y_stamp], dim=1)
+    s1, s2 = generate_tokens(model, s1, s2, stamps, pred_len, max_context, T, top_k, top_p, sample_count, verbose,
+                             use_cache)
     start = max(0, s1.shape[1] - max_context)
     decoded = tokenizer.decode((s1[:, start:], s2[:, start:]), half=True)[:, -pred_len:]
     return decoded.reshape(-1, sample_count, pred_len, decoded.shape[-1]).mean(dim=1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import CrossAttention, RMSNorm, TransformerBlock
+from .blocks import CrossAttention, KVCache, RMSNorm, TransformerBlock
 from .checkpoint import PretrainedMixin
 
 # minute, hour, weekday, day of month, month: the order of the stamp's last axis.
@@ -76,9 +76,13 @@ class DependencyAwareLayer(nn.Module):
         self.cross_attn = CrossAttention(d_model, n_heads, attn_dropout_p, resid_dropout_p)
         self.norm = RMSNorm(d_model)
 
-    def forward(self, hidden: torch.Tensor, sibling: torch.Tensor, padding_mask=None) -> torch.Tensor:
-        """hidden [B, T, d], sibling [B, Tq, d] for the last Tq positions -> [B, Tq, d]."""
-        attended = self.cross_attn(sibling, hidden, hidden, padding_mask)
+    def forward(self, hidden: torch.Tensor, sibling: torch.Tensor, padding_mask=None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """hidden [B, T, d], sibling [B, Tq, d] for the last Tq positions -> [B, Tq, d].
+
+        With a cache, ``hidden`` holds only the positions not yet in it.
+        """
+        attended = self.cross_attn(sibling, hidden, hidden, padding_mask, cache)
         return self.norm(hidden[:, -sibling.shape[1]:] + attended)
 
 
@@ -87,6 +91,23 @@ class DualHead(nn.Module):
         super().__init__()
         self.proj_s1 = nn.Linear(d_model, 2 ** s1_bits)
         self.proj_s2 = nn.Linear(d_model, 2 ** s2_bits)
+
+
+class DecodeCache:
+    """What generation keeps between steps: keys and values of every transformer block and of the
+    dependency layer, for positions 0..length-1 of a window that does not slide."""
+
+    def __init__(self, n_layers: int, max_len: int):
+        self.blocks = [KVCache(max_len) for _ in range(n_layers)]
+        self.dep = KVCache(max_len)
+
+    @property
+    def length(self) -> int:
+        return self.blocks[0].length if self.blocks else self.dep.length
+
+    def repeat_interleave(self, n: int) -> None:
+        for layer in (*self.blocks, self.dep):
+            layer.repeat_interleave(n)
 
 
 class Kronos(PretrainedMixin, nn.Module):
@@ -117,23 +138,34 @@ class Kronos(PretrainedMixin, nn.Module):
             elif isinstance(module, nn.Embedding) and module.weight.requires_grad:
                 nn.init.normal_(module.weight, mean=0.0, std=d_model ** -0.5)
 
-    def decode_s1(self, s1_ids, s2_ids, stamp=None, padding_mask=None):
-        """History tokens [B, T] -> (s1 logits [B, T, V1], hidden states [B, T, d_model])."""
+    def new_cache(self, max_len: int) -> DecodeCache:
+        """An empty cache for decoding up to ``max_len`` positions with decode_s1/decode_s2(cache=...)."""
+        return DecodeCache(len(self.transformer), max_len)
+
+    def decode_s1(self, s1_ids, s2_ids, stamp=None, padding_mask=None, cache: DecodeCache | None = None):
+        """History tokens [B, T] -> (s1 logits [B, T, V1], hidden states [B, T, d_model]).
+
+        With a cache the tokens are the T positions after the cached ones (all of them into an
+        empty cache, then one per step); their keys and values are added to it.
+        """
         x = self.embedding(s1_ids, s2_ids)
         if stamp is not None:
             x = x + self.time_emb(stamp)
         x = self.token_drop(x)
-        for block in self.transformer:
-            x = block(x, padding_mask)
+        layer_caches = cache.blocks if cache is not None else [None] * len(self.transformer)
+        for block, layer_cache in zip(self.transformer, layer_caches):
+            x = block(x, padding_mask, layer_cache)
         x = self.norm(x)
         return self.head.proj_s1(x), x
 
-    def decode_s2(self, context, s1_ids, padding_mask=None):
+    def decode_s2(self, context, s1_ids, padding_mask=None, cache: DecodeCache | None = None):
         """s2 logits given the hidden states and the s1 tokens of the same positions.
 
-        ``s1_ids`` may cover only the last position (one generation step).
+        ``s1_ids`` may cover only the last position (one generation step). With a cache,
+        ``context`` holds the hidden states decode_s1 returned for the positions it just added.
         """
-        hidden = self.dep_layer(context, self.embedding.emb_s1(s1_ids), padding_mask)
+        hidden = self.dep_layer(context, self.embedding.emb_s1(s1_ids), padding_mask,
+                                None if cache is None else cache.dep)
         return self.head.proj_s2(hidden)
 
     def forward(self, s1_ids, s2_ids, stamp=None, padding_mask=None, use_teacher_forcing=False, s1_targets=None):

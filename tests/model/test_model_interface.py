@@ -46,8 +46,10 @@ def test_method_signatures_are_the_published_ones():
                                       "s1_targets"]
     assert defaults(Kronos.forward) == {"stamp": None, "padding_mask": None, "use_teacher_forcing": False,
                                         "s1_targets": None}
-    assert params(Kronos.decode_s1) == ["s1_ids", "s2_ids", "stamp", "padding_mask"]
-    assert params(Kronos.decode_s2) == ["context", "s1_ids", "padding_mask"]
+    # plus an optional KV cache for generation
+    assert params(Kronos.decode_s1) == ["s1_ids", "s2_ids", "stamp", "padding_mask", "cache"]
+    assert params(Kronos.decode_s2) == ["context", "s1_ids", "padding_mask", "cache"]
+    assert defaults(Kronos.decode_s1)["cache"] is None and defaults(Kronos.decode_s2)["cache"] is None
     for method in (KronosPredictor.predict, KronosPredictor.predict_batch):
         assert params(method)[-6:] == ["pred_len", "T", "top_k", "top_p", "sample_count", "verbose"]
     assert params(KronosPredictor.predict)[:3] == ["df", "x_timestamp", "y_timestamp"]

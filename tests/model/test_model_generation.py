@@ -1,0 +1,123 @@
+"""KV-cached generation gives exactly the tokens of recomputing the window at every step.
+
+The parity fixture's max_context is 32; histories of 20, 28 and 40 steps cover a window that
+never slides, one that slides after a few cached steps, and one that slides from the start.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kronos_exp.model.blocks import KVCache
+from kronos_exp.model.forecast import generate, generate_tokens
+
+GREEDY = dict(T=1.0, top_k=1, top_p=1.0)
+NUCLEUS = dict(T=1.0, top_k=0, top_p=0.9)
+
+
+def run(model, s1, s2, stamps, pred_len, max_context, use_cache, seed=0, **sampling):
+    torch.manual_seed(seed)
+    return generate_tokens(model, s1, s2, stamps, pred_len, max_context, use_cache=use_cache, **sampling)
+
+
+def assert_same_tokens(got, want):
+    for name, a, b in zip(("s1", "s2"), got, want):
+        assert a.shape == b.shape
+        assert torch.equal(a, b), f"{int((a != b).sum())} {name} tokens differ"
+
+
+@pytest.fixture
+def history(tok, cases, random_stamp):
+    """history(steps, pred_len) -> s1, s2 [3, steps] of the fixture's three series, stamps [3, steps + pred_len, 5]."""
+    def make(steps: int, pred_len: int):
+        with torch.no_grad():
+            s1, s2 = tok.eval().encode(cases["x"][:, :steps], half=True)
+        return s1, s2, random_stamp(3, steps + pred_len, seed=steps)
+    return make
+
+
+@pytest.mark.parametrize("steps, pred_len", [(20, 12), (28, 10), (40, 6)])
+def test_greedy_tokens_with_and_without_cache_are_identical_on_the_parity_fixture(model, meta, history, steps,
+                                                                                    pred_len):
+    model.eval()
+    s1, s2, stamps = history(steps, pred_len)
+    cached = run(model, s1, s2, stamps, pred_len, meta["max_context"], use_cache=True, **GREEDY)
+    recomputed = run(model, s1, s2, stamps, pred_len, meta["max_context"], use_cache=False, **GREEDY)
+    assert_same_tokens(cached, recomputed)
+    assert torch.equal(cached[0][:, :steps], s1) and cached[0].shape == (3, steps + pred_len)
+    assert len(set(map(tuple, cached[0][:, steps:].tolist()))) > 1  # the series get different forecasts
+
+
+def test_greedy_tokens_are_identical_on_a_random_model_whose_window_slides(make_predictor, random_stamp):
+    model = make_predictor(seed=3, s1_bits=6, s2_bits=5, n_layers=3, d_model=32, n_heads=4, ff_dim=48).eval()
+    g = torch.Generator().manual_seed(1)
+    s1, s2 = torch.randint(0, 64, (4, 12), generator=g), torch.randint(0, 32, (4, 12), generator=g)
+    stamps = random_stamp(4, 12 + 15, seed=2)
+    # history 12 + 15 steps > max_context 16: five cached steps, then ten with a sliding window
+    cached = run(model, s1, s2, stamps, 15, 16, use_cache=True, **GREEDY)
+    assert_same_tokens(cached, run(model, s1, s2, stamps, 15, 16, use_cache=False, **GREEDY))
+
+
+def test_sampled_tokens_with_and_without_cache_are_identical_under_one_seed(model, meta, history):
+    """The RNG draws come in the same order (s1 then s2 of every row, step by step) on both paths."""
+    model.eval()
+    s1, s2, stamps = history(24, 12)
+    cached = run(model, s1, s2, stamps, 12, meta["max_context"], use_cache=True, sample_count=4, **NUCLEUS)
+    recomputed = run(model, s1, s2, stamps, 12, meta["max_context"], use_cache=False, sample_count=4, **NUCLEUS)
+    assert_same_tokens(cached, recomputed)
+    assert cached[0].shape == (12, 36)
+    assert torch.equal(cached[0][:4, :24], s1[:1].expand(4, -1))  # the samples of a series are adjacent
+    paths = cached[0][:4, 24:]
+    assert len(set(map(tuple, paths.tolist()))) > 1  # the sample paths differ: it did sample
+
+
+def test_cached_generation_computes_one_position_per_step_until_the_window_slides(model, meta, history):
+    model.eval()
+    s1, s2, stamps = history(28, 10)
+    lengths = []
+    decode_s1 = model.decode_s1
+
+    def spy(s1_ids, s2_ids, stamp=None, padding_mask=None, cache=None):
+        lengths.append(s1_ids.shape[1])
+        return decode_s1(s1_ids, s2_ids, stamp, padding_mask, cache=cache)
+
+    model.decode_s1 = spy
+    run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=True, **GREEDY)
+    # the history once, then one position per step while 28 + i <= 32, then the 32-token window
+    assert lengths == [28, 1, 1, 1, 1, 32, 32, 32, 32, 32]
+    lengths.clear()
+    run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=False, **GREEDY)
+    assert lengths == [28, 29, 30, 31, 32, 32, 32, 32, 32, 32]
+
+
+def test_generate_forecasts_are_bit_identical_with_and_without_cache(tok, model, cases, random_stamp):
+    tok.eval(), model.eval()
+    x = cases["x"][:, :24]
+    x_stamp, y_stamp = random_stamp(3, 24, seed=5), random_stamp(3, 8, seed=6)
+    out = [generate(tok, model, x, x_stamp, y_stamp, 8, 32, use_cache=use_cache, **GREEDY) for use_cache in (True, False)]
+    assert out[0].shape == (3, 8, 6) and out[0].dtype == torch.float32
+    assert torch.equal(out[0], out[1])
+
+
+def test_kv_cache_rejects_more_positions_than_it_holds():
+    cache = KVCache(max_len=5)
+    k = torch.randn(2, 1, 3, 4)
+    keys, values = cache.append(k, k + 1)
+    assert keys.shape == (2, 1, 3, 4) and torch.equal(keys, k) and torch.equal(values, k + 1)
+    keys, _ = cache.append(k[:, :, :2], k[:, :, :2])
+    assert cache.length == 5 and torch.equal(keys[:, :, 3:], k[:, :, :2])
+    with pytest.raises(ValueError, match="holds 5 positions"):
+        cache.append(k[:, :, :1], k[:, :, :1])
+    cache.repeat_interleave(3)
+    assert cache.k.shape[0] == 6 and torch.equal(cache.k[1], cache.k[0]) and torch.equal(cache.k[3], cache.k[5])
+
+
+def test_a_cached_step_takes_one_query_after_the_prefill(model):
+    model.eval()
+    cache = model.new_cache(10)
+    s = torch.zeros(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        model.decode_s1(s, s, cache=cache)
+        assert cache.length == 4
+        with pytest.raises(ValueError, match="one query"):
+            model.decode_s1(s[:, :2], s[:, :2], cache=cache)
