@@ -6,11 +6,13 @@ kronos_exp.tracking. Architecture presets live in conf/tokenizer/*.yaml and conf
 """
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from .data import DataConfig
 from .data.config import schema_node
@@ -106,7 +108,15 @@ class RunConfig:
     objective: Optional[str] = None  # returned to sweepers: <phase>_val_loss; null = the last phase's
 
 
+def _invocation_id() -> str:
+    """``<pid>-<random>``: the run-folder suffix that keeps two invocations started in the same
+    second apart. Cached in the config (like ``${now:}``), so sweep workers see the same value."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("kronos_unique"):
+        OmegaConf.register_new_resolver("kronos_unique", _invocation_id, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="data", name="schema", node=schema_node())
