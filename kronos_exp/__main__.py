@@ -30,8 +30,11 @@ def main(cfg: DictConfig) -> float:
             print(f"error: job {hydra_cfg.job.num}: {err}", file=sys.stderr)
             return float("nan")
         raise SystemExit(f"error: {err}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact") from None
+    except KeyboardInterrupt as stop:
+        from .train.interrupt import exit_code
+
+        print("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact", file=sys.stderr)
+        raise SystemExit(exit_code(stop)) from None
 
 
 if __name__ == "__main__":

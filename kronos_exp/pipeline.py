@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .config import check_settings
 from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker
@@ -82,6 +83,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     check_precision(cfg.precision)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
+    check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
     data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)

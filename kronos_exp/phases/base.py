@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..data import DataSplits
-from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
-from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
+from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
 from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
 from ..tracking.registry import FINGERPRINT_ARTIFACT
 from ..tracking.locks import fingerprint_lock
@@ -168,21 +168,27 @@ class Phase:
         log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
                  len(ctx.data.train), self.settings(ctx).epochs)
         best_dir = ctx.output_dir / "checkpoints" / self.name
+        saved: dict[str, str] = {}  # sha256 of each file as this process wrote it
 
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
             m.save_pretrained(best_dir)
+            saved.clear()
+            saved.update(folder_digests(best_dir))
 
         result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
         if result.best_epoch < 0:
             raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
+        if folder_digests(best_dir) != saved:
+            raise CheckpointError(f"{best_dir} changed after this run saved it (another process writing the same "
+                                  "folder?); it is not registered. Give each run its own hydra.run.dir")
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                             "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, result)
         version = ctx.registry.register(
-            self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, best_dir, fp,
+            self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, saved, fp,
             tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss),
                   "data_files": data_files_digest(ctx.data_fingerprint), **self.version_tags(ctx)})
         mlflow.set_tag("registered_version", version.version)

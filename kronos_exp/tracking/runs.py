@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -80,11 +81,17 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None, experiment_name: str):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        store_lock = contextlib.nullcontext()
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(self.tracking_uri[len("sqlite:///"):])
+            database.parent.mkdir(parents=True, exist_ok=True)
+            # MLflow creates and migrates the schema when it first opens a database; processes
+            # doing that at once on a new store collide, so they take turns (only this first open).
+            store_lock = FileLock(f"{database}.init.lock")
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+        with store_lock:
+            self.client = MlflowClient(self.tracking_uri)  # opens (and creates) the database
+            self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
 
     @property

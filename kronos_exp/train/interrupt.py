@@ -14,6 +14,14 @@ from typing import Iterator
 class Interrupted(KeyboardInterrupt):
     """A stop requested by a signal; handled like Ctrl-C."""
 
+    signum = signal.SIGTERM
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal number, as shells report a process a signal ended: 130 for Ctrl-C (SIGINT),
+    143 for SIGTERM; schedulers and scripts can tell an interrupt from a failure (exit 1)."""
+    return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
+
 
 _requested: str | None = None
 
