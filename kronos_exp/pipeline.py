@@ -15,7 +15,7 @@ from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
-from .train import check_precision, resolve_device
+from .train import resolve_device, resolve_precision
 from .train.interrupt import sigterm_stops
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) 
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
-        f"  device   {ctx.device} ({cfg.precision})",
+        f"  device   {ctx.device} ({ctx.precision})",
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
@@ -78,7 +78,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     device = resolve_device(cfg.device)
-    check_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
     data = build_datasets(cfg.data)
@@ -86,7 +86,8 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
+                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing,
+                     precision=precision)
     with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
         log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
         mlflow.log_dict(data.summary, "data_summary.json")

@@ -53,6 +53,7 @@ class RunContext:
     registry: Registry
     output_dir: Path
     skip_existing: bool = False
+    precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
     results: dict[str, PhaseResult] = field(default_factory=dict)
 
 
@@ -81,7 +82,7 @@ def phase_fingerprint(ctx: RunContext, name: str, upstream: dict[str, str] | Non
         "settings": settings,
         "initial_weights": checkpoint_digest(pretrained) if pretrained else "random",
         "seed": ctx.cfg.seed,
-        "precision": ctx.cfg.precision,
+        "precision": ctx.precision,
         "kronos_exp": __version__,
         "upstream": upstream or {},
     })
@@ -151,7 +152,7 @@ class Phase:
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
+                           precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
 
     def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
         seed_everything(ctx.cfg.seed)
