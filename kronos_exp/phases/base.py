@@ -26,7 +26,7 @@ from ..train import FitResult, FitSettings, fit
 log = logging.getLogger(__name__)
 
 # Settings that change how a run is reported, not what it trains.
-_NOT_FINGERPRINTED = ("log_interval",)
+_NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")
 CHECKPOINT_ARTIFACT = "checkpoint"
 
 
@@ -105,6 +105,10 @@ class Phase:
     def epoch_metrics(self, model: nn.Module, loader) -> dict[str, float]:
         return {}
 
+    def datasets(self, ctx: RunContext):
+        """(train, val) the loop iterates; after ``build_model``, so a phase may derive them from it."""
+        return ctx.data.train, ctx.data.val
+
     def upstream(self, ctx: RunContext) -> dict[str, str]:
         """Fingerprints of what this phase builds on (none for the first phase)."""
         return {}
@@ -166,7 +170,8 @@ class Phase:
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
             m.save_pretrained(best_dir)
 
-        result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
+        train_set, val_set = self.datasets(ctx)
+        result: FitResult = fit(model, self, train_set, val_set, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
         if result.best_epoch < 0:
             raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
