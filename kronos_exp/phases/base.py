@@ -156,7 +156,8 @@ class Phase:
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
+                           precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
+                           compile=ctx.cfg.compile)
 
     def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
         seed_everything(ctx.cfg.seed)

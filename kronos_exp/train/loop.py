@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
@@ -51,6 +52,7 @@ class FitSettings:
     precision: str = "fp32"
     num_workers: int = 0
     seed: int = 0
+    compile: bool = False
 
 
 @dataclass
@@ -86,6 +88,27 @@ class Sums:
 
     def __bool__(self) -> bool:
         return self.weight > 0
+
+
+class Runner:
+    """The module the loss calls: ``torch.compile`` of the model where asked, falling back to the
+    eager model, with one warning, if compiling fails (no compiler, an unsupported op ...)."""
+
+    def __init__(self, model: nn.Module, compile: bool):
+        self.eager = model
+        self.module = torch.compile(model) if compile else model
+
+    def __call__(self, fn: Callable[[nn.Module], object]):
+        if self.module is self.eager:
+            return fn(self.eager)
+        try:
+            return fn(self.module)
+        except Exception as e:  # compilation errors surface at the first call, in many types
+            first_line = (str(e).strip().splitlines() or [""])[0][:300]
+            warnings.warn(f"compile=true failed ({type(e).__name__}: {first_line}); training without compilation",
+                          RuntimeWarning, stacklevel=2)
+            self.module = self.eager
+            return fn(self.eager)
 
 
 def make_loaders(train_set, val_set, s: FitSettings) -> tuple[Batches, Batches]:
@@ -153,6 +176,7 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
     validation metrics (prefixed ``val_``) at step = epoch."""
     train_loader, val_loader = make_loaders(train_set, val_set, s)
     model.to(s.device)
+    runner = Runner(model, s.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
     scheduler, total_steps = make_scheduler(optimizer, s, len(train_loader))
@@ -169,7 +193,7 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
         for i, batch in enumerate(bar):
             raise_if_stop_requested()
             batch = to_device(batch, s.device)
-            window.add(forward_backward(model, objective, batch, s, scaler))
+            window.add(runner(lambda m: forward_backward(m, objective, batch, s, scaler)))
             samples += batch[0].shape[0]
             last_in_epoch = i + 1 == n_batches
             if (i + 1) % s.accumulation_steps and not last_in_epoch:
@@ -188,7 +212,7 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
                 result.train_history.append((step, metrics["train_loss"]))
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", samples_s=f"{rate:.0f}")
                 window = Sums()
-        val = evaluate(model, objective, val_loader, s)
+        val = runner(lambda m: evaluate(m, objective, val_loader, s))
         val_loss = val[objective.val_key]
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
         result.val_history.append(val_loss)
