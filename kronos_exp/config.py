@@ -86,6 +86,7 @@ class PredictorConfig(TrainConfig):
     arch: PredictorArch = field(default_factory=PredictorArch)
     max_context: int = 512  # longest token history the predictor attends to (published: mini 2048)
     teacher_forcing: bool = True  # s2 conditioned on the true s1; false = sampled s1 (reference recipe)
+    token_cache_mb: float = 256.0  # encode train/val windows once per run up to this size; past it, per batch
 
 
 @dataclass
@@ -105,7 +106,8 @@ class RunConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 where the hardware runs it fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
+    compile: bool = False  # torch.compile the model (warm-up of tens of seconds; falls back with a warning)
     num_workers: int = 0  # DataLoader workers
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None

@@ -17,7 +17,7 @@ from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.sweep import JobInfo
-from .train import check_precision, resolve_device
+from .train import resolve_device, resolve_precision
 from .train.interrupt import sigterm_stops
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) 
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
-        f"  device   {ctx.device} ({cfg.precision})",
+        f"  device   {ctx.device} ({ctx.precision})",
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
@@ -80,7 +80,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     device = resolve_device(cfg.device)
-    check_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
     check_settings(cfg, [p.name for p in phases])
@@ -88,7 +88,8 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
+                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing,
+                     precision=precision)
     with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
         log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
         mlflow.log_dict(data.summary, "data_summary.json")

@@ -53,6 +53,7 @@ class RunContext:
     registry: Registry
     output_dir: Path
     skip_existing: bool = False
+    precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
     results: dict[str, PhaseResult] = field(default_factory=dict)
 
 
@@ -82,7 +83,7 @@ def phase_fingerprint_inputs(ctx: RunContext, name: str, upstream: dict[str, str
     settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
     pretrained = settings.get("pretrained")
     return fingerprint_inputs(name, settings, data=ctx.data_fingerprint, seed=phase_seed(ctx.cfg, name),
-                              precision=ctx.cfg.precision,
+                              precision=ctx.precision,
                               initial_weights=checkpoint_digest(pretrained) if pretrained else None,
                               upstream=upstream)
 
@@ -107,6 +108,10 @@ class Phase:
 
     def epoch_metrics(self, model: nn.Module, loader) -> dict[str, float]:
         return {}
+
+    def datasets(self, ctx: RunContext):
+        """(train, val) the loop iterates; after ``build_model``, so a phase may derive them from it."""
+        return ctx.data.train, ctx.data.val
 
     def upstream(self, ctx: RunContext) -> dict[str, str]:
         """Fingerprints of what this phase builds on (none for the first phase)."""
@@ -157,8 +162,8 @@ class Phase:
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers,
-                           seed=phase_seed(ctx.cfg, self.name))
+                           precision=ctx.precision, num_workers=ctx.cfg.num_workers,
+                           seed=phase_seed(ctx.cfg, self.name), compile=ctx.cfg.compile)
 
     def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
         seed_everything(phase_seed(ctx.cfg, self.name))
@@ -175,7 +180,8 @@ class Phase:
             saved.clear()
             saved.update(folder_digests(best_dir))
 
-        result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
+        train_set, val_set = self.datasets(ctx)
+        result: FitResult = fit(model, self, train_set, val_set, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
         if result.best_epoch < 0:
             raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "

@@ -18,7 +18,7 @@ TRAINING_CODE = ("model", "data", "phases", "train")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 # Settings that change how a run is reported or how fast it goes, not the weights it trains.
-NOT_FINGERPRINTED = ("log_interval",)
+NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")  # reporting and memory, not results
 DATA_NOT_FINGERPRINTED = ("path", "paths")  # where the files live; their contents are hashed
 
 
