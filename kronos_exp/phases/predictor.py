@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..model import Kronos, KronosTokenizer
 from ..tracking import fingerprint
+from ..train.precision import full_precision
 from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint_inputs
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,8 @@ class PredictorPhase(Phase):
 
     def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:
         x, stamp = batch
-        with torch.no_grad():
-            s1, s2 = self.tokenizer.encode(x, half=True)  # [B, T] each
+        with torch.no_grad(), full_precision(x.device):
+            s1, s2 = self.tokenizer.encode(x.float(), half=True)  # [B, T] each
         s1_in, s2_in, s1_out, s2_out = s1[:, :-1], s2[:, :-1], s1[:, 1:], s2[:, 1:]
         s1_logits, s2_logits = model(s1_in, s2_in, stamp[:, :-1],
                                      use_teacher_forcing=self.teacher_forcing or not model.training,

@@ -32,3 +32,9 @@ def autocast(device: torch.device, precision: str):
     if check_precision(precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def full_precision(device: torch.device):
+    """fp32 inside an autocast region: for the frozen tokenizer's encode, so the predictor trains on
+    the same tokens that forecasting (which never autocasts) produces."""
+    return torch.autocast(device_type=device.type, enabled=False)
