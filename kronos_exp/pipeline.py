@@ -12,10 +12,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .data import build_datasets, resolve_paths
+from .errors import ConfigError
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
-from .tracking.sweep import JobInfo
+from .tracking.runs import PARENT_RUN_ENV
+from .tracking.sweep import SWEEP_ID_ENV, JobInfo
 from .train import check_precision, resolve_device
 from .train.interrupt import sigterm_stops
 
@@ -24,11 +26,11 @@ log = logging.getLogger(__name__)
 
 def build_phases(cfg: DictConfig) -> list[Phase]:
     if not cfg.phases:
-        raise ValueError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
+        raise ConfigError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
     phases = [instantiate(spec) for spec in cfg.phases.values()]
     for key, phase in zip(cfg.phases, phases):
         if not isinstance(phase, Phase):
-            raise TypeError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
+            raise ConfigError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
     return phases
 
 
@@ -36,7 +38,7 @@ def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
     """``objective`` must name a phase of this run, checked before any training."""
     names = [f"{p.name}_val_loss" for p in phases]
     if cfg.objective is not None and cfg.objective not in names:
-        raise ValueError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
+        raise ConfigError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
                          "use one of those, or objective=null for the last phase's val_loss")
 
 
@@ -74,6 +76,9 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     """Run every configured phase; returns the objective (a validation loss) for sweepers."""
     started = time.perf_counter()
     job = JobInfo.current()
+    if not job.multirun:  # a single run is never a sweep's job, whatever an earlier sweep left set
+        for name in (PARENT_RUN_ENV, SWEEP_ID_ENV):
+            os.environ.pop(name, None)
     # skip_existing=null (the default): reuse registered phases in sweeps, retrain in single runs.
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them

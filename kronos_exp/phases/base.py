@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..data import DataSplits
+from ..errors import TrainingFailed
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
 from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
@@ -175,7 +176,7 @@ class Phase:
         result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
         if result.best_epoch < 0:
-            raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
+            raise TrainingFailed(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                             "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..model import Kronos, KronosTokenizer
 from ..tracking import fingerprint
 from ..train.precision import full_precision
@@ -86,7 +87,7 @@ class PredictorPhase(Phase):
         model = Kronos.from_pretrained(settings.pretrained) if settings.pretrained else Kronos(**settings.arch)
         for bits in ("s1_bits", "s2_bits"):
             if model.config[bits] != tokenizer.config[bits]:
-                raise ValueError(
+                raise ConfigError(
                     f"predictor {bits}={model.config[bits]} but the tokenizer ({folder}) has {bits}="
                     f"{tokenizer.config[bits]}; the predictor's vocabulary must match the tokenizer's codes "
                     f"(set predictor.arch.{bits}, or pick matching presets)")

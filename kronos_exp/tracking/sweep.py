@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,13 @@ class MlflowSweepCallback(Callback):
             client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
         failed = [r for r in rows if r["status"] != "FINISHED"]
-        self._close("FAILED" if failed else "FINISHED")
+        self._close("FAILED" if failed or not rows else "FINISHED")
+        if not rows:
+            # A sweeper that stopped before its first job (a config that does not compose, say).
+            # Hydra may call this while that error is on its way up: then let it through.
+            if sys.exc_info()[0] is None:
+                raise SystemExit("error: the sweep ended without running a job; see the messages above")
+            return
         if failed:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
@@ -137,3 +144,7 @@ class MlflowSweepCallback(Callback):
             client.set_terminated(job.info.run_id, "KILLED")
         if client.get_run(self.run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
             client.set_terminated(self.run_id, status)
+        # A later run in this process or shell must not nest under the ended sweep.
+        if os.environ.get(PARENT_RUN_ENV) == self.run_id:
+            os.environ.pop(PARENT_RUN_ENV, None)
+            os.environ.pop(SWEEP_ID_ENV, None)

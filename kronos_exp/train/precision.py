@@ -5,6 +5,8 @@ import contextlib
 
 import torch
 
+from ..errors import ConfigError
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -15,15 +17,15 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but this machine has no CUDA device; use device=cpu or device=auto")
+        raise ConfigError(f"device={name!r} but this machine has no CUDA device; use device=cpu or device=auto")
     return device
 
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
     return precision
 
 
