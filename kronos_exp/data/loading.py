@@ -20,8 +20,10 @@ Columns
 
 Timestamps
     Text is parsed with `pandas.to_datetime` (format inferred, or `cfg.timestamp_format`); an
-    ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset or zone are
-    converted to UTC and then made naive. Integer columns are read as YYYYMMDD when every value
+    ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset (`...-05:00`,
+    `Z`) keep their wall-clock time as written, as the published Kronos code reads them (a New
+    York 09:30 bar is hour 9 in winter and in summer); rows are ordered and checked for
+    duplicates by the true instant, so a file whose offset changes with DST sorts correctly. Integer columns are read as YYYYMMDD when every value
     has 8 digits, otherwise as Unix epoch time in s/ms/us/ns chosen by magnitude.
 
 Validation (DataError names file, column, line and value)
@@ -63,7 +65,7 @@ class Series:
 
     name: str
     source: str  # the file it was read from
-    timestamps: np.ndarray  # datetime64[ns], [T], strictly increasing
+    timestamps: np.ndarray  # datetime64[ns], [T], wall-clock time as written, in time order
     values: np.ndarray  # float32, [T, 6] in FEATURES order
 
     def __len__(self) -> int:
@@ -240,6 +242,25 @@ def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lin
     return out.to_numpy().astype("datetime64[ns]")
 
 
+_UTC_OFFSET = r"(?<=\d)(Z|[+-]\d{2}:?\d{2})$"
+
+
+def _utc_offsets(raw: pd.Series) -> Optional[np.ndarray]:
+    """Each text timestamp's UTC offset as timedelta64[ns] (0 where none is written), or None
+    when no row carries one: the wall-clock time as written is the UTC instant plus this."""
+    if pd.api.types.is_numeric_dtype(raw):
+        return None  # epoch numbers are instants with no wall clock of their own
+    found = raw.astype(str).str.strip().str.extract(_UTC_OFFSET, expand=False)
+    if found.isna().all():
+        return None
+    text = found.fillna("Z").str.replace(":", "", regex=False)
+    zulu = np.asarray(text == "Z")
+    digits = text.where(~zulu, "+0000")
+    sign = np.where(digits.str[0] == "-", -1, 1)
+    minutes = sign * (digits.str[1:3].astype(int).to_numpy() * 60 + digits.str[3:5].astype(int).to_numpy())
+    return (minutes.astype(np.int64) * 60_000_000_000).astype("timedelta64[ns]")
+
+
 def _parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -297,19 +318,24 @@ def _finish_group(
     lines: np.ndarray,
     c: DataConfig,
     report: _Report,
+    offsets: Optional[np.ndarray] = None,
 ) -> Series:
-    """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series."""
+    """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series.
+    ``ts`` are UTC instants (ordering, duplicates); ``offsets`` turn them back into the
+    wall-clock times the file wrote (what the series keeps, for the calendar features)."""
     where = f"{file}" + (f" (series {name!r})" if name else "")
+    if offsets is None:
+        offsets = np.zeros(len(ts), dtype="timedelta64[ns]")
     if len(ts) > 1 and (np.diff(ts) < np.timedelta64(0, "ns")).any():
         order = np.argsort(ts, kind="stable")
-        ts, lines = ts[order], lines[order]
+        ts, lines, offsets = ts[order], lines[order], offsets[order]
         feats = {k: v[order] for k, v in feats.items()}
         report.unsorted.append(name)
     if len(ts) > 1:
         dup = np.diff(ts) == np.timedelta64(0, "ns")
         if dup.any():
             j = int(np.argmax(dup))
-            stamp = pd.Timestamp(ts[j])
+            stamp = pd.Timestamp(ts[j] + offsets[j])
             raise DataError(
                 f"{where}: duplicate timestamp {stamp} at lines {lines[j]} and {lines[j + 1]} "
                 f"({int(dup.sum())} duplicate(s)); each timestamp may appear once per series"
@@ -337,7 +363,7 @@ def _finish_group(
             matrix, unfilled = _ffill_rows(matrix)
             keep = ~unfilled
         report.dropped += int((~keep).sum())
-        ts, matrix = ts[keep], matrix[keep]
+        ts, matrix, offsets = ts[keep], matrix[keep], offsets[keep]
 
     col = {k: matrix[:, i] for i, k in enumerate(names)}
     n = len(ts)
@@ -350,7 +376,7 @@ def _finish_group(
         out[:, 5] = col["amount"]
     else:
         out[:, 5] = volume * (col["open"] + col["high"] + col["low"] + col["close"]) / 4.0
-    return Series(name=name, source=file, timestamps=ts, values=out)
+    return Series(name=name, source=file, timestamps=ts + offsets, values=out)
 
 
 def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
@@ -391,6 +417,7 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
             if raw_ts.notna().all() and numeric.notna().all():
                 raw_ts = numeric
     ts = _parse_timestamps(raw_ts, c, file, ts_name, lines)
+    offsets = _utc_offsets(raw_ts)
 
     feats: dict[str, np.ndarray] = {}
     for name in FEATURES:
@@ -412,7 +439,7 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     report = _Report()
     out: list[tuple[Optional[str], Series]] = []
     if symbol_col is None:
-        out.append((None, _finish_group("", file, ts, feats, lines, c, report)))
+        out.append((None, _finish_group("", file, ts, feats, lines, c, report, offsets)))
     else:
         sym = df[symbol_col]
         if sym.isna().any():
@@ -424,7 +451,8 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
         for k, symbol in enumerate(uniques):
             rows = order[bounds[k] : bounds[k + 1]]
             group = {name: v[rows] for name, v in feats.items()}
-            series = _finish_group(str(symbol), file, ts[rows], group, lines[rows], c, report)
+            series = _finish_group(str(symbol), file, ts[rows], group, lines[rows], c, report,
+                                   None if offsets is None else offsets[rows])
             out.append((str(symbol), series))
 
     if report.unsorted:

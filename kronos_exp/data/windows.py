@@ -36,13 +36,14 @@ SPLITS = ("train", "val", "test")
 def time_features(timestamps: Any) -> np.ndarray:
     """Calendar features float32 [T, 5] in TIME_FEATURES order: minute, hour, weekday (Monday=0),
     day of month, month. Accepts datetime64 arrays, a DatetimeIndex or a Series of datetimes;
-    zone-aware input is converted to UTC first (as the loader does)."""
+    zone-aware input gives its wall-clock time (a New York 09:30 bar is hour 9, on either side
+    of a DST change), as the published Kronos code and the CSV loader do."""
     if isinstance(timestamps, pd.Series):
         index = pd.DatetimeIndex(timestamps.to_numpy() if timestamps.dt.tz is None else timestamps)
     else:
         index = pd.DatetimeIndex(timestamps)
     if index.tz is not None:
-        index = index.tz_convert("UTC").tz_localize(None)
+        index = index.tz_localize(None)  # drops the zone, keeps the local time
     out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
     out[:, 0] = index.minute
     out[:, 1] = index.hour

@@ -161,8 +161,16 @@ def test_time_features_values():
         out = time_features(given)
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, expected)
-    aware = pd.DatetimeIndex(ts).tz_localize("UTC").tz_convert("America/New_York")
-    np.testing.assert_array_equal(time_features(aware), expected)  # converted back to UTC
+    aware = pd.DatetimeIndex(ts).tz_localize("America/New_York")
+    np.testing.assert_array_equal(time_features(aware), expected)  # the wall-clock time as written
+    np.testing.assert_array_equal(time_features(pd.Series(aware)), expected)
+
+
+def test_time_features_of_zone_aware_times_use_the_wall_clock_across_dst():
+    # The same 09:30 New York open before and after the 2024-03-10 change to daylight time.
+    opens = pd.DatetimeIndex(["2024-03-08 09:30", "2024-03-11 09:30"]).tz_localize("America/New_York")
+    assert time_features(opens)[:, :2].tolist() == [[30, 9], [30, 9]]
+    assert time_features(opens.tz_convert("UTC"))[:, 1].tolist() == [14, 13]  # UTC input: UTC hours
 
 
 def test_window_dataset_from_series(write_csv, frame):
