@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .config import check_known_keys
 from .data import build_datasets, resolve_paths
 from .errors import ConfigError
 from .phases import Phase, PhaseResult, RunContext
@@ -83,6 +84,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
+    check_known_keys(cfg)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision)
     phases = build_phases(cfg)

@@ -54,6 +54,7 @@ def test_help_and_config_printout(cli):
     ("device=tpu9", "error: device='tpu9' is not a device"),
     ("precision=fp8", "error: precision='fp8'; valid: fp32, bf16"),
     ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
+    ("+predictor.lrr=1", "error: unknown key predictor.lrr; predictor has accumulation_steps"),
 ])
 def test_bad_settings_are_one_clear_line(cli, override, message):
     if override == "device=cuda":
