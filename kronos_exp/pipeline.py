@@ -1,6 +1,7 @@
 """One invocation: load the data, run the configured phases in order inside one MLflow run, report."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -10,8 +11,10 @@ import mlflow
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import check_known_keys
+from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .data import build_datasets, resolve_paths
 from .errors import ConfigError
 from .phases import Phase, PhaseResult, RunContext
@@ -33,6 +36,23 @@ def build_phases(cfg: DictConfig) -> list[Phase]:
         if not isinstance(phase, Phase):
             raise ConfigError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
     return phases
+
+
+def use_pretrained_architectures(cfg: DictConfig) -> None:
+    """A pretrained checkpoint's config.json decides its phase's architecture: write it into
+    ``<phase>.arch`` so the params and resolved config in MLflow show what actually trains."""
+    for name in ("tokenizer", "predictor"):
+        pretrained = cfg[name].get("pretrained")
+        if not pretrained:
+            continue
+        folder = resolve_checkpoint_dir(pretrained)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        try:
+            for key, value in config.items():
+                cfg[name].arch[key] = value
+        except OmegaConfBaseException as err:
+            raise CheckpointError(f"{folder / CONFIG_NAME} is not a Kronos {name} config "
+                                  f"({str(err).splitlines()[0]})") from None
 
 
 def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
@@ -85,6 +105,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     check_known_keys(cfg)
+    use_pretrained_architectures(cfg)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision)
     phases = build_phases(cfg)
