@@ -379,6 +379,24 @@ def _finish_group(
     return Series(name=name, source=file, timestamps=ts + offsets, values=out)
 
 
+def _symbol_column_hint(path: Path, sep: str, header: list[str], used: set[str]) -> str:
+    """For duplicate timestamps in a file read as one series: the columns of repeated text that
+    look like a symbol, named with the data.symbol_column setting that splits the file by them."""
+    others = [h for h in header if h not in used]
+    candidates = []
+    if others:
+        df = pd.read_csv(path, sep=sep, usecols=others, dtype=str, encoding="utf-8-sig")
+        for name in others:
+            values = df[name].dropna().str.strip()
+            numeric = pd.to_numeric(values, errors="coerce").notna().all()
+            if len(values) and not numeric and values.nunique() < len(values):
+                candidates.append(name)
+    if not candidates:
+        return "; if the file holds several series, name the column that tells them apart with data.symbol_column"
+    return (f"; the file looks like several series in one: set data.symbol_column="
+            f"{candidates[0]} (columns of repeated text: {', '.join(candidates)})")
+
+
 def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     """Read and validate one CSV. Returns (symbol or None, series) pairs; names are set later."""
     file = str(path)
@@ -439,7 +457,12 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     report = _Report()
     out: list[tuple[Optional[str], Series]] = []
     if symbol_col is None:
-        out.append((None, _finish_group("", file, ts, feats, lines, c, report, offsets)))
+        try:
+            out.append((None, _finish_group("", file, ts, feats, lines, c, report, offsets)))
+        except DataError as err:
+            if "duplicate timestamp" not in str(err):
+                raise
+            raise DataError(f"{err}{_symbol_column_hint(path, sep, header, set(cols.values()))}") from None
     else:
         sym = df[symbol_col]
         if sym.isna().any():

@@ -191,8 +191,18 @@ def test_duplicate_timestamp_names_both_lines(write_csv):
         load(path)
     assert str(e.value) == (
         f"{path}: duplicate timestamp 2024-01-02 00:00:00 at lines 2 and 4 (1 duplicate(s)); "
-        "each timestamp may appear once per series"
+        "each timestamp may appear once per series; if the file holds several series, name the column "
+        "that tells them apart with data.symbol_column"
     )
+
+
+def test_several_symbols_without_symbol_column_hint_at_it(write_csv):
+    text = ("date,ticker,exchange,open,high,low,close,note\n"
+            "2024-01-02,AAA,X,1,1,1,1,7\n2024-01-02,BBB,X,2,2,2,2,7\n2024-01-03,AAA,X,1,1,1,1,8\n")
+    with pytest.raises(DataError, match=r"duplicate timestamp 2024-01-02 00:00:00 at lines 2 and 3 .*; the file "
+                                        r"looks like several series in one: set data.symbol_column=ticker "
+                                        r"\(columns of repeated text: ticker, exchange\)$"):
+        load(write_csv("multi.csv", text))
 
 
 def test_duplicate_within_one_symbol_names_the_series(write_csv):
