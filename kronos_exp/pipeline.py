@@ -97,6 +97,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     """Run every configured phase; returns the objective (a validation loss) for sweepers."""
     started = time.perf_counter()
     job = JobInfo.current()
+    job.label_log_lines()
     if not job.multirun:  # a single run is never a sweep's job, whatever an earlier sweep left set
         for name in (PARENT_RUN_ENV, SWEEP_ID_ENV):
             os.environ.pop(name, None)
@@ -124,5 +125,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         objective = objective_value(cfg, val_losses)
         mlflow.log_metrics({**val_losses, "objective": objective})
         mlflow.set_tag("phases", ",".join(ctx.results))
-        log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
+        log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
     return objective

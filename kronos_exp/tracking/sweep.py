@@ -48,6 +48,16 @@ class JobInfo:
                    os.environ.get(SWEEP_ID_ENV) if multirun else None,
                    n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
 
+    def label_log_lines(self) -> None:
+        """Prefix this job's log lines with ``[job N]``: parallel jobs write to one terminal, and
+        their lines interleave. Hydra configures logging afresh for each job, so this lasts one job."""
+        if not self.multirun:
+            return
+        for handler in logging.getLogger().handlers:
+            fmt = handler.formatter._fmt if handler.formatter is not None else "%(message)s"
+            if not fmt.startswith("[job "):
+                handler.setFormatter(logging.Formatter(f"[job {self.num}]{fmt}"))
+
     def tags(self) -> dict[str, str]:
         tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
         if self.multirun:
@@ -122,8 +132,10 @@ class MlflowSweepCallback(Callback):
         rows = []
         for r in runs:
             end = r.info.end_time or r.info.start_time
+            # The job's own measure (its "done in"), else the run's wall time (a job that failed).
+            seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
             rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
-                         "duration_s": round((end - r.info.start_time) / 1000, 1), "status": r.info.status,
+                         "duration_s": round(seconds, 1), "status": r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id})
         return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
 
