@@ -6,16 +6,20 @@ kronos_exp.tracking. Architecture presets live in conf/tokenizer/*.yaml and conf
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import secrets
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .errors import ConfigError
 
 from .data import DataConfig
 from .data.config import schema_node
@@ -159,8 +163,6 @@ def _code_bits(cfg: Any, phase: str) -> dict[str, int] | None:
 def check_settings(cfg: Any, phases: list[str]) -> None:
     """Every setting of this run in its range, and the predictor's codes matching the tokenizer's,
     before any work: a bad value fails in a second, naming its key, not after a phase trained."""
-    from .errors import ConfigError  # here, not at the top: --help must not import torch and mlflow
-
     for key, rule in RANGES.items():
         if key.split(".")[0] in _DROPOUTS and key.split(".")[0] not in phases:
             continue
@@ -185,13 +187,35 @@ def _invocation_id() -> str:
     """``<pid>-<random>``: the run-folder suffix that keeps two invocations started in the same
     second apart. Cached in the config (like ``${now:}``), so sweep workers see the same value."""
     return f"{os.getpid()}-{secrets.token_hex(2)}"
+def _open_maps(node: DictConfig, *keys: str) -> DictConfig:
+    """Let the mappings at ``keys`` take new keys: Hydra locks the whole config (struct mode), so a
+    ``data.column_map={Px_Last: close}`` override would otherwise need a ``+``."""
+    for key in keys:
+        OmegaConf.set_struct(OmegaConf.select(node, key), False)
+    return node
 
 
 def register_configs() -> None:
     if not OmegaConf.has_resolver("kronos_unique"):
         OmegaConf.register_new_resolver("kronos_unique", _invocation_id, use_cache=True)
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="data", name="schema", node=schema_node())
+    cs.store(name="run_schema", node=_open_maps(OmegaConf.structured(RunConfig), "data.column_map"))
+    cs.store(group="data", name="schema", node=_open_maps(OmegaConf.structured(schema_node()), "column_map"))
     cs.store(group="tokenizer", name="schema", node=TokenizerConfig)
     cs.store(group="predictor", name="schema", node=PredictorConfig)
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Every key must be in the schema. Hydra refuses ``predictor.lrr=1`` but lets ``+predictor.lrr=1``
+    add a key nothing reads; that is a typo too, so it stops the run here."""
+    def walk(node: Any, schema: type, prefix: str) -> None:
+        fields = {f.name: f.type for f in dataclasses.fields(schema)}
+        hints = typing.get_type_hints(schema)
+        for key in node:
+            if key not in fields:
+                raise ConfigError(f"unknown key {prefix}{key}; {prefix.rstrip('.') or 'the config'} has "
+                                  f"{', '.join(sorted(fields))}")
+            if dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
+                walk(node[key], hints[key], f"{prefix}{key}.")
+
+    walk(cfg, RunConfig, "")

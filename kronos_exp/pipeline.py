@@ -1,6 +1,7 @@
 """One invocation: load the data, run the configured phases in order inside one MLflow run, report."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -10,13 +11,17 @@ import mlflow
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from .config import check_settings
+from .config import check_known_keys, check_settings
+from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .data import build_datasets, resolve_paths
+from .errors import ConfigError
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
-from .tracking.sweep import JobInfo
+from .tracking.runs import PARENT_RUN_ENV
+from .tracking.sweep import SWEEP_ID_ENV, JobInfo
 from .train import resolve_device, resolve_precision
 from .train.interrupt import sigterm_stops
 
@@ -25,19 +30,36 @@ log = logging.getLogger(__name__)
 
 def build_phases(cfg: DictConfig) -> list[Phase]:
     if not cfg.phases:
-        raise ValueError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
+        raise ConfigError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
     phases = [instantiate(spec) for spec in cfg.phases.values()]
     for key, phase in zip(cfg.phases, phases):
         if not isinstance(phase, Phase):
-            raise TypeError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
+            raise ConfigError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
     return phases
+
+
+def use_pretrained_architectures(cfg: DictConfig) -> None:
+    """A pretrained checkpoint's config.json decides its phase's architecture: write it into
+    ``<phase>.arch`` so the params and resolved config in MLflow show what actually trains."""
+    for name in ("tokenizer", "predictor"):
+        pretrained = cfg[name].get("pretrained")
+        if not pretrained:
+            continue
+        folder = resolve_checkpoint_dir(pretrained)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        try:
+            for key, value in config.items():
+                cfg[name].arch[key] = value
+        except OmegaConfBaseException as err:
+            raise CheckpointError(f"{folder / CONFIG_NAME} is not a Kronos {name} config "
+                                  f"({str(err).splitlines()[0]})") from None
 
 
 def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
     """``objective`` must name a phase of this run, checked before any training."""
     names = [f"{p.name}_val_loss" for p in phases]
     if cfg.objective is not None and cfg.objective not in names:
-        raise ValueError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
+        raise ConfigError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
                          "use one of those, or objective=null for the last phase's val_loss")
 
 
@@ -75,10 +97,16 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     """Run every configured phase; returns the objective (a validation loss) for sweepers."""
     started = time.perf_counter()
     job = JobInfo.current()
+    job.label_log_lines()
+    if not job.multirun:  # a single run is never a sweep's job, whatever an earlier sweep left set
+        for name in (PARENT_RUN_ENV, SWEEP_ID_ENV):
+            os.environ.pop(name, None)
     # skip_existing=null (the default): reuse registered phases in sweeps, retrain in single runs.
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
+    check_known_keys(cfg)
+    use_pretrained_architectures(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
@@ -99,5 +127,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         objective = objective_value(cfg, val_losses)
         mlflow.log_metrics({**val_losses, "objective": objective})
         mlflow.set_tag("phases", ",".join(ctx.results))
-        log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
+        log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
     return objective

@@ -137,8 +137,9 @@ def validate_config(cfg: Any) -> DataConfig:
         raise DataError(f"data.clip={c.clip!r} is not valid; it must be > 0")
     ratios = {"train_ratio": c.train_ratio, "val_ratio": c.val_ratio, "test_ratio": c.test_ratio}
     shown = ", ".join(f"{k}={v}" for k, v in ratios.items())
-    if any(not (v > 0) for v in ratios.values()):
-        raise DataError(f"data split ratios must each be > 0 (every split needs windows); got {shown}")
+    if not (c.train_ratio > 0 and c.val_ratio > 0 and c.test_ratio >= 0):
+        raise DataError(f"data split ratios: train_ratio and val_ratio must be > 0 and test_ratio >= 0 "
+                        f"(0: no test split); got {shown}")
     total = sum(ratios.values())
     if abs(total - 1.0) > 1e-6:
         raise DataError(f"data split ratios must sum to 1; got {shown} (sum {total:.6g})")

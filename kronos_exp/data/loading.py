@@ -20,8 +20,10 @@ Columns
 
 Timestamps
     Text is parsed with `pandas.to_datetime` (format inferred, or `cfg.timestamp_format`); an
-    ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset or zone are
-    converted to UTC and then made naive. Integer columns are read as YYYYMMDD when every value
+    ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset (`...-05:00`,
+    `Z`) keep their wall-clock time as written, as the published Kronos code reads them (a New
+    York 09:30 bar is hour 9 in winter and in summer); rows are ordered and checked for
+    duplicates by the true instant, so a file whose offset changes with DST sorts correctly. Integer columns are read as YYYYMMDD when every value
     has 8 digits, otherwise as Unix epoch time in s/ms/us/ns chosen by magnitude.
 
 Validation (a one-line DataError names file, column, line and value)
@@ -72,7 +74,7 @@ class Series:
 
     name: str
     source: str  # the file it was read from
-    timestamps: np.ndarray  # datetime64[ns], [T], strictly increasing
+    timestamps: np.ndarray  # datetime64[ns], [T], wall-clock time as written, in time order
     values: np.ndarray  # float32, [T, 6] in FEATURES order
 
     def __len__(self) -> int:
@@ -255,6 +257,25 @@ def _parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lin
             f"({int(bad.sum())} bad value(s)); timestamps must use {valid} (data.timestamp_format sets it)"
         )
     return out.to_numpy().astype("datetime64[ns]")
+
+
+_UTC_OFFSET = r"(?<=\d)(Z|[+-]\d{2}:?\d{2})$"
+
+
+def _utc_offsets(raw: pd.Series) -> Optional[np.ndarray]:
+    """Each text timestamp's UTC offset as timedelta64[ns] (0 where none is written), or None
+    when no row carries one: the wall-clock time as written is the UTC instant plus this."""
+    if pd.api.types.is_numeric_dtype(raw):
+        return None  # epoch numbers are instants with no wall clock of their own
+    found = raw.astype(str).str.strip().str.extract(_UTC_OFFSET, expand=False)
+    if found.isna().all():
+        return None
+    text = found.fillna("Z").str.replace(":", "", regex=False)
+    zulu = np.asarray(text == "Z")
+    digits = text.where(~zulu, "+0000")
+    sign = np.where(digits.str[0] == "-", -1, 1)
+    minutes = sign * (digits.str[1:3].astype(int).to_numpy() * 60 + digits.str[3:5].astype(int).to_numpy())
+    return (minutes.astype(np.int64) * 60_000_000_000).astype("timedelta64[ns]")
 
 
 def _parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> np.ndarray:
@@ -568,19 +589,24 @@ def _finish_group(
     lines: np.ndarray,
     c: DataConfig,
     report: _Report,
+    offsets: Optional[np.ndarray] = None,
 ) -> Series:
-    """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series."""
+    """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series.
+    ``ts`` are UTC instants (ordering, duplicates); ``offsets`` turn them back into the
+    wall-clock times the file wrote (what the series keeps, for the calendar features)."""
     where = f"{file}" + (f" (series {name!r})" if name else "")
+    if offsets is None:
+        offsets = np.zeros(len(ts), dtype="timedelta64[ns]")
     if len(ts) > 1 and (np.diff(ts) < np.timedelta64(0, "ns")).any():
         order = np.argsort(ts, kind="stable")
-        ts, lines = ts[order], lines[order]
+        ts, lines, offsets = ts[order], lines[order], offsets[order]
         feats = {k: v[order] for k, v in feats.items()}
         report.unsorted.append(name)
     if len(ts) > 1:
         dup = np.diff(ts) == np.timedelta64(0, "ns")
         if dup.any():
             j = int(np.argmax(dup))
-            stamp = pd.Timestamp(ts[j])
+            stamp = pd.Timestamp(ts[j] + offsets[j])
             raise DataError(
                 f"{where}: duplicate timestamp {stamp} at lines {lines[j]} and {lines[j + 1]} "
                 f"({int(dup.sum())} duplicate(s)); each timestamp may appear once per series"
@@ -608,7 +634,7 @@ def _finish_group(
             matrix, unfilled = _ffill_rows(matrix)
             keep = ~unfilled
         report.dropped += int((~keep).sum())
-        ts, matrix, lines = ts[keep], matrix[keep], lines[keep]
+        ts, matrix, lines, offsets = ts[keep], matrix[keep], lines[keep], offsets[keep]
 
     col = {k: matrix[:, i] for i, k in enumerate(names)}
     n = len(ts)
@@ -622,7 +648,7 @@ def _finish_group(
     else:
         out[:, 5] = volume * (col["open"] + col["high"] + col["low"] + col["close"]) / 4.0
     _check_magnitude(where, out, lines, c, computed_amount="amount" not in col)
-    return Series(name=name, source=file, timestamps=ts, values=out.astype(np.float32))
+    return Series(name=name, source=file, timestamps=ts + offsets, values=out.astype(np.float32))
 
 
 def _read_csv(path: Path, file: str, **kwargs: Any) -> pd.DataFrame:
@@ -632,6 +658,24 @@ def _read_csv(path: Path, file: str, **kwargs: Any) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         reason = " ".join(str(e).split())
         raise DataError(f"{file}: cannot read it as CSV ({reason})") from None
+
+
+def _symbol_column_hint(path: Path, sep: str, header: list[str], used: set[str]) -> str:
+    """For duplicate timestamps in a file read as one series: the columns of repeated text that
+    look like a symbol, named with the data.symbol_column setting that splits the file by them."""
+    others = [h for h in header if h not in used]
+    candidates = []
+    if others:
+        df = _read_csv(path, str(path), sep=sep, usecols=others, dtype=str)
+        for name in others:
+            values = df[name].dropna().str.strip()
+            numeric = pd.to_numeric(values, errors="coerce").notna().all()
+            if len(values) and not numeric and values.nunique() < len(values):
+                candidates.append(name)
+    if not candidates:
+        return "; if the file holds several series, name the column that tells them apart with data.symbol_column"
+    return (f"; the file looks like several series in one: set data.symbol_column="
+            f"{candidates[0]} (columns of repeated text: {', '.join(candidates)})")
 
 
 def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
@@ -674,6 +718,7 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
             if raw_ts.notna().all() and numeric.notna().all():
                 raw_ts = numeric
     ts = _parse_timestamps(raw_ts, c, file, ts_name, lines)
+    offsets = _utc_offsets(raw_ts)
 
     feats: dict[str, np.ndarray] = {}
     for name in FEATURES:
@@ -697,7 +742,12 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     report = _Report()
     out: list[tuple[Optional[str], Series]] = []
     if symbol_col is None:
-        out.append((None, _finish_group("", file, ts, feats, lines, c, report)))
+        try:
+            out.append((None, _finish_group("", file, ts, feats, lines, c, report, offsets)))
+        except DataError as err:
+            if "duplicate timestamp" not in str(err):
+                raise
+            raise DataError(f"{err}{_symbol_column_hint(path, sep, header, set(cols.values()))}") from None
     else:
         sym = df[symbol_col]
         if sym.isna().any():
@@ -709,7 +759,8 @@ def _read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
         for k, symbol in enumerate(uniques):
             rows = order[bounds[k] : bounds[k + 1]]
             group = {name: v[rows] for name, v in feats.items()}
-            series = _finish_group(str(symbol), file, ts[rows], group, lines[rows], c, report)
+            series = _finish_group(str(symbol), file, ts[rows], group, lines[rows], c, report,
+                                   None if offsets is None else offsets[rows])
             out.append((str(symbol), series))
 
     if report.unsorted:

@@ -31,18 +31,20 @@ log = logging.getLogger(__name__)
 
 EPS = 1e-5
 SPLITS = ("train", "val", "test")
+MIN_VAL_WINDOWS = 8  # fewer and the validation loss is too noisy to pick an epoch by
 
 
 def time_features(timestamps: Any) -> np.ndarray:
     """Calendar features float32 [T, 5] in TIME_FEATURES order: minute, hour, weekday (Monday=0),
     day of month, month. Accepts datetime64 arrays, a DatetimeIndex or a Series of datetimes;
-    zone-aware input is converted to UTC first (as the loader does)."""
+    zone-aware input gives its wall-clock time (a New York 09:30 bar is hour 9, on either side
+    of a DST change), as the published Kronos code and the CSV loader do."""
     if isinstance(timestamps, pd.Series):
         index = pd.DatetimeIndex(timestamps.to_numpy() if timestamps.dt.tz is None else timestamps)
     else:
         index = pd.DatetimeIndex(timestamps)
     if index.tz is not None:
-        index = index.tz_convert("UTC").tz_localize(None)
+        index = index.tz_localize(None)  # drops the zone, keeps the local time
     out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
     out[:, 0] = index.minute
     out[:, 1] = index.hour
@@ -200,16 +202,17 @@ class DataSplits:
 
 
 def split_sizes(n: int, train_ratio: float, val_ratio: float) -> tuple[int, int, int]:
-    """Rows of (train, val, test) for a series of n rows."""
+    """Rows of (train, val, test) for a series of n rows; with no test share, val takes the rest."""
     n_train = int(math.floor(n * train_ratio + 1e-9))
-    n_val = int(math.floor(n * val_ratio + 1e-9))
+    n_val = n - n_train if train_ratio + val_ratio >= 1 - 1e-9 else int(math.floor(n * val_ratio + 1e-9))
     return n_train, n_val, n - n_train - n_val
 
 
 def _rows_needed(need: int, c: DataConfig) -> int:
     """Smallest series length whose every split has at least `need` rows."""
-    n = int(math.ceil(need / min(c.train_ratio, c.val_ratio, c.test_ratio)))
-    while min(split_sizes(n, c.train_ratio, c.val_ratio)) < need:
+    used = [r for r in (c.train_ratio, c.val_ratio, c.test_ratio) if r > 0]
+    n = int(math.ceil(need / min(used)))
+    while min(split_sizes(n, c.train_ratio, c.val_ratio)[:len(used)]) < need:
         n += 1
     return n
 
@@ -238,7 +241,7 @@ def build_datasets(cfg: Any) -> DataSplits:
     for s in series:
         _check_not_constant(s)
         sizes = split_sizes(len(s), c.train_ratio, c.val_ratio)
-        if min(sizes) < need:
+        if min(sizes if c.test_ratio > 0 else sizes[:2]) < need:
             too_short.append((s, sizes))
             continue
         stamps = time_features(s.timestamps)
@@ -285,6 +288,12 @@ def build_datasets(cfg: Any) -> DataSplits:
         "data: %d series from %d file(s), rows %s, windows %s",
         summary["n_series"], summary["n_files"], summary["rows"], summary["windows"],
     )
+    if c.test_ratio == 0:
+        log.info("data: test_ratio=0, so there is no test split: nothing is evaluated on held-out test windows")
+    if len(datasets["val"]) < MIN_VAL_WINDOWS:
+        log.warning("data: only %d validation window(s): the val_loss that picks the best epoch (and a sweep's "
+                    "objective) rests on very little data; use more or longer series, a larger data.val_ratio "
+                    "or a smaller data.stride", len(datasets["val"]))
     return DataSplits(series=series, summary=summary, **datasets)
 
 

@@ -18,11 +18,14 @@ COLUMNS = PRICE_COLUMNS + ["volume", "amount"]
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Mask all but the top_k logits, then all outside the smallest set with mass >= top_p."""
+    """Mask all but the top_k logits; with top_k=0, all outside the smallest set with mass >= top_p.
+
+    As in the published Kronos sampler, top_k > 0 takes precedence: top_p is then not applied."""
     logits = logits.clone()
     if top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
         logits[logits < kth] = float("-inf")
+        return logits
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)

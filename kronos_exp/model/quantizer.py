@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 
 def _binary_entropy_sum(p: torch.Tensor) -> torch.Tensor:
     """Entropy of Bernoulli(p) in nats, summed over the last dimension."""
@@ -27,7 +29,7 @@ class BinarySphericalQuantizer(nn.Module):
                  group_size: int):
         super().__init__()
         if embed_dim % group_size:
-            raise ValueError(f"s1_bits + s2_bits = {embed_dim} must be divisible by group_size={group_size}")
+            raise ConfigError(f"s1_bits + s2_bits = {embed_dim} must be divisible by group_size={group_size}")
         self.embed_dim = embed_dim
         self.beta, self.gamma0, self.gamma, self.zeta = beta, gamma0, gamma, zeta
         self.group_size = group_size

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..data import DataSplits
+from ..errors import TrainingFailed
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
 from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
@@ -184,7 +185,7 @@ class Phase:
         result: FitResult = fit(model, self, train_set, val_set, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
         if result.best_epoch < 0:
-            raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
+            raise TrainingFailed(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
         if folder_digests(best_dir) != saved:
             raise CheckpointError(f"{best_dir} changed after this run saved it (another process writing the same "

@@ -62,7 +62,7 @@ class Registry:
         try:
             self.client.create_registered_model(name)
         except MlflowException as err:
-            if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
         all_tags = {**tags, "fingerprint": fingerprint, "sha256": digests[WEIGHTS_NAME],

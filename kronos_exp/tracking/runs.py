@@ -109,7 +109,7 @@ class Tracker:
     @contextlib.contextmanager
     def job_run(self, cfg: DictConfig, output_dir: Path, tags: dict[str, str] | None = None):
         """The parent run of one invocation: params, resolved config and Hydra files."""
-        parent = os.environ.get(PARENT_RUN_ENV)
+        parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
                                run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
         with closing_run(run):
@@ -123,6 +123,20 @@ class Tracker:
                 yield run
             finally:
                 self._log_log_files(output_dir)
+
+    def _live_sweep(self, run_id: str | None) -> str | None:
+        """``run_id`` if it names a sweep run that is still RUNNING; a stale id left in the
+        environment by an earlier sweep is ignored, so this run does not nest under a dead one."""
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            run = None
+        if run is None or run.info.status != "RUNNING" or run.data.tags.get("kind") != "sweep":
+            log.warning("ignoring %s=%s: not a running sweep in this store", PARENT_RUN_ENV, run_id)
+            return None
+        return run_id
 
     @staticmethod
     def _log_log_files(output_dir: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,16 @@ class JobInfo:
         return cls(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
                    os.environ.get(SWEEP_ID_ENV) if multirun else None,
                    n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+
+    def label_log_lines(self) -> None:
+        """Prefix this job's log lines with ``[job N]``: parallel jobs write to one terminal, and
+        their lines interleave. Hydra configures logging afresh for each job, so this lasts one job."""
+        if not self.multirun:
+            return
+        for handler in logging.getLogger().handlers:
+            fmt = handler.formatter._fmt if handler.formatter is not None else "%(message)s"
+            if not fmt.startswith("[job "):
+                handler.setFormatter(logging.Formatter(f"[job {self.num}]{fmt}"))
 
     def tags(self) -> dict[str, str]:
         tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
@@ -103,7 +114,13 @@ class MlflowSweepCallback(Callback):
             client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
         failed = [r for r in rows if r["status"] != "FINISHED"]
-        self._close("FAILED" if failed else "FINISHED")
+        self._close("FAILED" if failed or not rows else "FINISHED")
+        if not rows:
+            # A sweeper that stopped before its first job (a config that does not compose, say).
+            # Hydra may call this while that error is on its way up: then let it through.
+            if sys.exc_info()[0] is None:
+                raise SystemExit("error: the sweep ended without running a job; see the messages above")
+            return
         if failed:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
@@ -115,8 +132,10 @@ class MlflowSweepCallback(Callback):
         rows = []
         for r in runs:
             end = r.info.end_time or r.info.start_time
+            # The job's own measure (its "done in"), else the run's wall time (a job that failed).
+            seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
             rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
-                         "duration_s": round((end - r.info.start_time) / 1000, 1), "status": r.info.status,
+                         "duration_s": round(seconds, 1), "status": r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id})
         return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
 
@@ -137,3 +156,7 @@ class MlflowSweepCallback(Callback):
             client.set_terminated(job.info.run_id, "KILLED")
         if client.get_run(self.run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
             client.set_terminated(self.run_id, status)
+        # A later run in this process or shell must not nest under the ended sweep.
+        if os.environ.get(PARENT_RUN_ENV) == self.run_id:
+            os.environ.pop(PARENT_RUN_ENV, None)
+            os.environ.pop(SWEEP_ID_ENV, None)

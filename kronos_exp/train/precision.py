@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -23,15 +25,15 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but this machine has no CUDA device; use device=cpu or device=auto")
+        raise ConfigError(f"device={name!r} but this machine has no CUDA device; use device=cpu or device=auto")
     return device
 
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}; valid: {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -55,7 +57,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision=fp16 needs a CUDA device (device is {device}); use precision=bf16, fp32 or auto")
+        raise ConfigError(f"precision=fp16 needs a CUDA device (device is {device}); use precision=bf16, fp32 or auto")
     return precision
 
 

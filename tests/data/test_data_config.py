@@ -23,9 +23,10 @@ def test_ratios_must_sum_to_one():
     validate_config(DataConfig(train_ratio=0.7, val_ratio=0.2, test_ratio=0.1))  # 0.7+0.2+0.1 != 1.0 exactly
 
 
-def test_ratio_zero_is_refused():
-    with pytest.raises(DataError, match=r"must each be > 0.*test_ratio=0\.0"):
-        validate_config(DataConfig(train_ratio=0.9, val_ratio=0.1, test_ratio=0.0))
+def test_train_or_val_ratio_zero_is_refused_test_ratio_zero_is_not():
+    with pytest.raises(DataError, match=r"val_ratio must be > 0 and test_ratio >= 0.*val_ratio=0\.0"):
+        validate_config(DataConfig(train_ratio=0.9, val_ratio=0.0, test_ratio=0.1))
+    validate_config(DataConfig(train_ratio=0.8, val_ratio=0.2, test_ratio=0.0))  # the reference configs' split
 
 
 def test_unknown_nan_policy_names_the_valid_ones():

@@ -52,10 +52,24 @@ def test_yahoo_daily_loads_without_overrides(write_csv, caplog):
     assert "1 row(s) with missing values" in warning.getMessage() and "forward-filled" in warning.getMessage()
 
 
-def test_yahoo_hourly_with_utc_offsets_is_converted_to_utc(write_csv):
+def test_yahoo_hourly_with_utc_offsets_keeps_the_wall_clock_time_across_dst(write_csv):
+    # 2023-03-12 is the US change to daylight time: the offset goes from -05:00 to -04:00.
     [s] = load(write_csv("MSFT_1h.csv", YAHOO_HOURLY))
-    assert [str(t)[:19] for t in s.timestamps] == ["2023-03-10T14:30:00", "2023-03-10T15:30:00", "2023-03-13T13:30:00"]
+    assert [str(t)[:19] for t in s.timestamps] == ["2023-03-10T09:30:00", "2023-03-10T10:30:00", "2023-03-13T09:30:00"]
     np.testing.assert_allclose(s.values[:, 4], [16123000, 9876000, 15000000])
+    from kronos_exp.data import time_features
+    assert time_features(s.timestamps)[:, 1].tolist() == [9, 10, 9]  # the hour, as the published code reads it
+
+
+def test_offsets_order_and_deduplicate_by_the_true_instant(write_csv):
+    # 2023-11-05 01:00-02:00 happens twice in New York; the file lists it out of order.
+    text = ("timestamps,open,high,low,close\n"
+            "2023-11-05 01:30:00-05:00,3,3,3,3\n"   # the second 01:30 (06:30 UTC)
+            "2023-11-05 01:30:00-04:00,1,1,1,1\n"   # the first 01:30 (05:30 UTC)
+            "2023-11-05 01:15:00-05:00,2,2,2,2\n")  # 06:15 UTC
+    [s] = load(write_csv("fallback.csv", text))
+    assert s.values[:, 3].tolist() == [1, 2, 3]  # sorted by instant, and no "duplicate timestamp"
+    assert [str(t)[11:16] for t in s.timestamps] == ["01:30", "01:15", "01:30"]  # wall clock kept
 
 
 def test_reference_five_minute_format(write_csv):
@@ -177,8 +191,18 @@ def test_duplicate_timestamp_names_both_lines(write_csv):
         load(path)
     assert str(e.value) == (
         f"{path}: duplicate timestamp 2024-01-02 00:00:00 at lines 2 and 4 (1 duplicate(s)); "
-        "each timestamp may appear once per series"
+        "each timestamp may appear once per series; if the file holds several series, name the column "
+        "that tells them apart with data.symbol_column"
     )
+
+
+def test_several_symbols_without_symbol_column_hint_at_it(write_csv):
+    text = ("date,ticker,exchange,open,high,low,close,note\n"
+            "2024-01-02,AAA,X,1,1,1,1,7\n2024-01-02,BBB,X,2,2,2,2,7\n2024-01-03,AAA,X,1,1,1,1,8\n")
+    with pytest.raises(DataError, match=r"duplicate timestamp 2024-01-02 00:00:00 at lines 2 and 3 .*; the file "
+                                        r"looks like several series in one: set data.symbol_column=ticker "
+                                        r"\(columns of repeated text: ticker, exchange\)$"):
+        load(write_csv("multi.csv", text))
 
 
 def test_duplicate_within_one_symbol_names_the_series(write_csv):

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,8 +163,16 @@ def test_time_features_values():
         out = time_features(given)
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, expected)
-    aware = pd.DatetimeIndex(ts).tz_localize("UTC").tz_convert("America/New_York")
-    np.testing.assert_array_equal(time_features(aware), expected)  # converted back to UTC
+    aware = pd.DatetimeIndex(ts).tz_localize("America/New_York")
+    np.testing.assert_array_equal(time_features(aware), expected)  # the wall-clock time as written
+    np.testing.assert_array_equal(time_features(pd.Series(aware)), expected)
+
+
+def test_time_features_of_zone_aware_times_use_the_wall_clock_across_dst():
+    # The same 09:30 New York open before and after the 2024-03-10 change to daylight time.
+    opens = pd.DatetimeIndex(["2024-03-08 09:30", "2024-03-11 09:30"]).tz_localize("America/New_York")
+    assert time_features(opens)[:, :2].tolist() == [[30, 9], [30, 9]]
+    assert time_features(opens.tz_convert("UTC"))[:, 1].tolist() == [14, 13]  # UTC input: UTC hours
 
 
 def test_window_dataset_from_series(write_csv, frame):
@@ -181,3 +191,23 @@ def test_summary_is_small_and_serialisable(write_csv, frame):
     summary = json.loads(json.dumps(splits.summary))
     assert summary["n_series"] == 1 and summary["n_files"] == 1 and summary["series"] == ["a"]
     assert summary["start"] == "2024-01-02 09:30:00" and summary["end"] == "2024-01-02 17:45:00"
+
+
+def test_test_ratio_zero_means_no_test_split_said_once(write_csv, frame, caplog):
+    caplog.set_level("INFO", logger="kronos_exp.data.windows")
+    splits = build_datasets(small_cfg(write_csv("a.csv", frame(200, seed=1)), train_ratio=0.8, val_ratio=0.2,
+                                      test_ratio=0.0))
+    assert len(splits.test) == 0 and len(splits.val) > 0
+    assert splits.val.lengths.sum() == 40  # val takes the rows the test split would have had
+    assert caplog.text.count("no test split") == 1
+
+
+def test_a_validation_split_of_few_windows_is_warned_about(write_csv, frame, caplog):
+    path = write_csv("a.csv", frame(200, seed=1))
+    caplog.set_level("INFO", logger="kronos_exp.data.windows")
+    build_datasets(small_cfg(path, max_eval_windows=2))
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "only 2 validation window(s)" in warning.getMessage()
+    caplog.clear()
+    build_datasets(small_cfg(path))
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -50,11 +50,14 @@ def test_help_and_config_printout(cli):
 
 
 @pytest.mark.parametrize("override, message", [
+    (f"predictor.pretrained={FIXTURE / 'predictor'} tokenizer.arch.s1_bits=5 tokenizer.arch.s2_bits=3",
+     "predictor.arch cannot change it; train a tokenizer whose tokenizer.arch.s1_bits matches"),
     ("device=cuda", "error: device='cuda' but this machine has no CUDA device"),
     ("device=tpu9", "error: device='tpu9' is not a device"),
     ("precision=fp8", "error: precision='fp8'; valid: auto, fp32, bf16, fp16"),
     ("precision=fp16", "error: precision=fp16 needs a CUDA device"),
     ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
+    ("+predictor.lrr=1", "error: unknown key predictor.lrr; predictor has accumulation_steps"),
 ])
 def test_bad_settings_are_one_clear_line(cli, override, message):
     if override == "device=cuda":
@@ -62,8 +65,9 @@ def test_bad_settings_are_one_clear_line(cli, override, message):
 
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
-    extra = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=32", "data.max_eval_windows=16"]
-    proc = cli.run(override, *extra, fast=False, check=False)
+    phases = "phases=both" if "pretrained" in override else "phases=tokenizer"
+    extra = [phases, "tokenizer.epochs=1", "data.max_train_windows=32", "data.max_eval_windows=16"]
+    proc = cli.run(*override.split(), *extra, fast=False, check=False)
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr[-2000:]
     _no_traceback(proc)
@@ -144,7 +148,15 @@ def test_a_signal_ends_runs_killed_with_its_exit_code(cli, signum, code):
 
 
 def test_fine_tunes_from_published_layout_checkpoints(cli):
-    cli.run(*QUICK, f"tokenizer.pretrained={FIXTURE / 'tokenizer'}", f"predictor.pretrained={FIXTURE / 'predictor'}")
+    proc = cli.run(*QUICK, f"tokenizer.pretrained={FIXTURE / 'tokenizer'}",
+                   f"predictor.pretrained={FIXTURE / 'predictor'}")
+    # MLflow records the architecture that trained (the checkpoint's, d_model 32), not the preset's (64).
+    predictor_config = json.loads((FIXTURE / "predictor" / "config.json").read_text())
+    for run in cli.runs():
+        if run.data.tags.get("phase") in (None, "predictor"):
+            assert run.data.params["predictor.arch.d_model"] == str(predictor_config["d_model"])
+            assert run.data.params["predictor.arch.n_layers"] == str(predictor_config["n_layers"])
+    assert f"predictor: starting from the pretrained weights {FIXTURE / 'predictor'}" in proc.stdout + proc.stderr
     for name, folder in (("kronos-tokenizer", "tokenizer"), ("kronos-predictor", "predictor")):
         version = cli.versions(name)[0]
         run = cli.client().get_run(version.run_id)

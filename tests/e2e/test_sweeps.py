@@ -291,6 +291,13 @@ def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
     logs = "".join(p.read_text() for p in _sweep_dir(cli).glob("*/*.log"))
     assert "another job is producing fingerprint" in logs
     assert {(j.data.params["predictor.lr"]) for j in jobs} == {"0.001", "0.002", "0.003", "0.004"}
+    # Each job's lines carry its number, and the table's duration is the job's own "done in".
+    durations = {row[0]: row[2] for row in _table(output)}
+    for num in range(4):
+        log = next(_sweep_dir(cli).glob(f"{num}/*.log")).read_text()
+        assert all(line.startswith(f"[job {num}][") for line in log.splitlines() if line.startswith("[")), log[:500]
+        assert re.search(rf"^\[job {num}\]\[", output, re.M), output[-3000:]
+        assert re.search(r"done in (\d+\.\d)s", log).group(1) == durations[str(num)]
 
 
 # -- fingerprint locks, directly ------------------------------------------------------------------

@@ -175,6 +175,13 @@ def test_top_k_keeps_the_k_largest():
     assert torch.equal(logits, torch.tensor([[0.3, 2.0, -1.0, 1.5, 0.9]]))  # input left alone
 
 
+def test_top_k_takes_precedence_over_top_p_as_in_the_published_sampler():
+    logits = probs_logits(0.125, 0.5, 0.125, 0.25)
+    # top_p=0.3 alone keeps only the top token; with top_k=2 the published code applies top_k alone.
+    assert int(torch.isfinite(filter_logits(logits, top_p=0.3)).sum()) == 1
+    assert int(torch.isfinite(filter_logits(logits, top_k=2, top_p=0.3)).sum()) == 2
+
+
 def probs_logits(*probs):
     return torch.tensor([probs], dtype=torch.float64).log()
 
@@ -264,3 +271,20 @@ def test_generation_slides_a_window_of_max_context_tokens(tok, model, window):
         s1_hist, s2_hist = tok.encode(x, half=True)
     assert torch.equal(calls[0][0], s1_hist[:, -8:]) and torch.equal(calls[0][1], s2_hist[:, -8:])
     assert out.shape == (PRED_LEN, 6)
+
+
+def test_zone_aware_timestamps_forecast_like_their_wall_clock(predictor, window):
+    """A DataFrame with New York times gives the published code's calendar features: those of
+    the times as written, also when the history crosses a DST change."""
+    df, x_ts, y_ts = window(0, 20, PRED_LEN)
+    # 5-minute bars across the 2024-03-10 spring-forward: the wall clock jumps from 01:55 to 03:00.
+    aware = pd.date_range("2024-03-10 01:00", periods=len(x_ts) + PRED_LEN, freq="5min", tz="America/New_York")
+    wall = aware.tz_localize(None)
+
+    def forecast(stamps):
+        return predictor.predict(df, pd.Series(stamps[:len(x_ts)]), pd.Series(stamps[len(x_ts):]),
+                                 pred_len=PRED_LEN, **GREEDY).to_numpy()
+
+    np.testing.assert_array_equal(forecast(aware), forecast(wall))
+    # The check can fail: the same instants read in UTC give other features and another forecast.
+    assert not np.array_equal(forecast(aware.tz_convert("UTC")), forecast(wall))
