@@ -231,7 +231,8 @@ def _check_not_constant(s: Series) -> None:
 def build_datasets(cfg: Any) -> DataSplits:
     """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
 
-    Raises DataError when a series is too short for a window plus one row in any split.
+    Raises DataError when a series is too short for a window plus one row in any split, or its
+    prices never change.
     """
     c = validate_config(cfg)
     series = load_series(c)
