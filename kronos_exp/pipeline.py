@@ -87,6 +87,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
     with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .fingerprint import fingerprint
+from .stale import PID_TAG, mark_dead_runs_failed, process_tags
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,15 @@ class Tracker:
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
 
+    def end_dead_runs(self) -> None:
+        """End this experiment's runs whose process died (kill -9) FAILED, and say so in one line."""
+        dead = mark_dead_runs_failed(self.client, self.experiment_id)
+        if dead:
+            pids = sorted({r.data.tags.get(PID_TAG, "?") for r in dead})
+            log.warning("%d run(s) of experiment '%s' were left RUNNING by process(es) %s, which no longer exist; "
+                        "marked FAILED: %s", len(dead), self.experiment_name, ", ".join(pids),
+                        ", ".join(r.info.run_id for r in dead))
+
     @property
     def lock_dir(self) -> Path:
         """Where fingerprint locks live: beside a local store, else in the user's cache."""
@@ -111,7 +121,8 @@ class Tracker:
         """The parent run of one invocation: params, resolved config and Hydra files."""
         parent = os.environ.get(PARENT_RUN_ENV)
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
-                               run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
+                               run_name=tags.get("mlflow.runName") if tags else None,
+                               tags={**(tags or {}), **process_tags()})
         with closing_run(run):
             resolved = OmegaConf.to_container(cfg, resolve=True)
             mlflow.log_params(flatten(resolved))
@@ -133,7 +144,7 @@ class Tracker:
     @contextlib.contextmanager
     def phase_run(self, name: str, tags: dict[str, str] | None = None):
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                               tags={"phase": name, **(tags or {})})
+                               tags={"phase": name, **(tags or {}), **process_tags()})
         with closing_run(run):
             yield run
 
