@@ -3,10 +3,12 @@ prints their message alone, without a traceback."""
 from .data import DataError
 from .model.checkpoint import CheckpointError, CheckpointNotFound
 from .phases.predictor import TokenizerUnavailable
+from .tracking import TrackingUnavailable
 
 
 class ConfigError(ValueError):
     """A setting outside what it accepts; the message names the key and what would be valid."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, CheckpointNotFound, TokenizerUnavailable, ValueError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, CheckpointNotFound, TokenizerUnavailable, TrackingUnavailable,
+               ValueError)

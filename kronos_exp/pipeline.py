@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import check_settings
 from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
-from .tracking import Registry, Tracker, file_digest
+from .tracking import Registry, Tracker, TrackingUnavailable, file_digest
 from .tracking.sweep import JobInfo
 from .train import check_precision, resolve_device
 from .train.interrupt import sigterm_stops
@@ -86,18 +86,25 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     data = build_datasets(cfg.data)
     data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
-    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
+                      cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
     tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
-    with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
-        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
-        mlflow.log_dict(data.summary, "data_summary.json")
-        for phase in phases:
-            ctx.results[phase.name] = phase.run(ctx)
-        val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
-        objective = objective_value(cfg, val_losses)
-        mlflow.log_metrics({**val_losses, "objective": objective})
-        mlflow.set_tag("phases", ",".join(ctx.results))
-        log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+    try:
+        with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
+            log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
+            mlflow.log_dict(data.summary, "data_summary.json")
+            for phase in phases:
+                ctx.results[phase.name] = phase.run(ctx)
+            val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
+            objective = objective_value(cfg, val_losses)
+            mlflow.log_metrics({**val_losses, "objective": objective})
+            mlflow.set_tag("phases", ",".join(ctx.results))
+            log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+    except Exception as err:
+        lost = tracker.lost_server_message(output_dir)
+        if lost:
+            raise TrackingUnavailable(lost) from err
+        raise
     return objective
