@@ -121,19 +121,34 @@ class Tracker:
                 raise TrackingUnavailable(
                     f"no MLflow tracking server answers at mlflow.tracking_uri={self.tracking_uri}; start it "
                     "(mlflow server ...), fix the address, or use mlflow.tracking_uri=null for the local store")
-        store_lock = contextlib.nullcontext()
-        if self.tracking_uri.startswith("sqlite:///"):
-            database = Path(self.tracking_uri[len("sqlite:///"):])
-            database.parent.mkdir(parents=True, exist_ok=True)
-            # MLflow creates and migrates the schema when it first opens a database; processes
-            # doing that at once on a new store collide, so they take turns (only this first open).
-            store_lock = FileLock(f"{database}.init.lock")
         mlflow.set_tracking_uri(self.tracking_uri)
-        with store_lock:
-            self.client = MlflowClient(self.tracking_uri)  # opens (and creates) the database
+        if self.tracking_uri.startswith("sqlite:///"):
+            self._open_sqlite_store(Path(self.tracking_uri[len("sqlite:///"):]), experiment_name)
+        else:
+            self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
         self.metrics = MetricBuffer(self.client)
+
+    def _open_sqlite_store(self, database: Path, experiment_name: str) -> None:
+        """Open (or create) a local store, one line of error when it cannot be used. MLflow creates
+        and migrates the schema when it first opens a database; processes doing that at once on a
+        new store collide, so they take turns."""
+        advice = "or point mlflow.tracking_uri=sqlite:///<path> at another file"
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            if database.exists() and not os.access(database, os.W_OK):
+                raise PermissionError(13, "the file is read-only", str(database))
+            with FileLock(f"{database}.init.lock"):
+                self.client = MlflowClient(self.tracking_uri)
+                self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+        except OSError as err:
+            raise TrackingUnavailable(f"cannot write the MLflow store {database} ({err.strerror}); make its folder "
+                                      f"writable, {advice}") from None
+        except Exception as err:  # sqlalchemy / MLflow: not a database, or a schema MLflow cannot migrate
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingUnavailable(f"cannot open the MLflow store {database} ({reason}); if it is damaged, move it "
+                                      f"aside and run again (a new store is created), {advice}") from None
 
     def lost_server_message(self, output_dir: Path) -> str | None:
         """When a remote server stopped answering: one line saying so and where the checkpoints are."""
