@@ -18,7 +18,7 @@ from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_d
 from .data import build_datasets, resolve_paths
 from .errors import ConfigError
 from .phases import Phase, PhaseResult, RunContext
-from .tracking import Registry, Tracker
+from .tracking import Registry, Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.runs import PARENT_RUN_ENV
 from .tracking.sweep import SWEEP_ID_ENV, JobInfo
@@ -114,20 +114,28 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
     data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
-    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
+                      cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
+    tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing,
                      precision=precision)
-    with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
-        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
-        mlflow.log_dict(data.summary, "data_summary.json")
-        for phase in phases:
-            ctx.results[phase.name] = phase.run(ctx)
-        val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
-        objective = objective_value(cfg, val_losses)
-        mlflow.log_metrics({**val_losses, "objective": objective})
-        mlflow.set_tag("phases", ",".join(ctx.results))
-        seconds = time.perf_counter() - started
-        mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
-        log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
+    try:
+        with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
+            log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
+            mlflow.log_dict(data.summary, "data_summary.json")
+            for phase in phases:
+                ctx.results[phase.name] = phase.run(ctx)
+            val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
+            objective = objective_value(cfg, val_losses)
+            mlflow.log_metrics({**val_losses, "objective": objective})
+            mlflow.set_tag("phases", ",".join(ctx.results))
+            seconds = time.perf_counter() - started
+            mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
+            log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
+    except Exception as err:
+        lost = tracker.lost_server_message(output_dir)
+        if lost:
+            raise TrackingUnavailable(lost) from err
+        raise
     return objective

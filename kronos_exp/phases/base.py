@@ -184,6 +184,7 @@ class Phase:
         train_set, val_set = self.datasets(ctx)
         result: FitResult = fit(model, self, train_set, val_set, self.fit_settings(ctx),
                                 log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
+        ctx.tracker.wait_for_metrics()  # the checkpoint is on disk; a lost server may come back meanwhile
         if result.best_epoch < 0:
             raise TrainingFailed(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
