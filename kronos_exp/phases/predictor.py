@@ -10,7 +10,7 @@ from ..model import Kronos, KronosTokenizer
 from ..model.losses import predictor_loss
 from ..train.precision import full_precision
 from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint
-from .token_cache import tokenize_within
+from ..train.token_cache import tokenize_within
 
 log = logging.getLogger(__name__)
 

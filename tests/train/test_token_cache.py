@@ -8,7 +8,7 @@ from torch import nn
 from kronos_exp.data.windows import WindowDataset
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.phases import PredictorPhase
-from kronos_exp.phases.token_cache import TokenWindows, tokenize_within
+from kronos_exp.train.token_cache import TokenWindows, tokenize_within
 from kronos_exp.train import FitSettings, autocast, fit
 
 TOKENIZER = dict(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, ffn_dropout_p=0.0,
