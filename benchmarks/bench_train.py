@@ -201,7 +201,7 @@ def loop(phase, args, device, precision, train, val) -> dict:
     if phase == "predictor":
         t0 = time.perf_counter()
         sets = tokenize_within(args.token_cache_mb, {"train": train, "val": val}, objective.encode,
-                               objective.tokenizer.s1_bits, objective.tokenizer.s2_bits)
+                               objective.tokenizer.s1_bits, objective.tokenizer.s2_bits, device=device)
         cache_s = time.perf_counter() - t0
         train, val = sets["train"], sets["val"]
     else:

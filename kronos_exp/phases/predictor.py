@@ -107,7 +107,8 @@ class PredictorPhase(Phase):
     def datasets(self, ctx: RunContext):
         splits = {"train": ctx.data.train, "val": ctx.data.val}
         cfg = self.tokenizer.config
-        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"])
+        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
+                              device=ctx.device)
         return out["train"], out["val"]
 
     def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,18 @@ def test_the_frozen_tokenizer_encodes_in_fp32_inside_the_loops_autocast():
     with autocast(torch.device("cpu"), "bf16"):
         inside = phase.encode(x)
     assert all(torch.equal(a, b) for a, b in zip(reference, inside))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_cache_lives_on_the_device_and_the_loop_trains_in_bf16():
+    cuda = torch.device("cuda")
+    phase, train, val = _phase(), _windows(90, 0), _windows(40, 1)
+    phase.tokenizer.to(cuda)
+    sets = tokenize_within(1.0, {"train": train, "val": val}, phase.encode, 4, 4, device=cuda)
+    assert sets["train"].on_device and sets["train"].batch([0, 1])[0].is_cuda
+    s = FitSettings(epochs=1, lr=1e-3, batch_size=16, weight_decay=0.0, adam_betas=(0.9, 0.95), pct_start=0.1,
+                    grad_clip=1.0, accumulation_steps=1, log_interval=2, device=cuda, precision="bf16")
+    result = fit(Kronos(**PREDICTOR), phase, sets["train"], sets["val"], s, log_metrics=lambda *a: None,
+                 on_best=lambda *a: None)
+    assert np.isfinite(result.best_val_loss)
