@@ -50,6 +50,9 @@ from kronos_exp.train.precision import full_precision, resolve_device, resolve_p
 from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
 
 CONF = ROOT / "kronos_exp" / "conf"
+# --clock cpu: this process's CPU time instead of wall time. On a machine shared with other jobs,
+# with --threads 1, it counts only the time this benchmark ran, so figures compare across runs.
+clock = time.perf_counter
 
 
 def schema_defaults(group: str) -> dict:
@@ -142,13 +145,13 @@ def matmul_rate(device: torch.device, precision: str, seconds: float = 1.0) -> f
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     sync(device)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    count, started = 0, clock()
+    while clock() - started < seconds:
         for _ in range(4):
             a @ b
         count += 4
         sync(device)
-    return 2 * n ** 3 * count / (time.perf_counter() - started)
+    return 2 * n ** 3 * count / (clock() - started)
 
 
 def settings(args, device, precision) -> FitSettings:
@@ -179,15 +182,15 @@ def bare_step(phase, args, device, precision, train) -> dict:
     fb, opt = [], []
     for i in range(args.warmup + args.steps):
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         forward_backward(runner, objective, batch, s, scaler)
         sync(device)
-        t1 = time.perf_counter()
+        t1 = clock()
         optimizer_step(optimizer, scaler, params, s.grad_clip)
         sync(device)
         if i >= args.warmup:
             fb.append(t1 - t0)
-            opt.append(time.perf_counter() - t1)
+            opt.append(clock() - t1)
     step = float(np.mean(fb) + np.mean(opt))
     return {"bare_samples_s": args.batch / step, "fwd_bwd_ms": 1e3 * float(np.mean(fb)),
             "optimizer_ms": 1e3 * float(np.mean(opt)),
@@ -207,21 +210,25 @@ def loop(phase, args, device, precision, train, val) -> dict:
     else:
         cache_s = 0.0
     marks: list[tuple[int, float]] = []  # (step, time) of each train log line
-    t0 = time.perf_counter()
+    val_time = 0.0
+    t0 = clock()
     batches = Batches(train, args.batch)
     n_batches = sum(1 for _ in batches)
-    data_ms = 1e3 * (time.perf_counter() - t0) / n_batches
+    data_ms = 1e3 * (clock() - t0) / n_batches
 
     def log_metrics(metrics, step):
+        nonlocal val_time
         if "train_loss" in metrics:
-            marks.append((step, time.perf_counter()))
+            marks.append((step, clock()))
+        else:  # validation ran since the epoch's last train log line
+            val_time += clock() - marks[-1][1]
 
     result = fit(model, objective, train, val, s, log_metrics=log_metrics, on_best=lambda *a: None, desc=phase)
-    ended = time.perf_counter()
+    ended = clock()
     first = next(((st, t) for st, t in marks if st >= args.warmup), marks[0])
     steady = (result.steps - first[0]) * args.batch / (ended - first[1]) if result.steps > first[0] else float("nan")
     return {"loop_samples_s": steady, "loop_samples_s_all": result.samples_per_second, "data_ms": data_ms,
-            "val_ms_per_step": 1e3 * result.val_duration_s / max(result.steps, 1), "val_loss": result.best_val_loss,
+            "val_ms_per_step": 1e3 * val_time / max(result.steps, 1), "val_loss": result.best_val_loss,
             "steps": result.steps, "token_cache_s": cache_s, "fit_s": result.duration_s}
 
 
@@ -255,8 +262,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--token-cache-mb", type=float, default=256.0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time (use with --threads 1 on a shared machine)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -264,7 +275,7 @@ def main() -> None:
     val = synthetic_split(args.val_rows, 1, args.lookback, args.predict)
     phases = ["tokenizer", "predictor"] if args.phase == "both" else [args.phase]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {name}; torch {torch.__version__}; windows train/val {len(train)}/{len(val)}; "
+    print(f"# {name}; {args.clock} clock; torch {torch.__version__}; windows train/val {len(train)}/{len(val)}; "
           f"batch {args.batch}; window {args.lookback}+{args.predict}; compile={args.compile}", flush=True)
     rows = []
     for phase in phases:
