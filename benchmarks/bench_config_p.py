@@ -5,7 +5,8 @@
 Config P: a 5-minute CSV (the first 1,500 rows of the bundled sample: train/val/test 960/240/300),
 lookback 64, predict 8, batch 16, 1 epoch per phase, Kronos-Tokenizer-base and Kronos-mini
 architectures, random init. Each case runs the real CLI (Hydra, MLflow with a fresh SQLite store)
-in a new temporary folder and reports wall time, each phase's samples/s and the peak RSS.
+in a new temporary folder and reports wall time, the CPU seconds it used (what compares on a
+machine shared with other jobs), each phase's samples/s and the peak RSS.
 """
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def main() -> None:
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     args = p.parse_args()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
-    print(f"{'precision':<10}{'run s':>8}{'tokenizer/s':>13}{'predictor/s':>13}{'peak RSS GB':>13}")
+    print(f"{'precision':<10}{'run s':>8}{'cpu s':>8}{'tokenizer/s':>13}{'predictor/s':>13}{'peak RSS GB':>13}")
     for precision in args.precision:
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
             csv = write_csv(cwd)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "kronos_exp", *CONFIG_P, f"data.path={csv}",
                                    f"precision={precision}", *args.extra], cwd=cwd, env=env, capture_output=True,
@@ -63,9 +65,11 @@ def main() -> None:
             seconds = time.perf_counter() - started
             if proc.returncode:
                 sys.exit(proc.stderr[-3000:])
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # on a shared machine
             rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20  # max over children so far
             r = rates(proc.stderr + proc.stdout)
-            print(f"{precision:<10}{seconds:>8.1f}{r.get('tokenizer', '?'):>13}{r.get('predictor', '?'):>13}"
+            print(f"{precision:<10}{seconds:>8.1f}{cpu:>8.1f}{r.get('tokenizer', '?'):>13}{r.get('predictor', '?'):>13}"
                   f"{rss:>13.2f}", flush=True)
 
 
