@@ -87,9 +87,6 @@ class Sums:
         values = (torch.stack([self.totals[k] for k in keys]) / max(self.weight, 1)).tolist()
         return dict(zip(keys, values))
 
-    def __bool__(self) -> bool:
-        return self.weight > 0
-
 
 class Runner:
     """The module the loss calls: ``torch.compile`` of the model where asked, falling back to the
