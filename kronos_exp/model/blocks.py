@@ -71,10 +71,12 @@ class RotaryEmbedding(nn.Module):
 
 
 def _sdpa(q, k, v, **kwargs):
-    """Scaled dot-product attention. On a CPU its bf16 kernels run about 3x slower than its fp32
-    ones at Kronos sizes (forward + backward, measured), so bf16 attention is computed in fp32 there."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+    """Scaled dot-product attention. On a CPU its bf16 kernels run 2-3x slower than its fp32 ones
+    at Kronos sizes (forward + backward, measured), and CPU autocast lowers it to bf16, so there
+    attention is computed in fp32 outside autocast."""
+    if q.device.type == "cpu" and (q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 

@@ -11,8 +11,8 @@ from ..model import Kronos, KronosTokenizer
 from ..model.losses import predictor_loss
 from ..tracking import fingerprint
 from ..train.precision import full_precision
+from ..train.token_cache import tokenize_within
 from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint_inputs
-from .token_cache import tokenize_within
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class PredictorPhase(Phase):
     def datasets(self, ctx: RunContext):
         splits = {"train": ctx.data.train, "val": ctx.data.val}
         cfg = self.tokenizer.config
-        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"])
+        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
+                              device=ctx.device)
         return out["train"], out["val"]
 
     def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:

@@ -63,6 +63,7 @@ class FitResult:
     train_history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     samples_per_second: float = 0.0
     duration_s: float = 0.0
+    val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
 
 
@@ -85,9 +86,6 @@ class Sums:
         keys = list(self.totals)
         values = (torch.stack([self.totals[k] for k in keys]) / max(self.weight, 1)).tolist()
         return dict(zip(keys, values))
-
-    def __bool__(self) -> bool:
-        return self.weight > 0
 
 
 class Runner:
@@ -212,7 +210,9 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
                 result.train_history.append((step, metrics["train_loss"]))
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", samples_s=f"{rate:.0f}")
                 window = Sums()
+        val_started = time.perf_counter()
         val = runner(lambda m: evaluate(m, objective, val_loader, s))
+        result.val_duration_s += time.perf_counter() - val_started
         val_loss = val[objective.val_key]
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
         result.val_history.append(val_loss)
