@@ -1,14 +1,14 @@
 """Seconds per forecast of KV-cached generation against recomputing the window at every step.
 
     python benchmarks/bench_generate.py [--arch mini|small] [--device cpu|cuda] [--context 400]
-                                        [--max-context 512] [--repeats 3] [--threads N]
+                                        [--max-context 512] [--repeats 3] [--threads N] [--clock wall|cpu]
 
 Random-init predictor of the --arch preset (conf/predictor/<arch>.yaml) with the
 Kronos-Tokenizer-base architecture (conf/tokenizer/base.yaml), one random-walk series of
 --context steps, sampling as KronosPredictor.predict's defaults (T=1, top_p=0.9). Each case runs
 `generate` with use_cache=True and use_cache=False under the same seed (the forecasts must be
-bit-identical) and keeps the best of --repeats timings. Prints a table with the reference
-implementation's measured figures where the issue gives them.
+bit-identical) and keeps the best of --repeats timings, the two taking turns. Prints a table
+with the reference implementation's measured figures where the issue gives them.
 """
 from __future__ import annotations
 
@@ -60,18 +60,22 @@ def make_inputs(context: int, pred_len: int, device: torch.device):
     return tensor(values), tensor(stamps[:context]), tensor(stamps[context:])
 
 
-def seconds(fn, device: torch.device, repeats: int):
-    """Best of `repeats` wall times of fn() (after one untimed warm-up call), and its last output."""
-    out, best = fn(), float("inf")
+def best_times(fns, device: torch.device, repeats: int, clock) -> tuple[list[float], list]:
+    """Best of `repeats` times of each fn (after one untimed warm-up call each), and their last outputs.
+
+    The functions take turns, so a change in the machine's load hits them alike.
+    """
+    outs, best = [fn() for fn in fns], [float("inf")] * len(fns)
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        for i, fn in enumerate(fns):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = clock()
+            outs[i] = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[i] = min(best[i], clock() - t)
+    return best, outs
 
 
 def main() -> None:
@@ -82,7 +86,10 @@ def main() -> None:
     p.add_argument("--max-context", type=int, default=512, help="KronosPredictor's default")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time, steadier than wall time on a busy machine with --threads 1")
     args = p.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -97,8 +104,8 @@ def main() -> None:
             return generate(tokenizer, model, x, x_stamp, y_stamp, pred_len, args.max_context, T=1.0, top_k=0,
                             top_p=0.9, sample_count=samples, use_cache=use_cache)
 
-        t_cached, cached = seconds(lambda: forecast(True), device, args.repeats)
-        t_full, full = seconds(lambda: forecast(False), device, args.repeats)
+        (t_cached, t_full), (cached, full) = best_times([lambda: forecast(True), lambda: forecast(False)], device,
+                                                        args.repeats, clock)
         ref = REFERENCE.get((args.arch, device.type, pred_len, samples))
         rows.append((f"{pred_len}", f"{samples}", f"{ref:.2f}" if ref else "-", f"{t_full:.3f}", f"{t_cached:.3f}",
                      f"{1 / t_cached:.1f}", f"{t_full / t_cached:.1f}x", f"{ref / t_cached:.1f}x" if ref else "-",
@@ -108,7 +115,8 @@ def main() -> None:
               "vs reference", "identical")
     w = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     print(f"Kronos-{args.arch} + Tokenizer-base (random init), context {args.context}, max_context "
-          f"{args.max_context}, {device.type}, {torch.get_num_threads()} threads, best of {args.repeats}")
+          f"{args.max_context}, {device.type}, {torch.get_num_threads()} threads, best of {args.repeats} "
+          f"({args.clock} time)")
     for r in [header] + rows:
         print("  ".join(f"{c:>{w[i]}}" for i, c in enumerate(r)))
 
