@@ -195,5 +195,5 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.norm1(x), padding_mask, cache)
+        x = x + self.self_attn(self.norm1(x), padding_mask, cache=cache)
         return x + self.ffn(self.norm2(x))

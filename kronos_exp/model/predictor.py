@@ -82,7 +82,7 @@ class DependencyAwareLayer(nn.Module):
 
         With a cache, ``hidden`` holds only the positions not yet in it.
         """
-        attended = self.cross_attn(sibling, hidden, hidden, padding_mask, cache)
+        attended = self.cross_attn(sibling, hidden, hidden, padding_mask, cache=cache)
         return self.norm(hidden[:, -sibling.shape[1]:] + attended)
 
 

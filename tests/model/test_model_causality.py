@@ -90,7 +90,7 @@ def test_padding_mask_all_false_changes_nothing(model, cases):
 
 def test_the_check_catches_the_reference_eval_mode_leak(model, cases, monkeypatch):
     """With the reference's s2 layer (non-causal in eval mode) the causality check above fails."""
-    def leaky_forward(self, query, key, value, padding_mask=None):
+    def leaky_forward(self, query, key, value, padding_mask=None, cache=None):
         b, t, d = query.shape
         q, k = self.rotary(self._heads(self.q_proj(query)), self._heads(self.k_proj(key)))
         v = self._heads(self.v_proj(value))

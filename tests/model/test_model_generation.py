@@ -121,3 +121,12 @@ def test_a_cached_step_takes_one_query_after_the_prefill(model):
         assert cache.length == 4
         with pytest.raises(ValueError, match="one query"):
             model.decode_s1(s[:, :2], s[:, :2], cache=cache)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_greedy_tokens_with_and_without_cache_are_identical_on_cuda(model, meta, history):
+    model.eval().cuda()
+    s1, s2, stamps = (t.cuda() for t in history(28, 10))
+    cached = run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=True, **GREEDY)
+    assert cached[0].is_cuda
+    assert_same_tokens(cached, run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=False, **GREEDY))
