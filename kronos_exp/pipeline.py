@@ -43,8 +43,8 @@ def use_pretrained_architectures(cfg: DictConfig) -> None:
     ``<phase>.arch`` so the params and resolved config in MLflow show what actually trains."""
     for name in ("tokenizer", "predictor"):
         pretrained = cfg[name].get("pretrained")
-        if not pretrained:
-            continue
+        if not pretrained or (name == "predictor" and "predictor" not in cfg.phases):
+            continue  # (the predictor phase may also read the tokenizer's)
         folder = resolve_checkpoint_dir(pretrained)
         config = json.loads((folder / CONFIG_NAME).read_text())
         try:
