@@ -51,6 +51,8 @@ def bound_http_retries(timeout_s: int, max_retries: int) -> None:
     server cost seconds per call, so no call blocks an interrupt or the end of a run for long."""
     os.environ.update(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(max_retries),
                       MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1", MLFLOW_HTTP_REQUEST_BACKOFF_JITTER="0")
+    # The metric buffer says once that the server is away; urllib3 would add a line per retry.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -128,7 +130,13 @@ class Tracker:
             self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
-        self.metrics = MetricBuffer(self.client)
+        self._metrics: MetricBuffer | None = None  # started by the first metric (a thread does not pickle)
+
+    @property
+    def metrics(self) -> MetricBuffer:
+        if self._metrics is None:
+            self._metrics = MetricBuffer(self.client)
+        return self._metrics
 
     def _open_sqlite_store(self, database: Path, experiment_name: str) -> None:
         """Open (or create) a local store, one line of error when it cannot be used. MLflow creates
@@ -228,14 +236,15 @@ class Tracker:
             try:
                 yield run
             except BaseException:
-                self.metrics.flush(1.0)
+                if self._metrics is not None:
+                    self._metrics.flush(1.0)
                 raise
             self.wait_for_metrics()  # every metric of the phase is on the server before its run ends
 
     def wait_for_metrics(self) -> None:
         """Block until the metrics handed over so far are on the server, giving a lost server
         ``offline_wait_s`` to come back; training itself never waits on this."""
-        if not self.metrics.flush(self.offline_wait_s):
+        if self._metrics is not None and not self._metrics.flush(self.offline_wait_s):
             raise TrackingUnavailable(f"the tracking server at {self.tracking_uri} took no metrics for "
                                       f"{self.offline_wait_s:g}s ({self.metrics.last_error})")
 
