@@ -114,7 +114,7 @@ class EvalPhase(Phase):
         except Exception as err:
             raise CheckpointNotFound(f"eval: cannot load {uri} from {ctx.tracker.tracking_uri}: "
                                      f"{str(err).splitlines()[0]}") from None
-        return Path(local), RegisteredCheckpoint(name, mv.version, mv.tags.get("fingerprint", ""), mv.run_id,
+        return Path(local), RegisteredCheckpoint(name, str(mv.version), mv.tags.get("fingerprint", ""), mv.run_id,
                                                  mv.source, dict(mv.tags))
 
     def _locate(self, ctx: RunContext) -> Models:
