@@ -27,7 +27,7 @@ from ..serving import tokenizer_dir
 from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
 from .base import Phase, PhaseResult, RunContext, checkpoint_digest, phase_fingerprint, seed_everything
-from .predictor import PredictorPhase
+from .predictor import PredictorPhase, TokenizerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,16 @@ class EvalPhase(Phase):
             r = ctx.results["predictor"]
             folder, version, label = r.checkpoint_dir, r.version, r.version.label if r.version else "this run"
         else:
-            upstream = PredictorPhase().upstream(ctx)
-            fp = phase_fingerprint(ctx, "predictor", upstream)
-            hit = ctx.registry.fetch(ctx.cfg.mlflow.predictor_model_name, fp, ctx.output_dir / "reused")
-            if hit is None:
+            try:
+                fp = phase_fingerprint(ctx, "predictor", PredictorPhase().upstream(ctx))
+            except TokenizerUnavailable:  # no tokenizer for this config: no predictor trained on it either
+                fp = None
+            hit = fp and ctx.registry.fetch(ctx.cfg.mlflow.predictor_model_name, fp, ctx.output_dir / "reused")
+            if not hit:
                 raise CheckpointNotFound(
                     f"eval: no predictor to evaluate: this run trained none, and the registry "
                     f"('{ctx.cfg.mlflow.predictor_model_name}' at {ctx.tracker.tracking_uri}) holds none for this "
-                    f"data and config (fingerprint {fp[:12]}). Run phases=all, or set "
+                    f"data and config{f' (fingerprint {fp[:12]})' if fp else ''}. Run phases=all, or set "
                     "eval.predictor=models:/<name>/<version> or a checkpoint folder")
             version, folder = hit
             label = version.label

@@ -219,3 +219,11 @@ def test_forecast_command_errors_are_one_line(module_cli, evaluated, tmp_path):
         assert proc.returncode == 1
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.strip().startswith("error:")
+
+
+def test_eval_with_nothing_to_evaluate_says_what_to_do(cli):
+    proc = cli.run("phases=eval", *SMALL, fast=False, check=False)
+    assert proc.returncode == 1
+    assert "eval: no predictor to evaluate" in proc.stderr and "phases=all" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert {r.info.status for r in cli.runs()} == {"FAILED"}
