@@ -9,8 +9,10 @@ before), ``MLmodel`` and the pickled wrapper sit beside them, the tokenizer unde
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,22 +101,33 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()
 
 
+def _save(path: Path, tokenizer: Path, max_context: int, pred_len: int) -> None:
+    mlflow.pyfunc.save_model(
+        path=str(path), python_model=KronosForecaster(max_context), artifacts={TOKENIZER_ARTIFACT: str(tokenizer)},
+        signature=signature(pred_len),
+        # Serve with --env-manager local: kronos_exp is installed where it runs, not on PyPI.
+        pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", "kronos_exp"])
+
+
 def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, pred_len: int) -> None:
     """Make the predictor checkpoint folder an MLflow pyfunc model with its tokenizer inside."""
     predictor_dir = Path(predictor_dir)
     staging = Path(tempfile.mkdtemp(prefix=".pyfunc.", dir=predictor_dir.parent))
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
     try:
         # save_model names the copied artifact after its folder: stage it as artifacts/tokenizer.
         shutil.copytree(tokenizer_checkpoint, staging / TOKENIZER_ARTIFACT)
-        mlflow.pyfunc.save_model(
-            path=str(staging / "model"), python_model=KronosForecaster(max_context),
-            artifacts={TOKENIZER_ARTIFACT: str(staging / TOKENIZER_ARTIFACT)}, signature=signature(pred_len),
-            # Serve with --env-manager local: kronos_exp is installed where it runs, not on PyPI.
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                              "kronos_exp"])
+        # Quiet MLflow's general advice: the wrapper is pickled by reference to this module, and the
+        # signature is written out by signature() rather than inferred from an input example.
+        pyfunc_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            _save(staging / "model", staging / TOKENIZER_ARTIFACT, max_context, pred_len)
         for entry in (staging / "model").iterdir():
             if (predictor_dir / entry.name).exists():
                 raise FileExistsError(f"{predictor_dir / entry.name} already exists; packaging would overwrite it")
             shutil.move(str(entry), predictor_dir / entry.name)
     finally:
+        pyfunc_log.setLevel(level)
         shutil.rmtree(staging, ignore_errors=True)
