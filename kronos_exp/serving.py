@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import torch
 from mlflow.models import ModelSignature
@@ -53,11 +52,10 @@ def future_timestamps(timestamps: pd.Series | pd.DatetimeIndex, pred_len: int, f
     index = pd.DatetimeIndex(timestamps)
     if freq:
         return pd.date_range(start=index[-1], periods=pred_len + 1, freq=freq)[1:]
-    steps = np.diff(index.asi8)
-    if len(steps) == 0 or np.median(steps) <= 0:
+    step = pd.Series(index).diff().median()  # NaT for a single timestamp
+    if pd.isna(step) or step <= pd.Timedelta(0):
         raise ValueError("cannot infer the forecast timestamps: the history needs at least two increasing "
                          "timestamps, or pass the freq param (e.g. freq=5min)")
-    step = pd.Timedelta(int(np.median(steps)), unit="ns")
     return pd.DatetimeIndex([index[-1] + step * (k + 1) for k in range(pred_len)])
 
 

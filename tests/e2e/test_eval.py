@@ -213,6 +213,7 @@ def test_forecast_command_errors_are_one_line(module_cli, evaluated, tmp_path):
         ("models:/kronos-predictor/9", None, "kronos-predictor, version=9"),
         ("models:/kronos-predictor/1", None, "bad.csv"),
         ("models:/kronos-predictor/1", f"sqlite:///{tmp_path}/none.db", "no MLflow store"),
+        ("models:/kronos-predictor/1", f"http://127.0.0.1:{_free_port()}", "cannot load model=models:/kronos-predictor/1 from http://"),
     ]
     for model, store, message in cases:
         proc = _forecast(module_cli, f"model={model}", f"data.path={bad}", store=store)
