@@ -53,7 +53,7 @@ def test_help_and_config_printout(cli):
     ("device=cuda", "error: device='cuda' but this machine has no CUDA device"),
     ("device=tpu9", "error: device='tpu9' is not a device"),
     ("precision=fp8", "error: precision='fp8'; valid: fp32, bf16"),
-    ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
+    ("objective=foo_val_loss", "error: objective=foo_val_loss but this run reports only tokenizer_val_loss"),
 ])
 def test_bad_settings_are_one_clear_line(cli, override, message):
     if override == "device=cuda":
