@@ -94,6 +94,26 @@ class PredictorConfig(TrainConfig):
 
 
 @dataclass
+class EvalConfig:
+    """Rolling-origin forecasts over the test split (kronos_exp.phases.evaluation)."""
+    # Checkpoint folder or models:/<name>/<version> (or models:/<name>@<alias>); null = this run's
+    # predictor, else the registered one whose fingerprint matches this config.
+    predictor: Optional[str] = None
+    # null = the tokenizer packaged with the predictor version, else this run's / the registered one.
+    tokenizer: Optional[str] = None
+    windows: int = 32  # forecast origins, evenly spaced over the test split
+    pred_len: Optional[int] = None  # forecast steps; null = data.predict_window (the most a test window holds)
+    sample_count: int = 8  # sampled paths per window; > 1 adds CRPS and the 10-90% band
+    T: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0
+    seed: Optional[int] = None  # null = the run's seed
+    metric: str = "close_mae"  # the phase's result: objective default, and what the `alias` ranks by
+    alias: Optional[str] = "best"  # registry alias set on the predictor version with the best metric; null = none
+    plot_series: int = 3  # fan charts for up to this many series
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = sqlite:///<cwd>/outputs/mlflow.db
     experiment_name: str = "kronos_exp"
@@ -111,6 +131,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=schema_node)  # data.path required unless a preset sets it
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     phases: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: runner class}
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 42
@@ -120,7 +141,9 @@ class RunConfig:
     num_workers: int = 0  # DataLoader workers
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
-    objective: Optional[str] = None  # returned to sweepers: <phase>_val_loss; null = the last phase's
+    # returned to sweepers: any metric a phase reports (<phase>_val_loss, eval_close_mae, ...);
+    # null = the last phase's own (its val_loss; eval.metric for the eval phase)
+    objective: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 def build_phases(cfg: DictConfig) -> list[Phase]:
     if not cfg.phases:
-        raise ConfigError("no phases configured; use phases=both, phases=tokenizer or phases=predictor")
+        raise ConfigError("no phases configured; use phases=all, phases=both, phases=tokenizer, phases=predictor "
+                          "or phases=eval")
     phases = [instantiate(spec) for spec in cfg.phases.values()]
     for key, phase in zip(cfg.phases, phases):
         if not isinstance(phase, Phase):
@@ -56,16 +57,17 @@ def use_pretrained_architectures(cfg: DictConfig) -> None:
 
 
 def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
-    """``objective`` must name a phase of this run, checked before any training."""
-    names = [f"{p.name}_val_loss" for p in phases]
+    """``objective`` must name a metric a phase of this run reports, checked before any training."""
+    names = [name for p in phases for name in p.reported_metrics(cfg)]
     if cfg.objective is not None and cfg.objective not in names:
-        raise ConfigError(f"objective={cfg.objective} but this run has only {', '.join(names)}; "
-                         "use one of those, or objective=null for the last phase's val_loss")
+        raise ConfigError(f"objective={cfg.objective} but this run reports only {', '.join(names)}; "
+                          "use one of those, or objective=null for the last phase's own")
 
 
-def objective_value(cfg: DictConfig, val_losses: dict[str, float]) -> float:
-    """The number sweepers minimise: ``cfg.objective`` (``<phase>_val_loss``), or the last phase's."""
-    return val_losses[cfg.objective] if cfg.objective is not None else list(val_losses.values())[-1]
+def objective_value(cfg: DictConfig, phases: list[Phase], reported: dict[str, float]) -> float:
+    """The number sweepers minimise: ``cfg.objective``, or the last phase's own metric (its val_loss;
+    ``eval.metric`` for the eval phase)."""
+    return reported[cfg.objective if cfg.objective is not None else phases[-1].reported_metrics(cfg)[0]]
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:
@@ -87,6 +89,10 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
     for name, r in results.items():
         how = f"reused {r.version.label}" if r.skipped else (
             f"trained, registered {r.version.label}" if r.version else "trained")
+        if r.metrics:  # a phase that measures rather than trains (evaluation)
+            lines.append(f"  {name:<10} " + "  ".join(f"{k} {v:.5g}" for k, v in list(r.metrics.items())[:3]))
+            lines.append(f"  {'':<10} model {r.version.label if r.version else r.checkpoint_dir}")
+            continue
         lines.append(f"  {name:<10} best val_loss {r.val_loss:.5f}  {how}")
         lines.append(f"  {'':<10} checkpoint {r.checkpoint_dir}")
     lines.append(f"  open the MLflow UI: {ctx.tracker.ui_command()}")
@@ -94,7 +100,7 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
 
 
 def run(cfg: DictConfig, output_dir: Path) -> float:
-    """Run every configured phase; returns the objective (a validation loss) for sweepers."""
+    """Run every configured phase; returns the objective (a validation loss or an eval metric) for sweepers."""
     started = time.perf_counter()
     job = JobInfo.current()
     job.label_log_lines()
@@ -110,6 +116,8 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
+    for phase in phases:
+        phase.check(cfg)
     check_objective(cfg, phases)
     check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
@@ -124,11 +132,12 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
             log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
             mlflow.log_dict(data.summary, "data_summary.json")
+            reported: dict[str, float] = {}
             for phase in phases:
                 ctx.results[phase.name] = phase.run(ctx)
-            val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
-            objective = objective_value(cfg, val_losses)
-            mlflow.log_metrics({**val_losses, "objective": objective})
+                reported.update(phase.report(ctx.results[phase.name]))
+            objective = objective_value(cfg, phases, reported)
+            mlflow.log_metrics({**reported, "objective": objective})
             mlflow.set_tag("phases", ",".join(ctx.results))
             seconds = time.perf_counter() - started
             mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"

@@ -41,6 +41,7 @@ class PhaseResult:
     skipped: bool
     val_history: list[float] = field(default_factory=list)
     duration_s: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)  # what the phase reports to the job run
 
 
 @dataclass
@@ -121,6 +122,21 @@ class Phase:
     def version_tags(self, ctx: RunContext) -> dict[str, str]:
         return {}
 
+    def package_checkpoint(self, ctx: RunContext, folder: Path) -> None:
+        """Add files to the best checkpoint folder before it is logged and registered."""
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse settings this phase cannot run with, before any phase starts."""
+
+    def reported_metrics(self, cfg: DictConfig) -> list[str]:
+        """Names of the job-run metrics this phase will report (an ``objective`` must be one);
+        the first is the phase's own objective."""
+        return [f"{self.name}_val_loss"]
+
+    def report(self, result: PhaseResult) -> dict[str, float]:
+        """The job-run metrics of a finished phase."""
+        return {f"{self.name}_val_loss": result.val_loss}
+
     # -- shared ----------------------------------------------------------------------------
     def settings(self, ctx: RunContext) -> DictConfig:
         return ctx.cfg[self.name]
@@ -136,15 +152,20 @@ class Phase:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
             mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
-            # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
-            lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
-                    else contextlib.nullcontext())
-            with lock:
-                reused = self._reuse(ctx, fp) if ctx.skip_existing else None
-                if reused is not None:
-                    return reused
-                mlflow.set_tag("skipped", "false")
-                return self._train(ctx, fp, run.info.run_id)
+            return self.execute(ctx, fp, run.info.run_id)
+
+    def execute(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
+        """Produce the phase's result inside its run: reuse a registered checkpoint, or train and
+        register one. A phase that trains nothing (evaluation) overrides this."""
+        # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
+        lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
+                else contextlib.nullcontext())
+        with lock:
+            reused = self._reuse(ctx, fp) if ctx.skip_existing else None
+            if reused is not None:
+                return reused
+            mlflow.set_tag("skipped", "false")
+            return self._train(ctx, fp, run_id)
 
     def _reuse(self, ctx: RunContext, fp: str) -> PhaseResult | None:
         hit = ctx.registry.fetch(self.registered_name(ctx), fp, ctx.output_dir / "reused")
@@ -193,6 +214,7 @@ class Phase:
                                   "folder?); it is not registered. Give each run its own hydra.run.dir")
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                             "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})
+        self.package_checkpoint(ctx, best_dir)
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, result)
         version = ctx.registry.register(

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import torch
 
+from .. import serving
 from ..errors import ConfigError
 from ..model import Kronos, KronosTokenizer
+from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
 from ..tracking import fingerprint
 from ..train.precision import full_precision
@@ -93,6 +95,11 @@ class PredictorPhase(Phase):
 
     def version_tags(self, ctx: RunContext) -> dict[str, str]:
         return self._locate_tokenizer(ctx)[1]
+
+    def package_checkpoint(self, ctx: RunContext, folder: Path) -> None:
+        """The registered version is also a servable MLflow pyfunc model, its tokenizer inside."""
+        serving.package(folder, resolve_checkpoint_dir(self._locate_tokenizer(ctx)[0]), self.settings(ctx).max_context,
+                        ctx.cfg.data.predict_window)
 
     def build_model(self, ctx: RunContext) -> Kronos:
         folder, _ = self._locate_tokenizer(ctx)

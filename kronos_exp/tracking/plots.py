@@ -1,4 +1,4 @@
-"""The loss-curve figure logged with each trained phase."""
+"""Figures logged on phase runs: loss curves of trained phases, fan charts and metrics by horizon of the eval phase."""
 from __future__ import annotations
 
 import matplotlib
@@ -6,6 +6,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 
 def log_loss_curve(phase: str, result) -> None:
@@ -19,4 +21,58 @@ def log_loss_curve(phase: str, result) -> None:
     right.set(title=f"{phase}: validation loss", xlabel="epoch", ylabel="val_loss")
     fig.tight_layout()
     mlflow.log_figure(fig, f"plots/{phase}_loss_curve.png")
+    plt.close(fig)
+
+
+def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str = "", show_history: int = 64) -> None:
+    """The last ``show_history`` closes, then the sampled paths' median and 10-90% band [S, H], the
+    actual closes and a baseline when known. The x axis counts bars from the forecast origin, so
+    overnight and weekend gaps do not stretch the picture."""
+    history_close = np.asarray(history_close)[-show_history:]
+    past = np.arange(-len(history_close) + 1, 1)
+    future = np.arange(1, paths.shape[1] + 1)
+    ax.plot(past, history_close, color="black", lw=1, label="history")
+    if paths.shape[0] > 1:
+        lo, hi = np.quantile(paths, (0.1, 0.9), axis=0)
+        ax.fill_between(future, lo, hi, color="tab:blue", alpha=0.25, label="10-90% band")
+    ax.plot(future, np.median(paths, axis=0), color="tab:blue", lw=1.5, label="median forecast")
+    if actual is not None:
+        ax.plot(future, actual, color="tab:green", lw=1.5, label="actual")
+    if baseline is not None:
+        ax.plot(future, baseline, color="tab:gray", ls="--", lw=1, label="last value")
+    ax.axvline(0.5, color="gray", lw=0.5)
+    ax.set(title=title, xlabel="bars from the forecast origin", ylabel="close")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def log_fan_charts(positions, stamps, closes, lookback: int, pred_len: int, paths, baseline, names,
+                   label: str) -> None:
+    """One fan chart per chosen window: plots/fan_<series>.png on the active run."""
+    for pos in positions:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        origin = pd.Timestamp(stamps[pos][lookback])
+        fan_chart(ax, closes[pos, :lookback], paths[pos], closes[pos, lookback:lookback + pred_len], baseline[pos],
+                  f"{names[pos]}: {label}, test window forecast from {origin}", show_history=4 * pred_len)
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in names[pos])
+        mlflow.log_figure(fig, f"plots/fan_{safe}.png")
+        plt.close(fig)
+
+
+def log_metrics_by_horizon(steps: dict[str, np.ndarray], forecasters: list[str]) -> None:
+    """MAE, direction accuracy, IC and (when sampled) band coverage against the horizon step,
+    one line per forecaster: plots/metrics_by_horizon.png on the active run."""
+    panels = [m for m in ("close_mae", "direction_accuracy", "ic", "coverage_10_90") if m in steps]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, metric in zip(np.atleast_1d(axes), panels):
+        for name in forecasters:
+            key = metric if name == "model" else f"{name}_{metric}"
+            if key in steps:
+                ax.plot(range(1, len(steps[key]) + 1), steps[key], marker=".", label=name)
+        if metric == "coverage_10_90":
+            ax.axhline(0.8, color="gray", ls=":", lw=1)  # what a calibrated 10-90% band covers
+        ax.set(title=metric, xlabel="horizon step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/metrics_by_horizon.png")
     plt.close(fig)

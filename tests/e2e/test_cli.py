@@ -56,7 +56,7 @@ def test_help_and_config_printout(cli):
     ("device=tpu9", "error: device='tpu9' is not a device"),
     ("precision=fp8", "error: precision='fp8'; valid: auto, fp32, bf16, fp16"),
     ("precision=fp16", "error: precision=fp16 needs a CUDA device"),
-    ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
+    ("objective=foo_val_loss", "error: objective=foo_val_loss but this run reports only tokenizer_val_loss"),
     ("+predictor.lrr=1", "error: unknown key predictor.lrr; predictor has accumulation_steps"),
 ])
 def test_bad_settings_are_one_clear_line(cli, override, message):

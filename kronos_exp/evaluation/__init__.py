@@ -1,0 +1,1 @@
+"""Evaluation: forecast metrics (pure functions) and sampled forecasts of test windows."""

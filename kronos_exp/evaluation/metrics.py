@@ -1,0 +1,158 @@
+"""Forecast metrics: pure numpy functions of forecasts and actuals, in price units.
+
+Shapes: ``actual`` and ``point`` are closes [W, H] (W forecast windows, H horizon steps), ``last`` is
+the last observed close before each window's horizon [W], ``paths`` are sampled closes [W, S, H].
+Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations
+*across windows* at one horizon step (the Kronos paper's headline metrics); their overall value is
+the mean over steps. Undefined values (a correlation with a constant) are NaN, never an error.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Lower is better; skill = 1 - metric / baseline's metric (1 = perfect, 0 = no better, < 0 worse).
+ERROR_METRICS = ("close_mae", "close_rmse", "close_mape", "crps")
+# Higher is better; compared with the baseline as a difference ("<name>_excess").
+SCORE_METRICS = ("direction_accuracy",)
+CORRELATION_METRICS = ("ic", "rank_ic")
+INTERVAL_METRICS = ("coverage_10_90",)
+POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
+SAMPLE_METRICS = ("crps", "coverage_10_90")  # need sample_count > 1
+BAND = (0.1, 0.9)
+
+
+def mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Mean absolute error per step [H]."""
+    return np.abs(point - actual).mean(axis=0)
+
+
+def rmse(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Root mean squared error per step [H]."""
+    return np.sqrt(((point - actual) ** 2).mean(axis=0))
+
+
+def mape(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Mean absolute percentage error per step [H], in percent."""
+    return 100.0 * (np.abs(point - actual) / np.abs(actual)).mean(axis=0)
+
+
+def direction_accuracy(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Share of windows whose forecast moves the same way from ``last`` as the actual (up, down or
+    flat), per step [H]."""
+    ref = last[:, None]
+    return (np.sign(point - ref) == np.sign(actual - ref)).mean(axis=0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation down the window axis of [W, H] arrays -> [H]; NaN where either is constant."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.sqrt((a ** 2).sum(axis=0) * (b ** 2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a * b).sum(axis=0) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks down axis 0 (1 = smallest), ties sharing their average rank."""
+    out = np.empty_like(x, dtype=np.float64)
+    for j in range(x.shape[1]):
+        col = x[:, j]
+        order = np.argsort(col, kind="stable")
+        sorted_col = col[order]
+        ranks = np.empty(len(col))
+        start = 0
+        while start < len(col):
+            end = start
+            while end + 1 < len(col) and sorted_col[end + 1] == sorted_col[start]:
+                end += 1
+            ranks[start:end + 1] = (start + end) / 2 + 1
+            start = end + 1
+        out[order, j] = ranks
+    return out
+
+
+def ic(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Information coefficient per step [H]: Pearson correlation across windows of the forecast
+    return (point / last - 1) and the actual return (actual / last - 1)."""
+    ref = last[:, None]
+    return _pearson(point / ref - 1, actual / ref - 1)
+
+
+def rank_ic(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Spearman correlation across windows of forecast and actual returns, per step [H]."""
+    ref = last[:, None]
+    return _pearson(_ranks(point / ref - 1), _ranks(actual / ref - 1))
+
+
+def crps(paths: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Continuous ranked probability score per step [H], from S sample paths [W, S, H]:
+    E|X - y| - E|X - X'| / 2 over the samples' empirical distribution. One sample gives the MAE."""
+    spread = np.abs(paths - actual[:, None, :]).mean(axis=1)  # [W, H]
+    pairwise = np.abs(paths[:, :, None, :] - paths[:, None, :, :]).mean(axis=(1, 2))  # [W, H]
+    return (spread - pairwise / 2).mean(axis=0)
+
+
+def band(paths: np.ndarray, quantiles: tuple[float, float] = BAND) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper quantiles over the samples [W, S, H] -> two [W, H] arrays."""
+    lo, hi = np.quantile(paths, quantiles, axis=1)
+    return lo, hi
+
+
+def coverage(paths: np.ndarray, actual: np.ndarray, quantiles: tuple[float, float] = BAND) -> np.ndarray:
+    """Share of windows whose actual falls inside the sampled 10-90% band (ends included), per step [H]."""
+    lo, hi = band(paths, quantiles)
+    return ((actual >= lo) & (actual <= hi)).mean(axis=0)
+
+
+def by_step(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+            paths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every metric per horizon step: name -> [H]. CRPS and coverage only with more than one sample."""
+    out = {"close_mae": mae(point, actual), "close_rmse": rmse(point, actual), "close_mape": mape(point, actual),
+           "direction_accuracy": direction_accuracy(point, actual, last), "ic": ic(point, actual, last),
+           "rank_ic": rank_ic(point, actual, last)}
+    if paths is not None and paths.shape[1] > 1:
+        out["crps"] = crps(paths, actual)
+        out["coverage_10_90"] = coverage(paths, actual)
+    return out
+
+
+def overall(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+            paths: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric over all windows and steps. RMSE pools all squared errors; IC and RankIC are
+    the mean of the per-step correlations (NaN if every step is undefined)."""
+    steps = by_step(point, actual, last, paths)
+    out = {name: float(values.mean()) for name, values in steps.items()}
+    out["close_rmse"] = float(np.sqrt(((point - actual) ** 2).mean()))
+    for name in CORRELATION_METRICS:
+        defined = steps[name][np.isfinite(steps[name])]
+        out[name] = float(defined.mean()) if defined.size else float("nan")
+    return out
+
+
+def skill(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Each metric relative to a baseline's: ``<m>_skill`` = 1 - m / baseline for error metrics
+    (a baseline without samples is a point forecast, whose CRPS is its MAE), ``<m>_excess`` =
+    m - baseline for scores. Correlations have no baseline value to compare with (a constant
+    return forecast has none), so they get neither."""
+    out = {}
+    for name in ERROR_METRICS:
+        if name not in metrics:
+            continue
+        ref = baseline.get(name, baseline["close_mae"] if name == "crps" else np.nan)
+        out[f"{name}_skill"] = float(1 - metrics[name] / ref) if ref > 0 else float("nan")
+    for name in SCORE_METRICS:
+        out[f"{name}_excess"] = float(metrics[name] - baseline[name])
+    return out
+
+
+def last_value_forecast(last: np.ndarray, horizon: int) -> np.ndarray:
+    """Random walk: every future close equals the last observed one [W] -> [W, H]."""
+    return np.repeat(last[:, None], horizon, axis=1).astype(np.float64)
+
+
+def drift_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
+    """The straight line through the first and last close of each history [W, L], extended H steps
+    (the average step of the lookback, repeated) -> [W, H]."""
+    history = np.asarray(history, dtype=np.float64)
+    step = (history[:, -1] - history[:, 0]) / max(history.shape[1] - 1, 1)
+    return history[:, -1:] + step[:, None] * np.arange(1, horizon + 1)[None, :]

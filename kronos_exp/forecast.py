@@ -1,0 +1,144 @@
+"""``python -m kronos_exp.forecast model=models:/kronos-predictor/<v> data.path=prices.csv pred_len=24
+out=forecast.csv``: forecast the end of each series in a CSV with a registered predictor, and write
+the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
+
+  model        models:/<name>/<version>, models:/<name>@<alias> or a packaged predictor folder (required)
+  data.<key>   how to read the CSV, as in training (data.path, data.symbol_column, data.column_map, ...)
+  pred_len     steps to forecast (default 16)          lookback   history rows used (default 512)
+  sample_count sampled paths (default 8; > 1 adds close_q10/close_q90 and the band)
+  T, top_p, top_k, seed    sampling (defaults 1.0, 0.9, 0, 0)
+  freq         spacing of the future timestamps (default: each series' median step), e.g. 5min, 1D
+  out          the CSV to write (default forecast.csv); the chart goes beside it as <out>.png
+  tracking_uri the MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DEFAULTS = {"model": None, "pred_len": "16", "lookback": "512", "sample_count": "8", "T": "1.0", "top_p": "0.9",
+            "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "tracking_uri": None}
+
+
+class ForecastError(Exception):
+    """A problem the user can fix: printed as one line, exit status 1."""
+
+
+def parse(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``key=value`` words -> (settings, data settings)."""
+    settings, data = dict(DEFAULTS), {}
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise ForecastError(f"'{word}' is not key=value; keys: {', '.join(DEFAULTS)}, data.<key>")
+        if key.startswith("data."):
+            data[key[len("data."):]] = value
+        elif key in DEFAULTS:
+            settings[key] = value
+        else:
+            raise ForecastError(f"unknown setting '{key}'; valid: {', '.join(DEFAULTS)}, data.<key> (e.g. data.path)")
+    if not settings["model"]:
+        raise ForecastError("model= is required, e.g. model=models:/kronos-predictor/1 or a predictor folder")
+    if not data.get("path") and not data.get("paths"):
+        raise ForecastError("data.path= is required: the CSV (or glob) whose series to forecast")
+    return settings, data
+
+
+def _number(settings: dict[str, str], key: str, kind=int, low=None):
+    try:
+        value = kind(settings[key])
+    except ValueError:
+        raise ForecastError(f"{key}={settings[key]!r} is not a{'n integer' if kind is int else ' number'}") from None
+    if low is not None and value < low:
+        raise ForecastError(f"{key}={value} must be >= {low}")
+    return value
+
+
+def load_model(uri: str, tracking_uri: str | None):
+    """The KronosPredictor inside a packaged predictor (registry URI or folder)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from .tracking.runs import resolve_tracking_uri
+
+    if uri.startswith("models:/"):
+        store = resolve_tracking_uri(tracking_uri)
+        if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
+            raise ForecastError(f"no MLflow store at {store}; pass tracking_uri=<the store your runs used> "
+                                "(or set MLFLOW_TRACKING_URI)")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails now, not in minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        mlflow.set_tracking_uri(store)
+    elif not Path(uri).is_dir():
+        raise ForecastError(f"model={uri}: no such folder; use models:/<name>/<version> or a predictor folder")
+    try:
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+    except MlflowException as err:
+        first = str(err).splitlines()[0]
+        where = f" from {mlflow.get_tracking_uri()}" if uri.startswith("models:/") else ""
+        raise ForecastError(f"cannot load model={uri}{where}: {first}") from None
+    except OSError as err:  # no MLmodel: a folder or version that is not a packaged predictor
+        raise ForecastError(f"model={uri} is not a packaged kronos_exp predictor ({err})") from None
+
+
+def main(argv: list[str]) -> Path:
+    settings, data_settings = parse(argv)
+    pred_len, lookback = _number(settings, "pred_len", low=1), _number(settings, "lookback", low=2)
+    sample_count = _number(settings, "sample_count", low=1)
+    T, top_p, top_k = _number(settings, "T", float), _number(settings, "top_p", float), _number(settings, "top_k")
+    seed = _number(settings, "seed")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from .data import FEATURES, load_series
+    from .evaluation.sampling import sample_paths
+    from .phases.base import seed_everything
+    from .serving import TIMESTAMP_COLUMN, future_timestamps
+    from .tracking.plots import fan_chart
+
+    predictor = load_model(settings["model"], settings["tracking_uri"])
+    series = load_series(data_settings)  # DataError names the file, column and line
+    frames = [pd.DataFrame(s.values[-lookback:], columns=list(FEATURES)) for s in series]
+    x_ts = [pd.Series(s.timestamps[-lookback:]) for s in series]
+    y_ts = [future_timestamps(pd.DatetimeIndex(s.timestamps[-lookback:]), pred_len, settings["freq"]) for s in series]
+    seed_everything(seed)
+    paths = sample_paths(predictor, frames, x_ts, y_ts, pred_len, T, top_k, top_p, sample_count)  # [N, S, H, 6]
+
+    close = FEATURES.index("close")
+    tables = []
+    for s, stamps, p in zip(series, y_ts, paths):
+        table = pd.DataFrame(p.mean(axis=0), columns=list(FEATURES))
+        if sample_count > 1:
+            table["close_q10"], table["close_q90"] = np.quantile(p[:, :, close], (0.1, 0.9), axis=0)
+        table.insert(0, TIMESTAMP_COLUMN, stamps)
+        table.insert(0, "series", s.name)
+        tables.append(table)
+    out = Path(settings["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(tables).to_csv(out, index=False)
+
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
+    for ax, s, p, stamps in zip(axes[:, 0], series, paths, y_ts):
+        fan_chart(ax, s.values[-lookback:, close], p[:, :, close],
+                  title=f"{s.name}: {settings['model']}, {pred_len} steps from {stamps[0]}", show_history=4 * pred_len)
+    fig.tight_layout()
+    chart = out.with_suffix(".png")
+    fig.savefig(chart, dpi=100)
+    plt.close(fig)
+    print(f"wrote {out} ({len(series)} series x {pred_len} steps) and {chart}")
+    return out
+
+
+if __name__ == "__main__":
+    from .errors import USER_ERRORS
+
+    try:
+        main(sys.argv[1:])
+    except (ForecastError, *USER_ERRORS) as err:
+        raise SystemExit(f"error: {err}") from None

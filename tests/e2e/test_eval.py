@@ -1,0 +1,230 @@
+"""The eval phase, the servable predictor and the forecast command, end to end: one `phases=all`
+run (fine-tuned from a published-layout checkpoint, so the pretrained weights are measured too)
+serves every test here."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kronos_exp.data import DataConfig, build_datasets, sample_path
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+SMALL = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
+EVAL = ["eval.windows=8", "eval.sample_count=4", "eval.pred_len=8"]
+PRETRAINED = [f"tokenizer.pretrained={FIXTURE / 'tokenizer'}", f"predictor.pretrained={FIXTURE / 'predictor'}"]
+POINT = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
+SAMPLED = ("crps", "coverage_10_90")
+
+
+def _by_phase(runs):
+    return {r.data.tags.get("phase"): r for r in runs if "phase" in r.data.tags}
+
+
+@pytest.fixture(scope="module")
+def evaluated(module_cli):
+    return module_cli.run("phases=all", *SMALL, *EVAL, *PRETRAINED, fast=False)
+
+
+def _history(symbol: str = "ACME", rows: int = 64) -> pd.DataFrame:
+    """The last rows of one sample series; volume as float, as the pyfunc signature's double columns
+    require of a DataFrame in Python (JSON requests are converted by the server)."""
+    df = pd.read_csv(sample_path(), parse_dates=["timestamps"]).astype({"volume": float})
+    return df[df["symbol"] == symbol].tail(rows).drop(columns=["symbol"]).reset_index(drop=True)
+
+
+def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(module_cli, evaluated):
+    runs = module_cli.runs()
+    phases = _by_phase(runs)
+    assert set(phases) == {"tokenizer", "predictor", "eval"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    ev = phases["eval"].data.metrics
+    for prefix in ("", "pretrained_"):
+        assert {prefix + m for m in POINT + SAMPLED} <= set(ev)
+        assert {prefix + "close_mae_skill", prefix + "crps_skill", prefix + "direction_accuracy_excess"} <= set(ev)
+    for prefix in ("last_value_", "drift_"):
+        assert {prefix + m for m in ("close_mae", "close_rmse", "close_mape", "direction_accuracy")} <= set(ev)
+    assert "drift_ic" in ev and "last_value_ic" not in ev  # a constant return forecast has no correlation
+    assert ev["close_mae_skill"] == pytest.approx(1 - ev["close_mae"] / ev["last_value_close_mae"])
+    assert 0 <= ev["coverage_10_90"] <= 1 and ev["crps"] > 0
+    by_step = module_cli.client().get_metric_history(phases["eval"].info.run_id, "close_mae_by_step")
+    assert sorted(m.step for m in by_step) == list(range(1, 9))
+
+    # Summarised on the job run, where the compare view and the sweep table read them.
+    job = next(r for r in runs if "phase" not in r.data.tags).data.metrics
+    assert job["eval_close_mae"] == pytest.approx(ev["close_mae"])
+    assert job["eval_pretrained_close_mae"] == pytest.approx(ev["pretrained_close_mae"])
+    assert job["objective"] == pytest.approx(ev["close_mae"])  # the last phase's own metric
+    assert {"tokenizer_val_loss", "predictor_val_loss", "eval_last_value_close_mae"} <= set(job)
+    assert "close_mae" in evaluated.stderr + evaluated.stdout
+
+    client = module_cli.client()
+    plots = {a.path for a in client.list_artifacts(phases["eval"].info.run_id, "plots")}
+    assert {"plots/fan_ACME.png", "plots/fan_GLOBEX.png", "plots/fan_INITECH.png",
+            "plots/metrics_by_horizon.png"} <= plots
+
+
+def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli, evaluated, tmp_path):
+    eval_run = _by_phase(module_cli.runs())["eval"]
+    local = module_cli.client().download_artifacts(eval_run.info.run_id, "forecasts.csv", str(tmp_path))
+    rows = pd.read_csv(local, parse_dates=["timestamp"])
+    assert len(rows) == 8 * 8 * 4  # windows x steps x (model, pretrained, last_value, drift)
+    ev = eval_run.data.metrics
+    for name, prefix in (("model", ""), ("pretrained", "pretrained_"), ("last_value", "last_value_")):
+        mine = rows[rows.forecaster == name]
+        assert (mine.close - mine.actual_close).abs().mean() == pytest.approx(ev[prefix + "close_mae"], rel=1e-5)
+    # Every forecast step lies in the test split of its series, and the actuals are the data's closes.
+    data = build_datasets(DataConfig(symbol_column="symbol", stride=2, max_train_windows=128, max_eval_windows=32))
+    for series in data.series:
+        test_start = series.timestamps[len(series) - data.test.lengths[data.test.names.index(series.name)]]
+        mine = rows[rows.series == series.name]
+        assert len(mine) and (mine.timestamp.to_numpy() >= test_start).all()
+        closes = pd.Series(series.values[:, 3].astype(np.float64), index=pd.DatetimeIndex(series.timestamps))
+        np.testing.assert_allclose(mine.actual_close, closes.loc[mine.timestamp].to_numpy(), rtol=1e-6)
+    last = rows[rows.forecaster == "last_value"].groupby("window").close.nunique()
+    assert (last == 1).all()  # a random walk repeats the last close
+
+
+def test_eval_alone_evaluates_the_registered_predictor_and_sets_the_best_alias(module_cli, evaluated):
+    before = len(module_cli.runs())
+    module_cli.run("phases=eval", *SMALL, *EVAL, *PRETRAINED, fast=False)
+    new = _by_phase(module_cli.runs()[before:])
+    assert set(new) == {"eval"}
+    assert new["eval"].data.tags["evaluated"] == "kronos-predictor v1"
+    first = _by_phase(module_cli.runs()[:before])["eval"]
+    assert new["eval"].data.metrics["close_mae"] == pytest.approx(first.data.metrics["close_mae"], rel=1e-6)
+    client = module_cli.client()
+    assert str(client.get_model_version_by_alias("kronos-predictor", "best").version) == "1"
+    scores = {k: v for k, v in client.get_model_version("kronos-predictor", "1").tags.items()
+              if k.startswith("eval_close_mae.")}
+    assert len(scores) == 1 and float(next(iter(scores.values()))) == pytest.approx(first.data.metrics["close_mae"])
+
+
+def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
+    before = len(module_cli.runs())
+    proc = module_cli.run("-m", "phases=all", "objective=eval_close_mae", "eval.top_p=0.5,0.9", *SMALL, *EVAL,
+                          *PRETRAINED, fast=False)
+    runs = module_cli.runs()[before:]
+    jobs = [r for r in runs if r.data.tags.get("job_num") is not None and "phase" not in r.data.tags]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert job.data.metrics["objective"] == pytest.approx(job.data.metrics["eval_close_mae"])
+    skipped = {r.data.tags["phase"]: r.data.tags.get("skipped") for r in runs if r.data.tags.get("phase") in
+               ("tokenizer", "predictor")}
+    assert set(skipped.values()) == {"true"}  # both trained phases reused: the sweep only forecasts
+    sweep = next(r for r in runs if r.data.tags.get("kind") == "sweep")
+    assert sweep.data.metrics["best_objective"] == pytest.approx(min(j.data.metrics["eval_close_mae"] for j in jobs))
+    assert "objective" in proc.stderr + proc.stdout
+
+
+def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, evaluated):
+    import mlflow
+
+    mlflow.set_tracking_uri(module_cli.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/kronos-predictor/1")
+    params = {p.name for p in model.metadata.signature.params}
+    assert {"pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed"} <= params
+    history = _history()
+    out = model.predict(history, params={"pred_len": 4, "seed": 0})
+    assert list(out.columns) == ["timestamps", "open", "high", "low", "close", "volume", "amount"]
+    step = pd.Timedelta(minutes=5)
+    assert list(out.timestamps) == [history.timestamps.iloc[-1] + step * (k + 1) for k in range(4)]
+    assert out.drop(columns="timestamps").notna().all().all()
+    again = model.predict(history, params={"pred_len": 4, "seed": 0})
+    pd.testing.assert_frame_equal(out, again)  # a seed makes a request reproducible
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_forecast_requests(module_cli, evaluated):
+    import mlflow
+
+    port = _free_port()
+    env = {**module_cli.env(), "MLFLOW_TRACKING_URI": module_cli.tracking_uri}
+    mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
+    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/kronos-predictor/1", "--env-manager",
+                               "local", "--host", "127.0.0.1", "--port", str(port)], cwd=module_cli.root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"mlflow models serve did not come up: {server.stderr.read()[-3000:]}")
+                time.sleep(0.5)
+        history = _history()
+        body = {"dataframe_split": json.loads(history.to_json(orient="split", index=False, date_format="iso")),
+                "params": {"pred_len": 4, "seed": 0}}
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the CLI and the uvicorn worker it started
+        server.wait(timeout=30)
+    assert len(answer) == 4 and set(answer[0]) == {"timestamps", "open", "high", "low", "close", "volume", "amount"}
+    mlflow.set_tracking_uri(module_cli.tracking_uri)
+    local = mlflow.pyfunc.load_model("models:/kronos-predictor/1").predict(history, params={"pred_len": 4, "seed": 0})
+    np.testing.assert_allclose([row["close"] for row in answer], local.close, rtol=1e-5)
+
+
+def _forecast(module_cli, *args: str, store: str | None = None):
+    return subprocess.run([sys.executable, "-m", "kronos_exp.forecast", *args,
+                           f"tracking_uri={store or module_cli.tracking_uri}"], cwd=module_cli.root,
+                          env=module_cli.env(), capture_output=True, text=True, timeout=300)
+
+
+def test_forecast_command_writes_a_csv_and_a_fan_chart(module_cli, evaluated):
+    """The README's command, on a one-series CSV."""
+    _history(rows=600).to_csv(module_cli.root / "prices.csv", index=False)
+    proc = _forecast(module_cli, "model=models:/kronos-predictor/1", "data.path=prices.csv", "pred_len=24",
+                     "out=forecast.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote forecast.csv (1 series x 24 steps) and forecast.png" in proc.stdout
+    table = pd.read_csv(module_cli.root / "forecast.csv", parse_dates=["timestamps"])
+    assert len(table) == 24 and set(table.series) == {"prices"}
+    assert {"open", "high", "low", "close", "volume", "amount", "close_q10", "close_q90"} <= set(table.columns)
+    assert (table.close_q10 <= table.close_q90).all()
+    assert table.timestamps.iloc[0] > _history().timestamps.iloc[-1]
+    assert (module_cli.root / "forecast.png").stat().st_size > 10_000
+
+
+def test_forecast_command_errors_are_one_line(module_cli, evaluated, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamps,open,high,low\n2024-01-01,1,2,0.5\n")
+    cases = [
+        ("models:/kronos-predictor/9", None, "kronos-predictor, version=9"),
+        ("models:/kronos-predictor/1", None, "bad.csv"),
+        ("models:/kronos-predictor/1", f"sqlite:///{tmp_path}/none.db", "no MLflow store"),
+        ("models:/kronos-predictor/1", f"http://127.0.0.1:{_free_port()}", "cannot load model=models:/kronos-predictor/1 from http://"),
+    ]
+    for model, store, message in cases:
+        proc = _forecast(module_cli, f"model={model}", f"data.path={bad}", store=store)
+        assert proc.returncode == 1
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.strip().startswith("error:")
+
+
+def test_eval_with_nothing_to_evaluate_says_what_to_do(cli):
+    proc = cli.run("phases=eval", *SMALL, fast=False, check=False)
+    assert proc.returncode == 1
+    assert "eval: no predictor to evaluate" in proc.stderr and "phases=all" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert {r.info.status for r in cli.runs()} == {"FAILED"}
