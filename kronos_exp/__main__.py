@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
-        raise SystemExit("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact") from None
+        raise SystemExit("interrupted: the MLflow runs are marked KILLED; run the same command again to resume "
+                         "from the last training state (resume=false starts afresh)") from None
 
 
 if __name__ == "__main__":

@@ -101,6 +101,11 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     num_workers: int = 0  # DataLoader workers
+    # Resume a phase from the `last` training state of an unfinished run with its fingerprint;
+    # null = whenever the store holds one, false = always start afresh.
+    resume: Optional[bool] = None
+    checkpoint_every_steps: int = 200  # optimizer steps between `last` states (also saved each epoch); 0 = epochs only
+    dist_backend: Optional[str] = None  # torchrun process group: null = nccl on CUDA, gloo on CPU
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
     objective: Optional[str] = None  # returned to sweepers: <phase>_val_loss; null = the last phase's

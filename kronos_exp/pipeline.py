@@ -16,6 +16,8 @@ from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
 from .train import check_precision, resolve_device
+from .train import distributed
+from .train.distributed import World
 from .train.interrupt import sigterm_stops
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) 
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
-        f"  device   {ctx.device} ({cfg.precision})",
+        f"  device   {ctx.device} ({cfg.precision})" + (
+            f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
@@ -70,23 +73,42 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
 
 
 def run(cfg: DictConfig, output_dir: Path) -> float:
-    """Run every configured phase; returns the objective (a validation loss) for sweepers."""
+    """Run every configured phase; returns the objective (a validation loss) for sweepers.
+    Under torchrun every rank runs this; rank 0 alone tracks, checkpoints and registers."""
+    world = World.from_env()
+    device = distributed.device_for(world, resolve_device(cfg.device))
+    distributed.start(world, device, cfg.dist_backend)
+    try:
+        return _run(cfg, output_dir, world, device)
+    finally:
+        distributed.stop()
+
+
+def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> float:
     started = time.perf_counter()
     job = JobInfo.current()
     # skip_existing=null (the default): reuse registered phases in sweeps, retrain in single runs.
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
-    device = resolve_device(cfg.device)
+    if not world.is_main:  # one voice: the other ranks log warnings and errors only
+        logging.getLogger().setLevel(logging.WARNING)
     check_precision(cfg.precision)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
     data = build_datasets(cfg.data)
     data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
-    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+    # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
+    output_dir, skip_existing = world.share((output_dir, skip_existing))
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name) if world.is_main else None
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing)
+                     registry=Registry(tracker.client) if tracker else None, output_dir=output_dir,
+                     skip_existing=skip_existing, resume=cfg.resume, world=world)
+    if not world.is_main:
+        for phase in phases:
+            ctx.results[phase.name] = phase.run(ctx)
+        return objective_value(cfg, {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()})
     with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
         log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
         mlflow.log_dict(data.summary, "data_summary.json")

@@ -21,7 +21,10 @@ from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
 from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
+from ..tracking.resume import (RESUMED_FROM_TAG, STATE_TAG, Unfinished, done_in_unfinished_job, find_unfinished,
+                               mark_resumed)
 from ..train import FitResult, FitSettings, fit
+from ..train.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,21 @@ class RunContext:
     registry: Registry
     output_dir: Path
     skip_existing: bool = False
+    resume: bool | None = None  # None: resume when the store holds an unfinished run of the phase
+    world: World = field(default_factory=World)
     results: dict[str, PhaseResult] = field(default_factory=dict)
+
+
+@dataclass
+class TrainPlan:
+    """What rank 0 decided for a phase to train: where its checkpoints go, what it resumes.
+    The ``last`` training state sits beside the best checkpoint: checkpoints/<phase>.last.pt."""
+    best_dir: Path
+    resume_from: Unfinished | None = None
+
+    @property
+    def state_path(self) -> Path:
+        return self.best_dir.with_name(f"{self.best_dir.name}.last.pt")
 
 
 def seed_everything(seed: int) -> None:
@@ -74,6 +91,8 @@ def phase_fingerprint(ctx: RunContext, name: str, upstream: dict[str, str] | Non
     settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
     for key in _NOT_FINGERPRINTED:
         settings.pop(key, None)
+    # batch_size is per process: N processes of B train the same batches as one process of N*B.
+    settings["batch_size"] *= ctx.world.world_size
     pretrained = settings.get("pretrained")
     return fingerprint({
         "phase": name,
@@ -119,8 +138,14 @@ class Phase:
         return ctx.cfg.mlflow[f"{self.name}_model_name"]
 
     def run(self, ctx: RunContext) -> PhaseResult:
+        """Claim, train or reuse, register. Rank 0 decides and tracks; other ranks train on its word."""
         upstream = self.upstream(ctx)
         fp = phase_fingerprint(ctx, self.name, upstream)
+        if not ctx.world.is_main:
+            plan = ctx.world.share(None)
+            if isinstance(plan, TrainPlan):
+                self._fit(ctx, plan, log_metrics=lambda metrics, step: None, on_best=lambda *a: None)
+            return ctx.world.share(None)
         with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
@@ -128,11 +153,30 @@ class Phase:
             lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
                     else contextlib.nullcontext())
             with lock:
-                reused = self._reuse(ctx, fp) if ctx.skip_existing else None
-                if reused is not None:
-                    return reused
-                mlflow.set_tag("skipped", "false")
-                return self._train(ctx, fp, run.info.run_id)
+                plan = self._claim(ctx, fp, run.info.run_id)
+                ctx.world.share(plan)
+                result = plan if isinstance(plan, PhaseResult) else self._train(ctx, fp, run.info.run_id, plan)
+        return ctx.world.share(result)
+
+    def _claim(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult | TrainPlan:
+        """Resume an unfinished run of this fingerprint, reuse a registered one, or train afresh."""
+        client, experiment_id = ctx.tracker.client, ctx.tracker.experiment_id
+        unfinished = find_unfinished(client, experiment_id, self.name, fp) if ctx.resume is not False else None
+        if unfinished is not None:
+            mark_resumed(client, unfinished, run_id)
+            mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
+            log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
+            return TrainPlan(unfinished.state_path.parent / self.name, unfinished)
+        if ctx.skip_existing or (ctx.resume is not False
+                                 and done_in_unfinished_job(client, experiment_id, self.name, fp)):
+            reused = self._reuse(ctx, fp)
+            if reused is not None:
+                return reused
+        if ctx.resume:
+            log.info("%s: resume=true but no unfinished run has fingerprint %s; training from the start",
+                     self.name, fp[:12])
+        mlflow.set_tag("skipped", "false")
+        return TrainPlan(ctx.output_dir / "checkpoints" / self.name)
 
     def _reuse(self, ctx: RunContext, fp: str) -> PhaseResult | None:
         hit = ctx.registry.fetch(self.registered_name(ctx), fp, ctx.output_dir / "reused")
@@ -146,27 +190,36 @@ class Phase:
         log.info("%s: reusing %s (fingerprint %s)", self.name, version.label, fp[:12])
         return PhaseResult(self.name, folder, fp, val_loss, version, skipped=True)
 
-    def fit_settings(self, ctx: RunContext) -> FitSettings:
+    def fit_settings(self, ctx: RunContext, plan: TrainPlan) -> FitSettings:
         s = self.settings(ctx)
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed)
+                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
+                           world=ctx.world, state_path=plan.state_path, resume=plan.resume_from is not None,
+                           checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
-    def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
+    def _fit(self, ctx: RunContext, plan: TrainPlan, log_metrics, on_best) -> FitResult:
+        """Build the model from the common seed and train it (on every rank)."""
         seed_everything(ctx.cfg.seed)
         model = self.build_model(ctx)
         n_params = sum(p.numel() for p in model.parameters())
-        mlflow.log_param(f"{self.name}.n_parameters", n_params)
         log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
                  len(ctx.data.train), self.settings(ctx).epochs)
-        best_dir = ctx.output_dir / "checkpoints" / self.name
+        if ctx.world.is_main:
+            mlflow.log_param(f"{self.name}.n_parameters", n_params)
+        return fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx, plan),
+                   log_metrics=log_metrics, on_best=on_best, desc=self.name)
+
+    def _train(self, ctx: RunContext, fp: str, run_id: str, plan: TrainPlan) -> PhaseResult:
+        """Rank 0: train (with the other ranks), then log and register the best checkpoint."""
+        best_dir = plan.best_dir
+        mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
 
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
             m.save_pretrained(best_dir)
 
-        result: FitResult = fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx),
-                                log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
+        result = self._fit(ctx, plan, log_metrics=ctx.tracker.log_metrics, on_best=save_best)
         if result.best_epoch < 0:
             raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
@@ -178,5 +231,6 @@ class Phase:
             self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, best_dir, fp,
             tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss), **self.version_tags(ctx)})
         mlflow.set_tag("registered_version", version.version)
+        plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large
         return PhaseResult(self.name, best_dir, fp, result.best_val_loss, version, skipped=False,
                            val_history=result.val_history, duration_s=result.duration_s)

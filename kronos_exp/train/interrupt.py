@@ -43,3 +43,32 @@ def sigterm_stops() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _requested = None
+
+
+def stop_requested() -> bool:
+    return _requested is not None
+
+
+@contextlib.contextmanager
+def stops_at_step_boundary() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM only record the stop: the training loop acts on it at
+    its next optimizer-step boundary, where it can save a consistent training state."""
+    global _requested
+
+    def handler(signum, frame):
+        global _requested
+        _requested = f"signal {signum}"
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    except Interrupted:
+        _requested = None  # acted on: the loop stopped for it
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -2,23 +2,29 @@
 
 AdamW + OneCycle, gradient accumulation and clipping, optional bf16 autocast, a validation
 pass each epoch, and a callback whenever the validation loss improves (the phase saves its
-best checkpoint there).
+best checkpoint there). Under torchrun the model trains data-parallel (train/distributed.py);
+with ``state_path`` set the loop keeps a resumable ``last`` training state (train/state.py).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .interrupt import raise_if_stop_requested
+from .distributed import EpochSampler, World, all_reduce_sums, shard
+from .interrupt import Interrupted, raise_if_stop_requested, stop_requested, stops_at_step_boundary
 from .precision import autocast
+from .state import TrainingState, restore_rng_states, rng_states
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,10 @@ class FitSettings:
     precision: str = "fp32"
     num_workers: int = 0
     seed: int = 0
+    world: World = field(default_factory=World)
+    state_path: Path | None = None  # where the resumable `last` state lives; None: keep none
+    resume: bool = False  # continue from state_path when it exists
+    checkpoint_every_steps: int = 0  # also save `last` every N optimizer steps (0: once per epoch only)
 
 
 @dataclass
@@ -61,6 +71,7 @@ class FitResult:
     samples_per_second: float = 0.0
     duration_s: float = 0.0
     steps: int = 0
+    resumed_at_step: int | None = None
 
 
 def _mean_components(totals: dict[str, float], count: int) -> dict[str, float]:
@@ -68,8 +79,10 @@ def _mean_components(totals: dict[str, float], count: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, objective: Objective, loader: DataLoader, s: FitSettings) -> dict[str, float]:
-    """Sample-weighted means of every loss component over a loader, plus the epoch metrics."""
+def evaluate(model: nn.Module, objective: Objective, loader: DataLoader, s: FitSettings,
+             metrics_loader: DataLoader | None = None) -> dict[str, float]:
+    """Sample-weighted means of every loss component over a loader (summed over all ranks when
+    each holds a shard), plus the epoch metrics over ``metrics_loader`` (default: ``loader``)."""
     model.eval()
     totals: dict[str, float] = {}
     count = 0
@@ -82,48 +95,112 @@ def evaluate(model: nn.Module, objective: Objective, loader: DataLoader, s: FitS
         for k, v in parts.items():
             totals[k] = totals.get(k, 0.0) + float(v) * n
         count += n
+    totals = all_reduce_sums({**totals, "__count__": float(count)}, s.device)
+    count = int(totals.pop("__count__"))
     means = _mean_components(totals, count)
-    means.update(objective.epoch_metrics(model, loader))
+    means.update(objective.epoch_metrics(model, metrics_loader or loader))
     return means
+
+
+def _pin(s: FitSettings) -> bool:
+    return s.device.type == "cuda"
 
 
 def fit(model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dataset, s: FitSettings,
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
         desc: str = "train") -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
-    validation metrics (prefixed ``val_``) at step = epoch."""
-    generator = torch.Generator().manual_seed(s.seed)
-    train_loader = DataLoader(train_set, batch_size=s.batch_size, shuffle=True, drop_last=len(train_set) > s.batch_size,
-                              num_workers=s.num_workers, generator=generator)
-    val_loader = DataLoader(val_set, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
+    validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
+    optimizer step, after saving the training state (when ``state_path`` is set)."""
+    with stops_at_step_boundary():
+        return _fit(model, objective, train_set, val_set, s, log_metrics, on_best, desc)
+
+
+def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_best, desc) -> FitResult:
+    world = s.world
+    generator = torch.Generator().manual_seed(s.seed)  # the loader's own, so iterating draws nothing global
+    sampler = EpochSampler(train_set, world, s.seed)
+    train_loader = DataLoader(train_set, batch_size=s.batch_size, sampler=sampler,
+                              drop_last=len(train_set) > s.batch_size * world.world_size,
+                              num_workers=s.num_workers, generator=generator, pin_memory=_pin(s))
+    val_shard = Subset(val_set, shard(len(val_set), world)) if world.distributed else val_set
+    val_loader = DataLoader(val_shard, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
+                            pin_memory=_pin(s))
+    full_val_loader = (DataLoader(val_set, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
+                       if world.distributed else val_loader)
     model.to(s.device)
+    trained = DistributedDataParallel(model, device_ids=[s.device] if s.device.type == "cuda" else None) \
+        if world.distributed else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=s.lr, betas=s.adam_betas, weight_decay=s.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / s.accumulation_steps))
+    batches_per_epoch = len(train_loader)
+    steps_per_epoch = max(1, math.ceil(batches_per_epoch / s.accumulation_steps))
     total_steps = s.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=total_steps,
                                                     pct_start=s.pct_start, div_factor=10, final_div_factor=100)
     result = FitResult(best_val_loss=math.inf, best_epoch=-1)
-    started, samples, step = time.perf_counter(), 0, 0
-    for epoch in range(s.epochs):
-        model.train()
-        window: dict[str, float] = {}
-        window_batches = 0
+    samples, step, first_epoch, batches_done, prior_seconds = 0, 0, 0, 0, 0.0
+    window: dict[str, float] = {}
+    window_batches = 0
+    if s.resume and s.state_path is not None and s.state_path.is_file():
+        state = TrainingState.load(s.state_path)
+        if state.world_size != world.world_size:
+            raise ValueError(f"{s.state_path} was saved by {state.world_size} process(es) and this run has "
+                             f"{world.world_size}; resume with the same --nproc_per_node, or resume=false")
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        restore_rng_states(state.rng, generator)
+        first_epoch, batches_done, step, samples = state.epoch, state.batches_done, state.step, state.samples
+        prior_seconds, window, window_batches = state.train_seconds, state.window, state.window_batches
+        result.best_val_loss, result.best_epoch = state.best_val_loss, state.best_epoch
+        result.val_history, result.train_history = state.val_history, state.train_history
+        result.resumed_at_step = step
+        log.info("%s: resuming from %s (epoch %d, batch %d of %d, step %d)", desc, s.state_path,
+                 first_epoch + 1, batches_done, batches_per_epoch, step)
+    started = time.perf_counter() - prior_seconds
+    loader_rng = generator.get_state()
+
+    def save_state(epoch: int, done: int) -> None:
+        if s.state_path is None or not world.is_main:  # one writer; every rank holds the same state
+            return
+        TrainingState(epoch=epoch, batches_done=done, step=step, world_size=world.world_size,
+                      model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      rng={**rng_states(generator), "loader": loader_rng}, best_val_loss=result.best_val_loss,
+                      best_epoch=result.best_epoch, val_history=list(result.val_history),
+                      train_history=list(result.train_history), samples=samples,
+                      train_seconds=time.perf_counter() - started, window=dict(window),
+                      window_batches=window_batches).save(s.state_path)
+
+    def stop_agreed() -> bool:
+        """Whether any rank was asked to stop; all ranks stop at the same step."""
+        if not world.distributed:
+            return stop_requested()
+        return all_reduce_sums({"stop": float(stop_requested())}, s.device)["stop"] > 0
+
+    for epoch in range(first_epoch, s.epochs):
+        trained.train()
+        sampler.set_epoch(epoch)
+        sampler.skip = batches_done * s.batch_size
+        loader_rng = generator.get_state()  # the iterator below draws its worker seed from it
         # disable=None: a live bar on a terminal, nothing in CI logs or piped output.
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{s.epochs}", leave=False, dynamic_ncols=True,
-                   disable=None)
-        for i, batch in enumerate(bar):
-            raise_if_stop_requested()
+                   disable=None if world.is_main else True, initial=batches_done, total=batches_per_epoch)
+        for i, batch in enumerate(bar, start=batches_done):
             batch = [t.to(s.device, non_blocking=True) for t in batch]
-            with autocast(s.device, s.precision):
-                parts = objective.loss(model, batch)
-            (parts["loss"] / s.accumulation_steps).backward()
+            last_in_epoch = i + 1 == batches_per_epoch
+            boundary = not (i + 1) % s.accumulation_steps or last_in_epoch
+            # Gradients of the micro-batches before a step's last are only all-reduced with it.
+            sync = contextlib.nullcontext() if boundary or not world.distributed else trained.no_sync()
+            with sync:
+                with autocast(s.device, s.precision):
+                    parts = objective.loss(trained, batch)
+                (parts["loss"] / s.accumulation_steps).backward()
             for k, v in parts.items():
                 window[k] = window.get(k, 0.0) + float(v.detach())
             window_batches += 1
-            samples += batch[0].shape[0]
-            last_in_epoch = i + 1 == len(train_loader)
-            if (i + 1) % s.accumulation_steps and not last_in_epoch:
+            samples += batch[0].shape[0] * world.world_size
+            if not boundary:
                 continue
             if s.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, s.grad_clip)
@@ -134,7 +211,8 @@ def fit(model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dat
                 scheduler.step()
             step += 1
             if step % s.log_interval == 0 or last_in_epoch:
-                means = _mean_components(window, window_batches)
+                sums = all_reduce_sums({**window, "__batches__": float(window_batches)}, s.device)
+                means = _mean_components(sums, int(sums.pop("__batches__")))
                 rate = samples / (time.perf_counter() - started)
                 metrics = {"train_loss": means.pop("loss"), "lr": lr, "samples_per_second": rate}
                 metrics.update({f"train_{k}": v for k, v in means.items()})
@@ -142,7 +220,17 @@ def fit(model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dat
                 result.train_history.append((step, metrics["train_loss"]))
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", samples_s=f"{rate:.0f}")
                 window, window_batches = {}, 0
-        val = evaluate(model, objective, val_loader, s)
+            if stop_agreed():
+                save_state(epoch, i + 1)
+                raise Interrupted(f"{desc}: stopped at step {step}")
+            if s.checkpoint_every_steps and step % s.checkpoint_every_steps == 0:
+                save_state(epoch, i + 1)
+        batches_done = 0
+        try:
+            val = evaluate(model, objective, val_loader, s, full_val_loader)
+        except Interrupted:  # evaluation changes nothing: the state is the end of this epoch's training
+            save_state(epoch, batches_per_epoch)
+            raise
         val_loss = val[objective.val_key]
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
         result.val_history.append(val_loss)
@@ -151,6 +239,8 @@ def fit(model: nn.Module, objective: Objective, train_set: Dataset, val_set: Dat
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(model, epoch, val_loss)
+        loader_rng = generator.get_state()
+        save_state(epoch + 1, 0)
     result.duration_s = time.perf_counter() - started
     result.samples_per_second = samples / max(result.duration_s, 1e-9)
     result.steps = step

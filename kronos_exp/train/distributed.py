@@ -1,0 +1,119 @@
+"""Data-parallel training under torchrun: process group, sampler, rank-0 gate, metric all-reduce.
+
+torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them this is a world of one
+and nothing here talks to ``torch.distributed``. Only rank 0 touches the tracking store: work
+that does goes through :meth:`World.rank_zero`, which runs it there and hands every rank the
+result, so all ranks take the same decision.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+T = TypeVar("T")
+BACKENDS = ("nccl", "gloo")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "World":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def rank_zero(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` runs on rank 0 only (tracking, registry); every rank gets its (picklable) result."""
+        return self.share(fn(*args, **kwargs) if self.is_main else None)
+
+    def share(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank (what the others pass is ignored)."""
+        return broadcast(obj) if self.distributed else obj
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def device_for(world: World, requested: torch.device) -> torch.device:
+    """Under torchrun each process takes the CUDA device of its local rank."""
+    if requested.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+        return device
+    return requested
+
+
+def start(world: World, device: torch.device, backend: str | None) -> None:
+    """Join the process group: nccl on CUDA, gloo on CPU, unless ``backend`` says otherwise."""
+    if not world.distributed or dist.is_initialized():
+        return
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    if backend not in BACKENDS:
+        raise ValueError(f"dist_backend={backend!r}; valid: {', '.join(BACKENDS)} or null (nccl on CUDA, gloo on CPU)")
+    dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sums(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Sums of ``values`` over all ranks (every rank must pass the same keys)."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    # nccl reduces CUDA tensors only; gloo reduces CPU tensors.
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=on)
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
+
+class EpochSampler(DistributedSampler):
+    """This rank's share of a seeded per-epoch shuffle (``set_epoch``), optionally starting
+    ``skip`` samples in, where a resumed epoch picks up.
+
+    With ``drop_last`` every rank takes ``rank, rank + world, ...`` of the same permutation, so
+    batch k of N ranks covers the same windows as batch k of one process with N times the batch.
+    """
+
+    def __init__(self, dataset: Dataset, world: World, seed: int, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=world.world_size, rank=world.rank, shuffle=shuffle, seed=seed,
+                         drop_last=shuffle)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def shard(n: int, world: World) -> list[int]:
+    """Indices of ``n`` items for this rank, without overlap or padding (for validation)."""
+    return list(range(world.rank, n, world.world_size))
