@@ -80,6 +80,7 @@ class PredictorConfig(TrainConfig):
     arch: PredictorArch = field(default_factory=PredictorArch)
     max_context: int = 512  # longest token history the predictor attends to (published: mini 2048)
     teacher_forcing: bool = True  # s2 conditioned on the true s1; false = sampled s1 (reference recipe)
+    token_cache_mb: float = 256.0  # encode train/val windows once per run up to this size; past it, per batch
 
 
 @dataclass

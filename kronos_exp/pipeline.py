@@ -15,8 +15,7 @@ from .data import build_datasets, resolve_paths
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
-from .train import check_precision, resolve_device
-from .train import distributed
+from .train import distributed, resolve_device, resolve_precision
 from .train.distributed import World
 from .train.interrupt import sigterm_stops
 
@@ -53,7 +52,7 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) 
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
-        f"  device   {ctx.device} ({cfg.precision})" + (
+        f"  device   {ctx.device} ({ctx.precision})" + (
             f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
@@ -93,7 +92,7 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     if not world.is_main:  # one voice: the other ranks log warnings and errors only
         logging.getLogger().setLevel(logging.WARNING)
-    check_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
     data = build_datasets(cfg.data)
@@ -104,7 +103,7 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name) if world.is_main else None
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client) if tracker else None, output_dir=output_dir,
-                     skip_existing=skip_existing, resume=cfg.resume, world=world)
+                     skip_existing=skip_existing, resume=cfg.resume, world=world, precision=precision)
     if not world.is_main:
         for phase in phases:
             ctx.results[phase.name] = phase.run(ctx)

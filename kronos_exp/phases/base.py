@@ -29,7 +29,7 @@ from ..train.distributed import World
 log = logging.getLogger(__name__)
 
 # Settings that change how a run is reported, not what it trains.
-_NOT_FINGERPRINTED = ("log_interval",)
+_NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")
 CHECKPOINT_ARTIFACT = "checkpoint"
 
 
@@ -56,6 +56,7 @@ class RunContext:
     registry: Registry
     output_dir: Path
     skip_existing: bool = False
+    precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
     resume: bool | None = None  # None: resume when the store holds an unfinished run of the phase
     world: World = field(default_factory=World)
     results: dict[str, PhaseResult] = field(default_factory=dict)
@@ -100,7 +101,7 @@ def phase_fingerprint(ctx: RunContext, name: str, upstream: dict[str, str] | Non
         "settings": settings,
         "initial_weights": checkpoint_digest(pretrained) if pretrained else "random",
         "seed": ctx.cfg.seed,
-        "precision": ctx.cfg.precision,
+        "precision": ctx.precision,
         "kronos_exp": __version__,
         "upstream": upstream or {},
     })
@@ -122,6 +123,10 @@ class Phase:
 
     def epoch_metrics(self, model: nn.Module, loader) -> dict[str, float]:
         return {}
+
+    def datasets(self, ctx: RunContext):
+        """(train, val) the loop iterates; after ``build_model``, so a phase may derive them from it."""
+        return ctx.data.train, ctx.data.val
 
     def upstream(self, ctx: RunContext) -> dict[str, str]:
         """Fingerprints of what this phase builds on (none for the first phase)."""
@@ -195,7 +200,7 @@ class Phase:
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.cfg.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
+                           precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
                            world=ctx.world, state_path=plan.state_path, resume=plan.resume_from is not None,
                            checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
@@ -208,7 +213,8 @@ class Phase:
                  len(ctx.data.train), self.settings(ctx).epochs)
         if ctx.world.is_main:
             mlflow.log_param(f"{self.name}.n_parameters", n_params)
-        return fit(model, self, ctx.data.train, ctx.data.val, self.fit_settings(ctx, plan),
+        train_set, val_set = self.datasets(ctx)
+        return fit(model, self, train_set, val_set, self.fit_settings(ctx, plan),
                    log_metrics=log_metrics, on_best=on_best, desc=self.name)
 
     def _train(self, ctx: RunContext, fp: str, run_id: str, plan: TrainPlan) -> PhaseResult:

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from ..model import Kronos, KronosTokenizer
+from ..train.precision import full_precision
 from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint
+from .token_cache import tokenize_within
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,11 @@ class TokenizerUnavailable(RuntimeError):
 
 
 class PredictorPhase(Phase):
-    """loss = (CE(s1) + CE(s2)) / 2 over every next-token position of the window."""
+    """loss = (CE(s1) + CE(s2)) / 2 over every next-token position of the window.
+
+    Batches are ``(s1, s2, stamp)`` from the token cache, or raw ``(x, stamp)`` windows that the
+    frozen tokenizer encodes on the fly (past ``predictor.token_cache_mb``).
+    """
 
     name = "predictor"
     val_key = "loss"
@@ -93,10 +99,27 @@ class PredictorPhase(Phase):
         self.teacher_forcing = bool(settings.teacher_forcing)
         return model
 
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (s1, s2) [B, T] of windows x [B, T, 6]: fp32 even inside the loop's autocast,
+        since a code bit is a sign and bf16 rounding would flip some."""
+        device = next(self.tokenizer.parameters()).device
+        with full_precision(device):
+            return self.tokenizer.encode(x.to(device).float(), half=True)
+
+    def datasets(self, ctx: RunContext):
+        splits = {"train": ctx.data.train, "val": ctx.data.val}
+        cfg = self.tokenizer.config
+        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"])
+        return out["train"], out["val"]
+
     def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:
-        x, stamp = batch
-        with torch.no_grad():
-            s1, s2 = self.tokenizer.encode(x, half=True)  # [B, T] each
+        if len(batch) == 3:
+            s1, s2, stamp = batch  # from the token cache
+        else:
+            x, stamp = batch
+            s1, s2 = self.encode(x)  # [B, T] each
+        s1, s2 = s1.long(), s2.long()
         s1_in, s2_in, s1_out, s2_out = s1[:, :-1], s2[:, :-1], s1[:, 1:], s2[:, 1:]
         s1_logits, s2_logits = model(s1_in, s2_in, stamp[:, :-1],
                                      use_teacher_forcing=self.teacher_forcing or not model.training,

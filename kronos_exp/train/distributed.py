@@ -82,16 +82,14 @@ def broadcast(obj: T) -> T:
     return box[0]
 
 
-def all_reduce_sums(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Sums of ``values`` over all ranks (every rank must pass the same keys)."""
-    if not dist.is_initialized() or not values:
-        return values
-    keys = sorted(values)
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over all ranks (``t`` itself in a world of one), on ``t``'s device."""
+    if not dist.is_initialized():
+        return t
     # nccl reduces CUDA tensors only; gloo reduces CPU tensors.
-    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=on)
-    dist.all_reduce(t)
-    return dict(zip(keys, t.tolist()))
+    on = t if dist.get_backend() == "nccl" else t.detach().cpu().clone()
+    dist.all_reduce(on)
+    return on.to(t.device)
 
 
 class EpochSampler(DistributedSampler):

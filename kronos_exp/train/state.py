@@ -54,6 +54,7 @@ class TrainingState:
     model: dict[str, Any]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
+    scaler: dict[str, Any]  # fp16 loss scale (empty otherwise)
     rng: dict[str, Any]
     best_val_loss: float
     best_epoch: int
@@ -61,8 +62,7 @@ class TrainingState:
     train_history: list[tuple[int, float]] = field(default_factory=list)
     samples: int = 0
     train_seconds: float = 0.0
-    window: dict[str, float] = field(default_factory=dict)  # train-loss sums since the last log
-    window_batches: int = 0
+    window: dict[str, Any] = field(default_factory=dict)  # train-loss sums since the last log line
 
     def save(self, path: Path) -> None:
         """Atomic: write ``<path>.tmp``, fsync it, rename over ``path``, fsync the folder."""

@@ -52,7 +52,8 @@ def test_help_and_config_printout(cli):
 @pytest.mark.parametrize("override, message", [
     ("device=cuda", "error: device='cuda' but this machine has no CUDA device"),
     ("device=tpu9", "error: device='tpu9' is not a device"),
-    ("precision=fp8", "error: precision='fp8'; valid: fp32, bf16"),
+    ("precision=fp8", "error: precision='fp8'; valid: auto, fp32, bf16, fp16"),
+    ("precision=fp16", "error: precision=fp16 needs a CUDA device"),
     ("objective=foo_val_loss", "error: objective=foo_val_loss but this run has only tokenizer_val_loss"),
 ])
 def test_bad_settings_are_one_clear_line(cli, override, message):

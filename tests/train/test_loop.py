@@ -1,0 +1,110 @@
+"""The shared loop: whole-batch loading, no host sync per step, validation and precision."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kronos_exp.data.windows import WindowDataset
+from kronos_exp.train import Batches, FitSettings, evaluate, fit
+from kronos_exp.train.loop import Sums
+
+
+def _windows(n_rows=120, lookback=8, predict=2, seed=0) -> WindowDataset:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n_rows, 6)).astype(np.float32).cumsum(0)
+    stamps = rng.integers(0, 7, size=(n_rows, 5)).astype(np.float32)
+    return WindowDataset([values], [stamps], lookback, predict)
+
+
+class Syncs(torch.Tensor):
+    """A tensor that counts reads of its value on the host (item, float, tolist, bool)."""
+
+    count = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__bool__):
+            Syncs.count += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class Regression:
+    """Predict the last feature of each window from the others: a model + loss the loop can train."""
+
+    val_key = "loss"
+
+    def loss(self, model, batch):
+        x, _stamp = batch
+        err = (model(x[..., :5]).squeeze(-1) - x[..., 5]) ** 2
+        return {"loss": err.mean().as_subclass(Syncs), "max_err": err.max().as_subclass(Syncs)}
+
+    def epoch_metrics(self, model, loader):
+        return {}
+
+
+def _settings(**kw) -> FitSettings:
+    base = dict(epochs=2, lr=1e-2, batch_size=8, weight_decay=0.0, adam_betas=(0.9, 0.95), pct_start=0.1,
+                grad_clip=1.0, accumulation_steps=1, log_interval=5, device=torch.device("cpu"))
+    return FitSettings(**{**base, **kw})
+
+
+def test_batches_equal_stacked_items_and_cover_every_window_once():
+    ds = _windows()
+    batches = list(Batches(ds, 16, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    assert len(batches) == len(Batches(ds, 16)) == math.ceil(len(ds) / 16)
+    xs = torch.cat([b[0] for b in batches])
+    assert xs.shape == (len(ds), 10, 6)
+    # every window exactly once, each equal to the dataset's own item
+    seen = {tuple(x[0, :2].tolist()) for x in xs}
+    assert len(seen) == len(ds)
+    first = batches[0]
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:16]
+    for j, i in enumerate(order.tolist()):
+        x, stamp = ds[i]
+        assert torch.equal(first[0][j], x) and torch.equal(first[1][j], stamp)
+
+
+def test_batches_drop_last_sampler_and_workers():
+    ds = _windows()
+    assert all(len(b[0]) == 16 for b in Batches(ds, 16, drop_last=True))
+    assert len(Batches(ds, 16, drop_last=True)) == len(ds) // 16
+    picked = list(Batches(ds, 4, sampler=[5, 1, 3]))  # e.g. a DistributedSampler's share
+    assert torch.equal(picked[0][0], ds.batch([5, 1, 3])[0]) and len(picked) == 1
+    in_workers = list(Batches(ds, 16, num_workers=1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(in_workers, Batches(ds, 16)))
+
+
+def test_the_loop_reads_losses_on_the_host_only_at_log_lines_and_validation():
+    torch.manual_seed(0)
+    model, train, val = nn.Linear(5, 1), _windows(200), _windows(60, seed=1)
+    s = _settings(log_interval=5)
+    logged = []
+    Syncs.count = 0
+    result = fit(model, Regression(), train, val, s, log_metrics=lambda m, step: logged.append(m),
+                 on_best=lambda *a: None)
+    steps_per_epoch = len(train) // 8
+    assert result.steps == 2 * steps_per_epoch > 20
+    # one read per log line (every 5 steps and at each epoch end) and one per validation pass, not per step
+    assert 0 < Syncs.count <= len(logged) < result.steps
+    assert result.val_history[-1] < result.val_history[0] or result.val_history[0] < 1.0
+
+
+def test_validation_means_are_sample_weighted():
+    model, val = nn.Linear(5, 1), _windows(60, seed=1)
+    s = _settings(batch_size=7)  # 51 windows: a last batch of 2
+    means = evaluate(model, Regression(), Batches(val, 7), s)
+    x, _ = val.batch(np.arange(len(val)))
+    with torch.no_grad():
+        expected = ((model(x[..., :5]).squeeze(-1) - x[..., 5]) ** 2).mean().item()
+    assert means["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_sums_weights_and_means():
+    sums = Sums()
+    sums.add({"a": torch.tensor(1.0)}, 3)
+    sums.add({"a": torch.tensor(3.0)}, 1)
+    assert sums.means() == {"a": pytest.approx(1.5)}

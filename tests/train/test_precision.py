@@ -1,0 +1,43 @@
+"""precision=auto|fp32|bf16|fp16: what each resolves to, and what stays fp32."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kronos_exp.train.precision import autocast, cpu_has_fast_bf16, full_precision, grad_scaler, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def test_auto_on_cpu_follows_the_cpu_flags():
+    assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+
+
+def test_fp16_needs_cuda_and_names_are_checked():
+    with pytest.raises(ValueError, match="precision=fp16 needs a CUDA device"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(ValueError, match="valid: auto, fp32, bf16, fp16"):
+        resolve_precision("fp8", CPU)
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"
+
+
+def test_bf16_autocast_lowers_matmuls_and_full_precision_restores_fp32():
+    a = torch.randn(4, 4)
+    with autocast(CPU, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+        with full_precision(CPU):
+            assert (a @ a).dtype == torch.float32
+    with autocast(CPU, "fp32"):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_the_scaler_is_a_pass_through_except_for_fp16():
+    assert not grad_scaler(CPU, "bf16").is_enabled()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_on_cuda_scales_the_loss():
+    cuda = torch.device("cuda")
+    assert grad_scaler(cuda, "fp16").is_enabled()
+    assert resolve_precision("auto", cuda) in ("bf16", "fp32")
