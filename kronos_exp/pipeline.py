@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .data import build_datasets, resolve_paths
+from .errors import USER_ERRORS
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, file_digest
 from .tracking.sweep import JobInfo
@@ -79,6 +80,10 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     distributed.start(world, device, cfg.dist_backend)
     try:
         return _run(cfg, output_dir, world, device)
+    except USER_ERRORS:
+        if world.is_main:
+            raise
+        raise SystemExit(1) from None  # every rank meets a bad setting alike: rank 0 alone says so
     finally:
         distributed.stop()
 

@@ -1,0 +1,55 @@
+"""torchrun: two gloo processes on the CPU train what one process with their global batch trains,
+and leave one set of runs, checkpoints and versions."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
+# Same batches either way; only the float summation order differs. The predictor also inherits the
+# tokenizer's difference through its codes, hence its looser bound.
+TOLERANCE = {"tokenizer_val_loss": 1e-3, "predictor_val_loss": 1e-2}  # relative
+
+
+def job_metrics(cli) -> dict[str, float]:
+    [job] = [r for r in cli.runs() if "phase" not in r.data.tags]
+    return job.data.metrics
+
+
+@pytest.fixture
+def two_processes(cli):
+    """``torchrun --standalone --nproc_per_node=2`` of the CLI, 4 windows per process and batch."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(*TINY, "tokenizer.batch_size=4",
+                                                                           "predictor.batch_size=4", fast=False)[1:]]
+    proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return cli, proc
+
+
+def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, tmp_path):
+    cli, proc = two_processes
+    assert "x 2 processes" in proc.stdout
+    one = type(cli)(tmp_path / "one")
+    one.root.mkdir()
+    single = subprocess.run(one.command(*TINY, "tokenizer.batch_size=8", "predictor.batch_size=8", fast=False),
+                            cwd=one.root, env={**one.env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, reference = job_metrics(cli), job_metrics(one)
+    for key, tolerance in TOLERANCE.items():
+        assert two[key] == pytest.approx(reference[key], rel=tolerance), key
+
+    # One job run, one run per phase, one checkpoint and one version per phase, all finished.
+    runs = cli.runs()
+    assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "predictor", "tokenizer"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len(list(cli.root.glob("outputs/**/model.safetensors"))) == 2
+    assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
+    # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
+    fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
+    assert fingerprints[0] == fingerprints[1]
