@@ -83,7 +83,10 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     except USER_ERRORS:
         if world.is_main:
             raise
-        raise SystemExit(1) from None  # every rank meets a bad setting alike: rank 0 alone says so
+        # Every rank meets a bad setting alike: rank 0 alone says so and ends the runs FAILED;
+        # torchrun stops this process when rank 0 exits.
+        time.sleep(30)
+        raise SystemExit(1) from None
     finally:
         distributed.stop()
 
