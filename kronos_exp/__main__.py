@@ -30,9 +30,12 @@ def main(cfg: DictConfig) -> float:
             print(f"error: job {hydra_cfg.job.num}: {err}", file=sys.stderr)
             return float("nan")
         raise SystemExit(f"error: {err}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: the MLflow runs are marked KILLED; run the same command again to resume "
-                         "from the last training state (resume=false starts afresh)") from None
+    except KeyboardInterrupt as stop:
+        from .train.interrupt import exit_code
+
+        print("interrupted: the MLflow runs are marked KILLED; run the same command again to resume from the "
+              "last training state (resume=false starts afresh)", file=sys.stderr)
+        raise SystemExit(exit_code(stop)) from None
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@ kronos_exp.tracking. Architecture presets live in conf/tokenizer/*.yaml and conf
 """
 from __future__ import annotations
 
+import json
+import math
+import os
+import secrets
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from .data import DataConfig
 from .data.config import schema_node
@@ -112,7 +117,82 @@ class RunConfig:
     objective: Optional[str] = None  # returned to sweepers: <phase>_val_loss; null = the last phase's
 
 
+@dataclass(frozen=True)
+class Range:
+    """What a setting accepts, as a test and as the words the error shows."""
+    accepts: Callable[[Any], bool]
+    valid: str
+
+
+_AT_LEAST_ONE = Range(lambda v: v >= 1, "an integer >= 1")
+_POSITIVE = Range(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_NON_NEGATIVE = Range(lambda v: v >= 0, "a number >= 0")
+_OPEN_FRACTION = Range(lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+_PROBABILITY = Range(lambda v: 0 <= v < 1, "a number in [0, 1)")
+_TRAIN_RANGES = {"epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "accumulation_steps": _AT_LEAST_ONE,
+                 "log_interval": _AT_LEAST_ONE, "lr": _POSITIVE, "pct_start": _OPEN_FRACTION,
+                 "grad_clip": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE, "adam_beta1": _PROBABILITY,
+                 "adam_beta2": _PROBABILITY}
+_DROPOUTS = {"tokenizer": ("ffn", "attn", "resid"), "predictor": ("ffn", "attn", "resid", "token")}
+
+# Every numeric or name setting Hydra's types cannot bound, keyed by its dotted path; a
+# ``<phase>.`` key is checked when that phase is in the run (``check_settings``).
+RANGES: dict[str, Range] = {
+    **{f"{phase}.{key}": r for phase in _DROPOUTS for key, r in _TRAIN_RANGES.items()},
+    **{f"{phase}.arch.{d}_dropout_p": _PROBABILITY for phase, kinds in _DROPOUTS.items() for d in kinds},
+    "predictor.max_context": _AT_LEAST_ONE,
+    "num_workers": Range(lambda v: v >= 0, "an integer >= 0"),
+    "mlflow.experiment_name": Range(lambda v: bool(str(v).strip()), "a non-empty name"),
+}
+
+
+def _code_bits(cfg: Any, phase: str) -> dict[str, int] | None:
+    """The s1/s2 bit widths ``phase`` will have: its arch, or a local pretrained checkpoint's
+    config.json (None when that is a hub id or unreadable: the phase checks it when it loads)."""
+    pretrained = cfg[phase].pretrained
+    if not pretrained:
+        return {b: cfg[phase].arch[b] for b in ("s1_bits", "s2_bits")}
+    try:
+        config = json.loads((Path(str(pretrained)).expanduser() / "config.json").read_text())
+        return {b: config[b] for b in ("s1_bits", "s2_bits")}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_settings(cfg: Any, phases: list[str]) -> None:
+    """Every setting of this run in its range, and the predictor's codes matching the tokenizer's,
+    before any work: a bad value fails in a second, naming its key, not after a phase trained."""
+    from .errors import ConfigError  # here, not at the top: --help must not import torch and mlflow
+
+    for key, rule in RANGES.items():
+        if key.split(".")[0] in _DROPOUTS and key.split(".")[0] not in phases:
+            continue
+        value = OmegaConf.select(cfg, key)
+        try:
+            accepted = rule.accepts(value)
+        except TypeError:
+            accepted = False
+        if not accepted:
+            raise ConfigError(f"{key}={value!r}; valid: {rule.valid}")
+    if "predictor" in phases:
+        tokenizer, predictor = _code_bits(cfg, "tokenizer"), _code_bits(cfg, "predictor")
+        for bits in ("s1_bits", "s2_bits") if tokenizer and predictor else ():
+            if predictor[bits] != tokenizer[bits]:
+                raise ConfigError(
+                    f"predictor {bits}={predictor[bits]} but the tokenizer has {bits}={tokenizer[bits]}; the "
+                    f"predictor's vocabulary must match the tokenizer's codes (set predictor.arch.{bits}="
+                    f"{tokenizer[bits]}, or pick matching presets)")
+
+
+def _invocation_id() -> str:
+    """``<pid>-<random>``: the run-folder suffix that keeps two invocations started in the same
+    second apart. Cached in the config (like ``${now:}``), so sweep workers see the same value."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("kronos_unique"):
+        OmegaConf.register_new_resolver("kronos_unique", _invocation_id, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(group="data", name="schema", node=schema_node())

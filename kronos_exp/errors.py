@@ -4,4 +4,9 @@ from .data import DataError
 from .model.checkpoint import CheckpointError, CheckpointNotFound
 from .phases.predictor import TokenizerUnavailable
 
-USER_ERRORS = (DataError, CheckpointError, CheckpointNotFound, TokenizerUnavailable, ValueError)
+
+class ConfigError(ValueError):
+    """A setting outside what it accepts; the message names the key and what would be valid."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, CheckpointNotFound, TokenizerUnavailable, ValueError)

@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .config import check_settings
 from .data import build_datasets, resolve_paths
 from .errors import USER_ERRORS
 from .phases import Phase, PhaseResult, RunContext
@@ -103,12 +104,15 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
     check_objective(cfg, phases)
+    check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
     data_fingerprint = {"files": [file_digest(p) for p in resolve_paths(cfg.data)],
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
     # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
     output_dir, skip_existing = world.share((output_dir, skip_existing))
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name) if world.is_main else None
+    if tracker:
+        tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
                      registry=Registry(tracker.client) if tracker else None, output_dir=output_dir,
                      skip_existing=skip_existing, resume=cfg.resume, world=world, precision=precision)

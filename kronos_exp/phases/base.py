@@ -17,8 +17,8 @@ from torch import nn
 
 from .. import __version__
 from ..data import DataSplits
-from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
-from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
+from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
 from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
 from ..tracking.resume import (RESUMED_FROM_TAG, STATE_TAG, Unfinished, done_in_unfinished_job, find_unfinished,
@@ -221,20 +221,28 @@ class Phase:
         """Rank 0: train (with the other ranks), then log and register the best checkpoint."""
         best_dir = plan.best_dir
         mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
+        saved: dict[str, str] = {}  # sha256 of each file as this process wrote it
 
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
             m.save_pretrained(best_dir)
+            saved.clear()
+            saved.update(folder_digests(best_dir))
 
         result = self._fit(ctx, plan, log_metrics=ctx.tracker.log_metrics, on_best=save_best)
+        if not saved and plan.resume_from is not None:  # the best so far was saved before the resume
+            saved.update(folder_digests(best_dir))
         if result.best_epoch < 0:
             raise ValueError(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
+        if folder_digests(best_dir) != saved:
+            raise CheckpointError(f"{best_dir} changed after this run saved it (another process writing the same "
+                                  "folder?); it is not registered. Give each run its own hydra.run.dir")
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                             "samples_per_second": result.samples_per_second, "duration_s": result.duration_s})
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, result)
         version = ctx.registry.register(
-            self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, best_dir, fp,
+            self.registered_name(ctx), run_id, CHECKPOINT_ARTIFACT, saved, fp,
             tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss), **self.version_tags(ctx)})
         mlflow.set_tag("registered_version", version.version)
         plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large

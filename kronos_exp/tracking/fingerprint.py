@@ -18,6 +18,12 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def folder_digests(folder: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path: what a checkpoint is, byte for byte."""
+    root = Path(folder)
+    return {p.relative_to(root).as_posix(): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def fingerprint(parts: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``parts`` (keys sorted, so order never matters)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

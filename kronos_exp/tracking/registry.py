@@ -2,6 +2,7 @@
 fingerprint, found again by that fingerprint for ``skip_existing``."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -12,9 +13,26 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME
-from .fingerprint import file_digest
+from .fingerprint import folder_digests
 
 log = logging.getLogger(__name__)
+
+
+FILES_TAG = "files_sha256"  # JSON {relative path: sha256} of every file of the version
+
+
+def integrity_problem(folder: Path, tags: dict[str, str]) -> str | None:
+    """Why ``folder`` is not the checkpoint registered with ``tags`` (None when every file matches)."""
+    if FILES_TAG not in tags:
+        return "it was registered without a digest of each of its files"
+    expected = json.loads(tags[FILES_TAG])
+    actual = folder_digests(folder)
+    for path, digest in sorted(expected.items()):
+        if path not in actual:
+            return f"{path} is missing"
+        if actual[path] != digest:
+            return f"{path} differs from the registered file (sha256 {actual[path][:12]}, registered {digest[:12]})"
+    return None
 
 
 @dataclass
@@ -35,16 +53,18 @@ class Registry:
     def __init__(self, client: MlflowClient):
         self.client = client
 
-    def register(self, name: str, run_id: str, artifact_path: str, checkpoint_dir: Path, fingerprint: str,
+    def register(self, name: str, run_id: str, artifact_path: str, digests: dict[str, str], fingerprint: str,
                  tags: dict[str, str]) -> RegisteredCheckpoint:
-        """Register the checkpoint already logged under ``artifact_path`` of ``run_id``."""
+        """Register the checkpoint already logged under ``artifact_path`` of ``run_id``, with the
+        sha256 of each of its files (``digests``), all of which ``fetch`` checks before reuse."""
         try:
             self.client.create_registered_model(name)
         except MlflowException as err:
             if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
                 raise
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        all_tags = {**tags, "fingerprint": fingerprint, "sha256": file_digest(checkpoint_dir / WEIGHTS_NAME)}
+        all_tags = {**tags, "fingerprint": fingerprint, "sha256": digests[WEIGHTS_NAME],
+                    FILES_TAG: json.dumps(digests, sort_keys=True)}
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=all_tags)
         return RegisteredCheckpoint(name, mv.version, fingerprint, run_id, source, all_tags)
 
@@ -69,10 +89,9 @@ class Registry:
                 log.warning("%s is registered but its files did not download (%s); trying older versions",
                             version.label, err)
                 continue
-            weights = local / WEIGHTS_NAME
-            if not weights.is_file() or file_digest(weights) != version.tags.get("sha256"):
-                log.warning("%s downloaded but its weights do not match the registered checksum; skipping it",
-                            version.label)
+            problem = integrity_problem(local, version.tags)
+            if problem:
+                log.warning("%s is not reused: %s", version.label, problem)
                 continue
             return version, local
         return None

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .fingerprint import fingerprint
+from .stale import PID_TAG, mark_dead_runs_failed, process_tags
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +82,27 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None, experiment_name: str):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        store_lock = contextlib.nullcontext()
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            database = Path(self.tracking_uri[len("sqlite:///"):])
+            database.parent.mkdir(parents=True, exist_ok=True)
+            # MLflow creates and migrates the schema when it first opens a database; processes
+            # doing that at once on a new store collide, so they take turns (only this first open).
+            store_lock = FileLock(f"{database}.init.lock")
         mlflow.set_tracking_uri(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+        with store_lock:
+            self.client = MlflowClient(self.tracking_uri)  # opens (and creates) the database
+            self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
+
+    def end_dead_runs(self) -> None:
+        """End this experiment's runs whose process died (kill -9) FAILED, and say so in one line."""
+        dead = mark_dead_runs_failed(self.client, self.experiment_id)
+        if dead:
+            pids = sorted({r.data.tags.get(PID_TAG, "?") for r in dead})
+            log.warning("%d run(s) of experiment '%s' were left RUNNING by process(es) %s, which no longer exist; "
+                        "marked FAILED: %s", len(dead), self.experiment_name, ", ".join(pids),
+                        ", ".join(r.info.run_id for r in dead))
 
     @property
     def lock_dir(self) -> Path:
@@ -104,7 +121,8 @@ class Tracker:
         """The parent run of one invocation: params, resolved config and Hydra files."""
         parent = os.environ.get(PARENT_RUN_ENV)
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
-                               run_name=tags.get("mlflow.runName") if tags else None, tags=tags)
+                               run_name=tags.get("mlflow.runName") if tags else None,
+                               tags={**(tags or {}), **process_tags()})
         with closing_run(run):
             resolved = OmegaConf.to_container(cfg, resolve=True)
             mlflow.log_params(flatten(resolved))
@@ -126,7 +144,7 @@ class Tracker:
     @contextlib.contextmanager
     def phase_run(self, name: str, tags: dict[str, str] | None = None):
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                               tags={"phase": name, **(tags or {})})
+                               tags={"phase": name, **(tags or {}), **process_tags()})
         with closing_run(run):
             yield run
 

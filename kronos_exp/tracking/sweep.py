@@ -21,6 +21,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from .runs import PARENT_RUN_ENV, Tracker
+from .stale import process_tags
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class MlflowSweepCallback(Callback):
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
         run = self.tracker.client.create_run(
             self.tracker.experiment_id, run_name=sweep_id,
-            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task)})
+            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
+                  **process_tags()})
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = self.run_id, sweep_id
         atexit.register(self._close, "FAILED")  # the sweep died before on_multirun_end

@@ -14,13 +14,29 @@ from typing import Iterator
 class Interrupted(KeyboardInterrupt):
     """A stop requested by a signal; handled like Ctrl-C."""
 
+    signum = signal.SIGTERM
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal number, as shells report a process a signal ended: 130 for Ctrl-C (SIGINT),
+    143 for SIGTERM; schedulers and scripts can tell an interrupt from a failure (exit 1)."""
+    return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
+
 
 _requested: str | None = None
+_requested_by: int = signal.SIGTERM
+
+
+def stop(message: str) -> Interrupted:
+    """The exception for a recorded stop, carrying the signal that asked for it."""
+    err = Interrupted(message)
+    err.signum = _requested_by
+    return err
 
 
 def raise_if_stop_requested() -> None:
     if _requested is not None:
-        raise Interrupted(_requested)
+        raise stop(_requested)
 
 
 @contextlib.contextmanager
@@ -56,8 +72,8 @@ def stops_at_step_boundary() -> Iterator[None]:
     global _requested
 
     def handler(signum, frame):
-        global _requested
-        _requested = f"signal {signum}"
+        global _requested, _requested_by
+        _requested, _requested_by = f"signal {signum}", signum
 
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .batches import Batches, to_device
 from .distributed import EpochSampler, World, all_reduce_sum, shard
-from .interrupt import Interrupted, raise_if_stop_requested, stop_requested, stops_at_step_boundary
+from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary
 from .precision import autocast, grad_scaler
 from .state import TrainingState, restore_rng_states, rng_states
 
@@ -282,7 +282,7 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
                 window = Sums()
             if stop_agreed():
                 save_state(epoch, i + 1)
-                raise Interrupted(f"{desc}: stopped at step {step}")
+                raise stop(f"{desc}: stopped at step {step}")
             if s.checkpoint_every_steps and step % s.checkpoint_every_steps == 0:
                 save_state(epoch, i + 1)
         batches_done = 0

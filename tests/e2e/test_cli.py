@@ -70,6 +70,22 @@ def test_bad_settings_are_one_clear_line(cli, override, message):
     assert "RUNNING" not in _statuses(cli)
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["tokenizer.lr=0"], "error: tokenizer.lr=0.0; valid: a finite number > 0"),
+    (["mlflow.experiment_name=''"], "error: mlflow.experiment_name=''; valid: a non-empty name"),
+    (["predictor.batch_size=-4"], "error: predictor.batch_size=-4; valid: an integer >= 1"),
+    (["predictor.arch.s1_bits=3"], "error: predictor s1_bits=3 but the tokenizer has s1_bits=4"),
+])
+def test_bad_settings_fail_before_any_phase_trains(cli, overrides, message):
+    proc = cli.run(*QUICK, *overrides, check=False)
+    assert proc.returncode == 1
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == [
+        next(line for line in proc.stderr.splitlines() if line.startswith(message))]
+    _no_traceback(proc)
+    assert "training" not in proc.stdout + proc.stderr
+    assert cli.runs() == []  # refused before MLflow was touched: nothing RUNNING, nothing at all
+
+
 def test_missing_data_file_is_one_clear_line(cli):
     proc = cli.run("data=csv", "data.path=nowhere/prices.csv", check=False)
     assert proc.returncode == 1
@@ -86,9 +102,13 @@ def test_predictor_alone_without_any_tokenizer_says_what_to_do(cli):
 
 
 def test_failure_inside_a_phase_marks_runs_failed(cli):
-    proc = cli.run(*QUICK, "predictor.arch.s1_bits=5", check=False)
+    damaged = cli.root / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text((FIXTURE / "predictor" / "config.json").read_text())
+    (damaged / "model.safetensors").write_bytes((FIXTURE / "predictor" / "model.safetensors").read_bytes()[:100])
+    proc = cli.run(*QUICK, f"predictor.pretrained={damaged}", check=False)
     assert proc.returncode == 1
-    assert "predictor s1_bits=5 but the tokenizer" in proc.stderr
+    assert f"cannot read {damaged / 'model.safetensors'}" in proc.stderr
     _no_traceback(proc)
     runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
     assert runs == {"job": "FAILED", "tokenizer": "FINISHED", "predictor": "FAILED"}
@@ -101,7 +121,8 @@ def test_offline_hub_id_explains_how_to_get_weights(cli):
     _no_traceback(proc)
 
 
-def test_sigterm_ends_runs_killed(cli):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_runs_killed_with_its_exit_code(cli, signum, code):
     proc = subprocess.Popen(cli.command("tokenizer.epochs=50", fast=False), cwd=cli.root, env=cli.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # wait until the tokenizer phase is training
@@ -110,13 +131,13 @@ def test_sigterm_ends_runs_killed(cli):
     else:
         raise AssertionError("the run ended before the tokenizer phase started training")
     time.sleep(2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     try:
         out = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1, out[-2000:]
+    assert proc.returncode == code, out[-2000:]  # 128 + the signal, so a scheduler can tell it from a failure
     assert "interrupted" in out and "run the same command again to resume" in out
     runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
     assert runs == {"job": "KILLED", "tokenizer": "KILLED"}
