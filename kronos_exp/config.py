@@ -91,6 +91,7 @@ class PredictorConfig(TrainConfig):
 @dataclass
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = sqlite:///<cwd>/outputs/mlflow.db
+    heartbeat_s: float = 30.0  # a training phase run refreshes its claim this often; dead after 4 missed
     experiment_name: str = "kronos_exp"
     tokenizer_model_name: str = "kronos-tokenizer"
     predictor_model_name: str = "kronos-predictor"

@@ -2,7 +2,6 @@
 loop, checkpoint logging and registration. A phase adds its model, its loss and its inputs."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -19,10 +18,9 @@ from .. import __version__
 from ..data import DataSplits
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
-from ..tracking.locks import fingerprint_lock
+from ..tracking.claims import Claims, claim
 from ..tracking.plots import log_loss_curve
-from ..tracking.resume import (RESUMED_FROM_TAG, STATE_TAG, Unfinished, done_in_unfinished_job, find_unfinished,
-                               mark_resumed)
+from ..tracking.resume import RESUMED_FROM_TAG, STATE_TAG, Unfinished
 from ..train import FitResult, FitSettings, fit
 from ..train.distributed import World
 
@@ -151,29 +149,25 @@ class Phase:
             if isinstance(plan, TrainPlan):
                 self._fit(ctx, plan, log_metrics=lambda metrics, step: None, on_best=lambda *a: None)
             return ctx.world.share(None)
-        with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run:
+        claims = Claims(ctx.tracker.client, ctx.tracker.experiment_id, ctx.cfg.mlflow.heartbeat_s)
+        with ctx.tracker.phase_run(self.name, tags={"fingerprint": fp, **upstream}) as run, \
+                claims.heartbeat(run.info.run_id):  # this run claims the fingerprint while it lives
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
-            # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
-            lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
-                    else contextlib.nullcontext())
-            with lock:
-                plan = self._claim(ctx, fp, run.info.run_id)
-                ctx.world.share(plan)
-                result = plan if isinstance(plan, PhaseResult) else self._train(ctx, fp, run.info.run_id, plan)
+            plan = self._plan(ctx, fp, claim(claims, self.name, fp, run.info.run_id,
+                                             skip_existing=ctx.skip_existing, resume=ctx.resume))
+            ctx.world.share(plan)
+            result = plan if isinstance(plan, PhaseResult) else self._train(ctx, fp, run.info.run_id, plan)
         return ctx.world.share(result)
 
-    def _claim(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult | TrainPlan:
-        """Resume an unfinished run of this fingerprint, reuse a registered one, or train afresh."""
-        client, experiment_id = ctx.tracker.client, ctx.tracker.experiment_id
-        unfinished = find_unfinished(client, experiment_id, self.name, fp) if ctx.resume is not False else None
-        if unfinished is not None:
-            mark_resumed(client, unfinished, run_id)
+    def _plan(self, ctx: RunContext, fp: str, decided) -> PhaseResult | TrainPlan:
+        """The claim's decision as this phase's result (reused) or training plan."""
+        if decided.action == "resume":
+            unfinished = decided.unfinished
             mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
             log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
             return TrainPlan(unfinished.state_path.parent / self.name, unfinished)
-        if ctx.skip_existing or (ctx.resume is not False
-                                 and done_in_unfinished_job(client, experiment_id, self.name, fp)):
+        if decided.action == "reuse":
             reused = self._reuse(ctx, fp)
             if reused is not None:
                 return reused

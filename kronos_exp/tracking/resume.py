@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -32,15 +33,17 @@ class Unfinished:
     state_path: Path
 
 
-def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, fingerprint: str) -> Unfinished | None:
-    """The newest unfinished, not yet resumed run of ``phase`` with ``fingerprint`` whose state file exists."""
+def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, fingerprint: str,
+                    alive: Callable[[Run], bool]) -> Unfinished | None:
+    """The newest unfinished, not yet resumed run of ``phase`` with ``fingerprint`` whose state
+    file exists and whose process is not ``alive`` (still training it)."""
     runs = client.search_runs(
         [experiment_id],
         f"tags.fingerprint = '{fingerprint}' and tags.phase = '{phase}' and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         path = run.data.tags.get(STATE_TAG)
-        if RESUMED_BY_TAG in run.data.tags or not path:
+        if RESUMED_BY_TAG in run.data.tags or not path or alive(run):
             continue
         if Path(path).is_file():
             return Unfinished(run.info.run_id, run.info.status, Path(path))
