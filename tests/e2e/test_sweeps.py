@@ -288,6 +288,15 @@ def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
     assert {(j.data.params["predictor.lr"]) for j in jobs} == {"0.001", "0.002", "0.003", "0.004"}
 
 
+def test_submitit_local_jobs_share_the_store_and_train_the_tokenizer_once(cli):
+    _sweep(cli, "hydra/launcher=submitit_local", "predictor.lr=1e-3,2e-3")
+    sweep, jobs, phases = _parts(cli)
+    assert len(jobs) == 2 and {j.info.status for j in [sweep, *jobs]} == {"FINISHED"}
+    assert sorted(phases[j.info.run_id]["tokenizer"].data.tags["skipped"] for j in jobs) == ["false", "true"]
+    assert len(cli.versions("kronos-tokenizer")) == 1 and len(cli.versions("kronos-predictor")) == 2
+    assert list(_sweep_dir(cli).glob(".submitit/*")), "the jobs did not go through submitit"
+
+
 # -- Optuna ---------------------------------------------------------------------------------------
 
 def test_optuna_search_reports_its_best_trial(cli):
