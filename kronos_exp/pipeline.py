@@ -88,6 +88,15 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         # torchrun stops this process when rank 0 exits.
         time.sleep(30)
         raise SystemExit(1) from None
+    except Exception:
+        peer = distributed.failed_peer() if world.distributed else None
+        if peer is not None and peer != world.rank:
+            # A broken collective because a peer died: that peer prints the error worth reading.
+            raise SystemExit(f"error: process {peer} of this torchrun failed (its error is printed above); "
+                             "the MLflow runs are marked FAILED" if world.is_main else 1) from None
+        if world.distributed:
+            distributed.report_failure(world)
+        raise
     finally:
         distributed.stop()
 

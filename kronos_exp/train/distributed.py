@@ -75,6 +75,38 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
+_FAILED_KEY = "kronos_exp/failed_rank"
+
+
+def _store():
+    """The process group's key-value store (torchrun's), or None outside a process group."""
+    if not dist.is_initialized():
+        return None
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # a private accessor: without it, failures are reported as they come
+        return None
+
+
+def report_failure(world: World) -> None:
+    """Tell the other ranks that this one is failing with its own error (printed by this rank)."""
+    store = _store()
+    if store is not None:
+        try:
+            store.set(_FAILED_KEY, str(world.rank))
+        except Exception:
+            pass
+
+
+def failed_peer() -> int | None:
+    """The rank that reported a failure, if any: its error, not the broken collective, is the news."""
+    store = _store()
+    try:
+        return int(store.get(_FAILED_KEY)) if store is not None and store.check([_FAILED_KEY]) else None
+    except Exception:
+        return None
+
+
 def broadcast(obj: T) -> T:
     """Rank 0's ``obj`` on every rank."""
     box = [obj]

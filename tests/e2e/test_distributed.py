@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,40 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, 
     # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
     fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
     assert fingerprints[0] == fingerprints[1]
+
+
+# Rank 1 breaks in its third training step: a stand-in for an out-of-memory error on one GPU.
+_BREAK_RANK_1 = textwrap.dedent("""
+    import os
+    from kronos_exp.phases.tokenizer import TokenizerPhase
+    from kronos_exp.__main__ import main
+
+    calls = []
+    loss = TokenizerPhase.loss
+
+    def breaking(self, model, batch):
+        calls.append(1)
+        if os.environ["RANK"] == "1" and len(calls) == 3:
+            raise RuntimeError("rank 1 broke")
+        return loss(self, model, batch)
+
+    TokenizerPhase.loss = breaking
+    main()
+""")
+
+
+def test_a_failing_rank_takes_the_others_down_and_the_runs_end_failed(cli):
+    script = cli.root / "break_rank_1.py"
+    script.write_text(_BREAK_RANK_1)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", str(script),
+               *cli.command(*TINY, "phases=tokenizer", "tokenizer.batch_size=4", fast=False)[3:]]
+    proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("RuntimeError: rank 1 broke") == 1, output[-5000:]
+    assert "error: process 1 of this torchrun failed (its error is printed above)" in output
+    assert "Connection closed by peer" not in output  # rank 0's broken collective is not the news
+    assert {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()} == {"job": "FAILED",
+                                                                                    "tokenizer": "FAILED"}
