@@ -106,7 +106,8 @@ class RunConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 where the hardware runs it fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
+    compile: bool = False  # torch.compile the model (warm-up of tens of seconds; falls back with a warning)
     num_workers: int = 0  # DataLoader workers
     # Resume a phase from the `last` training state of an unfinished run with its fingerprint;
     # null = whenever the store holds one, false = always start afresh.

@@ -195,8 +195,8 @@ class Phase:
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
                            precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=ctx.cfg.seed,
-                           world=ctx.world, state_path=plan.state_path, resume=plan.resume_from is not None,
-                           checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
+                           compile=ctx.cfg.compile, world=ctx.world, state_path=plan.state_path,
+                           resume=plan.resume_from is not None, checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
     def _fit(self, ctx: RunContext, plan: TrainPlan, log_metrics, on_best) -> FitResult:
         """Build the model from the common seed and train it (on every rank)."""

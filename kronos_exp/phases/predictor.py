@@ -5,12 +5,12 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..model import Kronos, KronosTokenizer
+from ..model.losses import predictor_loss
 from ..train.precision import full_precision
 from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint
-from .token_cache import tokenize_within
+from ..train.token_cache import tokenize_within
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class PredictorPhase(Phase):
     def datasets(self, ctx: RunContext):
         splits = {"train": ctx.data.train, "val": ctx.data.val}
         cfg = self.tokenizer.config
-        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"])
+        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
+                              device=ctx.device)
         return out["train"], out["val"]
 
     def loss(self, model: Kronos, batch) -> dict[str, torch.Tensor]:
@@ -119,13 +120,4 @@ class PredictorPhase(Phase):
         else:
             x, stamp = batch
             s1, s2 = self.encode(x)  # [B, T] each
-        s1, s2 = s1.long(), s2.long()
-        s1_in, s2_in, s1_out, s2_out = s1[:, :-1], s2[:, :-1], s1[:, 1:], s2[:, 1:]
-        s1_logits, s2_logits = model(s1_in, s2_in, stamp[:, :-1],
-                                     use_teacher_forcing=self.teacher_forcing or not model.training,
-                                     s1_targets=s1_out)
-        ce_s1 = F.cross_entropy(s1_logits.flatten(0, 1).float(), s1_out.flatten())
-        ce_s2 = F.cross_entropy(s2_logits.flatten(0, 1).float(), s2_out.flatten())
-        return {"loss": (ce_s1 + ce_s2) / 2, "ce_s1": ce_s1, "ce_s2": ce_s2,
-                "s1_accuracy": (s1_logits.argmax(-1) == s1_out).float().mean(),
-                "s2_accuracy": (s2_logits.argmax(-1) == s2_out).float().mean()}
+        return predictor_loss(model, s1, s2, stamp, self.teacher_forcing)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from ..model import KronosTokenizer
+from ..model.losses import tokenizer_loss
 from .base import Phase, RunContext
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,7 @@ class TokenizerPhase(Phase):
 
     def loss(self, model: KronosTokenizer, batch) -> dict[str, torch.Tensor]:
         x, _stamp = batch
-        (recon_s1, recon_full), bsq_loss, _, _ = model(x)
-        recon_s1_loss = F.mse_loss(recon_s1.float(), x)
-        recon_full_loss = F.mse_loss(recon_full.float(), x)
-        recon_loss = recon_s1_loss + recon_full_loss
-        return {"loss": (recon_loss + bsq_loss) / 2, "recon_loss": recon_loss, "recon_s1_loss": recon_s1_loss,
-                "recon_full_loss": recon_full_loss, "bsq_loss": bsq_loss}
+        return tokenizer_loss(model, x)
 
     @torch.no_grad()
     def epoch_metrics(self, model: KronosTokenizer, loader) -> dict[str, float]:

@@ -64,21 +64,22 @@ class Batches:
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         chunks = self._chunks()
-        pin_here = self.pin_memory and self.num_workers == 0 and hasattr(self.dataset, "batch")
-        if not hasattr(self.dataset, "batch"):  # any map-style dataset: the DataLoader's per-item path
-            source: Iterable = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks],
-                                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                          generator=self.generator)
-        elif self.num_workers > 0:
-            # generator: worker seeds come from it, not from the global RNG (a resume restores it)
+        batched = hasattr(self.dataset, "batch")
+        # A dataset already on the GPU (the token cache) is gathered there, never in worker processes.
+        in_process = batched and (self.num_workers == 0 or getattr(self.dataset, "on_device", False))
+        # generator=: worker seeds come from it, not from the global RNG (a resume restores it).
+        if in_process:
+            source: Iterable = (self.dataset.batch(c) for c in chunks)
+        elif batched:
             source = DataLoader(_BatchesOf(self.dataset, chunks), batch_size=None, num_workers=self.num_workers,
                                 pin_memory=self.pin_memory, generator=self.generator)
-        else:
-            source = (self.dataset.batch(c) for c in chunks)
+        else:  # any map-style dataset: the DataLoader's per-item path
+            source = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks],
+                                num_workers=self.num_workers, pin_memory=self.pin_memory, generator=self.generator)
         for batch in source:
             batch = list(batch)
-            if pin_here:
-                batch = [t.pin_memory() for t in batch]
+            if self.pin_memory and in_process:
+                batch = [t.pin_memory() if t.device.type == "cpu" else t for t in batch]
             yield batch
 
 

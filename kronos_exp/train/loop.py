@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
@@ -59,6 +60,7 @@ class FitSettings:
     precision: str = "fp32"
     num_workers: int = 0
     seed: int = 0
+    compile: bool = False
     world: World = field(default_factory=World)
     state_path: Path | None = None  # where the resumable `last` state lives; None: keep none
     resume: bool = False  # continue from state_path when it exists
@@ -73,6 +75,7 @@ class FitResult:
     train_history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     samples_per_second: float = 0.0
     duration_s: float = 0.0
+    val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
     resumed_at_step: int | None = None
 
@@ -119,6 +122,27 @@ class Sums:
         sums = cls()
         sums.totals, sums.weight = {k: v.to(device) for k, v in state["totals"].items()}, state["weight"]
         return sums
+
+
+class Runner:
+    """The module the loss calls: ``torch.compile`` of the model where asked, falling back to the
+    eager model, with one warning, if compiling fails (no compiler, an unsupported op ...)."""
+
+    def __init__(self, model: nn.Module, compile: bool):
+        self.eager = model
+        self.module = torch.compile(model) if compile else model
+
+    def __call__(self, fn: Callable[[nn.Module], object]):
+        if self.module is self.eager:
+            return fn(self.eager)
+        try:
+            return fn(self.module)
+        except Exception as e:  # compilation errors surface at the first call, in many types
+            first_line = (str(e).strip().splitlines() or [""])[0][:300]
+            warnings.warn(f"compile=true failed ({type(e).__name__}: {first_line}); training without compilation",
+                          RuntimeWarning, stacklevel=2)
+            self.module = self.eager
+            return fn(self.eager)
 
 
 def make_loaders(train_set, val_set, s: FitSettings, sampler: EpochSampler,
@@ -202,6 +226,10 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
     model.to(s.device)
     trained = (DistributedDataParallel(model, device_ids=[s.device] if s.device.type == "cuda" else None)
                if world.distributed else model)
+    runner = Runner(trained, s.compile)
+    # Validation shards may differ by a batch between ranks: evaluate the bare model (DDP's forward
+    # would run collectives on some ranks only).
+    eval_runner = Runner(model, s.compile) if world.distributed else runner
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
     n_batches = len(train_loader)
@@ -262,7 +290,7 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
             boundary = not (i + 1) % s.accumulation_steps or last_in_epoch
             # Micro-batches before a step's last keep their gradients local: one all-reduce per step.
             with contextlib.nullcontext() if boundary or not world.distributed else trained.no_sync():
-                window.add(forward_backward(trained, objective, batch, s, scaler))
+                window.add(runner(lambda m: forward_backward(m, objective, batch, s, scaler)))
             samples += batch[0].shape[0] * world.world_size
             if not boundary:
                 continue
@@ -286,11 +314,13 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
             if s.checkpoint_every_steps and step % s.checkpoint_every_steps == 0:
                 save_state(epoch, i + 1)
         batches_done = 0
+        val_started = time.perf_counter()
         try:
-            val = evaluate(model, objective, val_loader, s, metrics_loader)
+            val = eval_runner(lambda m: evaluate(m, objective, val_loader, s, metrics_loader))
         except Interrupted:  # evaluating changes nothing: the state is the end of this epoch's training
             save_state(epoch, n_batches)
             raise
+        result.val_duration_s += time.perf_counter() - val_started
         val_loss = val[objective.val_key]
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
         result.val_history.append(val_loss)

@@ -108,3 +108,15 @@ def test_sums_weights_and_means():
     sums.add({"a": torch.tensor(1.0)}, 3)
     sums.add({"a": torch.tensor(3.0)}, 1)
     assert sums.means() == {"a": pytest.approx(1.5)}
+
+
+def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/bin/false",))  # a machine whose C++ compiler is broken
+    model, train, val = nn.Linear(5, 1), _windows(60), _windows(40, seed=1)
+    with pytest.warns(RuntimeWarning, match="compile=true failed") as caught:
+        result = fit(model, Regression(), train, val, _settings(compile=True), log_metrics=lambda *a: None,
+                     on_best=lambda *a: None)
+    assert len([w for w in caught if "compile=true failed" in str(w.message)]) == 1
+    assert result.steps > 1 and math.isfinite(result.best_val_loss)

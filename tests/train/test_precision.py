@@ -41,3 +41,16 @@ def test_fp16_on_cuda_scales_the_loss():
     cuda = torch.device("cuda")
     assert grad_scaler(cuda, "fp16").is_enabled()
     assert resolve_precision("auto", cuda) in ("bf16", "fp32")
+
+
+def test_cpu_attention_runs_in_fp32_under_bf16_autocast():
+    """CPU bf16 attention kernels are slower than fp32 ones: blocks compute attention in fp32."""
+    import torch.nn.functional as F
+
+    from kronos_exp.model.blocks import _sdpa
+
+    q, k, v = (torch.randn(2, 2, 9, 8).bfloat16() for _ in range(3))
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).bfloat16()
+    with autocast(CPU, "bf16"):
+        out = _sdpa(q, k, v, is_causal=True)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)

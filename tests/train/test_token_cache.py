@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from kronos_exp.data.windows import WindowDataset
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.phases import PredictorPhase
-from kronos_exp.phases.token_cache import TokenWindows, tokenize_within
+from kronos_exp.train.token_cache import TokenWindows, tokenize_within
 from kronos_exp.train import FitSettings, autocast, fit
 
 TOKENIZER = dict(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, ffn_dropout_p=0.0,
@@ -76,3 +77,18 @@ def test_the_frozen_tokenizer_encodes_in_fp32_inside_the_loops_autocast():
     with autocast(torch.device("cpu"), "bf16"):
         inside = phase.encode(x)
     assert all(torch.equal(a, b) for a, b in zip(reference, inside))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_cache_lives_on_the_device_and_the_loop_trains_in_bf16():
+    cuda = torch.device("cuda")
+    phase, train, val = _phase(), _windows(90, 0), _windows(40, 1)
+    phase.tokenizer.to(cuda)
+    sets = tokenize_within(1.0, {"train": train, "val": val}, phase.encode, 4, 4, device=cuda)
+    assert sets["train"].on_device and sets["train"].batch([0, 1])[0].is_cuda
+    s = FitSettings(epochs=1, lr=1e-3, batch_size=16, weight_decay=0.0, adam_betas=(0.9, 0.95), pct_start=0.1,
+                    grad_clip=1.0, accumulation_steps=1, log_interval=2, device=cuda, precision="bf16")
+    result = fit(Kronos(**PREDICTOR), phase, sets["train"], sets["val"], s, log_metrics=lambda *a: None,
+                 on_best=lambda *a: None)
+    assert np.isfinite(result.best_val_loss)

@@ -1,0 +1,333 @@
+"""Training throughput per phase: the bare step against the shared loop, where a step's time goes,
+peak memory, and model FLOP utilisation against a matmul rate measured in the same run.
+
+    python benchmarks/bench_train.py                       # config P on this machine, fp32 and bf16
+    python benchmarks/bench_train.py --device cuda --precision bf16 --compile --phase predictor \\
+        --arch small --tokenizer base --batch 64 --lookback 511 --predict 1 --train-rows 20000
+
+Defaults are the issue's "config P": lookback 64 + predict 8, batch 16, train/val 960/240 rows of a
+5-minute series, Kronos-Tokenizer-base and Kronos-mini architectures, random init. For each phase
+and precision it reports:
+
+- bare step: samples/s of encode (predictor: the frozen tokenizer) + forward + loss + backward +
+  AdamW on one batch already on the device, split into forward+backward and optimizer time;
+- loop: samples/s of ``kronos_exp.train.fit`` over the data in steady state (after warm-up
+  steps, validation included), its ratio to the bare step, and per step the time spent building
+  batches and in validation;
+- peak RSS (and peak CUDA memory); MFU = 6 * trainable params * tokens/s over the dense matmul
+  rate measured here in the same dtype;
+- with fp32 and bf16 both asked for: the quality guard, bf16 validation loss within 2% of fp32
+  after the same steps from the same seed.
+
+Imports torch, numpy, pandas and kronos_exp's model/data/train packages only (no MLflow, no Hydra),
+so it runs on a bare GPU image.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kronos_exp.data.windows import WindowDataset, time_features  # noqa: E402
+from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
+from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
+from kronos_exp.train import FitSettings, fit  # noqa: E402
+from kronos_exp.train.batches import Batches, to_device  # noqa: E402
+from kronos_exp.train.loop import forward_backward, grad_scaler, make_optimizer, optimizer_step  # noqa: E402
+from kronos_exp.train.precision import full_precision, resolve_device, resolve_precision  # noqa: E402
+from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
+
+CONF = ROOT / "kronos_exp" / "conf"
+# --clock cpu: this process's CPU time instead of wall time. On a machine shared with other jobs,
+# with --threads 1, it counts only the time this benchmark ran, so figures compare across runs.
+clock = time.perf_counter
+
+
+def schema_defaults(group: str) -> dict:
+    """Defaults of the arch schema in kronos_exp/config.py, read without importing Hydra."""
+    cls = {"tokenizer": "TokenizerArch", "predictor": "PredictorArch"}[group]
+    tree = ast.parse((ROOT / "kronos_exp" / "config.py").read_text())
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    out = {}
+    for node in body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant):
+            out[node.target.id] = node.value.value
+    return out
+
+
+def preset(group: str, name: str) -> dict:
+    """The ``arch:`` block of conf/<group>/<name>.yaml (flat ``key: value`` lines; no YAML library
+    needed) over the schema's defaults."""
+    arch, inside = schema_defaults(group), False
+    for line in (CONF / group / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("arch:"):
+            inside = True
+        elif inside and line.startswith("  ") and ":" in line:
+            key, value = (part.strip() for part in line.split("#")[0].split(":", 1))
+            arch[key] = {"true": True, "false": False}.get(value.lower(), value)
+            if isinstance(arch[key], str):
+                arch[key] = float(value) if any(c in value for c in ".e") else int(value)
+        elif inside and line.strip() and not line.startswith(" "):
+            break
+    return arch
+
+
+def synthetic_split(rows: int, seed: int, lookback: int, predict: int) -> WindowDataset:
+    """A 5-minute OHLCV random walk of ``rows`` rows as windows."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, rows)))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    spread = np.abs(rng.normal(0, 5e-4, rows)) * close
+    volume = rng.lognormal(8, 1, rows)
+    values = np.stack([open_, np.maximum(open_, close) + spread, np.minimum(open_, close) - spread, close, volume,
+                       volume * close], axis=1).astype(np.float32)
+    stamps = time_features(pd.date_range("2024-01-01", periods=rows, freq="5min"))
+    return WindowDataset([values], [stamps], lookback, predict)
+
+
+class TokenizerObjective:
+    val_key = "recon_full_loss"
+
+    def loss(self, model, batch):
+        return tokenizer_loss(model, batch[0])
+
+    def epoch_metrics(self, model, loader):
+        return {}
+
+
+class PredictorObjective:
+    """What PredictorPhase computes: cached tokens, or raw windows encoded in fp32 by the frozen tokenizer."""
+    val_key = "loss"
+
+    def __init__(self, tokenizer: KronosTokenizer):
+        self.tokenizer = tokenizer
+
+    @torch.no_grad()
+    def encode(self, x):
+        device = next(self.tokenizer.parameters()).device
+        with full_precision(device):
+            return self.tokenizer.encode(x.to(device).float(), half=True)
+
+    def loss(self, model, batch):
+        if len(batch) == 3:
+            s1, s2, stamp = batch
+        else:
+            x, stamp = batch
+            s1, s2 = self.encode(x)
+        return predictor_loss(model, s1, s2, stamp, teacher_forcing=True)
+
+    def epoch_metrics(self, model, loader):
+        return {}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, precision: str, seconds: float = 1.0) -> float:
+    """Dense matmul FLOP/s in the training dtype on this machine, now."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    count, started = 0, clock()
+    while clock() - started < seconds:
+        for _ in range(4):
+            a @ b
+        count += 4
+        sync(device)
+    return 2 * n ** 3 * count / (clock() - started)
+
+
+def settings(args, device, precision) -> FitSettings:
+    return FitSettings(epochs=args.epochs, lr=1e-4, batch_size=args.batch, weight_decay=0.1, adam_betas=(0.9, 0.95),
+                       pct_start=0.03, grad_clip=2.0, accumulation_steps=1, log_interval=args.log_interval,
+                       device=device, precision=precision, num_workers=args.workers, seed=args.seed,
+                       compile=args.compile)
+
+
+def build(phase: str, args, device):
+    torch.manual_seed(args.seed)
+    if phase == "tokenizer":
+        return KronosTokenizer(**preset("tokenizer", args.tokenizer)), TokenizerObjective()
+    tokenizer = KronosTokenizer(**preset("tokenizer", args.tokenizer)).to(device).eval().requires_grad_(False)
+    torch.manual_seed(args.seed)
+    return Kronos(**preset("predictor", args.arch)), PredictorObjective(tokenizer)
+
+
+def bare_step(phase, args, device, precision, train) -> dict:
+    """Encode + forward + loss + backward + AdamW on one device-resident batch, repeated."""
+    model, objective = build(phase, args, device)
+    model.to(device).train()
+    s = settings(args, device, precision)
+    runner = torch.compile(model) if args.compile else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scaler = make_optimizer(params, s), grad_scaler(device, precision)
+    batch = to_device(train.batch(np.arange(args.batch)), device)
+    fb, opt = [], []
+    for i in range(args.warmup + args.steps):
+        sync(device)
+        t0 = clock()
+        forward_backward(runner, objective, batch, s, scaler)
+        sync(device)
+        t1 = clock()
+        optimizer_step(optimizer, scaler, params, s.grad_clip)
+        sync(device)
+        if i >= args.warmup:
+            fb.append(t1 - t0)
+            opt.append(clock() - t1)
+    step = float(np.mean(fb) + np.mean(opt))
+    return {"bare_samples_s": args.batch / step, "fwd_bwd_ms": 1e3 * float(np.mean(fb)),
+            "optimizer_ms": 1e3 * float(np.mean(opt)),
+            "params": sum(p.numel() for p in params)}
+
+
+def loop(phase, args, device, precision, train, val) -> dict:
+    """``fit`` over the data; steady-state rate from the first log line after warm-up to the end."""
+    model, objective = build(phase, args, device)
+    s = settings(args, device, precision)
+    if phase == "predictor":
+        t0 = time.perf_counter()
+        sets = tokenize_within(args.token_cache_mb, {"train": train, "val": val}, objective.encode,
+                               objective.tokenizer.s1_bits, objective.tokenizer.s2_bits, device=device)
+        cache_s = time.perf_counter() - t0
+        train, val = sets["train"], sets["val"]
+    else:
+        cache_s = 0.0
+    marks: list[tuple[int, float]] = []  # (step, time) of each train log line
+    val_time = 0.0
+    t0 = clock()
+    batches = Batches(train, args.batch)
+    n_batches = sum(1 for _ in batches)
+    data_ms = 1e3 * (clock() - t0) / n_batches
+
+    def log_metrics(metrics, step):
+        nonlocal val_time
+        if "train_loss" in metrics:
+            marks.append((step, clock()))
+        else:  # validation ran since the epoch's last train log line
+            val_time += clock() - marks[-1][1]
+
+    result = fit(model, objective, train, val, s, log_metrics=log_metrics, on_best=lambda *a: None, desc=phase)
+    ended = clock()
+    first = next(((st, t) for st, t in marks if st >= args.warmup), marks[0])
+    steady = (result.steps - first[0]) * args.batch / (ended - first[1]) if result.steps > first[0] else float("nan")
+    return {"loop_samples_s": steady, "loop_samples_s_all": result.samples_per_second, "data_ms": data_ms,
+            "val_ms_per_step": 1e3 * val_time / max(result.steps, 1), "val_loss": result.best_val_loss,
+            "steps": result.steps, "token_cache_s": cache_s, "fit_s": result.duration_s}
+
+
+def peak_memory(device) -> dict:
+    out = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    if device.type == "cuda":
+        out["peak_cuda_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--phase", choices=["tokenizer", "predictor", "both"], default="both")
+    p.add_argument("--tokenizer", default="base", help="conf/tokenizer preset")
+    p.add_argument("--arch", default="mini", help="conf/predictor preset")
+    p.add_argument("--lookback", type=int, default=64)
+    p.add_argument("--predict", type=int, default=8)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--train-rows", type=int, default=960)
+    p.add_argument("--val-rows", type=int, default=240)
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--mode", choices=["step", "loop", "both"], default="both")
+    p.add_argument("--steps", type=int, default=20, help="timed bare steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (bare step and loop)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--log-interval", type=int, default=5)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--token-cache-mb", type=float, default=256.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU time (use with --threads 1 on a shared machine)")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    global clock
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    train = synthetic_split(args.train_rows, 0, args.lookback, args.predict)
+    val = synthetic_split(args.val_rows, 1, args.lookback, args.predict)
+    phases = ["tokenizer", "predictor"] if args.phase == "both" else [args.phase]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# {name}; {args.clock} clock; torch {torch.__version__}; windows train/val {len(train)}/{len(val)}; "
+          f"batch {args.batch}; window {args.lookback}+{args.predict}; compile={args.compile}", flush=True)
+    rows = []
+    for phase in phases:
+        for precision in args.precision:
+            precision = resolve_precision(precision, device)
+            row = {"phase": phase, "precision": precision, "compile": args.compile,
+                   "arch": args.tokenizer if phase == "tokenizer" else args.arch}
+            peak = matmul_rate(device, precision)
+            row["matmul_tflops"] = peak / 1e12
+            row.update(bare_step(phase, args, device, precision, train) if args.mode != "loop" else {})
+            row.update(loop(phase, args, device, precision, train, val) if args.mode != "step" else {})
+            if "params" not in row:
+                row["params"] = sum(q.numel() for q in build(phase, args, device)[0].parameters() if q.requires_grad)
+            tokens = args.lookback + args.predict - (1 if phase == "predictor" else 0)
+            best = row.get("loop_samples_s", row.get("bare_samples_s"))
+            row["mfu"] = 6 * row["params"] * tokens * best / peak
+            if "loop_samples_s" in row and "bare_samples_s" in row:
+                row["loop_over_bare"] = row["loop_samples_s"] / row["bare_samples_s"]
+            row.update(peak_memory(device))
+            rows.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    print_table(rows)
+    guard = quality_guard(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "args": vars(args), "rows": rows, "guard": guard},
+                                              indent=1))
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = [("phase", "{:<10}"), ("precision", "{:<6}"), ("bare_samples_s", "{:>8.1f}"), ("loop_samples_s", "{:>8.1f}"),
+            ("loop_over_bare", "{:>6.2f}"), ("fwd_bwd_ms", "{:>8.1f}"), ("optimizer_ms", "{:>7.1f}"),
+            ("data_ms", "{:>6.2f}"), ("val_ms_per_step", "{:>6.1f}"), ("mfu", "{:>6.1%}"), ("peak_rss_gb", "{:>6.2f}")]
+    heads = ["phase", "prec", "bare/s", "loop/s", "loop/b", "f+b ms", "opt ms", "data", "val", "MFU", "RSS GB"]
+    print()
+    print(" ".join(f"{h:>8}" for h in heads))
+    for r in rows:
+        print(" ".join(f"{(f.format(r[c]) if c in r else '-'):>8}" for c, f in cols))
+
+
+def quality_guard(rows: list[dict]) -> dict:
+    """bf16 validation loss within 2% of fp32's after the same steps from the same seed."""
+    out = {}
+    for phase in {r["phase"] for r in rows}:
+        losses = {r["precision"]: r.get("val_loss") for r in rows if r["phase"] == phase}
+        if losses.get("fp32") and losses.get("bf16"):
+            rel = abs(losses["bf16"] - losses["fp32"]) / abs(losses["fp32"])
+            out[phase] = {"fp32": losses["fp32"], "bf16": losses["bf16"], "rel_diff": rel, "ok": rel <= 0.02}
+            print(f"quality guard {phase}: val_loss fp32 {losses['fp32']:.5f} bf16 {losses['bf16']:.5f} "
+                  f"({rel:.2%}, {'within' if rel <= 0.02 else 'OUTSIDE'} 2%)")
+    return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    main()

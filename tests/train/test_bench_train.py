@@ -1,0 +1,33 @@
+"""benchmarks/bench_train.py runs end to end on tiny presets and imports neither MLflow nor Hydra
+(it must run on a bare GPU image)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import runpy, sys
+sys.argv = ["bench_train.py", *sys.argv[1:]]
+runpy.run_path("benchmarks/bench_train.py", run_name="__main__")
+heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("mlflow", "hydra", "omegaconf")})
+assert not heavy, heavy
+"""
+
+
+def test_bench_train_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--tokenizer", "tiny", "--arch", "tiny", "--lookback", "12", "--predict", "4", "--batch", "8",
+            "--train-rows", "80", "--val-rows", "40", "--steps", "1", "--warmup", "1", "--threads", "1",
+            "--precision", "fp32", "bf16", "--json", str(out)]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {(r["phase"], r["precision"]) for r in result["rows"]} == {
+        (p, q) for p in ("tokenizer", "predictor") for q in ("fp32", "bf16")}
+    for row in result["rows"]:
+        assert row["bare_samples_s"] > 0 and row["loop_samples_s"] > 0 and row["peak_rss_gb"] > 0
+    assert set(result["guard"]) == {"tokenizer", "predictor"}
+    assert "quality guard predictor" in proc.stdout
