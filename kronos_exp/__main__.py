@@ -17,19 +17,22 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     # Heavy imports (torch, mlflow) only once Hydra has parsed the command line: --help stays quick.
-    from .errors import USER_ERRORS
+    from .errors import USER_ERRORS, user_message
     from .pipeline import run
 
     hydra_cfg = HydraConfig.get()
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir))
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, OSError) as err:
+        message = user_message(err)
+        if message is None:  # an OSError that is no user's doing: a bug, with its traceback
+            raise
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # One bad job must not take down the jobs beside it: report it, let the sweep go on.
             # The sweep's summary lists it as FAILED and the sweep exits non-zero at the end.
-            print(f"error: job {hydra_cfg.job.num}: {err}", file=sys.stderr)
+            print(f"error: job {hydra_cfg.job.num}: {message}", file=sys.stderr)
             return float("nan")
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {message}") from None
     except KeyboardInterrupt as stop:
         from .train.interrupt import exit_code
 

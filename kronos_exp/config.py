@@ -95,6 +95,11 @@ class MlflowConfig:
     experiment_name: str = "kronos_exp"
     tokenizer_model_name: str = "kronos-tokenizer"
     predictor_model_name: str = "kronos-predictor"
+    # A remote server (http/https): seconds one request may take, retries of a failed request, and
+    # how long a finished phase waits for a lost server to come back before giving up on recording.
+    http_timeout_s: int = 10
+    http_max_retries: int = 2
+    offline_wait_s: float = 30.0
 
 
 @dataclass
@@ -145,6 +150,9 @@ RANGES: dict[str, Range] = {
     "predictor.max_context": _AT_LEAST_ONE,
     "num_workers": Range(lambda v: v >= 0, "an integer >= 0"),
     "mlflow.experiment_name": Range(lambda v: bool(str(v).strip()), "a non-empty name"),
+    "mlflow.http_timeout_s": _AT_LEAST_ONE,
+    "mlflow.http_max_retries": Range(lambda v: v >= 0, "an integer >= 0"),
+    "mlflow.offline_wait_s": _NON_NEGATIVE,
 }
 
 

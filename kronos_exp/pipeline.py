@@ -15,7 +15,7 @@ from .config import check_settings
 from .data import build_datasets, resolve_paths
 from .errors import USER_ERRORS
 from .phases import Phase, PhaseResult, RunContext
-from .tracking import Registry, Tracker, file_digest
+from .tracking import Registry, Tracker, TrackingUnavailable, file_digest
 from .tracking.sweep import JobInfo
 from .train import distributed, resolve_device, resolve_precision
 from .train.distributed import World
@@ -119,7 +119,8 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
                         "config": OmegaConf.to_container(cfg.data, resolve=True)}
     # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
     output_dir, skip_existing = world.share((output_dir, skip_existing))
-    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name) if world.is_main else None
+    tracker = (Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
+                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s) if world.is_main else None)
     if tracker:
         tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
@@ -129,14 +130,20 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
         for phase in phases:
             ctx.results[phase.name] = phase.run(ctx)
         return objective_value(cfg, {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()})
-    with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
-        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
-        mlflow.log_dict(data.summary, "data_summary.json")
-        for phase in phases:
-            ctx.results[phase.name] = phase.run(ctx)
-        val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
-        objective = objective_value(cfg, val_losses)
-        mlflow.log_metrics({**val_losses, "objective": objective})
-        mlflow.set_tag("phases", ",".join(ctx.results))
-        log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+    try:
+        with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
+            log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
+            mlflow.log_dict(data.summary, "data_summary.json")
+            for phase in phases:
+                ctx.results[phase.name] = phase.run(ctx)
+            val_losses = {f"{name}_val_loss": r.val_loss for name, r in ctx.results.items()}
+            objective = objective_value(cfg, val_losses)
+            mlflow.log_metrics({**val_losses, "objective": objective})
+            mlflow.set_tag("phases", ",".join(ctx.results))
+            log.info("\n%s", _closing(ctx, ctx.results, objective, time.perf_counter() - started))
+    except Exception as err:
+        lost = tracker.lost_server_message(output_dir)
+        if lost:
+            raise TrackingUnavailable(lost) from err
+        raise
     return objective

@@ -6,6 +6,7 @@ mismatch is an error that names it. Saving is atomic: a crash never leaves a hal
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
@@ -127,7 +128,12 @@ class PretrainedMixin:
         previous = None  # an existing checkpoint, moved aside (not deleted) until the new one is in place
         try:
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-            save_file(state, str(staging / WEIGHTS_NAME))
+            try:
+                save_file(state, str(staging / WEIGHTS_NAME))
+            except Exception as err:  # safetensors reports a failed write (a full disk) as its own type
+                code = re.search(r"os error (\d+)", str(err))
+                number = int(code.group(1)) if code else errno.EIO
+                raise OSError(number, os.strerror(number), str(target / WEIGHTS_NAME)) from None
             (staging / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             if target.exists():
                 previous = staging.with_name(staging.name + ".previous")

@@ -223,6 +223,7 @@ class Phase:
             saved.update(folder_digests(best_dir))
 
         result = self._fit(ctx, plan, log_metrics=ctx.tracker.log_metrics, on_best=save_best)
+        ctx.tracker.wait_for_metrics()  # the checkpoint is on disk; a lost server may come back meanwhile
         if not saved and plan.resume_from is not None:  # the best so far was saved before the resume
             saved.update(folder_digests(best_dir))
         if result.best_epoch < 0:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,11 +18,38 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from .buffer import MetricBuffer
 from .stale import PID_TAG, mark_dead_runs_failed, process_tags
 
 log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "KRONOS_EXP_PARENT_RUN_ID"  # set by a sweep to nest its jobs under one run
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer (at start, or lost during the run)."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def server_answers(uri: str, timeout_s: float = 3.0) -> bool:
+    """Whether anything answers HTTP at ``uri`` (any status counts: the server is there)."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def bound_http_retries(timeout_s: int, max_retries: int) -> None:
+    """MLflow's HTTP client retries a dead server for minutes per call by default; make a lost
+    server cost seconds per call, so no call blocks an interrupt or the end of a run for long."""
+    os.environ.update(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(max_retries),
+                      MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1", MLFLOW_HTTP_REQUEST_BACKOFF_JITTER="0")
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -65,12 +94,14 @@ def closing_run(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        with contextlib.suppress(Exception):  # a lost server must not turn the interrupt into another error
+            mlflow.end_run("KILLED")
         raise
     except BaseException as err:
         with contextlib.suppress(Exception):
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        mlflow.end_run("FAILED")
+        with contextlib.suppress(Exception):  # the error the user must see is ``err``, not this one
+            mlflow.end_run("FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")
@@ -79,20 +110,54 @@ def closing_run(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
 class Tracker:
     """The MLflow side of one invocation."""
 
-    def __init__(self, tracking_uri: str | None, experiment_name: str):
+    def __init__(self, tracking_uri: str | None, experiment_name: str, http_timeout_s: int = 10,
+                 http_max_retries: int = 2, offline_wait_s: float = 30.0):
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        store_lock = contextlib.nullcontext()
-        if self.tracking_uri.startswith("sqlite:///"):
-            database = Path(self.tracking_uri[len("sqlite:///"):])
-            database.parent.mkdir(parents=True, exist_ok=True)
-            # MLflow creates and migrates the schema when it first opens a database; processes
-            # doing that at once on a new store collide, so they take turns (only this first open).
-            store_lock = FileLock(f"{database}.init.lock")
+        self.offline_wait_s = offline_wait_s
+        if is_remote(self.tracking_uri):
+            bound_http_retries(http_timeout_s, http_max_retries)
+            if not server_answers(self.tracking_uri):
+                raise TrackingUnavailable(
+                    f"no MLflow tracking server answers at mlflow.tracking_uri={self.tracking_uri}; start it "
+                    "(mlflow server ...), fix the address, or use mlflow.tracking_uri=null for the local store")
         mlflow.set_tracking_uri(self.tracking_uri)
-        with store_lock:
-            self.client = MlflowClient(self.tracking_uri)  # opens (and creates) the database
+        if self.tracking_uri.startswith("sqlite:///"):
+            self._open_sqlite_store(Path(self.tracking_uri[len("sqlite:///"):]), experiment_name)
+        else:
+            self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
+        self.metrics = MetricBuffer(self.client)
+
+    def _open_sqlite_store(self, database: Path, experiment_name: str) -> None:
+        """Open (or create) a local store, one line of error when it cannot be used. MLflow creates
+        and migrates the schema when it first opens a database; processes doing that at once on a
+        new store collide, so they take turns."""
+        advice = "or point mlflow.tracking_uri=sqlite:///<path> at another file"
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            if database.exists() and not os.access(database, os.W_OK):
+                raise PermissionError(13, "the file is read-only", str(database))
+            with FileLock(f"{database}.init.lock"):
+                self.client = MlflowClient(self.tracking_uri)
+                self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+        except OSError as err:
+            raise TrackingUnavailable(f"cannot write the MLflow store {database} ({err.strerror}); make its folder "
+                                      f"writable, {advice}") from None
+        except Exception as err:  # sqlalchemy / MLflow: not a database, or a schema MLflow cannot migrate
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingUnavailable(f"cannot open the MLflow store {database} ({reason}); if it is damaged, move it "
+                                      f"aside and run again (a new store is created), {advice}") from None
+
+    def lost_server_message(self, output_dir: Path) -> str | None:
+        """When a remote server stopped answering: one line saying so and where the checkpoints are."""
+        if not is_remote(self.tracking_uri) or server_answers(self.tracking_uri):
+            return None
+        folders = sorted(p for p in (output_dir / "checkpoints").glob("[!.]*") if p.is_dir())
+        where = (f"the checkpoints are on local disk: {', '.join(map(str, folders))}" if folders
+                 else "no checkpoint was saved before that")
+        return (f"lost the MLflow tracking server at {self.tracking_uri} during the run, so the run could not be "
+                f"recorded there; {where}. Run the same command again once the server is back")
 
     def end_dead_runs(self) -> None:
         """End this experiment's runs whose process died (kill -9) FAILED, and say so in one line."""
@@ -138,8 +203,20 @@ class Tracker:
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
                                tags={"phase": name, **(tags or {}), **process_tags()})
         with closing_run(run):
-            yield run
+            try:
+                yield run
+            except BaseException:
+                self.metrics.flush(1.0)
+                raise
+            self.wait_for_metrics()  # every metric of the phase is on the server before its run ends
 
-    @staticmethod
-    def log_metrics(metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def wait_for_metrics(self) -> None:
+        """Block until the metrics handed over so far are on the server, giving a lost server
+        ``offline_wait_s`` to come back; training itself never waits on this."""
+        if not self.metrics.flush(self.offline_wait_s):
+            raise TrackingUnavailable(f"the tracking server at {self.tracking_uri} took no metrics for "
+                                      f"{self.offline_wait_s:g}s ({self.metrics.last_error})")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Hand metrics of the active run to the buffer; training goes on at once."""
+        self.metrics.put(mlflow.active_run().info.run_id, metrics, step)

@@ -79,7 +79,9 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Creating the store here also runs its migrations once, before parallel jobs open it.
-        self.tracker = Tracker(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        m = config.mlflow
+        self.tracker = Tracker(m.tracking_uri, m.experiment_name, m.http_timeout_s, m.http_max_retries,
+                               m.offline_wait_s)
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
         run = self.tracker.client.create_run(
             self.tracker.experiment_id, run_name=sweep_id,

@@ -1,0 +1,29 @@
+"""A Hydra callback that checks the run (or sweep) folder can be written before Hydra creates it:
+Hydra's own failure there is a traceback, printed before any of kronos_exp's code runs."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Create ``folder`` and a file in it, or stop with one line naming it and the setting to change."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise SystemExit(f"error: cannot write the run folder {folder} ({err.strerror}); run from a folder you can "
+                         f"write, or set {key}=<a writable folder>") from None
+
+
+class RunFolderCheck(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")

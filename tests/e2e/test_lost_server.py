@@ -1,0 +1,129 @@
+"""A tracking server that is away at the start, or lost during a run, never hangs the run:
+training goes on, metrics wait for the server, and the user learns where the checkpoint is."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+TRAIN = ["phases=tokenizer", "tokenizer.epochs=3", "data.max_train_windows=256", "data.max_eval_windows=32",
+         "tokenizer.log_interval=1"]
+
+
+class Server:
+    """``mlflow server`` on a fixed loopback port that a test can kill and start again."""
+
+    def __init__(self, root: Path, env: dict[str, str]):
+        self.root, self.env, self.port = root, env, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        self.proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+                                      "--host", "127.0.0.1", "--port", str(self.port)], cwd=self.root, env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not come up on {self.url}")
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(cli):
+    s = Server(cli.root, cli.env())
+    s.start()
+    yield s
+    if s.proc.poll() is None:
+        s.kill()
+
+
+def _start_training(cli, url: str, *overrides: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "kronos_exp", *TRAIN, *overrides, f"mlflow.tracking_uri={url}"]
+    proc = subprocess.Popen(cmd, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "tokenizer: training" in line:
+            return proc
+    proc.wait()
+    raise AssertionError("the run ended before training started")
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_an_unreachable_server_at_start_is_one_line(cli):
+    url = f"http://127.0.0.1:{_free_port()}"
+    proc = subprocess.run([sys.executable, "-m", "kronos_exp", *TRAIN, f"mlflow.tracking_uri={url}"], cwd=cli.root,
+                          env=cli.env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: no MLflow tracking server answers at mlflow.tracking_uri={url}; start it (mlflow server ...), "
+        "fix the address, or use mlflow.tracking_uri=null for the local store")
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_server_lost_for_good_ends_the_run_with_the_checkpoint_on_disk(cli, server):
+    proc = _start_training(cli, server.url, "mlflow.offline_wait_s=5")
+    server.kill()
+    out = _finish(proc, timeout=120)  # minutes per call before: it would hang here
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"error: lost the MLflow tracking server at {server.url} during the run"), out[-3000:]
+    checkpoint = Path(last.split("the checkpoints are on local disk: ")[1].split(". Run")[0])
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
+
+
+def test_metrics_logged_while_the_server_is_away_arrive_when_it_returns(cli, server):
+    proc = _start_training(cli, server.url, "mlflow.offline_wait_s=180")
+    server.kill()
+    time.sleep(3)  # training goes on meanwhile
+    server.start()
+    out = _finish(proc, timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    client = MlflowClient(server.url)
+    runs = client.search_runs([client.get_experiment_by_name("kronos_exp").experiment_id])
+    phase = next(r for r in runs if r.data.tags.get("phase") == "tokenizer")
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert [m.step for m in client.get_metric_history(phase.info.run_id, "val_loss")] == [0, 1, 2]
+    steps = [m.step for m in client.get_metric_history(phase.info.run_id, "train_loss")]
+    assert steps == list(range(1, len(steps) + 1))  # every optimizer step, none lost in the outage
+
+
+def test_ctrl_c_stops_a_run_whose_server_is_lost(cli, server):
+    proc = _start_training(cli, server.url, "tokenizer.epochs=50")
+    server.kill()
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out = _finish(proc, timeout=60)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out
