@@ -270,11 +270,12 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
                       samples=samples, train_seconds=time.perf_counter() - started,
                       window=window.state_dict()).save(s.state_path)
 
-    def stop_agreed() -> bool:
-        """Whether any rank was asked to stop, so that all ranks stop at the same step."""
+    def stop_agreed(logged: bool) -> bool:
+        """Whether a stop was asked for. Under DDP all ranks must stop at the same step: they agree
+        at the steps that log, which wait for the device anyway, not at every step."""
         if not world.distributed:
             return stop_requested()
-        return all_reduce_sum(torch.tensor([float(stop_requested())], device=s.device)).item() > 0
+        return logged and all_reduce_sum(torch.tensor([float(stop_requested())], device=s.device)).item() > 0
 
     for epoch in range(first_epoch, s.epochs):
         trained.train()
@@ -299,7 +300,8 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
             if step < total_steps - 1:
                 scheduler.step()
             step += 1
-            if step % s.log_interval == 0 or last_in_epoch:
+            logged = step % s.log_interval == 0 or last_in_epoch
+            if logged:
                 means = window.all_reduce(world).means()
                 rate = samples / (time.perf_counter() - started)
                 metrics = {"train_loss": means.pop("loss"), "lr": lr, "samples_per_second": rate}
@@ -308,7 +310,7 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
                 result.train_history.append((step, metrics["train_loss"]))
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", samples_s=f"{rate:.0f}")
                 window = Sums()
-            if stop_agreed():
+            if stop_agreed(logged):
                 save_state(epoch, i + 1)
                 raise stop(f"{desc}: stopped at step {step}")
             if s.checkpoint_every_steps and step % s.checkpoint_every_steps == 0:

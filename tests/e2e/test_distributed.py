@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
+TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1",
+        "predictor.epochs=1"]
 # Same batches either way; only the float summation order differs. The predictor also inherits the
 # tokenizer's difference through its codes, hence its looser bound.
 TOLERANCE = {"tokenizer_val_loss": 1e-3, "predictor_val_loss": 1e-2}  # relative
