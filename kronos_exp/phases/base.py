@@ -18,7 +18,7 @@ from .. import __version__
 from ..data import DataSplits
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
-from ..tracking.claims import Claims, claim
+from ..tracking.claims import Claim, Claims, claim
 from ..tracking.plots import log_loss_curve
 from ..tracking.resume import RESUMED_FROM_TAG, STATE_TAG, Unfinished
 from ..train import FitResult, FitSettings, fit
@@ -160,7 +160,7 @@ class Phase:
             result = plan if isinstance(plan, PhaseResult) else self._train(ctx, fp, run.info.run_id, plan)
         return ctx.world.share(result)
 
-    def _plan(self, ctx: RunContext, fp: str, decided) -> PhaseResult | TrainPlan:
+    def _plan(self, ctx: RunContext, fp: str, decided: Claim) -> PhaseResult | TrainPlan:
         """The claim's decision as this phase's result (reused) or training plan."""
         if decided.action == "resume":
             unfinished = decided.unfinished

@@ -11,8 +11,8 @@ import mlflow
 
 
 # Tiny and deterministic: one thread, so a rerun does the same float operations in the same order.
-TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=2",
-        "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2"]
+TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1",
+        "predictor.epochs=2", "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2"]
 
 
 def one_thread(cli) -> dict[str, str]:
