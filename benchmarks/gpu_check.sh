@@ -18,8 +18,8 @@ run() {  # name, limit in seconds, args...
   timeout "$limit" python benchmarks/bench_train.py "${common[@]}" "$@" --json "$out/$name.json" \
     2>&1 | tee "$out/$name.log" | grep -v '^{' | tee -a "$out/summary.txt"
 }
-run small_eager 70 --phase predictor --arch small
-run small_compile 110 --phase predictor --arch small --compile
-run base_compile 110 --phase predictor --arch base --compile
-run tokenizer_compile 60 --phase tokenizer --compile --train-rows 6000
+run small_eager 60 --phase predictor --arch small
+run small_compile 100 --phase predictor --arch small --compile
+run base_compile 100 --phase predictor --arch base --compile --train-rows 8000
+run tokenizer_compile 50 --phase tokenizer --compile --train-rows 6000
 echo "results in $out"

@@ -100,9 +100,6 @@ class Sums:
         values = (torch.stack([self.totals[k] for k in keys]) / max(self.weight, 1)).tolist()
         return dict(zip(keys, values))
 
-    def __bool__(self) -> bool:
-        return self.weight > 0
-
     def all_reduce(self, world: World) -> "Sums":
         """The sums over every rank (each held a shard of the batches)."""
         if not world.distributed or not self.totals:
