@@ -1,4 +1,5 @@
 """``python -m kronos_exp``: compose the config with Hydra and run the pipeline."""
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def main(cfg: DictConfig) -> float:
             # One bad job must not take down the jobs beside it: report it, let the sweep go on.
             # The sweep's summary lists it as FAILED and the sweep exits non-zero at the end.
             print(f"error: job {hydra_cfg.job.num}: {message}", file=sys.stderr)
+            from .tracking.sweep import JobInfo, record_failed_job
+
+            with contextlib.suppress(Exception):  # the store itself may be what failed
+                record_failed_job(cfg.mlflow.tracking_uri, JobInfo.current(), message)
             return float("nan")
         raise SystemExit(f"error: {message}") from None
     except KeyboardInterrupt as stop:

@@ -127,7 +127,13 @@ class Tracker:
             self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
-        self.metrics = MetricBuffer(self.client)
+        self._metrics: MetricBuffer | None = None  # started by the first metric (a thread does not pickle)
+
+    @property
+    def metrics(self) -> MetricBuffer:
+        if self._metrics is None:
+            self._metrics = MetricBuffer(self.client)
+        return self._metrics
 
     def _open_sqlite_store(self, database: Path, experiment_name: str) -> None:
         """Open (or create) a local store, one line of error when it cannot be used. MLflow creates
@@ -206,14 +212,15 @@ class Tracker:
             try:
                 yield run
             except BaseException:
-                self.metrics.flush(1.0)
+                if self._metrics is not None:
+                    self._metrics.flush(1.0)
                 raise
             self.wait_for_metrics()  # every metric of the phase is on the server before its run ends
 
     def wait_for_metrics(self) -> None:
         """Block until the metrics handed over so far are on the server, giving a lost server
         ``offline_wait_s`` to come back; training itself never waits on this."""
-        if not self.metrics.flush(self.offline_wait_s):
+        if self._metrics is not None and not self._metrics.flush(self.offline_wait_s):
             raise TrackingUnavailable(f"the tracking server at {self.tracking_uri} took no metrics for "
                                       f"{self.offline_wait_s:g}s ({self.metrics.last_error})")
 

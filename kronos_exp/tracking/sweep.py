@@ -18,9 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from .runs import PARENT_RUN_ENV, Tracker
+from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
 from .stale import process_tags
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,22 @@ class JobInfo:
         return tags
 
 
+def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> None:
+    """A sweep job that failed before its MLflow run started (a bad setting for that job) still gets
+    a FAILED run under the sweep, so the sweep's summary counts it and the sweep exits non-zero."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not job.multirun or not parent:
+        return
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    experiment_id = client.get_run(parent).info.experiment_id
+    mine = f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job.num}'"
+    if client.search_runs([experiment_id], filter_string=mine):
+        return  # its run exists and was ended FAILED by the run itself
+    run = client.create_run(experiment_id, run_name=f"job-{job.num}",
+                            tags={**job.tags(), "mlflow.parentRunId": parent, "error": message[:5000], **process_tags()})
+    client.set_terminated(run.info.run_id, "FAILED")
+
+
 def _format_table(rows: list[dict[str, Any]]) -> str:
     headers = ["job", "objective", "duration_s", "status", "overrides"]
     formats = {"objective": "{:.5f}", "duration_s": "{:.1f}"}
@@ -80,8 +97,8 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Creating the store here also runs its migrations once, before parallel jobs open it.
         m = config.mlflow
-        self.tracker = Tracker(m.tracking_uri, m.experiment_name, m.http_timeout_s, m.http_max_retries,
-                               m.offline_wait_s)
+        http = {k: m[k] for k in ("http_timeout_s", "http_max_retries", "offline_wait_s") if k in m}
+        self.tracker = Tracker(m.tracking_uri, m.experiment_name, **http)
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
         run = self.tracker.client.create_run(
             self.tracker.experiment_id, run_name=sweep_id,
