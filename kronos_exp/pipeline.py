@@ -19,7 +19,7 @@ from .tracking import Registry, Tracker, TrackingUnavailable, file_digest
 from .tracking.sweep import JobInfo
 from .train import distributed, resolve_device, resolve_precision
 from .train.distributed import World
-from .train.interrupt import sigterm_stops
+from .train.interrupt import exit_code, sigterm_stops
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     distributed.start(world, device, cfg.dist_backend)
     try:
         return _run(cfg, output_dir, world, device)
+    except KeyboardInterrupt as stop:
+        if world.is_main:
+            raise
+        raise SystemExit(exit_code(stop)) from None  # stopped with rank 0, which says so once
     except USER_ERRORS:
         if world.is_main:
             raise

@@ -2,9 +2,11 @@
 and leave one set of runs, checkpoints and versions."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,30 @@ def test_a_failing_rank_takes_the_others_down_and_the_runs_end_failed(cli):
     assert "Connection closed by peer" not in output  # rank 0's broken collective is not the news
     assert {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()} == {"job": "FAILED",
                                                                                     "tokenizer": "FAILED"}
+
+
+def test_a_stopped_two_process_run_resumes_with_two_processes(cli):
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(
+        *TINY, "data.max_train_windows=128", "predictor.epochs=3", "tokenizer.batch_size=4", "predictor.batch_size=4",
+        "checkpoint_every_steps=2", fast=False)[1:]]
+    env = {**cli.env(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=cli.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not list(cli.root.glob("outputs/runs/*/*/checkpoints/predictor.last.pt")):
+            assert proc.poll() is None and time.time() < deadline, "the predictor never saved a training state"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.count("run the same command again to resume") == 1, out[-3000:]  # said once, by rank 0
+
+    rerun = subprocess.run(command, cwd=cli.root, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "predictor: resuming run" in rerun.stdout + rerun.stderr
+    predictors = [r for r in cli.runs() if r.data.tags.get("phase") == "predictor"]
+    assert sorted(r.info.status for r in predictors) == ["FINISHED", "KILLED"]
+    assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
