@@ -6,11 +6,14 @@ while the server does not answer, and sends them when it answers again.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
 
 _MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
@@ -57,11 +60,16 @@ class MetricBuffer:
             try:
                 self._client.log_batch(run_id, metrics=batch)
             except Exception as err:  # server away (or refusing): keep them, try again shortly
+                if self.last_error is None:
+                    log.warning("the tracking server does not take metrics (%s); training goes on, metrics wait "
+                                "here and are sent when it answers", str(err).splitlines()[0][:200])
                 self.last_error = err
                 time.sleep(self._retry_s)
                 continue
             with self._changed:
                 for _ in batch:
                     self._pending.popleft()
+                if self.last_error is not None:
+                    log.info("the tracking server answers again; sending the metrics kept meanwhile")
                 self.last_error = None
                 self._changed.notify_all()

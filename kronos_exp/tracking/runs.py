@@ -50,6 +50,8 @@ def bound_http_retries(timeout_s: int, max_retries: int) -> None:
     server cost seconds per call, so no call blocks an interrupt or the end of a run for long."""
     os.environ.update(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(max_retries),
                       MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1", MLFLOW_HTTP_REQUEST_BACKOFF_JITTER="0")
+    # The metric buffer says once that the server is away; urllib3 would add a line per retry.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
