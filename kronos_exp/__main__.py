@@ -41,7 +41,8 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt as stop:
         from .train.interrupt import exit_code
 
-        print("interrupted: the MLflow runs are marked KILLED; best checkpoints so far are intact", file=sys.stderr)
+        print("interrupted: the MLflow runs are marked KILLED; run the same command again to resume from the "
+              "last training state (resume=false starts afresh)", file=sys.stderr)
         raise SystemExit(exit_code(stop)) from None
 
 

@@ -116,6 +116,7 @@ class EvalConfig:
 @dataclass
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = sqlite:///<cwd>/outputs/mlflow.db
+    heartbeat_s: float = 30.0  # a training phase run refreshes its claim this often; dead after 4 missed
     experiment_name: str = "kronos_exp"
     tokenizer_model_name: str = "kronos-tokenizer"
     predictor_model_name: str = "kronos-predictor"
@@ -139,6 +140,11 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the hardware runs it fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
     compile: bool = False  # torch.compile the model (warm-up of tens of seconds; falls back with a warning)
     num_workers: int = 0  # DataLoader workers
+    # Resume a phase from the `last` training state of an unfinished run with its fingerprint;
+    # null = whenever the store holds one, false = always start afresh.
+    resume: Optional[bool] = None
+    checkpoint_every_steps: int = 200  # optimizer steps between `last` states (also saved each epoch); 0 = epochs only
+    dist_backend: Optional[str] = None  # torchrun process group: null = nccl on CUDA, gloo on CPU
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
     # returned to sweepers: any metric a phase reports (<phase>_val_loss, eval_close_mae, ...);

@@ -16,14 +16,15 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import check_known_keys, check_settings
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .data import build_datasets, resolve_paths
-from .errors import ConfigError
+from .errors import USER_ERRORS, ConfigError
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.runs import PARENT_RUN_ENV
 from .tracking.sweep import SWEEP_ID_ENV, JobInfo
-from .train import resolve_device, resolve_precision
-from .train.interrupt import sigterm_stops
+from .train import distributed, resolve_device, resolve_precision
+from .train.distributed import World
+from .train.interrupt import exit_code, sigterm_stops
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) 
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
-        f"  device   {ctx.device} ({ctx.precision})",
+        f"  device   {ctx.device} ({ctx.precision})" + (
+            f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
@@ -100,7 +102,39 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
 
 
 def run(cfg: DictConfig, output_dir: Path) -> float:
-    """Run every configured phase; returns the objective (a validation loss or an eval metric) for sweepers."""
+    """Run every configured phase; returns the objective (a validation loss or an eval metric) for
+    sweepers.
+    Under torchrun every rank runs this; rank 0 alone tracks, checkpoints and registers."""
+    world = World.from_env()
+    device = distributed.device_for(world, resolve_device(cfg.device))
+    distributed.start(world, device, cfg.dist_backend)
+    try:
+        return _run(cfg, output_dir, world, device)
+    except KeyboardInterrupt as stop:
+        if world.is_main:
+            raise
+        raise SystemExit(exit_code(stop)) from None  # stopped with rank 0, which says so once
+    except USER_ERRORS:
+        if world.is_main:
+            raise
+        # Every rank meets a bad setting alike: rank 0 alone says so and ends the runs FAILED;
+        # torchrun stops this process when rank 0 exits.
+        time.sleep(30)
+        raise SystemExit(1) from None
+    except Exception:
+        peer = distributed.failed_peer() if world.distributed else None
+        if peer is not None and peer != world.rank:
+            # A broken collective because a peer died: that peer prints the error worth reading.
+            raise SystemExit(f"error: process {peer} of this torchrun failed (its error is printed above); "
+                             "the MLflow runs are marked FAILED" if world.is_main else 1) from None
+        if world.distributed:
+            distributed.report_failure(world)
+        raise
+    finally:
+        distributed.stop()
+
+
+def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> float:
     started = time.perf_counter()
     job = JobInfo.current()
     job.label_log_lines()
@@ -113,7 +147,8 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     check_known_keys(cfg)
     use_pretrained_architectures(cfg)
-    device = resolve_device(cfg.device)
+    if not world.is_main:  # one voice: the other ranks log warnings and errors only
+        logging.getLogger().setLevel(logging.WARNING)
     precision = resolve_precision(cfg.precision, device)
     phases = build_phases(cfg)
     for phase in phases:
@@ -122,12 +157,20 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
     data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
-    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
-                      cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
-    tracker.end_dead_runs()
+    # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
+    output_dir, skip_existing = world.share((output_dir, skip_existing))
+    tracker = (Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
+                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s) if world.is_main else None)
+    if tracker:
+        tracker.end_dead_runs()
     ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client), output_dir=output_dir, skip_existing=skip_existing,
-                     precision=precision)
+                     registry=Registry(tracker.client) if tracker else None, output_dir=output_dir,
+                     skip_existing=skip_existing, resume=cfg.resume, world=world, precision=precision)
+    if not world.is_main:
+        for phase in phases:
+            ctx.results[phase.name] = phase.run(ctx)
+        reported = {k: v for p in phases for k, v in p.report(ctx.results[p.name]).items()}
+        return objective_value(cfg, phases, reported)
     try:
         with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
             log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))

@@ -2,7 +2,6 @@
 loop, checkpoint logging and registration. A phase adds its model, its loss and its inputs."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -20,11 +19,13 @@ from ..data import DataSplits
 from ..errors import TrainingFailed
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_checkpoint_dir
 from ..tracking import Registry, RegisteredCheckpoint, Tracker, file_digest, fingerprint, flatten, folder_digests
+from ..tracking.claims import Claim, Claims, claim
 from ..tracking.fingerprint import data_files_digest, fingerprint_inputs
 from ..tracking.registry import FINGERPRINT_ARTIFACT
-from ..tracking.locks import fingerprint_lock
 from ..tracking.plots import log_loss_curve
+from ..tracking.resume import RESUMED_FROM_TAG, STATE_TAG, Unfinished
 from ..train import FitResult, FitSettings, fit
+from ..train.distributed import World
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,21 @@ class RunContext:
     output_dir: Path
     skip_existing: bool = False
     precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
+    resume: bool | None = None  # None: resume when the store holds an unfinished run of the phase
+    world: World = field(default_factory=World)
     results: dict[str, PhaseResult] = field(default_factory=dict)
+
+
+@dataclass
+class TrainPlan:
+    """What rank 0 decided for a phase to train: where its checkpoints go, what it resumes.
+    The ``last`` training state sits beside the best checkpoint: checkpoints/<phase>.last.pt."""
+    best_dir: Path
+    resume_from: Unfinished | None = None
+
+    @property
+    def state_path(self) -> Path:
+        return self.best_dir.with_name(f"{self.best_dir.name}.last.pt")
 
 
 def seed_everything(seed: int) -> None:
@@ -83,6 +98,8 @@ def phase_fingerprint_inputs(ctx: RunContext, name: str, upstream: dict[str, str
     """What determines phase ``name``'s checkpoint: data, its settings, initial weights, its seed,
     precision, the training code and (for later phases) the fingerprint of what they build on."""
     settings = OmegaConf.to_container(ctx.cfg[name], resolve=True)
+    if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
+        settings["batch_size"] *= ctx.world.world_size
     pretrained = settings.get("pretrained")
     return fingerprint_inputs(name, settings, data=ctx.data_fingerprint, seed=phase_seed(ctx.cfg, name),
                               precision=ctx.precision,
@@ -100,6 +117,7 @@ class Phase:
 
     name: ClassVar[str]
     val_key: ClassVar[str]
+    trains: ClassVar[bool] = True  # False: a phase that only measures (evaluation), run on rank 0 alone
 
     # -- what a subclass provides -------------------------------------------------------------
     def build_model(self, ctx: RunContext) -> nn.Module:
@@ -145,6 +163,10 @@ class Phase:
         return ctx.cfg.mlflow[f"{self.name}_model_name"]
 
     def run(self, ctx: RunContext) -> PhaseResult:
+        """Claim, train or reuse, register. Rank 0 decides and tracks; other ranks train on its word."""
+        upstream = self.upstream(ctx)
+        if not ctx.world.is_main:
+            return self._follow(ctx)
         upstream = self.upstream(ctx)
         inputs = phase_fingerprint_inputs(ctx, self.name, upstream)
         fp = fingerprint(inputs)
@@ -152,20 +174,45 @@ class Phase:
             settings = OmegaConf.to_container(self.settings(ctx), resolve=True)
             mlflow.log_params(flatten({self.name: settings}))
             mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
-            return self.execute(ctx, fp, run.info.run_id)
+            result = self.execute(ctx, fp, run.info.run_id)
+        return ctx.world.share(result)
+
+    def _follow(self, ctx: RunContext) -> PhaseResult:
+        """A rank other than 0: train along when rank 0's plan says so, then take its result."""
+        if self.trains:
+            self.upstream(ctx)  # rank 0 finds what this phase builds on; the others get its answer
+            plan = ctx.world.share(None)
+            if isinstance(plan, TrainPlan):
+                self._fit(ctx, plan, log_metrics=lambda metrics, step: None, on_best=lambda *a: None)
+        return ctx.world.share(None)
 
     def execute(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
-        """Produce the phase's result inside its run: reuse a registered checkpoint, or train and
-        register one. A phase that trains nothing (evaluation) overrides this."""
-        # Parallel sweep jobs with the same fingerprint: one trains, the others wait and reuse.
-        lock = (fingerprint_lock(ctx.tracker.lock_dir, fp, self.name) if ctx.skip_existing
-                else contextlib.nullcontext())
-        with lock:
-            reused = self._reuse(ctx, fp) if ctx.skip_existing else None
+        """Produce the phase's result inside its run: claim the fingerprint, then reuse a registered
+        checkpoint, resume an unfinished run, or train, and register. A phase that trains nothing
+        (evaluation) overrides this."""
+        claims = Claims(ctx.tracker.client, ctx.tracker.experiment_id, ctx.cfg.mlflow.heartbeat_s)
+        with claims.heartbeat(run_id):  # this run claims the fingerprint while it lives
+            plan = self._plan(ctx, fp, claim(claims, self.name, fp, run_id,
+                                             skip_existing=ctx.skip_existing, resume=ctx.resume))
+            ctx.world.share(plan)
+            return plan if isinstance(plan, PhaseResult) else self._train(ctx, fp, run_id, plan)
+
+    def _plan(self, ctx: RunContext, fp: str, decided: Claim) -> PhaseResult | TrainPlan:
+        """The claim's decision as this phase's result (reused) or training plan."""
+        if decided.action == "resume":
+            unfinished = decided.unfinished
+            mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
+            log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
+            return TrainPlan(unfinished.state_path.parent / self.name, unfinished)
+        if decided.action == "reuse":
+            reused = self._reuse(ctx, fp)
             if reused is not None:
                 return reused
-            mlflow.set_tag("skipped", "false")
-            return self._train(ctx, fp, run_id)
+        if ctx.resume:
+            log.info("%s: resume=true but no unfinished run has fingerprint %s; training from the start",
+                     self.name, fp[:12])
+        mlflow.set_tag("skipped", "false")
+        return TrainPlan(ctx.output_dir / "checkpoints" / self.name)
 
     def _reuse(self, ctx: RunContext, fp: str) -> PhaseResult | None:
         hit = ctx.registry.fetch(self.registered_name(ctx), fp, ctx.output_dir / "reused")
@@ -179,22 +226,33 @@ class Phase:
         log.info("%s: reusing %s (fingerprint %s)", self.name, version.label, fp[:12])
         return PhaseResult(self.name, folder, fp, val_loss, version, skipped=True)
 
-    def fit_settings(self, ctx: RunContext) -> FitSettings:
+    def fit_settings(self, ctx: RunContext, plan: TrainPlan) -> FitSettings:
         s = self.settings(ctx)
         return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
                            adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
                            accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
                            precision=ctx.precision, num_workers=ctx.cfg.num_workers,
-                           seed=phase_seed(ctx.cfg, self.name), compile=ctx.cfg.compile)
+                           seed=phase_seed(ctx.cfg, self.name), compile=ctx.cfg.compile, world=ctx.world,
+                           state_path=plan.state_path, resume=plan.resume_from is not None,
+                           checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
-    def _train(self, ctx: RunContext, fp: str, run_id: str) -> PhaseResult:
+    def _fit(self, ctx: RunContext, plan: TrainPlan, log_metrics, on_best) -> FitResult:
+        """Build the model from the phase's seed (the same on every rank) and train it."""
         seed_everything(phase_seed(ctx.cfg, self.name))
         model = self.build_model(ctx)
         n_params = sum(p.numel() for p in model.parameters())
-        mlflow.log_param(f"{self.name}.n_parameters", n_params)
         log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
                  len(ctx.data.train), self.settings(ctx).epochs)
-        best_dir = ctx.output_dir / "checkpoints" / self.name
+        if ctx.world.is_main:
+            mlflow.log_param(f"{self.name}.n_parameters", n_params)
+        train_set, val_set = self.datasets(ctx)
+        return fit(model, self, train_set, val_set, self.fit_settings(ctx, plan),
+                   log_metrics=log_metrics, on_best=on_best, desc=self.name)
+
+    def _train(self, ctx: RunContext, fp: str, run_id: str, plan: TrainPlan) -> PhaseResult:
+        """Rank 0: train (with the other ranks), then log and register the best checkpoint."""
+        best_dir = plan.best_dir
+        mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
         saved: dict[str, str] = {}  # sha256 of each file as this process wrote it
 
         def save_best(m: nn.Module, epoch: int, val_loss: float) -> None:
@@ -202,10 +260,10 @@ class Phase:
             saved.clear()
             saved.update(folder_digests(best_dir))
 
-        train_set, val_set = self.datasets(ctx)
-        result: FitResult = fit(model, self, train_set, val_set, self.fit_settings(ctx),
-                                log_metrics=ctx.tracker.log_metrics, on_best=save_best, desc=self.name)
+        result = self._fit(ctx, plan, log_metrics=ctx.tracker.log_metrics, on_best=save_best)
         ctx.tracker.wait_for_metrics()  # the checkpoint is on disk; a lost server may come back meanwhile
+        if not saved and plan.resume_from is not None:  # the best so far was saved before the resume
+            saved.update(folder_digests(best_dir))
         if result.best_epoch < 0:
             raise TrainingFailed(f"{self.name}: the validation loss was never finite ({result.val_history}); "
                              f"no checkpoint to keep. Lower {self.name}.lr or check the data")
@@ -222,5 +280,6 @@ class Phase:
             tags={"phase": self.name, "best_val_loss": repr(result.best_val_loss),
                   "data_files": data_files_digest(ctx.data_fingerprint), **self.version_tags(ctx)})
         mlflow.set_tag("registered_version", version.version)
+        plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large
         return PhaseResult(self.name, best_dir, fp, result.best_val_loss, version, skipped=False,
                            val_history=result.val_history, duration_s=result.duration_s)

@@ -55,6 +55,7 @@ class Models:
 class EvalPhase(Phase):
     name = "eval"
     val_key = "close_mae"
+    trains = False
 
     def __init__(self) -> None:
         self._models: Models | None = None

@@ -40,8 +40,12 @@ class PredictorPhase(Phase):
     def _locate_tokenizer(self, ctx: RunContext) -> tuple[Path, dict[str, str]]:
         """This run's tokenizer, else the registered one for this data + tokenizer config, else
         ``tokenizer.pretrained``. Returns its folder and the tags that identify it."""
-        if self._tokenizer_source is not None:
-            return self._tokenizer_source
+        if self._tokenizer_source is None:
+            # The registry is read on rank 0 only; every rank gets the same answer.
+            self._tokenizer_source = ctx.world.rank_zero(self._find_tokenizer, ctx)
+        return self._tokenizer_source
+
+    def _find_tokenizer(self, ctx: RunContext) -> tuple[Path, dict[str, str]]:
         trained = ctx.results.get("tokenizer")
         if trained is not None:
             source = trained.checkpoint_dir, self._identity(trained.fingerprint, trained.version)
@@ -69,7 +73,6 @@ class PredictorPhase(Phase):
                     "and tokenizer.pretrained is null. Set the differing settings to the registered values (a seed "
                     "for the predictor alone is predictor.seed), run phases=tokenizer first, run phases=both, or "
                     "set tokenizer.pretrained=<folder or hub id>.")
-        self._tokenizer_source = source
         return source
 
     @staticmethod

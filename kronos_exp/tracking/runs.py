@@ -19,7 +19,6 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from .buffer import MetricBuffer
-from .fingerprint import fingerprint
 from .stale import PID_TAG, mark_dead_runs_failed, process_tags
 
 log = logging.getLogger(__name__)
@@ -176,13 +175,6 @@ class Tracker:
             log.warning("%d run(s) of experiment '%s' were left RUNNING by process(es) %s, which no longer exist; "
                         "marked FAILED: %s", len(dead), self.experiment_name, ", ".join(pids),
                         ", ".join(r.info.run_id for r in dead))
-
-    @property
-    def lock_dir(self) -> Path:
-        """Where fingerprint locks live: beside a local store, else in the user's cache."""
-        if self.tracking_uri.startswith("sqlite:///"):
-            return Path(self.tracking_uri[len("sqlite:///"):]).parent / "locks"
-        return Path.home() / ".cache" / "kronos_exp" / "locks" / fingerprint({"uri": self.tracking_uri})[:16]
 
     def ui_command(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):

@@ -67,14 +67,15 @@ class Batches:
         batched = hasattr(self.dataset, "batch")
         # A dataset already on the GPU (the token cache) is gathered there, never in worker processes.
         in_process = batched and (self.num_workers == 0 or getattr(self.dataset, "on_device", False))
+        # generator=: worker seeds come from it, not from the global RNG (a resume restores it).
         if in_process:
             source: Iterable = (self.dataset.batch(c) for c in chunks)
         elif batched:
             source = DataLoader(_BatchesOf(self.dataset, chunks), batch_size=None, num_workers=self.num_workers,
-                                pin_memory=self.pin_memory)
+                                pin_memory=self.pin_memory, generator=self.generator)
         else:  # any map-style dataset: the DataLoader's per-item path
             source = DataLoader(self.dataset, batch_sampler=[c.tolist() for c in chunks],
-                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+                                num_workers=self.num_workers, pin_memory=self.pin_memory, generator=self.generator)
         for batch in source:
             batch = list(batch)
             if self.pin_memory and in_process:

@@ -24,11 +24,19 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
 
 
 _requested: str | None = None
+_requested_by: int = signal.SIGTERM
+
+
+def stop(message: str) -> Interrupted:
+    """The exception for a recorded stop, carrying the signal that asked for it."""
+    err = Interrupted(message)
+    err.signum = _requested_by
+    return err
 
 
 def raise_if_stop_requested() -> None:
     if _requested is not None:
-        raise Interrupted(_requested)
+        raise stop(_requested)
 
 
 @contextlib.contextmanager
@@ -51,3 +59,32 @@ def sigterm_stops() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _requested = None
+
+
+def stop_requested() -> bool:
+    return _requested is not None
+
+
+@contextlib.contextmanager
+def stops_at_step_boundary() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM only record the stop: the training loop acts on it at
+    its next optimizer-step boundary, where it can save a consistent training state."""
+    global _requested
+
+    def handler(signum, frame):
+        global _requested, _requested_by
+        _requested, _requested_by = f"signal {signum}", signum
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    except Interrupted:
+        _requested = None  # acted on: the loop stopped for it
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -4,23 +4,31 @@ AdamW + OneCycle, gradient accumulation and clipping, mixed precision, a validat
 epoch, and a callback whenever the validation loss improves (the phase saves its best checkpoint
 there). The loop never waits for the device inside an epoch except at ``log_interval``: loss
 components are summed on the device and read once per log line and once per validation pass.
+Under torchrun the model trains data-parallel (train/distributed.py); with ``state_path`` set the
+loop keeps a resumable ``last`` training state (train/state.py) and stops for SIGINT/SIGTERM at
+the next optimizer step, after saving it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .batches import Batches, to_device
-from .interrupt import raise_if_stop_requested
+from .distributed import EpochSampler, World, all_reduce_sum, shard
+from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary
 from .precision import autocast, grad_scaler
+from .state import TrainingState, restore_rng_states, rng_states
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,10 @@ class FitSettings:
     num_workers: int = 0
     seed: int = 0
     compile: bool = False
+    world: World = field(default_factory=World)
+    state_path: Path | None = None  # where the resumable `last` state lives; None: keep none
+    resume: bool = False  # continue from state_path when it exists
+    checkpoint_every_steps: int = 0  # also save `last` every N optimizer steps (0: once per epoch only)
 
 
 @dataclass
@@ -65,6 +77,7 @@ class FitResult:
     duration_s: float = 0.0
     val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
+    resumed_at_step: int | None = None
 
 
 class Sums:
@@ -86,6 +99,26 @@ class Sums:
         keys = list(self.totals)
         values = (torch.stack([self.totals[k] for k in keys]) / max(self.weight, 1)).tolist()
         return dict(zip(keys, values))
+
+    def all_reduce(self, world: World) -> "Sums":
+        """The sums over every rank (each held a shard of the batches)."""
+        if not world.distributed or not self.totals:
+            return self
+        keys = list(self.totals)
+        reduced = all_reduce_sum(torch.stack([self.totals[k] for k in keys] + [
+            torch.tensor(float(self.weight), device=self.totals[keys[0]].device)]))
+        out = Sums()
+        out.totals, out.weight = dict(zip(keys, reduced[:-1])), int(reduced[-1].item())
+        return out
+
+    def state_dict(self) -> dict:
+        return {"totals": {k: v.cpu() for k, v in self.totals.items()}, "weight": self.weight}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> "Sums":
+        sums = cls()
+        sums.totals, sums.weight = {k: v.to(device) for k, v in state["totals"].items()}, state["weight"]
+        return sums
 
 
 class Runner:
@@ -109,14 +142,16 @@ class Runner:
             return fn(self.eager)
 
 
-def make_loaders(train_set, val_set, s: FitSettings) -> tuple[Batches, Batches]:
-    """Shuffled training batches (the last partial one dropped when there is more than one batch)
-    and validation batches in order."""
+def make_loaders(train_set, val_set, s: FitSettings, sampler: EpochSampler,
+                 generator: torch.Generator) -> tuple[Batches, Batches]:
+    """This rank's shuffled training batches (the last partial one dropped when there is more than
+    one batch) and its shard of the validation batches, in order."""
     pin = s.device.type == "cuda"
-    generator = torch.Generator().manual_seed(s.seed)
-    train = Batches(train_set, s.batch_size, shuffle=True, drop_last=len(train_set) > s.batch_size,
+    train = Batches(train_set, s.batch_size, shuffle=True, sampler=sampler,
+                    drop_last=len(train_set) > s.batch_size * s.world.world_size,
                     generator=generator, num_workers=s.num_workers, pin_memory=pin)
-    val = Batches(val_set, s.batch_size, num_workers=s.num_workers, pin_memory=pin)
+    val = Batches(val_set, s.batch_size, num_workers=s.num_workers, pin_memory=pin,
+                  sampler=shard(len(val_set), s.world) if s.world.distributed else None)
     return train, val
 
 
@@ -152,8 +187,10 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler, params: list[nn.Par
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSettings) -> dict[str, float]:
-    """Sample-weighted means of every loss component over a loader, plus the epoch metrics."""
+def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSettings,
+             metrics_loader: Iterable | None = None) -> dict[str, float]:
+    """Sample-weighted means of every loss component over a loader (over all ranks' shards under
+    DDP), plus the epoch metrics over ``metrics_loader`` (default: ``loader``)."""
     model.eval()
     sums = Sums()
     for batch in loader:
@@ -162,8 +199,8 @@ def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSet
         with autocast(s.device, s.precision):
             parts = objective.loss(model, batch)
         sums.add(parts, batch[0].shape[0])
-    means = sums.means()
-    means.update(objective.epoch_metrics(model, loader))
+    means = sums.all_reduce(s.world).means()
+    means.update(objective.epoch_metrics(model, metrics_loader or loader))
     return means
 
 
@@ -171,38 +208,98 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
         desc: str = "train") -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
-    validation metrics (prefixed ``val_``) at step = epoch."""
-    train_loader, val_loader = make_loaders(train_set, val_set, s)
+    validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
+    optimizer step, after saving the training state (when ``state_path`` is set)."""
+    with stops_at_step_boundary():
+        return _fit(model, objective, train_set, val_set, s, log_metrics, on_best, desc)
+
+
+def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_best, desc) -> FitResult:
+    world = s.world
+    generator = torch.Generator().manual_seed(s.seed)  # the loaders' own: iterating draws nothing global
+    sampler = EpochSampler(train_set, world, s.seed)
+    train_loader, val_loader = make_loaders(train_set, val_set, s, sampler, generator)
+    metrics_loader = Batches(val_set, s.batch_size) if world.distributed else val_loader
     model.to(s.device)
-    runner = Runner(model, s.compile)
+    trained = (DistributedDataParallel(model, device_ids=[s.device] if s.device.type == "cuda" else None)
+               if world.distributed else model)
+    runner = Runner(trained, s.compile)
+    # Validation shards may differ by a batch between ranks: evaluate the bare model (DDP's forward
+    # would run collectives on some ranks only).
+    eval_runner = Runner(model, s.compile) if world.distributed else runner
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
-    scheduler, total_steps = make_scheduler(optimizer, s, len(train_loader))
+    n_batches = len(train_loader)
+    scheduler, total_steps = make_scheduler(optimizer, s, n_batches)
     scaler = grad_scaler(s.device, s.precision)
     result = FitResult(best_val_loss=math.inf, best_epoch=-1)
-    started, samples, step = time.perf_counter(), 0, 0
-    n_batches = len(train_loader)
-    for epoch in range(s.epochs):
-        model.train()
-        window = Sums()
+    samples, step, first_epoch, batches_done, prior_seconds = 0, 0, 0, 0, 0.0
+    window = Sums()
+    if s.resume and s.state_path is not None and s.state_path.is_file():
+        state = TrainingState.load(s.state_path)
+        if state.world_size != world.world_size:
+            raise ValueError(f"{s.state_path} was saved by {state.world_size} process(es) and this run has "
+                             f"{world.world_size}; resume with the same --nproc_per_node, or resume=false")
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if state.scaler:
+            scaler.load_state_dict(state.scaler)
+        restore_rng_states(state.rng, generator)
+        first_epoch, batches_done, step, samples = state.epoch, state.batches_done, state.step, state.samples
+        prior_seconds, window = state.train_seconds, Sums.from_state(state.window, s.device)
+        result.best_val_loss, result.best_epoch = state.best_val_loss, state.best_epoch
+        result.val_history, result.train_history = state.val_history, state.train_history
+        result.resumed_at_step = step
+        log.info("%s: resuming from %s (epoch %d, batch %d of %d, step %d)", desc, s.state_path,
+                 first_epoch + 1, batches_done, n_batches, step)
+    started = time.perf_counter() - prior_seconds
+    loader_rng = generator.get_state()
+
+    def save_state(epoch: int, done: int) -> None:
+        if s.state_path is None or not world.is_main:  # one writer: every rank holds the same state
+            return
+        TrainingState(epoch=epoch, batches_done=done, step=step, world_size=world.world_size,
+                      model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      scaler=scaler.state_dict(), rng={**rng_states(generator), "loader": loader_rng},
+                      best_val_loss=result.best_val_loss, best_epoch=result.best_epoch,
+                      val_history=list(result.val_history), train_history=list(result.train_history),
+                      samples=samples, train_seconds=time.perf_counter() - started,
+                      window=window.state_dict()).save(s.state_path)
+
+    def stop_agreed(logged: bool) -> bool:
+        """Whether a stop was asked for. Under DDP all ranks must stop at the same step: they agree
+        at the steps that log, which wait for the device anyway, not at every step."""
+        if not world.distributed:
+            return stop_requested()
+        return logged and all_reduce_sum(torch.tensor([float(stop_requested())], device=s.device)).item() > 0
+
+    for epoch in range(first_epoch, s.epochs):
+        trained.train()
+        sampler.set_epoch(epoch)
+        sampler.skip = batches_done * s.batch_size
+        loader_rng = generator.get_state()  # worker seeds of this epoch come from it
         # disable=None: a live bar on a terminal, nothing in CI logs or piped output.
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{s.epochs}", leave=False, dynamic_ncols=True,
-                   disable=None)
-        for i, batch in enumerate(bar):
-            raise_if_stop_requested()
+                   disable=None if world.is_main else True, initial=batches_done, total=n_batches)
+        for i, batch in enumerate(bar, start=batches_done):
             batch = to_device(batch, s.device)
-            window.add(runner(lambda m: forward_backward(m, objective, batch, s, scaler)))
-            samples += batch[0].shape[0]
             last_in_epoch = i + 1 == n_batches
-            if (i + 1) % s.accumulation_steps and not last_in_epoch:
+            boundary = not (i + 1) % s.accumulation_steps or last_in_epoch
+            # Micro-batches before a step's last keep their gradients local: one all-reduce per step.
+            with contextlib.nullcontext() if boundary or not world.distributed else trained.no_sync():
+                window.add(runner(lambda m: forward_backward(m, objective, batch, s, scaler)))
+            samples += batch[0].shape[0] * world.world_size
+            if not boundary:
                 continue
             optimizer_step(optimizer, scaler, params, s.grad_clip)
             lr = scheduler.get_last_lr()[0]
             if step < total_steps - 1:
                 scheduler.step()
             step += 1
-            if step % s.log_interval == 0 or last_in_epoch:
-                means = window.means()
+            logged = step % s.log_interval == 0 or last_in_epoch
+            if logged:
+                means = window.all_reduce(world).means()
                 rate = samples / (time.perf_counter() - started)
                 metrics = {"train_loss": means.pop("loss"), "lr": lr, "samples_per_second": rate}
                 metrics.update({f"train_{k}": v for k, v in means.items()})
@@ -210,8 +307,18 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
                 result.train_history.append((step, metrics["train_loss"]))
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", samples_s=f"{rate:.0f}")
                 window = Sums()
+            if stop_agreed(logged):
+                save_state(epoch, i + 1)
+                raise stop(f"{desc}: stopped at step {step}")
+            if s.checkpoint_every_steps and step % s.checkpoint_every_steps == 0:
+                save_state(epoch, i + 1)
+        batches_done = 0
         val_started = time.perf_counter()
-        val = runner(lambda m: evaluate(m, objective, val_loader, s))
+        try:
+            val = eval_runner(lambda m: evaluate(m, objective, val_loader, s, metrics_loader))
+        except Interrupted:  # evaluating changes nothing: the state is the end of this epoch's training
+            save_state(epoch, n_batches)
+            raise
         result.val_duration_s += time.perf_counter() - val_started
         val_loss = val[objective.val_key]
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
@@ -221,6 +328,8 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(model, epoch, val_loss)
+        loader_rng = generator.get_state()
+        save_state(epoch + 1, 0)
     result.duration_s = time.perf_counter() - started
     result.samples_per_second = samples / max(result.duration_s, 1e-9)
     result.steps = step

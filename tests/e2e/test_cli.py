@@ -142,9 +142,11 @@ def test_a_signal_ends_runs_killed_with_its_exit_code(cli, signum, code):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, out[-2000:]  # 128 + the signal, so a scheduler can tell it from a failure
-    assert "interrupted" in out
+    assert "interrupted" in out and "run the same command again to resume" in out
     runs = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
     assert runs == {"job": "KILLED", "tokenizer": "KILLED"}
+    tokenizer_run = next(r for r in cli.runs() if r.data.tags.get("phase") == "tokenizer")
+    assert Path(tokenizer_run.data.tags["last_state"]).is_file()  # stopped at a step boundary, state saved
 
 
 def test_fine_tunes_from_published_layout_checkpoints(cli):

@@ -10,12 +10,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import textwrap
-import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -284,10 +279,10 @@ def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
     assert re.search(r"Joblib.Parallel\(n_jobs=2.*launching 4 jobs", output), output[-3000:]
     _assert_tokenizer_trained_once(cli)
     _, jobs, phases = _parts(cli)
-    # Jobs 0 and 1 really ran side by side, so one of them waited on the other's tokenizer lock.
+    # Jobs 0 and 1 really ran side by side, so one of them waited on the other's claim (tracking/claims.py).
     first, second = (phases[j.info.run_id]["tokenizer"] for j in jobs[:2])
     assert first.info.start_time < second.info.end_time and second.info.start_time < first.info.end_time, \
-        "the first two jobs' tokenizer phases did not overlap: nothing exercised the lock"
+        "the first two jobs' tokenizer phases did not overlap: nothing exercised the claim"
     logs = "".join(p.read_text() for p in _sweep_dir(cli).glob("*/*.log"))
     assert "another job is producing fingerprint" in logs
     assert {(j.data.params["predictor.lr"]) for j in jobs} == {"0.001", "0.002", "0.003", "0.004"}
@@ -300,83 +295,13 @@ def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
         assert re.search(r"done in (\d+\.\d)s", log).group(1) == durations[str(num)]
 
 
-# -- fingerprint locks, directly ------------------------------------------------------------------
-
-_HOLDER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    from kronos_exp.tracking.locks import fingerprint_lock
-    with fingerprint_lock(Path(sys.argv[1]), "fp", "holder", poll_s=0.05):
-        print("locked", flush=True)
-        if sys.argv[2] == "hang":
-            time.sleep(120)
-        sys.stdin.readline()  # release when told
-    print("released", flush=True)
-    sys.stdin.readline()  # stay alive: the release must come from the unlock, not from exiting
-""")
-
-
-def _holder(directory: Path, mode: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(directory), mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def _acquire_in_thread(directory: Path) -> tuple[threading.Thread, dict[str, float]]:
-    from kronos_exp.tracking.locks import fingerprint_lock
-
-    state: dict[str, float] = {}
-
-    def take():
-        with fingerprint_lock(directory, "fp", "waiter", poll_s=0.05):
-            state["acquired"] = time.monotonic()
-
-    thread = threading.Thread(target=take, daemon=True)
-    thread.start()
-    return thread, state
-
-
-def test_lock_of_a_killed_holder_does_not_block(tmp_path):
-    holder = _holder(tmp_path, "hang")
-    try:
-        thread, state = _acquire_in_thread(tmp_path)
-        thread.join(1.0)
-        assert "acquired" not in state, "acquired while a live process held the lock"
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
-        killed = time.monotonic()
-        thread.join(10)
-        assert "acquired" in state, "a lock whose holder was killed still blocks"
-        assert state["acquired"] - killed < 5
-        # And a fresh acquirer in this process gets it promptly too.
-        thread, state = _acquire_in_thread(tmp_path)
-        thread.join(5)
-        assert "acquired" in state
-    finally:
-        holder.kill()
-        holder.wait(10)
-
-
-def test_lock_waiter_gets_the_lock_only_after_the_holder_releases(tmp_path, caplog):
-    caplog.set_level("INFO", logger="kronos_exp.tracking.locks")
-    holder = _holder(tmp_path, "release")
-    try:
-        thread, state = _acquire_in_thread(tmp_path)
-        thread.join(1.0)
-        assert "acquired" not in state, "acquired while another process held the lock"
-        released_asked = time.monotonic()
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "released"
-        thread.join(10)
-        assert "acquired" in state and state["acquired"] >= released_asked
-        assert state["acquired"] - released_asked < 5
-        assert holder.poll() is None  # released by unlocking, the holder is still alive
-        assert "another job is producing fingerprint" in caplog.text
-    finally:
-        holder.kill()
-        holder.wait(10)
+def test_submitit_local_jobs_share_the_store_and_train_the_tokenizer_once(cli):
+    _sweep(cli, "hydra/launcher=submitit_local", "predictor.lr=1e-3,2e-3")
+    sweep, jobs, phases = _parts(cli)
+    assert len(jobs) == 2 and {j.info.status for j in [sweep, *jobs]} == {"FINISHED"}
+    assert sorted(phases[j.info.run_id]["tokenizer"].data.tags["skipped"] for j in jobs) == ["false", "true"]
+    assert len(cli.versions("kronos-tokenizer")) == 1 and len(cli.versions("kronos-predictor")) == 2
+    assert list(_sweep_dir(cli).glob(".submitit/*")), "the jobs did not go through submitit"
 
 
 # -- Optuna ---------------------------------------------------------------------------------------

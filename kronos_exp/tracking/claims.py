@@ -1,0 +1,109 @@
+"""Who trains a fingerprint, decided through the tracking store, so jobs on different hosts that
+share one ``mlflow server`` train a phase once.
+
+A phase run is a claim on its fingerprint while its ``heartbeat`` tag (unix time) is fresh: a
+background thread refreshes it every ``interval_s`` until the run ends. A job that finds an
+earlier live claim on its fingerprint waits for it to end, then reuses the registered result;
+when the claim's heartbeat stops (its process was killed, its host lost), the waiter takes it
+over: it resumes from the dead run's ``last`` training state where it can reach the file
+(tracking/resume.py), else trains afresh.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from .resume import Unfinished, done_in_unfinished_job, find_unfinished, mark_resumed
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TAG = "heartbeat"
+STALE_AFTER_BEATS = 4  # a claim is dead once its heartbeat is this many intervals old
+
+
+class Claims:
+    def __init__(self, client: MlflowClient, experiment_id: str, interval_s: float):
+        self.client, self.experiment_id, self.interval_s = client, experiment_id, interval_s
+
+    def alive(self, run: Run, now: float | None = None) -> bool:
+        """Whether ``run`` is a live claim: RUNNING, with a heartbeat fresher than the stale limit."""
+        beat = run.data.tags.get(HEARTBEAT_TAG)
+        if run.info.status != "RUNNING" or beat is None:
+            return False
+        return (now or time.time()) - float(beat) < STALE_AFTER_BEATS * self.interval_s
+
+    @contextlib.contextmanager
+    def heartbeat(self, run_id: str) -> Iterator[None]:
+        """Claim through ``run_id`` for the duration of the block."""
+        self.client.set_tag(run_id, HEARTBEAT_TAG, repr(time.time()))
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.interval_s):
+                try:
+                    self.client.set_tag(run_id, HEARTBEAT_TAG, repr(time.time()))
+                except Exception as err:  # a missed beat is survivable; the next one may pass
+                    log.warning("heartbeat of run %s not recorded: %s", run_id, err)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def earlier_live_claims(self, phase: str, fingerprint: str, run_id: str) -> list[Run]:
+        """Live claims on ``fingerprint`` made before ``run_id`` (start time, then run id, breaks ties)."""
+        mine = self.client.get_run(run_id).info
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.fingerprint = '{fingerprint}' and tags.phase = '{phase}' and attributes.status = 'RUNNING'",
+            max_results=100)
+        now = time.time()
+        return [r for r in runs if r.info.run_id != run_id and self.alive(r, now)
+                and (r.info.start_time, r.info.run_id) < (mine.start_time, mine.run_id)]
+
+    def wait_for_earlier(self, phase: str, fingerprint: str, run_id: str) -> None:
+        """Return once no earlier live claim on ``fingerprint`` is left (ended, or its heartbeat stopped)."""
+        waited = False
+        while holders := self.earlier_live_claims(phase, fingerprint, run_id):
+            if not waited:
+                log.info("%s: another job is producing fingerprint %s (run %s); waiting for it", phase,
+                         fingerprint[:12], holders[0].info.run_id)
+                waited = True
+            time.sleep(min(self.interval_s, 2.0))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a phase run should do with its fingerprint: ``resume`` an unfinished run's state,
+    ``reuse`` a registered version (when one downloads intact), or ``train`` from the start."""
+    action: str  # resume | reuse | train
+    unfinished: Unfinished | None = None
+
+
+def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_existing: bool,
+          resume: bool | None) -> Claim:
+    """The reuse policy in one place. With ``skip_existing``, first wait for an earlier live claim
+    on the fingerprint; then resume a dead or stopped run of it (unless ``resume=false``), else
+    reuse a registered version (with ``skip_existing``, or when rerunning an interrupted job that
+    already finished this phase), else train."""
+    if skip_existing:
+        claims.wait_for_earlier(phase, fingerprint, run_id)
+    client, experiment_id = claims.client, claims.experiment_id
+    if resume is not False:
+        unfinished = find_unfinished(client, experiment_id, phase, fingerprint, alive=claims.alive)
+        if unfinished is not None:
+            mark_resumed(client, unfinished, run_id)
+            return Claim("resume", unfinished)
+    if skip_existing or (resume is not False and done_in_unfinished_job(client, experiment_id, phase, fingerprint)):
+        return Claim("reuse")
+    return Claim("train")

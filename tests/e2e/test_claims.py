@@ -1,0 +1,69 @@
+"""Two jobs that share only an `mlflow server` (different folders, different HOME: no lock file in
+common) train a fingerprint once: one trains, the other waits and reuses; and when the one
+training is killed outright, the other takes its claim over and resumes its training state."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from kronos_exp.tracking.stale import PID_TAG
+
+SAME_JOB = ["phases=both", "skip_existing=true", "mlflow.heartbeat_s=1", "checkpoint_every_steps=1",
+            "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=2", "predictor.epochs=3",
+            "tokenizer.batch_size=8", "predictor.batch_size=8"]
+
+
+def host(root: Path, url: str, env: dict[str, str]) -> subprocess.Popen:
+    root.mkdir()
+    command = [sys.executable, "-m", "kronos_exp", *SAME_JOB, f"mlflow.tracking_uri={url}"]
+    return subprocess.Popen(command, cwd=root, env={**env, "HOME": str(root), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def phase_runs(client: MlflowClient, phase: str):
+    exp = client.get_experiment_by_name("kronos_exp")
+    return [] if exp is None else client.search_runs([exp.experiment_id], f"tags.phase = '{phase}'")
+
+
+def test_two_hosts_train_once_and_take_over_a_killed_claim(cli, serve, tmp_path):
+    url = serve(["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                 "--artifacts-destination", str(tmp_path / "artifacts")], cwd=tmp_path, env=cli.env())
+    client = MlflowClient(url)
+    procs = {name: host(tmp_path / name, url, cli.env()) for name in ("a", "b")}
+    try:
+        # Kill whichever host trains the predictor as soon as it has saved a training state.
+        deadline = time.time() + 400
+        while True:
+            assert time.time() < deadline, "no predictor training state appeared"
+            training = [r for r in phase_runs(client, "predictor")
+                        if r.data.tags.get("last_state") and Path(r.data.tags["last_state"]).is_file()]
+            if training:
+                break
+            assert all(p.poll() is None for p in procs.values()), {n: p.stdout.read()[-3000:] for n, p in procs.items()}
+            time.sleep(0.1)
+        victim = training[0]
+        killed = next(n for n, p in procs.items() if str(p.pid) == victim.data.tags[PID_TAG])
+        procs[killed].send_signal(signal.SIGKILL)
+        survivor = "b" if killed == "a" else "a"
+        out = procs[survivor].communicate(timeout=400)[0]
+        assert procs[survivor].returncode == 0, out[-4000:]
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+    # The tokenizer was trained by one host and reused by the other, which waited for it.
+    assert "another job is producing fingerprint" in out
+    tokenizer_runs = phase_runs(client, "tokenizer")
+    assert sorted(r.data.tags["skipped"] for r in tokenizer_runs) == ["false", "true"]
+    assert len(client.search_model_versions("name = 'kronos-tokenizer'")) == 1
+    # The predictor claim of the killed host went stale; the survivor took it over from its state.
+    mine = next(r for r in phase_runs(client, "predictor") if r.info.run_id != victim.info.run_id)
+    assert mine.info.status == "FINISHED" and mine.data.tags["resumed_from"] == victim.info.run_id
+    assert client.get_run(victim.info.run_id).info.status == "FAILED"
+    assert len(client.search_model_versions("name = 'kronos-predictor'")) == 1

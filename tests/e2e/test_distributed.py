@@ -1,0 +1,123 @@
+"""torchrun: two gloo processes on the CPU train what one process with their global batch trains,
+and leave one set of runs, checkpoints and versions."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1",
+        "predictor.epochs=1"]
+# Same batches either way; only the float summation order differs. The predictor also inherits the
+# tokenizer's difference through its codes, hence its looser bound.
+TOLERANCE = {"tokenizer_val_loss": 1e-3, "predictor_val_loss": 1e-2}  # relative
+
+
+def job_metrics(cli) -> dict[str, float]:
+    [job] = [r for r in cli.runs() if "phase" not in r.data.tags]
+    return job.data.metrics
+
+
+@pytest.fixture
+def two_processes(cli):
+    """``torchrun --standalone --nproc_per_node=2`` of the CLI, 4 windows per process and batch."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(*TINY, "tokenizer.batch_size=4",
+                                                                           "predictor.batch_size=4", fast=False)[1:]]
+    proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return cli, proc
+
+
+def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, tmp_path):
+    cli, proc = two_processes
+    assert "x 2 processes" in proc.stdout
+    one = type(cli)(tmp_path / "one")
+    one.root.mkdir()
+    single = subprocess.run(one.command(*TINY, "tokenizer.batch_size=8", "predictor.batch_size=8", fast=False),
+                            cwd=one.root, env={**one.env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, reference = job_metrics(cli), job_metrics(one)
+    for key, tolerance in TOLERANCE.items():
+        assert two[key] == pytest.approx(reference[key], rel=tolerance), key
+
+    # One job run, one run per phase, one checkpoint and one version per phase, all finished.
+    runs = cli.runs()
+    assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "predictor", "tokenizer"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len(list(cli.root.glob("outputs/**/model.safetensors"))) == 2
+    assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
+    # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
+    fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
+    assert fingerprints[0] == fingerprints[1]
+
+
+# Rank 1 breaks in its third training step: a stand-in for an out-of-memory error on one GPU.
+_BREAK_RANK_1 = textwrap.dedent("""
+    import os
+    from kronos_exp.phases.tokenizer import TokenizerPhase
+    from kronos_exp.__main__ import main
+
+    calls = []
+    loss = TokenizerPhase.loss
+
+    def breaking(self, model, batch):
+        calls.append(1)
+        if os.environ["RANK"] == "1" and len(calls) == 3:
+            raise RuntimeError("rank 1 broke")
+        return loss(self, model, batch)
+
+    TokenizerPhase.loss = breaking
+    main()
+""")
+
+
+def test_a_failing_rank_takes_the_others_down_and_the_runs_end_failed(cli):
+    script = cli.root / "break_rank_1.py"
+    script.write_text(_BREAK_RANK_1)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", str(script),
+               *cli.command(*TINY, "phases=tokenizer", "tokenizer.batch_size=4", fast=False)[3:]]
+    proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("RuntimeError: rank 1 broke") == 1, output[-5000:]
+    assert "error: process 1 of this torchrun failed (its error is printed above)" in output
+    assert "Connection closed by peer" not in output  # rank 0's broken collective is not the news
+    assert {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()} == {"job": "FAILED",
+                                                                                    "tokenizer": "FAILED"}
+
+
+def test_a_stopped_two_process_run_resumes_with_two_processes(cli):
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(
+        *TINY, "data.max_train_windows=128", "predictor.epochs=3", "tokenizer.batch_size=4", "predictor.batch_size=4",
+        "checkpoint_every_steps=2", fast=False)[1:]]
+    env = {**cli.env(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=cli.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not list(cli.root.glob("outputs/runs/*/*/checkpoints/predictor.last.pt")):
+            assert proc.poll() is None and time.time() < deadline, "the predictor never saved a training state"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.count("run the same command again to resume") == 1, out[-3000:]  # said once, by rank 0
+
+    rerun = subprocess.run(command, cwd=cli.root, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "predictor: resuming run" in rerun.stdout + rerun.stderr
+    predictors = [r for r in cli.runs() if r.data.tags.get("phase") == "predictor"]
+    assert sorted(r.info.status for r in predictors) == ["FINISHED", "KILLED"]
+    assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1

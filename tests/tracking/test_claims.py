@@ -1,0 +1,45 @@
+"""Claims on a fingerprint, read from a real tracking store: the earliest live claim holds it; a
+claim whose heartbeat stopped, or whose run ended, holds nothing."""
+import time
+
+from mlflow.tracking import MlflowClient
+
+from kronos_exp.tracking.claims import HEARTBEAT_TAG, Claims
+
+
+def test_only_earlier_live_claims_hold_a_fingerprint(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("claims", artifact_location=(tmp_path / "a").as_uri())
+    claims = Claims(client, experiment, interval_s=1.0)
+
+    def phase_run(fp, start_ms, beat_age_s):
+        run = client.create_run(experiment, start_time=start_ms, tags={"fingerprint": fp, "phase": "tokenizer"})
+        client.set_tag(run.info.run_id, HEARTBEAT_TAG, repr(time.time() - beat_age_s))
+        return run.info.run_id
+
+    now_ms = int(time.time() * 1000)
+    live_early = phase_run("fp", now_ms - 3000, beat_age_s=0)
+    stale_early = phase_run("fp", now_ms - 4000, beat_age_s=10)  # heartbeat stopped 10 beats ago
+    ended_early = phase_run("fp", now_ms - 5000, beat_age_s=0)
+    client.set_terminated(ended_early, "KILLED")
+    other_fp = phase_run("other", now_ms - 6000, beat_age_s=0)
+    mine = phase_run("fp", now_ms, beat_age_s=0)
+    later = phase_run("fp", now_ms + 1000, beat_age_s=0)
+
+    assert [r.info.run_id for r in claims.earlier_live_claims("tokenizer", "fp", mine)] == [live_early]
+    assert claims.earlier_live_claims("tokenizer", "fp", live_early) == []  # the earliest live claim trains
+    assert {r.info.run_id for r in claims.earlier_live_claims("tokenizer", "fp", later)} == {live_early, mine}
+    assert not claims.alive(client.get_run(stale_early)) and claims.alive(client.get_run(other_fp))
+
+
+def test_heartbeat_refreshes_while_the_block_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("claims", artifact_location=(tmp_path / "a").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    with Claims(client, experiment, interval_s=0.2).heartbeat(run_id):
+        first = float(client.get_run(run_id).data.tags[HEARTBEAT_TAG])
+        time.sleep(0.7)
+        assert float(client.get_run(run_id).data.tags[HEARTBEAT_TAG]) > first
+    last = client.get_run(run_id).data.tags[HEARTBEAT_TAG]
+    time.sleep(0.5)
+    assert client.get_run(run_id).data.tags[HEARTBEAT_TAG] == last  # stops with the block

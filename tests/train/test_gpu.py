@@ -1,0 +1,79 @@
+"""The loop on CUDA: bf16 training, pinned batches, the device of a local rank, and a resume that
+restores the CUDA generator. No MLflow, no Hydra: these run where only torch is installed.
+
+    python -m pytest -q -m gpu tests/train/
+"""
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from kronos_exp.train import Batches, FitSettings, fit
+from kronos_exp.train.distributed import World, device_for
+from kronos_exp.train.interrupt import Interrupted
+from kronos_exp.train.state import TrainingState
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+class Regression:
+    val_key = "loss"
+
+    def loss(self, model, batch):
+        x, y = batch
+        return {"loss": nn.functional.mse_loss(model(x).float(), y)}
+
+    def epoch_metrics(self, model, loader):
+        return {}
+
+
+def data(n):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 8, generator=g)
+    return TensorDataset(x, x.sum(-1, keepdim=True))
+
+
+def settings(tmp_path, **kw):
+    base = dict(epochs=3, lr=1e-2, batch_size=8, weight_decay=0.0, adam_betas=(0.9, 0.95), pct_start=0.3,
+                grad_clip=1.0, accumulation_steps=1, log_interval=1, device=torch.device("cuda"), seed=3,
+                state_path=tmp_path / "m.last.pt", checkpoint_every_steps=2)
+    return FitSettings(**{**base, **kw})
+
+
+def train(s, stop_at_step=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.Dropout(0.2), nn.GELU(), nn.Linear(64, 1))
+
+    def log_metrics(metrics, step):
+        if step == stop_at_step and "train_loss" in metrics:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = fit(model, Regression(), data(96), data(32), s, log_metrics, on_best=lambda *a: None)
+    return model, result
+
+
+def test_bf16_fit_on_cuda_learns(tmp_path):
+    model, result = train(settings(tmp_path, precision="bf16", epochs=4))
+    assert next(model.parameters()).device.type == "cuda"
+    assert next(model.parameters()).dtype == torch.float32  # autocast lowers matmuls, not the weights
+    assert result.val_history[-1] < result.val_history[0]
+    assert TrainingState.load(tmp_path / "m.last.pt").rng["cuda"]  # the CUDA generator is saved
+
+
+def test_resume_on_cuda_matches_an_uninterrupted_run(tmp_path):
+    reference, _ = train(settings(tmp_path / "ref"))
+    with pytest.raises(Interrupted):
+        train(settings(tmp_path / "run"), stop_at_step=17)
+    resumed, result = train(settings(tmp_path / "run", resume=True))
+    assert result.resumed_at_step == 17
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_batches_come_pinned_and_each_local_rank_gets_its_device():
+    batch = next(iter(Batches(data(16), 4, pin_memory=True)))
+    assert all(t.is_pinned() for t in batch)
+    assert device_for(World(rank=0, world_size=2, local_rank=0), torch.device("cuda")) == torch.device("cuda", 0)
