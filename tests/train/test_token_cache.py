@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from kronos_exp.data.windows import WindowDataset
 from kronos_exp.model import Kronos, KronosTokenizer
