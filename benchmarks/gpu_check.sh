@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 12 in under 6 minutes on one H100/H200 (needs torch, numpy, pandas;
-# no MLflow or Hydra). Results go to $OUT (or ./gpu_check) as JSON plus the printed tables.
+# The GPU checks and measurements in under 9 minutes on one H100/H200 (needs torch, numpy, pandas,
+# pytest; no MLflow or Hydra). Results go to $OUT (or ./gpu_check): gpu_check.log (everything),
+# summary.txt (the tables) and one JSON per training measurement.
+#   0. the CUDA tests of the loop, precision and generation (bf16 fit, resume, pinned batches,
+#      device per local rank, KV-cache tokens equal to recomputation on CUDA)
 #   1. Kronos-small predictor, bf16, batch 64, 511 tokens: bare step vs the fit loop, eager
 #   2. the same with torch.compile
 #   3. Kronos-base predictor, bf16, compile: MFU
 #   4. the tokenizer phase (Kronos-Tokenizer-base), bf16, compile: bare step vs loop
+#   5. generation: KV cache vs recomputation, Kronos-small, context 400
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
+log="$out/gpu_check.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$log" "$out/summary.txt"
+python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 | tee -a "$log" "$out/summary.txt"
+echo "== tests" | tee -a "$out/summary.txt"
+timeout 120 python -m pytest -q -p no:cacheprovider tests/train/test_gpu.py tests/train/test_precision.py \
+  tests/model/test_model_generation.py -rs 2>&1 | tee -a "$log" | tail -4 | tee -a "$out/summary.txt"
 common=(--device cuda --precision bf16 --tokenizer base --batch 64 --lookback 511 --predict 1
         --train-rows 12000 --val-rows 1200 --steps 30 --warmup 10 --log-interval 10 --workers 0)
 run() {  # name, limit in seconds, args...
   local name=$1 limit=$2; shift 2
-  echo "== $name" | tee -a "$out/summary.txt"
+  echo "== $name" | tee -a "$log" "$out/summary.txt"
   timeout "$limit" python benchmarks/bench_train.py "${common[@]}" "$@" --json "$out/$name.json" \
-    2>&1 | tee "$out/$name.log" | grep -v '^{' | tee -a "$out/summary.txt"
+    2>&1 | tee -a "$log" | grep -v '^{' | tee -a "$out/summary.txt"
 }
 run small_eager 60 --phase predictor --arch small
 run small_compile 100 --phase predictor --arch small --compile
 run base_compile 100 --phase predictor --arch base --compile --train-rows 8000
 run tokenizer_compile 50 --phase tokenizer --compile --train-rows 6000
+echo "== generation" | tee -a "$log" "$out/summary.txt"
+timeout 60 python benchmarks/bench_generate.py --device cuda --arch small --repeats 3 2>&1 | tee -a "$log" \
+  | tee -a "$out/summary.txt"
 echo "results in $out"
