@@ -197,6 +197,18 @@ def _code_bits(cfg: Any, phase: str) -> dict[str, int] | None:
         return None
 
 
+def bits_advice(cfg: Any, bits: str, tokenizer_bits: int) -> str:
+    """How to make the predictor's ``bits`` match the tokenizer's: a pretrained checkpoint's
+    config.json fixes its bit widths, so the advice depends on which side is pretrained."""
+    if not cfg.predictor.pretrained:
+        return f"set predictor.arch.{bits}={tokenizer_bits}, or pick matching presets"
+    fix = (f"tokenizer.pretrained={cfg.tokenizer.pretrained} fixes the tokenizer's too, so pair "
+           "checkpoints with the same bit widths" if cfg.tokenizer.pretrained else
+           f"train a tokenizer whose tokenizer.arch.{bits} matches, or set tokenizer.pretrained to one")
+    return (f"predictor.pretrained={cfg.predictor.pretrained} sets the predictor's {bits} from its "
+            f"config.json, so predictor.arch cannot change it; {fix}, or drop predictor.pretrained")
+
+
 def check_settings(cfg: Any, phases: list[str]) -> None:
     """Every setting of this run in its range, and the predictor's codes matching the tokenizer's,
     before any work: a bad value fails in a second, naming its key, not after a phase trained."""
@@ -216,8 +228,7 @@ def check_settings(cfg: Any, phases: list[str]) -> None:
             if predictor[bits] != tokenizer[bits]:
                 raise ConfigError(
                     f"predictor {bits}={predictor[bits]} but the tokenizer has {bits}={tokenizer[bits]}; the "
-                    f"predictor's vocabulary must match the tokenizer's codes (set predictor.arch.{bits}="
-                    f"{tokenizer[bits]}, or pick matching presets)")
+                    f"predictor's vocabulary must match the tokenizer's codes ({bits_advice(cfg, bits, tokenizer[bits])})")
 
 
 def _invocation_id() -> str:

@@ -130,6 +130,8 @@ class PretrainedMixin:
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
             try:
                 save_file(state, str(staging / WEIGHTS_NAME))
+            except OSError:
+                raise
             except Exception as err:  # safetensors reports a failed write (a full disk) as its own type
                 code = re.search(r"os error (\d+)", str(err))
                 number = int(code.group(1)) if code else errno.EIO

@@ -241,10 +241,10 @@ class Phase:
         seed_everything(phase_seed(ctx.cfg, self.name))
         model = self.build_model(ctx)
         n_params = sum(p.numel() for p in model.parameters())
-        log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
-                 len(ctx.data.train), self.settings(ctx).epochs)
         if ctx.world.is_main:
             mlflow.log_param(f"{self.name}.n_parameters", n_params)
+        log.info("%s: training %s parameters on %d windows for %d epochs", self.name, f"{n_params:,}",
+                 len(ctx.data.train), self.settings(ctx).epochs)
         train_set, val_set = self.datasets(ctx)
         return fit(model, self, train_set, val_set, self.fit_settings(ctx, plan),
                    log_metrics=log_metrics, on_best=on_best, desc=self.name)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .. import serving
+from ..config import bits_advice
 from ..errors import ConfigError
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
@@ -82,17 +83,6 @@ class PredictorPhase(Phase):
             tags["tokenizer_version"] = f"{version.name}/{version.version}"
         return tags
 
-    @staticmethod
-    def _bits_advice(ctx: RunContext, bits: str, tokenizer_bits: int) -> str:
-        """What can change: a pretrained checkpoint's config.json fixes its bit widths."""
-        if not ctx.cfg.predictor.pretrained:
-            return f"set predictor.arch.{bits}={tokenizer_bits}, or pick matching presets"
-        fix = (f"tokenizer.pretrained={ctx.cfg.tokenizer.pretrained} fixes the tokenizer's too, so pair "
-               "checkpoints with the same bit widths" if ctx.cfg.tokenizer.pretrained else
-               f"train a tokenizer whose tokenizer.arch.{bits} matches, or set tokenizer.pretrained to one")
-        return (f"predictor.pretrained={ctx.cfg.predictor.pretrained} sets the predictor's {bits} from its "
-                f"config.json, so predictor.arch cannot change it; {fix}, or drop predictor.pretrained")
-
     def upstream(self, ctx: RunContext) -> dict[str, str]:
         return {"tokenizer_fingerprint": self._locate_tokenizer(ctx)[1]["tokenizer_fingerprint"]}
 
@@ -121,7 +111,7 @@ class PredictorPhase(Phase):
                 raise ConfigError(
                     f"predictor {bits}={model.config[bits]} but the tokenizer ({folder}) has {bits}="
                     f"{tokenizer.config[bits]}; the predictor's vocabulary must match the tokenizer's codes "
-                    f"({self._bits_advice(ctx, bits, tokenizer.config[bits])})")
+                    f"({bits_advice(ctx.cfg, bits, tokenizer.config[bits])})")
         window = ctx.cfg.data.lookback_window + ctx.cfg.data.predict_window
         if window - 1 > settings.max_context:
             log.warning("predictor: training windows (%d tokens) exceed predictor.max_context=%d", window - 1,

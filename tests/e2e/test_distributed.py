@@ -52,7 +52,7 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, 
     runs = cli.runs()
     assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "predictor", "tokenizer"]
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert len(list(cli.root.glob("outputs/**/model.safetensors"))) == 2
+    assert len(list(cli.root.glob("outputs/**/checkpoints/*/model.safetensors"))) == 2
     assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
     # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
     fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]

@@ -16,6 +16,7 @@ from kronos_exp.data.sample import sample_path
 from kronos_exp.model import KronosTokenizer
 from kronos_exp.phases.base import phase_fingerprint
 from kronos_exp.tracking.fingerprint import PACKAGE_ROOT, code_digest, data_fingerprint
+from kronos_exp.train.distributed import World
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def _fp(place: Path, overrides: tuple[str, ...], phase: str) -> str:
         cfg.data.path = str(place / "a" / "prices.csv")
     data = data_fingerprint(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     upstream = {"tokenizer_fingerprint": "t"} if phase == "predictor" else None
-    return phase_fingerprint(SimpleNamespace(cfg=cfg, data_fingerprint=data), phase, upstream)
+    ctx = SimpleNamespace(cfg=cfg, data_fingerprint=data, precision=cfg.precision, world=World())
+    return phase_fingerprint(ctx, phase, upstream)
 
 
 # (what changes, overrides ({p} = the folder of this test's files), phase, must the fingerprint differ)
@@ -102,7 +104,7 @@ def test_code_digest_follows_the_training_source_not_its_location(tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__", "bundled"))
     assert code_digest(copy) == code_digest(PACKAGE_ROOT)
-    loss = copy / "phases" / "tokenizer.py"
+    loss = copy / "model" / "losses.py"
     text = loss.read_text()
     assert "recon_loss = recon_s1_loss + recon_full_loss" in text
     loss.write_text(text.replace("recon_loss = recon_s1_loss + recon_full_loss",
