@@ -24,14 +24,19 @@ common=(--device cuda --precision bf16 --tokenizer base --batch 64 --lookback 51
 run() {  # name, limit in seconds, args...
   local name=$1 limit=$2; shift 2
   echo "== $name" | tee -a "$log" "$out/summary.txt"
-  timeout "$limit" python benchmarks/bench_train.py "${common[@]}" "$@" --json "$out/$name.json" \
-    2>&1 | tee -a "$log" | grep -v '^{' | tee -a "$out/summary.txt"
+  # Into a file, not a pipe: torch.compile's worker processes outlive a timed-out run and would
+  # hold a pipe open (and the script with it) long after the limit.
+  timeout -k 5 "$limit" python benchmarks/bench_train.py "${common[@]}" "$@" --json "$out/$name.json" \
+    > "$out/$name.out" 2>&1
+  cat "$out/$name.out" >> "$log"
+  grep -v '^{' "$out/$name.out" | tee -a "$out/summary.txt"
+  rm -f "$out/$name.out"
 }
 run small_eager 60 --phase predictor --arch small
 run small_compile 100 --phase predictor --arch small --compile
 run base_compile 100 --phase predictor --arch base --compile --train-rows 8000
 run tokenizer_compile 50 --phase tokenizer --compile --train-rows 6000
 echo "== generation" | tee -a "$log" "$out/summary.txt"
-timeout 60 python benchmarks/bench_generate.py --device cuda --arch small --repeats 3 2>&1 | tee -a "$log" \
+PYTHONPATH=. timeout -k 5 60 python benchmarks/bench_generate.py --device cuda --arch small --repeats 3 2>&1 | tee -a "$log" \
   | tee -a "$out/summary.txt"
 echo "results in $out"
