@@ -106,7 +106,8 @@ def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp
     stamps = torch.cat([x_stamp, y_stamp], dim=1)
     s1, s2 = generate_tokens(model, s1, s2, stamps, pred_len, max_context, T, top_k, top_p, sample_count, verbose,
                              use_cache)
-    start = max(0, s1.shape[1] - max_context)
+    # The tokenizer decodes the predictor's window, or all the forecast when it is longer than that.
+    start = max(0, s1.shape[1] - max(max_context, pred_len))
     decoded = tokenizer.decode((s1[:, start:], s2[:, start:]), half=True)[:, -pred_len:]
     return decoded.reshape(-1, sample_count, pred_len, decoded.shape[-1]).mean(dim=1)
 
