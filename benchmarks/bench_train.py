@@ -15,7 +15,8 @@ and precision it reports:
   steps, validation included), its ratio to the bare step, and per step the time spent building
   batches and in validation;
 - peak RSS (and peak CUDA memory); MFU = 6 * trainable params * tokens/s over the dense matmul
-  rate measured here in the same dtype;
+  rate measured here in the same dtype, and with attention's matmuls added (PaLM's count);
+- with --epochs > 1, the loop's steady state is the last epoch (its validation included);
 - with fp32 and bf16 both asked for: the quality guard, bf16 validation loss within 2% of fp32
   after the same steps from the same seed.
 
@@ -137,6 +138,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def attention_layers(phase: str, args) -> int:
+    """Attention layers a training sample passes, times d_model: the tokenizer decodes twice (s1
+    only, then s1 + s2); the predictor adds its dependency layer."""
+    if phase == "tokenizer":
+        arch = preset("tokenizer", args.tokenizer)
+        return (arch["n_enc_layers"] + 2 * arch["n_dec_layers"]) * arch["d_model"]
+    arch = preset("predictor", args.arch)
+    return (arch["n_layers"] + 1) * arch["d_model"]
+
+
 def matmul_rate(device: torch.device, precision: str, seconds: float = 1.0) -> float:
     """Dense matmul FLOP/s in the training dtype on this machine, now."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
@@ -225,7 +236,10 @@ def loop(phase, args, device, precision, train, val) -> dict:
 
     result = fit(model, objective, train, val, s, log_metrics=log_metrics, on_best=lambda *a: None, desc=phase)
     ended = clock()
-    first = next(((st, t) for st, t in marks if st >= args.warmup), marks[0])
+    # With several epochs the steady state is the last one (its validation included), so one-time
+    # costs of the first (compiling, cuBLAS picking kernels for the validation shapes) stay out.
+    start = (args.epochs - 1) * len(Batches(train, args.batch, drop_last=len(train) > args.batch)) + args.warmup
+    first = next(((st, t) for st, t in marks if st >= start), marks[0])
     steady = (result.steps - first[0]) * args.batch / (ended - first[1]) if result.steps > first[0] else float("nan")
     return {"loop_samples_s": steady, "loop_samples_s_all": result.samples_per_second, "data_ms": data_ms,
             "val_ms_per_step": 1e3 * val_time / max(result.steps, 1), "val_loss": result.best_val_loss,
@@ -292,6 +306,8 @@ def main() -> None:
             tokens = args.lookback + args.predict - (1 if phase == "predictor" else 0)
             best = row.get("loop_samples_s", row.get("bare_samples_s"))
             row["mfu"] = 6 * row["params"] * tokens * best / peak
+            # PaLM's count adds attention's score and value matmuls: 12 * layers * d_model * tokens per token.
+            row["mfu_attn"] = row["mfu"] + 12 * attention_layers(phase, args) * tokens ** 2 * best / peak
             if "loop_samples_s" in row and "bare_samples_s" in row:
                 row["loop_over_bare"] = row["loop_samples_s"] / row["bare_samples_s"]
             row.update(peak_memory(device))
@@ -307,8 +323,9 @@ def main() -> None:
 def print_table(rows: list[dict]) -> None:
     cols = [("phase", "{:<10}"), ("precision", "{:<6}"), ("bare_samples_s", "{:>8.1f}"), ("loop_samples_s", "{:>8.1f}"),
             ("loop_over_bare", "{:>6.2f}"), ("fwd_bwd_ms", "{:>8.1f}"), ("optimizer_ms", "{:>7.1f}"),
-            ("data_ms", "{:>6.2f}"), ("val_ms_per_step", "{:>6.1f}"), ("mfu", "{:>6.1%}"), ("peak_rss_gb", "{:>6.2f}")]
-    heads = ["phase", "prec", "bare/s", "loop/s", "loop/b", "f+b ms", "opt ms", "data", "val", "MFU", "RSS GB"]
+            ("data_ms", "{:>6.2f}"), ("val_ms_per_step", "{:>6.1f}"), ("mfu", "{:>6.1%}"), ("mfu_attn", "{:>6.1%}"),
+            ("peak_rss_gb", "{:>6.2f}")]
+    heads = ["phase", "prec", "bare/s", "loop/s", "loop/b", "f+b ms", "opt ms", "data", "val", "MFU", "+attn", "RSS GB"]
     print()
     print(" ".join(f"{h:>8}" for h in heads))
     for r in rows:

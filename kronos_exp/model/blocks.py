@@ -46,17 +46,26 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq)
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, signed sin [P, head_dim]
+
+    def _cos_sin_table(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sign-folded sin of positions 0..length-1 (at least), computed once and sliced
+        after: a generation step would otherwise spend a dozen small ops on one position.
+        The sin table's first half is negated, so ``rotate_half(x) * sin == roll(x) * signed_sin``."""
+        table = self._table
+        if table is None or table[0].shape[0] < length or table[0].device != device:
+            t = torch.arange(max(length, 512), device=device, dtype=self.inv_freq.dtype)
+            freqs = torch.outer(t, self.inv_freq.to(device))
+            table = torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-freqs.sin(), freqs.sin()), dim=-1)
+            if torch.compiler.is_compiling():  # a compiled graph computes it, never stores it
+                return table
+            self._table = table
+        return table
 
     def cos_sin(self, seq_len: int, device: torch.device, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.arange(offset, offset + seq_len, device=device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(t, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
-        return emb.cos()[None, None], emb.sin()[None, None]
-
-    @staticmethod
-    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((-x2, x1), dim=-1)
+        """cos and sign-folded sin [1, 1, seq_len, head_dim] of positions offset..offset+seq_len-1."""
+        cos, sin = self._cos_sin_table(offset + seq_len, device)
+        return cos[offset:offset + seq_len][None, None], sin[offset:offset + seq_len][None, None]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate q and k ([B, H, T, hd]) by the positions of the query sequence.
@@ -67,7 +76,8 @@ class RotaryEmbedding(nn.Module):
         """
         cos, sin = self.cos_sin(q.shape[-2], q.device, offset)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        return q * cos + self._rotate_half(q) * sin, k * cos + self._rotate_half(k) * sin
+        half = q.shape[-1] // 2  # x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1)
+        return q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
 
 
 def _sdpa(q, k, v, **kwargs):
@@ -115,9 +125,10 @@ class KVCache:
         if self.k is None:
             b, h, _, hd = k.shape
             self.k, self.v = k.new_empty(b, h, self.max_len, hd), v.new_empty(b, h, self.max_len, hd)
-        self.k[:, :, self.length:end], self.v[:, :, self.length:end] = k, v
+        self.k.narrow(2, self.length, k.shape[-2]).copy_(k)
+        self.v.narrow(2, self.length, v.shape[-2]).copy_(v)
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def repeat_interleave(self, n: int) -> None:
         """Repeat each row n times (rows of one series adjacent), e.g. one history -> n sample paths."""

@@ -224,9 +224,6 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
     trained = (DistributedDataParallel(model, device_ids=[s.device] if s.device.type == "cuda" else None)
                if world.distributed else model)
     runner = Runner(trained, s.compile)
-    # Validation shards may differ by a batch between ranks: evaluate the bare model (DDP's forward
-    # would run collectives on some ranks only).
-    eval_runner = Runner(model, s.compile) if world.distributed else runner
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, s)
     n_batches = len(train_loader)
@@ -315,7 +312,11 @@ def _fit(model, objective, train_set, val_set, s: FitSettings, log_metrics, on_b
         batches_done = 0
         val_started = time.perf_counter()
         try:
-            val = eval_runner(lambda m: evaluate(m, objective, val_loader, s, metrics_loader))
+            # The bare eager model: under DDP validation shards may differ by a batch between ranks
+            # (DDP's forward would run collectives on some ranks only), and with compile=true a
+            # no-grad graph and the last partial batch would each recompile, costing more than
+            # compiled validation ever saves (validation is a few % of an epoch's work).
+            val = evaluate(model, objective, val_loader, s, metrics_loader)
         except Interrupted:  # evaluating changes nothing: the state is the end of this epoch's training
             save_state(epoch, n_batches)
             raise

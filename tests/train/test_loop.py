@@ -120,3 +120,24 @@ def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
                      on_best=lambda *a: None)
     assert len([w for w in caught if "compile=true failed" in str(w.message)]) == 1
     assert result.steps > 1 and math.isfinite(result.best_val_loss)
+
+
+
+def test_compile_compiles_the_training_step_and_validates_eagerly():
+    """With compile=true validation runs the eager model: its no-grad graph and its last partial
+    batch would each recompile, costing more than compiled validation saves."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    seen = {True: set(), False: set()}
+
+    class Recording(Regression):
+        def loss(self, model, batch):
+            seen[torch.is_grad_enabled()].add(isinstance(model, OptimizedModule))
+            return super().loss(model, batch)
+
+    torch._dynamo.reset()
+    model, train, val = nn.Linear(5, 1), _windows(60), _windows(37, seed=1)  # 27 val windows: a partial batch
+    result = fit(model, Recording(), train, val, _settings(compile=True), log_metrics=lambda *a: None,
+                 on_best=lambda *a: None)
+    assert math.isfinite(result.best_val_loss)
+    assert True in seen[True] and seen[False] == {False}  # training called the compiled module
