@@ -17,6 +17,8 @@ and precision it reports:
 - peak RSS (and peak CUDA memory); MFU = 6 * trainable params * tokens/s over the dense matmul
   rate measured here in the same dtype, and with attention's matmuls added (PaLM's count);
 - with --epochs > 1, the loop's steady state is the last epoch (its validation included);
+- the ceiling: the step's FLOPs as torch counts them (forward + backward, every matmul, the
+  frozen tokenizer's encode included) and the samples/s that matmul rate allows at 100% use;
 - with fp32 and bf16 both asked for: the quality guard, bf16 validation loss within 2% of fp32
   after the same steps from the same seed.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -203,9 +206,12 @@ def bare_step(phase, args, device, precision, train) -> dict:
             fb.append(t1 - t0)
             opt.append(clock() - t1)
     step = float(np.mean(fb) + np.mean(opt))
+    with FlopCounterMode(display=False) as counter:  # one more step, counted, not timed
+        forward_backward(model, objective, batch, s, scaler)
+    optimizer.zero_grad(set_to_none=True)
     return {"bare_samples_s": args.batch / step, "fwd_bwd_ms": 1e3 * float(np.mean(fb)),
-            "optimizer_ms": 1e3 * float(np.mean(opt)),
-            "params": sum(p.numel() for p in params)}
+            "optimizer_ms": 1e3 * float(np.mean(opt)), "params": sum(p.numel() for p in params),
+            "gflop_per_sample": counter.get_total_flops() / args.batch / 1e9}
 
 
 def loop(phase, args, device, precision, train, val) -> dict:
@@ -223,8 +229,10 @@ def loop(phase, args, device, precision, train, val) -> dict:
     marks: list[tuple[int, float]] = []  # (step, time) of each train log line
     val_time = 0.0
     t0 = clock()
-    batches = Batches(train, args.batch)
+    # What the loop iterates: on CUDA raw windows are built on the card (WindowDataset.on).
+    batches = Batches(train.on(device) if device.type == "cuda" and hasattr(train, "on") else train, args.batch)
     n_batches = sum(1 for _ in batches)
+    sync(device)
     data_ms = 1e3 * (clock() - t0) / n_batches
 
     def log_metrics(metrics, step):
@@ -308,6 +316,8 @@ def main() -> None:
             row["mfu"] = 6 * row["params"] * tokens * best / peak
             # PaLM's count adds attention's score and value matmuls: 12 * layers * d_model * tokens per token.
             row["mfu_attn"] = row["mfu"] + 12 * attention_layers(phase, args) * tokens ** 2 * best / peak
+            if "gflop_per_sample" in row:  # what no implementation of this step can beat at this matmul rate
+                row["ceiling_samples_s"] = peak / (row["gflop_per_sample"] * 1e9)
             if "loop_samples_s" in row and "bare_samples_s" in row:
                 row["loop_over_bare"] = row["loop_samples_s"] / row["bare_samples_s"]
             row.update(peak_memory(device))
@@ -324,8 +334,8 @@ def print_table(rows: list[dict]) -> None:
     cols = [("phase", "{:<10}"), ("precision", "{:<6}"), ("bare_samples_s", "{:>8.1f}"), ("loop_samples_s", "{:>8.1f}"),
             ("loop_over_bare", "{:>6.2f}"), ("fwd_bwd_ms", "{:>8.1f}"), ("optimizer_ms", "{:>7.1f}"),
             ("data_ms", "{:>6.2f}"), ("val_ms_per_step", "{:>6.1f}"), ("mfu", "{:>6.1%}"), ("mfu_attn", "{:>6.1%}"),
-            ("peak_rss_gb", "{:>6.2f}")]
-    heads = ["phase", "prec", "bare/s", "loop/s", "loop/b", "f+b ms", "opt ms", "data", "val", "MFU", "+attn", "RSS GB"]
+            ("ceiling_samples_s", "{:>8.0f}"), ("peak_rss_gb", "{:>6.2f}")]
+    heads = ["phase", "prec", "bare/s", "loop/s", "loop/b", "f+b ms", "opt ms", "data", "val", "MFU", "+attn", "ceiling", "RSS GB"]
     print()
     print(" ".join(f"{h:>8}" for h in heads))
     for r in rows:

@@ -42,8 +42,8 @@ run() {  # name, limit in seconds, args...
 run small_eager 60 --phase predictor --arch small
 run small_compile 120 --phase predictor --arch small --compile --epochs 2
 run base_compile 200 --phase predictor --arch base --compile --train-rows 8000 --epochs 2
-run tokenizer_eager 50 --phase tokenizer --train-rows 6000 --epochs 2 --workers 2
-run tokenizer_compile 90 --phase tokenizer --compile --train-rows 6000 --epochs 2 --workers 2
+run tokenizer_eager 50 --phase tokenizer --train-rows 6000 --epochs 2
+run tokenizer_compile 90 --phase tokenizer --compile --train-rows 6000 --epochs 2
 if want generation; then
   echo "== generation" | tee -a "$log" "$out/summary.txt"
   PYTHONPATH=. timeout -k 5 60 python benchmarks/bench_generate.py --device cuda --arch small --repeats 3 2>&1 \

@@ -69,6 +69,32 @@ def lookback_normalize(window: np.ndarray, lookback: int, clip: float) -> tuple[
     return x.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
 
 
+class DeviceWindows:
+    """A WindowDataset's batches computed on a device: ``batch(indices)`` gives what the
+    dataset's own gives (normalized in float64 as ``lookback_normalize`` does), already there."""
+
+    on_device = True
+
+    def __init__(self, windows: "WindowDataset", device: torch.device):
+        self.window, self.lookback_window, self.clip = windows.window, windows.lookback_window, windows.clip
+        self.values = torch.from_numpy(windows._values).to(device)
+        self.stamps = torch.from_numpy(windows._stamps).to(device)
+        self.first_row = torch.from_numpy(windows._first_row).to(device)
+        self.arange = torch.arange(self.window, device=device)
+
+    def __len__(self) -> int:
+        return len(self.first_row)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.values.device, non_blocking=True)
+        rows = self.first_row[idx][:, None] + self.arange  # [B, L+P]
+        w = self.values[rows].double()
+        past = w[:, :self.lookback_window]
+        mean, std = past.mean(dim=1, keepdim=True), past.std(dim=1, correction=0, keepdim=True)
+        x = ((w - mean) / (std + EPS)).clamp_(-self.clip, self.clip)
+        return x.float(), self.stamps[rows]
+
+
 def _even_subsample(n: int, k: Optional[int]) -> np.ndarray:
     """k indices spread evenly over range(n) (all of them when k is None or >= n)."""
     if k is None or k >= n:
@@ -166,6 +192,11 @@ class WindowDataset(Dataset):
         rows = self._first_row[idx][:, None] + self._arange[None, :]  # [B, L+P]
         x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip)
         return torch.from_numpy(x), torch.from_numpy(self._stamps[rows])
+
+    def on(self, device: torch.device | str) -> "DeviceWindows":
+        """These windows built on ``device`` (a GPU): the split's rows live there and a batch is
+        gathered and normalized there, with no host work or copy per batch."""
+        return DeviceWindows(self, torch.device(device))
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # DataLoader's batched fetch: normalize the whole batch in one numpy call.

@@ -147,6 +147,8 @@ def make_loaders(train_set, val_set, s: FitSettings, sampler: EpochSampler,
     """This rank's shuffled training batches (the last partial one dropped when there is more than
     one batch) and its shard of the validation batches, in order."""
     pin = s.device.type == "cuda"
+    if pin:  # raw windows: gathered and normalized on the GPU (the token cache is there already)
+        train_set, val_set = (d.on(s.device) if hasattr(d, "on") else d for d in (train_set, val_set))
     train = Batches(train_set, s.batch_size, shuffle=True, sampler=sampler,
                     drop_last=len(train_set) > s.batch_size * s.world.world_size,
                     generator=generator, num_workers=s.num_workers, pin_memory=pin)

@@ -156,6 +156,17 @@ def test_batch_and_dataloader_match_getitem(write_csv, frame):
         ds[len(ds)]
 
 
+
+def test_windows_on_a_device_give_the_same_batches(write_csv, frame):
+    """What the loop uses on a GPU: rows gathered and normalized by torch where they live."""
+    ds = build_datasets(small_cfg(write_csv("a.csv", frame(300)))).train
+    on = ds.on("cuda" if torch.cuda.is_available() else "cpu")
+    assert len(on) == len(ds) and on.on_device
+    idx = [3, 0, len(ds) - 1, 7]
+    (x, s), (dx, ds_) = ds.batch(idx), on.batch(idx)
+    torch.testing.assert_close(dx.cpu(), x, rtol=0, atol=1e-6)
+    assert dx.dtype == torch.float32 and torch.equal(ds_.cpu(), s)
+
 def test_time_features_values():
     ts = np.array(["2024-03-15 09:35", "2024-12-29 23:59", "2025-01-06 00:00"], dtype="datetime64[ns]")
     expected = [[35, 9, 4, 15, 3], [59, 23, 6, 29, 12], [0, 0, 0, 6, 1]]  # Fri, Sun, Mon
