@@ -13,7 +13,9 @@ with the reference implementation's measured figures where the issue gives them.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,14 +25,9 @@ from kronos_exp.data import time_features
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.model.forecast import generate
 
-# The architectures of conf/predictor/{mini,small}.yaml and conf/tokenizer/base.yaml.
-PREDICTORS = {
-    "mini": dict(s1_bits=10, s2_bits=10, n_layers=4, d_model=256, n_heads=4, ff_dim=512),
-    "small": dict(s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024),
-}
-TOKENIZER_BASE = dict(d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, ffn_dropout_p=0.0,
-                      attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=10, s2_bits=10, beta=0.05, gamma0=1.0,
-                      gamma=1.1, zeta=0.05, group_size=4)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from presets import CONF, preset  # noqa: E402
+
 # Reference implementation, full recompute, context 400 (issue 11): seconds per forecast by
 # (arch, device, pred_len, sample_count); the CPU figures are on the project's 2-core machine.
 REFERENCE = {("mini", "cpu", 32, 1): 0.80, ("mini", "cpu", 120, 1): 2.85, ("mini", "cpu", 32, 8): 5.68,
@@ -40,9 +37,8 @@ CASES = [(32, 1), (120, 1), (32, 8)]  # (pred_len, sample_count)
 
 def make_models(arch: str, device: torch.device) -> tuple[KronosTokenizer, Kronos]:
     torch.manual_seed(0)
-    tokenizer = KronosTokenizer(**TOKENIZER_BASE)
-    model = Kronos(**PREDICTORS[arch], ffn_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0,
-                   token_dropout_p=0.0, learn_te=True)
+    tokenizer = KronosTokenizer(**preset("tokenizer", "base"))
+    model = Kronos(**preset("predictor", arch))
     return tokenizer.to(device).eval(), model.to(device).eval()
 
 
@@ -80,7 +76,7 @@ def best_times(fns, device: torch.device, repeats: int, clock) -> tuple[list[flo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", choices=sorted(PREDICTORS), default="mini")
+    p.add_argument("--arch", choices=sorted(f.stem for f in (CONF / "predictor").glob("*.yaml")), default="mini")
     p.add_argument("--device", default="cpu")
     p.add_argument("--context", type=int, default=400)
     p.add_argument("--max-context", type=int, default=512, help="KronosPredictor's default")

@@ -28,7 +28,6 @@ so it runs on a bare GPU image.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import resource
@@ -42,7 +41,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from kronos_exp.data.windows import WindowDataset, time_features  # noqa: E402
 from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
@@ -53,39 +52,11 @@ from kronos_exp.train.loop import forward_backward, grad_scaler, make_optimizer,
 from kronos_exp.train.precision import full_precision, resolve_device, resolve_precision  # noqa: E402
 from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
 
-CONF = ROOT / "kronos_exp" / "conf"
+from presets import preset  # noqa: E402
+
 # --clock cpu: this process's CPU time instead of wall time. On a machine shared with other jobs,
 # with --threads 1, it counts only the time this benchmark ran, so figures compare across runs.
 clock = time.perf_counter
-
-
-def schema_defaults(group: str) -> dict:
-    """Defaults of the arch schema in kronos_exp/config.py, read without importing Hydra."""
-    cls = {"tokenizer": "TokenizerArch", "predictor": "PredictorArch"}[group]
-    tree = ast.parse((ROOT / "kronos_exp" / "config.py").read_text())
-    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
-    out = {}
-    for node in body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant):
-            out[node.target.id] = node.value.value
-    return out
-
-
-def preset(group: str, name: str) -> dict:
-    """The ``arch:`` block of conf/<group>/<name>.yaml (flat ``key: value`` lines; no YAML library
-    needed) over the schema's defaults."""
-    arch, inside = schema_defaults(group), False
-    for line in (CONF / group / f"{name}.yaml").read_text().splitlines():
-        if line.startswith("arch:"):
-            inside = True
-        elif inside and line.startswith("  ") and ":" in line:
-            key, value = (part.strip() for part in line.split("#")[0].split(":", 1))
-            arch[key] = {"true": True, "false": False}.get(value.lower(), value)
-            if isinstance(arch[key], str):
-                arch[key] = float(value) if any(c in value for c in ".e") else int(value)
-        elif inside and line.strip() and not line.startswith(" "):
-            break
-    return arch
 
 
 def synthetic_split(rows: int, seed: int, lookback: int, predict: int) -> WindowDataset:
