@@ -152,6 +152,8 @@ class KronosPredictor:
             rows, cols = np.nonzero(bad)
             where = ", ".join(f"{COLUMNS[c]}@row {r}" for r, c in list(zip(rows, cols))[:5])
             raise ValueError(f"{label}: df has {int(bad.sum())} NaN/inf values ({where}); fill or drop them first")
+        # float32 statistics, as the published KronosPredictor computes them (its forecasts are
+        # matched exactly); training windows use float64 (data.windows.lookback_normalize).
         values = values.astype(np.float32)
         mean, std = values.mean(axis=0), values.std(axis=0)
         x = np.clip((values - mean) / (std + 1e-5), -self.clip, self.clip)

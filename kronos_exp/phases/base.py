@@ -2,6 +2,7 @@
 loop, checkpoint logging and registration. A phase adds its model, its loss and its inputs."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -85,7 +86,17 @@ def checkpoint_digest(path_or_hub_id: str) -> str:
     bytes), not of its name or folder."""
     folder = resolve_checkpoint_dir(path_or_hub_id)
     config = json.loads((folder / CONFIG_NAME).read_text())
-    return f"{fingerprint(config)[:16]}:{file_digest(folder / WEIGHTS_NAME)}"
+    weights = (folder / WEIGHTS_NAME).resolve()
+    stat = weights.stat()
+    return f"{fingerprint(config)[:16]}:{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a pretrained weights file, once per process while its size and mtime stay: a
+    run asks for it several times (fingerprints, the tokenizer's lookup, evaluation), and a
+    Kronos-base file takes a second or more to hash."""
+    return file_digest(path)
 
 
 def phase_seed(cfg: DictConfig, name: str) -> int:

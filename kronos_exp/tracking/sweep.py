@@ -85,14 +85,19 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     client.set_terminated(run.info.run_id, "FAILED")
 
 
+# Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary).
+EVAL_COLUMNS = ("eval_close_mae", "eval_close_mae_skill", "eval_direction_accuracy", "eval_ic")
+
+
 def _format_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["job", "objective", "duration_s", "status", "overrides"]
-    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}"}
+    evals = [k for k in EVAL_COLUMNS if any(r.get(k, "") != "" for r in rows)]
+    headers = ["job", "objective", *evals, "duration_s", "status", "overrides"]
+    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}", **dict.fromkeys(evals, "{:.4f}")}
 
     def cell(header: str, value: Any) -> str:
         return formats[header].format(value) if header in formats and isinstance(value, float) else str(value)
 
-    cells = [[cell(h, r[h]) for h in headers] for r in rows]
+    cells = [[cell(h, r.get(h, "")) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
@@ -157,7 +162,8 @@ class MlflowSweepCallback(Callback):
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
             rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
                          "duration_s": round(seconds, 1), "status": r.info.status,
-                         "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id})
+                         "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
+                         **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics}})
         return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
 
     def _running_children(self, run_id: str):

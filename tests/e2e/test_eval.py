@@ -125,6 +125,9 @@ def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
     sweep = next(r for r in runs if r.data.tags.get("kind") == "sweep")
     assert sweep.data.metrics["best_objective"] == pytest.approx(min(j.data.metrics["eval_close_mae"] for j in jobs))
     assert "objective" in proc.stderr + proc.stdout
+    header = next(line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("job  "))
+    assert header.split()[:6] == ["job", "objective", "eval_close_mae", "eval_close_mae_skill",
+                                  "eval_direction_accuracy", "eval_ic"]  # forecast quality beside it
 
 
 def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, evaluated):

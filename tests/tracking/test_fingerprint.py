@@ -116,3 +116,21 @@ def test_code_digest_follows_the_training_source_not_its_location(tmp_path):
     (copy / "tracking" / "plots.py").write_text("# changed\n")
     code_digest.cache_clear()
     assert code_digest(copy) == changed_loss
+
+
+def test_pretrained_digest_is_hashed_once_and_follows_the_file(tmp_path):
+    """A run asks for a pretrained checkpoint's identity several times: the weights are hashed
+    once, and a rewritten weights file is hashed again."""
+    from kronos_exp.phases.base import _weights_digest, checkpoint_digest
+
+    folder = tmp_path / "predictor"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "predictor", folder)
+    _weights_digest.cache_clear()
+    first = checkpoint_digest(str(folder))
+    assert checkpoint_digest(str(folder)) == first
+    assert _weights_digest.cache_info().misses == 1 and _weights_digest.cache_info().hits == 1
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    weights.write_bytes(bytes(data))
+    assert checkpoint_digest(str(folder)) != first
