@@ -54,7 +54,9 @@ class RotaryEmbedding(nn.Module):
         The sin table's first half is negated, so ``rotate_half(x) * sin == roll(x) * signed_sin``."""
         table = self._table
         if table is None or table[0].shape[0] < length or table[0].device != device:
-            t = torch.arange(max(length, 512), device=device, dtype=self.inv_freq.dtype)
+            # Grown by doubling: a generation past the table's end would otherwise rebuild it every step.
+            size = max(length, 512, 2 * table[0].shape[0] if table is not None else 0)
+            t = torch.arange(size, device=device, dtype=self.inv_freq.dtype)
             freqs = torch.outer(t, self.inv_freq.to(device))
             table = torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-freqs.sin(), freqs.sin()), dim=-1)
             if torch.compiler.is_compiling():  # a compiled graph computes it, never stores it

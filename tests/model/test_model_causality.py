@@ -108,3 +108,20 @@ def test_the_check_catches_the_reference_eval_mode_leak(model, cases, monkeypatc
         assert not torch.equal(a[1][:, :T_CHANGE], b[1][:, :T_CHANGE])
         # ... and the leaky logits are not the fixture's (causal) expected ones
         assert (a[1] - cases["pred_s2_logits"]).abs().max() > 1e-3
+
+
+def test_rotary_table_rotates_as_rotate_half_and_grows_by_doubling():
+    """The cached cos/sin table gives the textbook rotation at any offset, and a generation past
+    its end rebuilds it once, not at every step."""
+    rotary = blocks.RotaryEmbedding(8)
+    q, k = torch.randn(1, 2, 1, 8), torch.randn(1, 2, 1, 8)
+    for offset in range(510, 530):
+        got_q, got_k = rotary(q, k, offset)
+        freqs = offset * rotary.inv_freq
+        cos, sin = torch.cat((freqs, freqs)).cos(), torch.cat((freqs, freqs)).sin()
+        rotate_half = lambda x: torch.cat((-x[..., 4:], x[..., :4]), dim=-1)  # noqa: E731
+        torch.testing.assert_close(got_q, q * cos + rotate_half(q) * sin)
+        torch.testing.assert_close(got_k, k * cos + rotate_half(k) * sin)
+        if offset == 512:
+            grown = rotary._table
+    assert rotary._table is grown and grown[0].shape[0] == 1024
