@@ -48,7 +48,7 @@ from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
 from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
 from kronos_exp.train import FitSettings, fit  # noqa: E402
 from kronos_exp.train.batches import Batches, to_device  # noqa: E402
-from kronos_exp.train.loop import forward_backward, grad_scaler, make_optimizer, optimizer_step  # noqa: E402
+from kronos_exp.train.loop import forward_backward, grad_scaler, make_optimizer, on_gpu, optimizer_step  # noqa: E402
 from kronos_exp.train.precision import full_precision, resolve_device, resolve_precision  # noqa: E402
 from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
 
@@ -200,8 +200,7 @@ def loop(phase, args, device, precision, train, val) -> dict:
     marks: list[tuple[int, float]] = []  # (step, time) of each train log line
     val_time = 0.0
     t0 = clock()
-    # What the loop iterates: on CUDA raw windows are built on the card (WindowDataset.on).
-    batches = Batches(train.on(device) if device.type == "cuda" and hasattr(train, "on") else train, args.batch)
+    batches = Batches(on_gpu(train, device), args.batch)  # what the loop iterates
     n_batches = sum(1 for _ in batches)
     sync(device)
     data_ms = 1e3 * (clock() - t0) / n_batches
@@ -217,7 +216,7 @@ def loop(phase, args, device, precision, train, val) -> dict:
     ended = clock()
     # With several epochs the steady state is the last one (its validation included), so one-time
     # costs of the first (compiling, cuBLAS picking kernels for the validation shapes) stay out.
-    start = (args.epochs - 1) * len(Batches(train, args.batch, drop_last=len(train) > args.batch)) + args.warmup
+    start = result.steps * (args.epochs - 1) // args.epochs + args.warmup
     first = next(((st, t) for st, t in marks if st >= start), marks[0])
     steady = (result.steps - first[0]) * args.batch / (ended - first[1]) if result.steps > first[0] else float("nan")
     return {"loop_samples_s": steady, "loop_samples_s_all": result.samples_per_second, "data_ms": data_ms,

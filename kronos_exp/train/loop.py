@@ -142,13 +142,18 @@ class Runner:
             return fn(self.eager)
 
 
+def on_gpu(dataset, device: torch.device):
+    """Raw windows (a WindowDataset) gathered and normalized on a CUDA device, not built on the
+    host and copied per batch; other datasets (the token cache is on the device already) as they are."""
+    return dataset.on(device) if device.type == "cuda" and hasattr(dataset, "on") else dataset
+
+
 def make_loaders(train_set, val_set, s: FitSettings, sampler: EpochSampler,
                  generator: torch.Generator) -> tuple[Batches, Batches]:
     """This rank's shuffled training batches (the last partial one dropped when there is more than
     one batch) and its shard of the validation batches, in order."""
     pin = s.device.type == "cuda"
-    if pin:  # raw windows: gathered and normalized on the GPU (the token cache is there already)
-        train_set, val_set = (d.on(s.device) if hasattr(d, "on") else d for d in (train_set, val_set))
+    train_set, val_set = on_gpu(train_set, s.device), on_gpu(val_set, s.device)
     train = Batches(train_set, s.batch_size, shuffle=True, sampler=sampler,
                     drop_last=len(train_set) > s.batch_size * s.world.world_size,
                     generator=generator, num_workers=s.num_workers, pin_memory=pin)
