@@ -3,37 +3,18 @@ restores the CUDA generator. No MLflow, no Hydra: these run where only torch is 
 
     python -m pytest -q -m gpu tests/train/
 """
-import os
-import signal
-
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from kronos_exp.train import Batches, FitSettings, fit
+from kronos_exp.train import Batches, FitSettings
 from kronos_exp.train.distributed import World, device_for
 from kronos_exp.train.interrupt import Interrupted
 from kronos_exp.train.state import TrainingState
 
+from fit_toys import data, fit_stopping_at
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-class Regression:
-    val_key = "loss"
-
-    def loss(self, model, batch):
-        x, y = batch
-        return {"loss": nn.functional.mse_loss(model(x).float(), y)}
-
-    def epoch_metrics(self, model, loader):
-        return {}
-
-
-def data(n):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 8, generator=g)
-    return TensorDataset(x, x.sum(-1, keepdim=True))
 
 
 def settings(tmp_path, **kw):
@@ -46,13 +27,7 @@ def settings(tmp_path, **kw):
 def train(s, stop_at_step=None):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 64), nn.Dropout(0.2), nn.GELU(), nn.Linear(64, 1))
-
-    def log_metrics(metrics, step):
-        if step == stop_at_step and "train_loss" in metrics:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    result = fit(model, Regression(), data(96), data(32), s, log_metrics, on_best=lambda *a: None)
-    return model, result
+    return model, fit_stopping_at(model, s, data(96, 8), data(32, 8), stop_at_step)
 
 
 def test_bf16_fit_on_cuda_learns(tmp_path):
@@ -74,7 +49,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_batches_come_pinned_and_each_local_rank_gets_its_device():
-    batch = next(iter(Batches(data(16), 4, pin_memory=True)))
+    batch = next(iter(Batches(data(16, 8), 4, pin_memory=True)))
     assert all(t.is_pinned() for t in batch)
     assert device_for(World(rank=0, world_size=2, local_rank=0), torch.device("cuda")) == torch.device("cuda", 0)
 

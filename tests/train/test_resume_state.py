@@ -1,16 +1,15 @@
 """The `last` training state: a stopped fit, resumed, ends with the weights of one never stopped."""
 import math
-import os
-import signal
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from kronos_exp.train import FitSettings, fit
+from kronos_exp.train import FitSettings
 from kronos_exp.train.interrupt import Interrupted
 from kronos_exp.train.state import TrainingState
+
+from fit_toys import data, fit_stopping_at
 
 
 class Noisy(nn.Module):
@@ -24,23 +23,6 @@ class Noisy(nn.Module):
         return self.net(x)
 
 
-class Regression:
-    val_key = "loss"
-
-    def loss(self, model, batch):
-        x, y = batch
-        return {"loss": nn.functional.mse_loss(model(x), y)}
-
-    def epoch_metrics(self, model, loader):
-        return {}
-
-
-def data(n):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 4, generator=g)
-    return TensorDataset(x, x.sum(-1, keepdim=True))
-
-
 def settings(tmp_path, **kw):
     base = dict(epochs=3, lr=1e-2, batch_size=4, weight_decay=0.1, adam_betas=(0.9, 0.95), pct_start=0.3,
                 grad_clip=1.0, accumulation_steps=2, log_interval=1, device=torch.device("cpu"), seed=7,
@@ -50,16 +32,8 @@ def settings(tmp_path, **kw):
 
 def train(s, stop_at_step=None):
     torch.manual_seed(0)
-    model = Noisy()
-    logged = []
-
-    def log_metrics(metrics, step):
-        logged.append((step, sorted(metrics)))
-        if step == stop_at_step and "train_loss" in metrics:
-            os.kill(os.getpid(), signal.SIGTERM)  # recorded, acted on at this step's boundary
-
-    result = fit(model, Regression(), data(40), data(12), s, log_metrics, on_best=lambda *a: None)
-    return model, result, logged
+    model, logged = Noisy(), []
+    return model, fit_stopping_at(model, s, data(40, 4), data(12, 4), stop_at_step, logged), logged
 
 
 def test_resumed_fit_equals_uninterrupted(tmp_path):

@@ -1,0 +1,40 @@
+"""What the loop tests train: y = sum(x) learnt by a small model, and a fit that can be stopped at
+a step (SIGTERM, as a user's Ctrl-C or a scheduler would) to test resuming. Torch only, so the
+CUDA tests run on an image without MLflow or Hydra."""
+import os
+import signal
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from kronos_exp.train import fit
+
+
+class Regression:
+    val_key = "loss"
+
+    def loss(self, model, batch):
+        x, y = batch
+        return {"loss": nn.functional.mse_loss(model(x).float(), y)}
+
+    def epoch_metrics(self, model, loader):
+        return {}
+
+
+def data(n: int, width: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, width, generator=g)
+    return TensorDataset(x, x.sum(-1, keepdim=True))
+
+
+def fit_stopping_at(model, s, train_set, val_set, stop_at_step=None, logged=None):
+    """``fit`` with a SIGTERM sent at ``stop_at_step`` (acted on at that step's boundary); each
+    log call's (step, metric names) is appended to ``logged`` when given."""
+    def log_metrics(metrics, step):
+        if logged is not None:
+            logged.append((step, sorted(metrics)))
+        if step == stop_at_step and "train_loss" in metrics:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return fit(model, Regression(), train_set, val_set, s, log_metrics, on_best=lambda *a: None)
