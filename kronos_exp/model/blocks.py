@@ -12,6 +12,12 @@ from torch import nn
 from ..errors import ConfigError
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Normalise in fp32 even under autocast: the mean of squares underflows in bf16.
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)).type_as(x) * weight
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -19,10 +25,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 even under autocast: the mean of squares underflows in bf16.
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 class FeedForward(nn.Module):
@@ -158,19 +161,17 @@ class _Attention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
 
-    def attend(self, query, key, value, padding_mask=None, cache: KVCache | None = None,
-               rotary_offset: int = 0) -> torch.Tensor:
-        """With a cache, ``key``/``value`` are new positions: appended, then attended with the cached ones."""
+    def attend(self, query, key, value, padding_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """With a cache (empty: the prefill of a generation), the keys and values are also stored in it;
+        the steps after it are model.decoding's."""
         b, t, d = query.shape
-        q, k = self.rotary(self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), rotary_offset)
+        q, k = self.rotary(self._heads(self.q_proj(query)), self._heads(self.k_proj(key)))
         v = self._heads(self.v_proj(value))
         if cache is not None:
-            if padding_mask is not None:
-                raise ValueError("a cached attention step takes no padding mask")
-            if 1 < t != cache.length + k.shape[-2]:
-                raise ValueError(f"a cached step has one query or fills an empty cache; got {t} queries "
-                                 f"against {cache.length + k.shape[-2]} keys")
-            k, v = cache.append(k, v)
+            if padding_mask is not None or cache.length:
+                raise ValueError(f"attention fills an empty cache without a padding mask; this one holds "
+                                 f"{cache.length} positions (later steps go through model.decoding)")
+            cache.append(k, v)
         out = _attend(q, k, v, padding_mask, self.attn_dropout_p if self.training else 0.0, causal=True)
         return self.resid_dropout(self.out_proj(out.transpose(1, 2).reshape(b, t, d)))
 
@@ -180,8 +181,7 @@ class SelfAttention(_Attention):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
-        """With a cache, x holds the positions after the cached ones and is rotated from there on."""
-        return self.attend(x, x, x, padding_mask, cache, cache.length if cache is not None else 0)
+        return self.attend(x, x, x, padding_mask, cache)
 
 
 class CrossAttention(_Attention):
@@ -191,7 +191,6 @@ class CrossAttention(_Attention):
     """
 
     def forward(self, query, key, value, padding_mask=None, cache: KVCache | None = None) -> torch.Tensor:
-        """With a cache, key/value are new positions appended to it (rotated by the query's positions)."""
         return self.attend(query, key, value, padding_mask, cache)
 
 

@@ -70,9 +70,9 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
     cache = None
     if cached_steps:
         cache = model.new_cache(history + cached_steps - 1)
-        s1_logits, hidden = model.decode_s1(s1, s2, stamps[:, :history], cache=cache)
+        hidden = model.hidden_states(s1, s2, stamps[:, :history], cache=cache)
         cache.repeat_interleave(sample_count)
-        s1_logits, hidden = repeat(s1_logits[:, -1:]), repeat(hidden)
+        hidden = repeat(hidden)
     s1, s2, stamps = repeat(s1), repeat(s2), repeat(stamps)
     steps = trange(pred_len, desc="forecast", leave=False) if verbose else range(pred_len)
     for i in steps:
@@ -80,11 +80,12 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
         step_cache = cache if i < cached_steps else None
         if step_cache is None:
             start = max(0, end - max_context)
-            s1_logits, hidden = model.decode_s1(s1[:, start:end], s2[:, start:end], stamps[:, start:end])
+            hidden = model.hidden_states(s1[:, start:end], s2[:, start:end], stamps[:, start:end])
         elif i:  # the prefill above computed step 0
-            s1_logits, hidden = model.decode_s1(s1[:, end - 1:end], s2[:, end - 1:end], stamps[:, end - 1:end],
-                                                cache=step_cache)
-        next_s1 = sample_next(s1_logits[:, -1], T, top_k, top_p)
+            hidden = model.hidden_states(s1[:, end - 1:end], s2[:, end - 1:end], stamps[:, end - 1:end],
+                                         cache=step_cache)
+        # Only the newest position's s1 logits are sampled (the s2 layer reads every hidden state).
+        next_s1 = sample_next(model.head.proj_s1(hidden[:, -1]), T, top_k, top_p)
         s2_logits = model.decode_s2(hidden, next_s1, cache=step_cache)
         next_s2 = sample_next(s2_logits[:, -1], T, top_k, top_p)
         s1, s2 = torch.cat([s1, next_s1], dim=1), torch.cat([s2, next_s2], dim=1)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .blocks import CrossAttention, KVCache, RMSNorm, TransformerBlock
 from .checkpoint import PretrainedMixin
+from .decoding import DecodeCache, step_hidden, step_s2_hidden
 
 # minute, hour, weekday, day of month, month: the order of the stamp's last axis.
 CALENDAR_SIZES = {"minute": 60, "hour": 24, "weekday": 7, "day": 32, "month": 13}
@@ -80,7 +81,7 @@ class DependencyAwareLayer(nn.Module):
                 cache: KVCache | None = None) -> torch.Tensor:
         """hidden [B, T, d], sibling [B, Tq, d] for the last Tq positions -> [B, Tq, d].
 
-        With a cache, ``hidden`` holds only the positions not yet in it.
+        An (empty) cache keeps the keys and values for generation's later steps.
         """
         attended = self.cross_attn(sibling, hidden, hidden, padding_mask, cache=cache)
         return self.norm(hidden[:, -sibling.shape[1]:] + attended)
@@ -91,23 +92,6 @@ class DualHead(nn.Module):
         super().__init__()
         self.proj_s1 = nn.Linear(d_model, 2 ** s1_bits)
         self.proj_s2 = nn.Linear(d_model, 2 ** s2_bits)
-
-
-class DecodeCache:
-    """What generation keeps between steps: keys and values of every transformer block and of the
-    dependency layer, for positions 0..length-1 of a window that does not slide."""
-
-    def __init__(self, n_layers: int, max_len: int):
-        self.blocks = [KVCache(max_len) for _ in range(n_layers)]
-        self.dep = KVCache(max_len)
-
-    @property
-    def length(self) -> int:
-        return self.blocks[0].length if self.blocks else self.dep.length
-
-    def repeat_interleave(self, n: int) -> None:
-        for layer in (*self.blocks, self.dep):
-            layer.repeat_interleave(n)
 
 
 class Kronos(PretrainedMixin, nn.Module):
@@ -140,14 +124,22 @@ class Kronos(PretrainedMixin, nn.Module):
 
     def new_cache(self, max_len: int) -> DecodeCache:
         """An empty cache for decoding up to ``max_len`` positions with decode_s1/decode_s2(cache=...)."""
-        return DecodeCache(len(self.transformer), max_len)
+        return DecodeCache(self, max_len)
 
-    def decode_s1(self, s1_ids, s2_ids, stamp=None, padding_mask=None, cache: DecodeCache | None = None):
-        """History tokens [B, T] -> (s1 logits [B, T, V1], hidden states [B, T, d_model]).
+    def hidden_states(self, s1_ids, s2_ids, stamp=None, padding_mask=None, cache: DecodeCache | None = None):
+        """History tokens [B, T] -> final hidden states [B, T, d_model] (what the heads read).
 
-        With a cache the tokens are the T positions after the cached ones (all of them into an
-        empty cache, then one per step); their keys and values are added to it.
+        With a cache the tokens are the T positions after the cached ones: all of them into an
+        empty cache, then one per step; their keys and values are added to it.
         """
+        if cache is not None:
+            if self.training:
+                raise ValueError("KV-cached decoding is for inference: call model.eval() first")
+            if cache.length:
+                if s1_ids.shape[1] != 1 or padding_mask is not None:
+                    raise ValueError(f"a cached step takes one query and no padding mask after the prefill; "
+                                     f"got {s1_ids.shape[1]} positions")
+                return step_hidden(self, s1_ids, s2_ids, stamp, cache)
         x = self.embedding(s1_ids, s2_ids)
         if stamp is not None:
             x = x + self.time_emb(stamp)
@@ -155,7 +147,12 @@ class Kronos(PretrainedMixin, nn.Module):
         layer_caches = cache.blocks if cache is not None else [None] * len(self.transformer)
         for block, layer_cache in zip(self.transformer, layer_caches):
             x = block(x, padding_mask, layer_cache)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def decode_s1(self, s1_ids, s2_ids, stamp=None, padding_mask=None, cache: DecodeCache | None = None):
+        """History tokens [B, T] -> (s1 logits [B, T, V1], hidden states [B, T, d_model]); ``cache`` as in
+        hidden_states."""
+        x = self.hidden_states(s1_ids, s2_ids, stamp, padding_mask, cache)
         return self.head.proj_s1(x), x
 
     def decode_s2(self, context, s1_ids, padding_mask=None, cache: DecodeCache | None = None):
@@ -164,6 +161,8 @@ class Kronos(PretrainedMixin, nn.Module):
         ``s1_ids`` may cover only the last position (one generation step). With a cache,
         ``context`` holds the hidden states decode_s1 returned for the positions it just added.
         """
+        if cache is not None and cache.dep.length:
+            return self.head.proj_s2(step_s2_hidden(self, context, s1_ids, cache))
         hidden = self.dep_layer(context, self.embedding.emb_s1(s1_ids), padding_mask,
                                 None if cache is None else cache.dep)
         return self.head.proj_s2(hidden)

@@ -245,13 +245,13 @@ def test_generation_slides_a_window_of_max_context_tokens(tok, model, window):
     """Each step the predictor sees the newest max_context tokens with their own timestamps."""
     df, x_ts, y_ts = window(0, 20, PRED_LEN)
     calls = []
-    decode_s1 = model.decode_s1
+    hidden_states = model.hidden_states
 
     def spy(s1_ids, s2_ids, stamp=None, padding_mask=None):
         calls.append((s1_ids.clone(), s2_ids.clone(), stamp.clone()))
-        return decode_s1(s1_ids, s2_ids, stamp, padding_mask)
+        return hidden_states(s1_ids, s2_ids, stamp, padding_mask)
 
-    model.decode_s1 = spy
+    model.hidden_states = spy
     out = KronosPredictor(model, tok, device="cpu", max_context=8, clip=5).predict(
         df, x_ts, y_ts, pred_len=PRED_LEN, **GREEDY)
     assert len(calls) == PRED_LEN

@@ -75,13 +75,13 @@ def test_cached_generation_computes_one_position_per_step_until_the_window_slide
     model.eval()
     s1, s2, stamps = history(28, 10)
     lengths = []
-    decode_s1 = model.decode_s1
+    hidden_states = model.hidden_states
 
     def spy(s1_ids, s2_ids, stamp=None, padding_mask=None, cache=None):
         lengths.append(s1_ids.shape[1])
-        return decode_s1(s1_ids, s2_ids, stamp, padding_mask, cache=cache)
+        return hidden_states(s1_ids, s2_ids, stamp, padding_mask, cache=cache)
 
-    model.decode_s1 = spy
+    model.hidden_states = spy
     run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=True, **GREEDY)
     # the history once, then one position per step while 28 + i <= 32, then the 32-token window
     assert lengths == [28, 1, 1, 1, 1, 32, 32, 32, 32, 32]
@@ -112,6 +112,25 @@ def test_kv_cache_rejects_more_positions_than_it_holds():
     assert cache.k.shape[0] == 6 and torch.equal(cache.k[1], cache.k[0]) and torch.equal(cache.k[3], cache.k[5])
 
 
+def test_a_cached_step_computes_the_logits_of_recomputing_the_window(model, history):
+    """decode_s1/decode_s2 with a filled cache (model.decoding's fused step) against the module path."""
+    model.eval()
+    s1, s2, stamps = history(20, 0)
+    next_s1 = torch.tensor([[3], [7], [11]])
+    with torch.no_grad():
+        want_s1, want_hidden = model.decode_s1(s1, s2, stamps)
+        want_s2 = model.decode_s2(want_hidden, next_s1)
+        cache = model.new_cache(20)
+        _, hidden = model.decode_s1(s1[:, :19], s2[:, :19], stamps[:, :19], cache=cache)
+        model.decode_s2(hidden, s1[:, 19:], cache=cache)
+        got_s1, got_hidden = model.decode_s1(s1[:, 19:], s2[:, 19:], stamps[:, 19:], cache=cache)
+        got_s2 = model.decode_s2(got_hidden, next_s1, cache=cache)
+    assert cache.length == 20 and cache.dep.length == 20
+    torch.testing.assert_close(got_hidden, want_hidden[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_s1, want_s1[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_s2, want_s2, rtol=1e-5, atol=1e-5)
+
+
 def test_a_cached_step_takes_one_query_after_the_prefill(model):
     model.eval()
     cache = model.new_cache(10)
@@ -121,6 +140,8 @@ def test_a_cached_step_takes_one_query_after_the_prefill(model):
         assert cache.length == 4
         with pytest.raises(ValueError, match="one query"):
             model.decode_s1(s[:, :2], s[:, :2], cache=cache)
+        with pytest.raises(ValueError, match=r"model.eval\(\)"):
+            model.train().decode_s1(s[:, :1], s[:, :1], cache=cache)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
