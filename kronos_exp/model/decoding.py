@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import KVCache, TransformerBlock, rms_norm
+from .blocks import KVCache, TransformerBlock, _Attention, rms_norm
 
 
 class _Fused(NamedTuple):
@@ -31,10 +31,17 @@ def _fuse(*layers: nn.Linear) -> _Fused:
                   None if biases[0] is None else torch.cat(biases))
 
 
+def _rotary_rows(attn: _Attention, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sign-folded sin [max_len, head_dim] of positions 0..max_len-1, in the projections' dtype."""
+    dtype = attn.q_proj.weight.dtype
+    return tuple(t[0, 0].to(dtype) for t in attn.rotary.cos_sin(max_len, attn.q_proj.weight.device))
+
+
 class DecodeCache:
     """What generation keeps between steps of one model: keys and values of every transformer block
-    and of the dependency layer, for positions 0..length-1 of a window that does not slide, and the
-    fused projections of the step functions (a snapshot of the model's weights when it was made)."""
+    and of the dependency layer, for positions 0..length-1 of a window that does not slide, and what
+    the step functions read in fewer ops than the modules: fused projections, the stacked calendar
+    tables and each block's rotary cos/sin (a snapshot of the model's weights when it was made)."""
 
     def __init__(self, model, max_len: int):
         self.blocks = [KVCache(max_len) for _ in model.transformer]
@@ -42,8 +49,10 @@ class DecodeCache:
         with torch.no_grad():
             self.qkv = [_fuse(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj) for b in model.transformer]
             self.w13 = [_fuse(b.ffn.w1, b.ffn.w3) for b in model.transformer]
+            self.rotary = [_rotary_rows(b.self_attn, max_len) for b in model.transformer]
             attn = model.dep_layer.cross_attn
             self.dep_kv = _fuse(attn.k_proj, attn.v_proj)
+            self.time_table, self.time_offsets = model.time_emb.stacked()
 
     @property
     def length(self) -> int:
@@ -54,13 +63,13 @@ class DecodeCache:
             layer.repeat_interleave(n)
 
 
-def _block_step(block: TransformerBlock, qkv_proj: _Fused, w13: _Fused, x: torch.Tensor,
-                cache: KVCache) -> torch.Tensor:
+def _block_step(block: TransformerBlock, qkv_proj: _Fused, w13: _Fused, rotary: tuple[torch.Tensor, torch.Tensor],
+                x: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """TransformerBlock.forward for one position [B, 1, d] after the cached ones."""
     attn, b = block.self_attn, x.shape[0]
     h, hd = attn.n_heads, attn.head_dim
     qkv = F.linear(rms_norm(x, block.norm1.weight, block.norm1.eps), *qkv_proj).view(b, 3, h, 1, hd)
-    cos, sin = (t.to(x.dtype) for t in attn.rotary.cos_sin(1, x.device, cache.length))
+    cos, sin = rotary[0][cache.length], rotary[1][cache.length]
     qk = qkv[:, :2]
     qk = qk * cos + qk.roll(hd // 2, -1) * sin  # RotaryEmbedding.forward, q and k at once
     k, v = cache.append(qk[:, 1], qkv[:, 2])
@@ -74,10 +83,11 @@ def step_hidden(model, s1_ids: torch.Tensor, s2_ids: torch.Tensor, stamp: torch.
                 cache: DecodeCache) -> torch.Tensor:
     """Final hidden state [B, 1, d_model] of the position after the cached ones (tokens [B, 1])."""
     x = model.embedding(s1_ids, s2_ids)
-    if stamp is not None:
-        x = x + model.time_emb(stamp)
-    for block, qkv, w13, layer_cache in zip(model.transformer, cache.qkv, cache.w13, cache.blocks):
-        x = _block_step(block, qkv, w13, x, layer_cache)
+    if stamp is not None:  # TemporalEmbedding.forward in one lookup
+        x = x + F.embedding(stamp.long() + cache.time_offsets, cache.time_table).sum(dim=-2)
+    for block, qkv, w13, rotary, layer_cache in zip(model.transformer, cache.qkv, cache.w13, cache.rotary,
+                                                    cache.blocks):
+        x = _block_step(block, qkv, w13, rotary, x, layer_cache)
     return rms_norm(x, model.norm.weight, model.norm.eps)
 
 

@@ -5,6 +5,7 @@ and the chosen s1 (the dependency layer).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -67,6 +68,14 @@ class TemporalEmbedding(nn.Module):
         s = stamp.long()  # [B, T, 5]
         return (self.minute_embed(s[..., 0]) + self.hour_embed(s[..., 1]) + self.weekday_embed(s[..., 2])
                 + self.day_embed(s[..., 3]) + self.month_embed(s[..., 4]))
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The five tables as one [sum of sizes, d_model] and each field's first row in it, so a
+        decoding step embeds a stamp with one lookup: table[stamp + offsets].sum(-2)."""
+        fields = (self.minute_embed, self.hour_embed, self.weekday_embed, self.day_embed, self.month_embed)
+        tables = [f.weight if isinstance(f, nn.Embedding) else f.emb.weight for f in fields]
+        offsets = torch.tensor([0, *itertools.accumulate(len(t) for t in tables[:-1])], device=tables[0].device)
+        return torch.cat(tables), offsets
 
 
 class DependencyAwareLayer(nn.Module):
