@@ -132,7 +132,9 @@ class Kronos(PretrainedMixin, nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=d_model ** -0.5)
 
     def new_cache(self, max_len: int) -> DecodeCache:
-        """An empty cache for decoding up to ``max_len`` positions with decode_s1/decode_s2(cache=...)."""
+        """An empty cache for decoding up to ``max_len`` positions with decode_s1/decode_s2(cache=...).
+
+        It snapshots the weights (model.decoding's fused projections): make a new one after training."""
         return DecodeCache(self, max_len)
 
     def hidden_states(self, s1_ids, s2_ids, stamp=None, padding_mask=None, cache: DecodeCache | None = None):
