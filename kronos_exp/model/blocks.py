@@ -81,8 +81,13 @@ class RotaryEmbedding(nn.Module):
         """
         cos, sin = self.cos_sin(q.shape[-2], q.device, offset)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        half = q.shape[-1] // 2  # x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1)
-        return q * cos + q.roll(half, -1) * sin, k * cos + k.roll(half, -1) * sin
+        return rotate(q, cos, sin), rotate(k, cos, sin)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1) and ``sin`` sign-folded
+    (RotaryEmbedding.cos_sin), so rotate_half(x) * sin == roll(x) * sin."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 def _sdpa(q, k, v, **kwargs):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import KVCache, TransformerBlock, _Attention, rms_norm
+from .blocks import KVCache, TransformerBlock, _Attention, rms_norm, rotate
 
 
 class _Fused(NamedTuple):
@@ -31,17 +31,11 @@ def _fuse(*layers: nn.Linear) -> _Fused:
                   None if biases[0] is None else torch.cat(biases))
 
 
-def _rotary_rows(attn: _Attention, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sign-folded sin [max_len, head_dim] of positions 0..max_len-1, in the projections' dtype."""
-    dtype = attn.q_proj.weight.dtype
-    return tuple(t[0, 0].to(dtype) for t in attn.rotary.cos_sin(max_len, attn.q_proj.weight.device))
-
-
 class DecodeCache:
     """What generation keeps between steps of one model: keys and values of every transformer block
     and of the dependency layer, for positions 0..length-1 of a window that does not slide, and what
-    the step functions read in fewer ops than the modules: fused projections, the stacked calendar
-    tables and each block's rotary cos/sin (a snapshot of the model's weights when it was made)."""
+    the step functions read in fewer ops than the modules: fused projections and the stacked
+    calendar tables (a snapshot of the model's weights when it was made)."""
 
     def __init__(self, model, max_len: int):
         self.blocks = [KVCache(max_len) for _ in model.transformer]
@@ -49,7 +43,6 @@ class DecodeCache:
         with torch.no_grad():
             self.qkv = [_fuse(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj) for b in model.transformer]
             self.w13 = [_fuse(b.ffn.w1, b.ffn.w3) for b in model.transformer]
-            self.rotary = [_rotary_rows(b.self_attn, max_len) for b in model.transformer]
             attn = model.dep_layer.cross_attn
             self.dep_kv = _fuse(attn.k_proj, attn.v_proj)
             self.time_table, self.time_offsets = model.time_emb.stacked()
@@ -63,18 +56,25 @@ class DecodeCache:
             layer.repeat_interleave(n)
 
 
-def _block_step(block: TransformerBlock, qkv_proj: _Fused, w13: _Fused, rotary: tuple[torch.Tensor, torch.Tensor],
-                x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+def _attend_cached(attn: _Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   cache: KVCache) -> torch.Tensor:
+    """The newest position's query [B, H, 1, hd] against every cached key plus its own (k, v), then
+    the output projection: [B, 1, d]."""
+    k, v = cache.append(k, v)
+    out = F.scaled_dot_product_attention(q, k, v)
+    b = q.shape[0]
+    return F.linear(out.transpose(1, 2).reshape(b, 1, -1), attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _block_step(block: TransformerBlock, qkv_proj: _Fused, w13: _Fused, x: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
     """TransformerBlock.forward for one position [B, 1, d] after the cached ones."""
-    attn, b = block.self_attn, x.shape[0]
-    h, hd = attn.n_heads, attn.head_dim
-    qkv = F.linear(rms_norm(x, block.norm1.weight, block.norm1.eps), *qkv_proj).view(b, 3, h, 1, hd)
-    cos, sin = rotary[0][cache.length], rotary[1][cache.length]
-    qk = qkv[:, :2]
-    qk = qk * cos + qk.roll(hd // 2, -1) * sin  # RotaryEmbedding.forward, q and k at once
-    k, v = cache.append(qk[:, 1], qkv[:, 2])
-    out = F.scaled_dot_product_attention(qk[:, 0], k, v)  # the newest position sees every cached one
-    x = x + F.linear(out.transpose(1, 2).reshape(b, 1, h * hd), attn.out_proj.weight, attn.out_proj.bias)
+    attn = block.self_attn
+    qkv = F.linear(rms_norm(x, block.norm1.weight, block.norm1.eps), *qkv_proj).view(
+        x.shape[0], 3, attn.n_heads, 1, attn.head_dim)
+    cos, sin = (t.to(x.dtype) for t in attn.rotary.cos_sin(1, x.device, cache.length))
+    qk = rotate(qkv[:, :2], cos, sin)  # q and k at once
+    x = x + _attend_cached(attn, qk[:, 0], qk[:, 1], qkv[:, 2], cache)
     gate, up = F.linear(rms_norm(x, block.norm2.weight, block.norm2.eps), *w13).chunk(2, dim=-1)
     return x + F.linear(F.silu(gate) * up, block.ffn.w2.weight)
 
@@ -85,9 +85,8 @@ def step_hidden(model, s1_ids: torch.Tensor, s2_ids: torch.Tensor, stamp: torch.
     x = model.embedding(s1_ids, s2_ids)
     if stamp is not None:  # TemporalEmbedding.forward in one lookup
         x = x + F.embedding(stamp.long() + cache.time_offsets, cache.time_table).sum(dim=-2)
-    for block, qkv, w13, rotary, layer_cache in zip(model.transformer, cache.qkv, cache.w13, cache.rotary,
-                                                    cache.blocks):
-        x = _block_step(block, qkv, w13, rotary, x, layer_cache)
+    for block, qkv, w13, layer_cache in zip(model.transformer, cache.qkv, cache.w13, cache.blocks):
+        x = _block_step(block, qkv, w13, x, layer_cache)
     return rms_norm(x, model.norm.weight, model.norm.eps)
 
 
@@ -100,8 +99,6 @@ def step_s2_hidden(model, hidden: torch.Tensor, s1_ids: torch.Tensor, cache: Dec
     attn = dep.cross_attn
     h, hd = attn.n_heads, attn.head_dim
     kv = F.linear(hidden, *cache.dep_kv).view(b, 2, h, 1, hd)
-    k, v = cache.dep.append(kv[:, 0], kv[:, 1])
     q = F.linear(model.embedding.emb_s1(s1_ids), attn.q_proj.weight, attn.q_proj.bias).view(b, 1, h, hd)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v)
-    attended = F.linear(out.transpose(1, 2).reshape(b, 1, h * hd), attn.out_proj.weight, attn.out_proj.bias)
+    attended = _attend_cached(attn, q.transpose(1, 2), kv[:, 0], kv[:, 1], cache.dep)
     return rms_norm(hidden + attended, dep.norm.weight, dep.norm.eps)

@@ -18,15 +18,15 @@ COLUMNS = PRICE_COLUMNS + ["volume", "amount"]
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Probabilities sorted in descending order [N, V], that order, and how many of them [N, 1] form
-    the smallest set with mass >= top_p.
+    """Probabilities sorted in descending order [N, V], that order, and which of the sorted ones
+    [N, V] fall outside the smallest set with mass >= top_p.
 
     A token is kept while the mass before it is still short of top_p (``<=`` there would keep one
     more token on an exact tie), and the cumulative mass only grows, so the kept ones lead."""
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     kept = (probs.cumsum(dim=-1) < top_p).sum(dim=-1, keepdim=True) + 1
-    return probs, order, kept
+    return probs, order, torch.arange(probs.shape[-1], device=probs.device) >= kept
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -37,9 +37,8 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
         return logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        _, order, kept = _nucleus(logits, top_p)
-        dropped_sorted = torch.arange(logits.shape[-1], device=logits.device) >= kept
-        return logits.masked_fill(dropped_sorted.scatter(-1, order, dropped_sorted), float("-inf"))
+        _, order, dropped = _nucleus(logits, top_p)
+        return logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf"))
     return logits.clone()
 
 
@@ -57,8 +56,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     if top_k > 0 or top_p >= 1.0:
         probs, order = F.softmax(filter_logits(logits, top_k), dim=-1), None
     else:
-        probs, order, kept = _nucleus(logits, top_p)
-        probs = probs.masked_fill(torch.arange(probs.shape[-1], device=probs.device) >= kept, 0.0)
+        probs, order, dropped = _nucleus(logits, top_p)
+        probs = probs.masked_fill(dropped, 0.0)
     choice = (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
     return choice if order is None else order.gather(-1, choice)
 
