@@ -18,13 +18,13 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     # Heavy imports (torch, mlflow) only once Hydra has parsed the command line: --help stays quick.
-    from .errors import USER_ERRORS, user_message
+    from .errors import UserError, user_message
     from .pipeline import run
 
     hydra_cfg = HydraConfig.get()
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir))
-    except (*USER_ERRORS, OSError) as err:
+    except (UserError, OSError) as err:
         message = user_message(err)
         if message is None:  # an OSError that is no user's doing: a bug, with its traceback
             raise

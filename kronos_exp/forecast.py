@@ -17,11 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import UserError
+
 DEFAULTS = {"model": None, "pred_len": "16", "lookback": "512", "sample_count": "8", "T": "1.0", "top_p": "0.9",
             "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "tracking_uri": None}
 
 
-class ForecastError(Exception):
+class ForecastError(UserError):
     """A problem the user can fix: printed as one line, exit status 1."""
 
 
@@ -136,9 +138,7 @@ def main(argv: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    from .errors import USER_ERRORS
-
     try:
         main(sys.argv[1:])
-    except (ForecastError, *USER_ERRORS) as err:
+    except UserError as err:
         raise SystemExit(f"error: {err}") from None

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import check_known_keys, check_settings
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .data import build_datasets, resolve_paths
-from .errors import USER_ERRORS, ConfigError
+from .errors import ConfigError, UserError
 from .phases import Phase, PhaseResult, RunContext
 from .tracking import Registry, Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
@@ -114,7 +114,7 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         if world.is_main:
             raise
         raise SystemExit(exit_code(stop)) from None  # stopped with rank 0, which says so once
-    except USER_ERRORS:
+    except UserError:
         if world.is_main:
             raise
         # Every rank meets a bad setting alike: rank 0 alone says so and ends the runs FAILED;

@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ..errors import UserError
+
 FEATURES = ("open", "high", "low", "close", "volume", "amount")
 TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 NAN_POLICIES = ("ffill", "drop", "error")
 REPAIRS = ("none", "clip")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem with the user's data or data config.
 
     The message names the file, the column and the row (1-based line number in the file, or the

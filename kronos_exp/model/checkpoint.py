@@ -18,16 +18,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import UserError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint folder does not match the model it is loaded into."""
 
 
-class CheckpointNotFound(FileNotFoundError):
+class CheckpointNotFound(UserError, FileNotFoundError):
     """Neither a local checkpoint folder nor a reachable hub repository."""
 
 

@@ -8,7 +8,7 @@ import torch
 
 from .. import serving
 from ..config import bits_advice
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
@@ -20,7 +20,7 @@ from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint_inputs
 log = logging.getLogger(__name__)
 
 
-class TokenizerUnavailable(RuntimeError):
+class TokenizerUnavailable(UserError, RuntimeError):
     """The predictor phase found no tokenizer to train on."""
 
 

@@ -18,6 +18,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import UserError
 from .buffer import MetricBuffer
 from .stale import PID_TAG, mark_dead_runs_failed, process_tags
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ENV = "KRONOS_EXP_PARENT_RUN_ID"  # set by a sweep to nest its jobs under one run
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError, RuntimeError):
     """The MLflow tracking server does not answer (at start, or lost during the run)."""
 
 

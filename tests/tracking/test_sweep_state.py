@@ -53,7 +53,7 @@ def test_a_stale_sweep_id_in_the_environment_is_ignored(uri, tmp_path, monkeypat
 
 def test_only_our_own_errors_print_without_a_traceback():
     from kronos_exp.data import DataError
-    from kronos_exp.errors import USER_ERRORS, ConfigError
+    from kronos_exp.errors import ConfigError, UserError
 
-    assert isinstance(ConfigError("x"), USER_ERRORS) and isinstance(DataError("x"), USER_ERRORS)
-    assert not isinstance(ValueError("from inside numpy"), USER_ERRORS)
+    assert isinstance(ConfigError("x"), UserError) and isinstance(DataError("x"), UserError)
+    assert not isinstance(ValueError("from inside numpy"), UserError)
