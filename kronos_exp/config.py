@@ -95,7 +95,7 @@ class PredictorConfig(TrainConfig):
 
 @dataclass
 class EvalConfig:
-    """Rolling-origin forecasts over the test split (kronos_exp.phases.evaluation)."""
+    """Rolling-origin forecasts over the test split (kronos_exp.evaluation.step)."""
     # Checkpoint folder or models:/<name>/<version> (or models:/<name>@<alias>); null = this run's
     # predictor, else the registered one whose fingerprint matches this config.
     predictor: Optional[str] = None
@@ -182,6 +182,12 @@ RANGES: dict[str, Range] = {
     "mlflow.http_max_retries": Range(lambda v: v >= 0, "an integer >= 0"),
     "mlflow.offline_wait_s": _NON_NEGATIVE,
 }
+
+
+def phase_seed(cfg: Any, name: str) -> int:
+    """Phase ``name``'s seed: its own ``<name>.seed``, else the run's ``seed``."""
+    own = cfg[name].get("seed")
+    return int(cfg.seed if own is None else own)
 
 
 def _code_bits(cfg: Any, phase: str) -> dict[str, int] | None:

@@ -14,12 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import check_known_keys, check_settings
-from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .data import build_datasets, resolve_paths
 from .errors import ConfigError, UserError
-from .phases import Phase, PhaseResult, RunContext
-from .tracking import Registry, Tracker, TrackingUnavailable
+from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
+from .phases import Phase
+from .runner import MeasuringStep, RunContext, run_step
+from .tracking import Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
+from .tracking.lifecycle import PhaseResult, PhaseRuns
 from .tracking.runs import PARENT_RUN_ENV
 from .tracking.sweep import SWEEP_ID_ENV, JobInfo
 from .train import distributed, resolve_device, resolve_precision
@@ -29,14 +31,15 @@ from .train.interrupt import exit_code, sigterm_stops
 log = logging.getLogger(__name__)
 
 
-def build_phases(cfg: DictConfig) -> list[Phase]:
+def build_phases(cfg: DictConfig) -> list[Phase | MeasuringStep]:
     if not cfg.phases:
         raise ConfigError("no phases configured; use phases=all, phases=both, phases=tokenizer, phases=predictor "
                           "or phases=eval")
     phases = [instantiate(spec) for spec in cfg.phases.values()]
     for key, phase in zip(cfg.phases, phases):
-        if not isinstance(phase, Phase):
-            raise ConfigError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase")
+        if not isinstance(phase, Phase) and not callable(getattr(phase, "measure", None)):
+            raise ConfigError(f"phases.{key}._target_ built a {type(phase).__name__}, not a kronos_exp Phase "
+                              "(kronos_exp.phases.Phase) or a measuring step (with a measure(ctx) method)")
     return phases
 
 
@@ -57,7 +60,7 @@ def use_pretrained_architectures(cfg: DictConfig) -> None:
                                   f"({str(err).splitlines()[0]})") from None
 
 
-def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
+def check_objective(cfg: DictConfig, phases: list) -> None:
     """``objective`` must name a metric a phase of this run reports, checked before any training."""
     names = [name for p in phases for name in p.reported_metrics(cfg)]
     if cfg.objective is not None and cfg.objective not in names:
@@ -65,13 +68,13 @@ def check_objective(cfg: DictConfig, phases: list[Phase]) -> None:
                           "use one of those, or objective=null for the last phase's own")
 
 
-def objective_value(cfg: DictConfig, phases: list[Phase], reported: dict[str, float]) -> float:
+def objective_value(cfg: DictConfig, phases: list, reported: dict[str, float]) -> float:
     """The number sweepers minimise: ``cfg.objective``, or the last phase's own metric (its val_loss;
     ``eval.metric`` for the eval phase)."""
     return reported[cfg.objective if cfg.objective is not None else phases[-1].reported_metrics(cfg)[0]]
 
 
-def _banner(cfg: DictConfig, ctx: RunContext, phases: list[Phase], run_id: str) -> str:
+def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str) -> str:
     s = ctx.data.summary
     lines = [
         "kronos_exp " + " -> ".join(p.name for p in phases),
@@ -159,25 +162,25 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
     output_dir, skip_existing = world.share((output_dir, skip_existing))
-    tracker = (Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
-                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s) if world.is_main else None)
-    if tracker:
-        tracker.end_dead_runs()
-    ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, tracker=tracker,
-                     registry=Registry(tracker.client) if tracker else None, output_dir=output_dir,
-                     skip_existing=skip_existing, resume=cfg.resume, world=world, precision=precision)
+    ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, output_dir=output_dir,
+                     precision=precision, world=world)
     if not world.is_main:
         for phase in phases:
-            ctx.results[phase.name] = phase.run(ctx)
+            ctx.results[phase.name] = run_step(phase, ctx)
         reported = {k: v for p in phases for k, v in p.report(ctx.results[p.name]).items()}
         return objective_value(cfg, phases, reported)
+    tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
+                      cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
+    tracker.end_dead_runs()
+    ctx.runs = PhaseRuns(tracker, output_dir, skip_existing=skip_existing, resume=cfg.resume,
+                         heartbeat_s=cfg.mlflow.heartbeat_s)
     try:
         with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
             log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
             mlflow.log_dict(data.summary, "data_summary.json")
             reported: dict[str, float] = {}
             for phase in phases:
-                ctx.results[phase.name] = phase.run(ctx)
+                ctx.results[phase.name] = run_step(phase, ctx)
                 reported.update(phase.report(ctx.results[phase.name]))
             objective = objective_value(cfg, phases, reported)
             mlflow.log_metrics({**reported, "objective": objective})

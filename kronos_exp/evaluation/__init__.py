@@ -1,1 +1,1 @@
-"""Evaluation: forecast metrics (pure functions) and sampled forecasts of test windows."""
+"""Evaluation: forecast metrics (pure functions) and the eval step (evaluation.step.EvalStep)."""

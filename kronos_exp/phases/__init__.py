@@ -1,7 +1,7 @@
-"""Phase runners, built from conf/phases/*.yaml through ``_target_``."""
-from .base import Phase, PhaseResult, RunContext
-from .predictor import PredictorPhase, TokenizerUnavailable
-from .evaluation import EvalPhase
+"""Training phases, built from conf/phases/*.yaml through ``_target_``: each is a model, a loss,
+its datasets and what it builds on."""
+from .base import Phase, PhaseContext, Upstream
+from .predictor import PredictorPhase
 from .tokenizer import TokenizerPhase
 
-__all__ = ["Phase", "PhaseResult", "RunContext", "EvalPhase", "PredictorPhase", "TokenizerPhase", "TokenizerUnavailable"]
+__all__ = ["Phase", "PhaseContext", "Upstream", "PredictorPhase", "TokenizerPhase"]

@@ -8,20 +8,15 @@ import torch
 
 from .. import serving
 from ..config import bits_advice
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
-from ..tracking import fingerprint
 from ..train.precision import full_precision
 from ..train.token_cache import tokenize_within
-from .base import Phase, RunContext, checkpoint_digest, phase_fingerprint_inputs
+from .base import Phase, PhaseContext
 
 log = logging.getLogger(__name__)
-
-
-class TokenizerUnavailable(UserError, RuntimeError):
-    """The predictor phase found no tokenizer to train on."""
 
 
 class PredictorPhase(Phase):
@@ -33,73 +28,22 @@ class PredictorPhase(Phase):
 
     name = "predictor"
     val_key = "loss"
+    builds_on = ("tokenizer",)
 
     def __init__(self) -> None:
         self.tokenizer: KronosTokenizer | None = None
-        self._tokenizer_source: tuple[Path, dict[str, str]] | None = None
 
-    def _locate_tokenizer(self, ctx: RunContext) -> tuple[Path, dict[str, str]]:
-        """This run's tokenizer, else the registered one for this data + tokenizer config, else
-        ``tokenizer.pretrained``. Returns its folder and the tags that identify it."""
-        if self._tokenizer_source is None:
-            # The registry is read on rank 0 only; every rank gets the same answer.
-            self._tokenizer_source = ctx.world.rank_zero(self._find_tokenizer, ctx)
-        return self._tokenizer_source
-
-    def _find_tokenizer(self, ctx: RunContext) -> tuple[Path, dict[str, str]]:
-        trained = ctx.results.get("tokenizer")
-        if trained is not None:
-            source = trained.checkpoint_dir, self._identity(trained.fingerprint, trained.version)
-        else:
-            inputs = phase_fingerprint_inputs(ctx, "tokenizer")
-            fp = fingerprint(inputs)
-            hit = ctx.registry.fetch(ctx.cfg.mlflow.tokenizer_model_name, fp, ctx.output_dir / "reused")
-            if hit is not None:
-                version, folder = hit
-                log.info("predictor: using registered tokenizer %s", version.label)
-                source = folder, self._identity(fp, version)
-            elif ctx.cfg.tokenizer.pretrained:
-                log.info("predictor: no tokenizer trained for this data yet; using tokenizer.pretrained=%s",
-                         ctx.cfg.tokenizer.pretrained)
-                source = (Path(str(ctx.cfg.tokenizer.pretrained)),
-                          {"tokenizer_fingerprint": checkpoint_digest(ctx.cfg.tokenizer.pretrained)})
-            else:
-                near = ctx.registry.near_misses(ctx.cfg.mlflow.tokenizer_model_name, inputs)
-                registered = ("; registered for this data: " + " | ".join(near) + ";" if near
-                              else "; none is registered for this data;")
-                raise TokenizerUnavailable(
-                    "the predictor phase needs a tokenizer, and none was found: this run trained none, the "
-                    f"registry ('{ctx.cfg.mlflow.tokenizer_model_name}' at {ctx.tracker.tracking_uri}) holds none "
-                    f"for this data and tokenizer config (fingerprint {fp[:12]}){registered} "
-                    "and tokenizer.pretrained is null. Set the differing settings to the registered values (a seed "
-                    "for the predictor alone is predictor.seed), run phases=tokenizer first, run phases=both, or "
-                    "set tokenizer.pretrained=<folder or hub id>.")
-        return source
-
-    @staticmethod
-    def _identity(fp, version) -> dict[str, str]:
-        tags = {"tokenizer_fingerprint": fp}
-        if version is not None:
-            tags["tokenizer_version"] = f"{version.name}/{version.version}"
-        return tags
-
-    def upstream(self, ctx: RunContext) -> dict[str, str]:
-        return {"tokenizer_fingerprint": self._locate_tokenizer(ctx)[1]["tokenizer_fingerprint"]}
-
-    def version_tags(self, ctx: RunContext) -> dict[str, str]:
-        return self._locate_tokenizer(ctx)[1]
-
-    def package_checkpoint(self, ctx: RunContext, folder: Path) -> None:
+    def package_checkpoint(self, ctx: PhaseContext, folder: Path) -> None:
         """The registered version is also a servable MLflow pyfunc model, its tokenizer inside."""
-        serving.package(folder, resolve_checkpoint_dir(self._locate_tokenizer(ctx)[0]), self.settings(ctx).max_context,
-                        ctx.cfg.data.predict_window)
+        serving.package(folder, resolve_checkpoint_dir(ctx.upstream["tokenizer"].folder),
+                        self.settings(ctx.cfg).max_context, ctx.cfg.data.predict_window)
 
-    def build_model(self, ctx: RunContext) -> Kronos:
-        folder, _ = self._locate_tokenizer(ctx)
+    def build_model(self, ctx: PhaseContext) -> Kronos:
+        folder = ctx.upstream["tokenizer"].folder
         tokenizer = KronosTokenizer.from_pretrained(folder).to(ctx.device).eval()
         for p in tokenizer.parameters():
             p.requires_grad_(False)
-        settings = self.settings(ctx)
+        settings = self.settings(ctx.cfg)
         if settings.pretrained:
             model = Kronos.from_pretrained(settings.pretrained)
             log.info("predictor: starting from the pretrained weights %s (its config.json sets the architecture: %s)",
@@ -128,10 +72,10 @@ class PredictorPhase(Phase):
         with full_precision(device):
             return self.tokenizer.encode(x.to(device).float(), half=True)
 
-    def datasets(self, ctx: RunContext):
+    def datasets(self, ctx: PhaseContext):
         splits = {"train": ctx.data.train, "val": ctx.data.val}
         cfg = self.tokenizer.config
-        out = tokenize_within(self.settings(ctx).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
+        out = tokenize_within(self.settings(ctx.cfg).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
                               device=ctx.device)
         return out["train"], out["val"]
 

@@ -7,7 +7,7 @@ import torch
 
 from ..model import KronosTokenizer
 from ..model.losses import tokenizer_loss
-from .base import Phase, RunContext
+from .base import Phase, PhaseContext
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,8 @@ class TokenizerPhase(Phase):
     name = "tokenizer"
     val_key = "recon_full_loss"
 
-    def build_model(self, ctx: RunContext) -> KronosTokenizer:
-        settings = self.settings(ctx)
+    def build_model(self, ctx: PhaseContext) -> KronosTokenizer:
+        settings = self.settings(ctx.cfg)
         if settings.pretrained:
             log.info("tokenizer: starting from %s (its config.json sets the architecture)", settings.pretrained)
             return KronosTokenizer.from_pretrained(settings.pretrained)

@@ -20,7 +20,7 @@ from typing import Iterator
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from .resume import Unfinished, done_in_unfinished_job, find_unfinished, mark_resumed
+from .resume import Unfinished, done_in_unfinished_job, find_unfinished, take
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,15 @@ class Claims:
             return False
         return (now or time.time()) - float(beat) < STALE_AFTER_BEATS * self.interval_s
 
+    @staticmethod
+    def first_beat() -> dict[str, str]:
+        """The heartbeat tag a phase run is created with, beside its fingerprint: a run that holds
+        a fingerprint is a live claim from its first moment, so a job started a moment later waits."""
+        return {HEARTBEAT_TAG: repr(time.time())}
+
     @contextlib.contextmanager
     def heartbeat(self, run_id: str) -> Iterator[None]:
-        """Claim through ``run_id`` for the duration of the block."""
+        """Keep ``run_id``'s claim fresh for the duration of the block."""
         self.client.set_tag(run_id, HEARTBEAT_TAG, repr(time.time()))
         done = threading.Event()
 
@@ -100,10 +106,9 @@ def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_exi
         claims.wait_for_earlier(phase, fingerprint, run_id)
     client, experiment_id = claims.client, claims.experiment_id
     if resume is not False:
-        unfinished = find_unfinished(client, experiment_id, phase, fingerprint, alive=claims.alive)
-        if unfinished is not None:
-            mark_resumed(client, unfinished, run_id)
-            return Claim("resume", unfinished)
+        for unfinished in find_unfinished(client, experiment_id, phase, fingerprint, alive=claims.alive):
+            if take(client, unfinished, run_id):
+                return Claim("resume", unfinished)
     if skip_existing or (resume is not False and done_in_unfinished_job(client, experiment_id, phase, fingerprint)):
         return Claim("reuse")
     return Claim("train")

@@ -2,8 +2,9 @@
 
 Two runs with the same fingerprint train the same checkpoint, so the second can reuse the first's.
 What goes in is content, never location: the bytes of the data files, the pretrained weights and
-the training code, plus the settings that change the trained weights. `fingerprint_inputs` builds
-that dict (kept, so a miss can say what differs); `fingerprint` hashes it.
+the training code, plus the settings that change the trained weights. `phase_fingerprint_inputs`
+builds that dict from a run's config (kept, so a miss can say what differs); `fingerprint` hashes
+it. Every rule about what enters a fingerprint lives in this module.
 """
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from omegaconf import OmegaConf
+
+from ..config import phase_seed
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
+
 # The package folders whose source decides what a phase trains (models, data, losses, loop).
+# Forecasting, evaluation and tracking code measure or record a checkpoint, never change it.
 TRAINING_CODE = ("model", "data", "phases", "train")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +117,45 @@ def differences(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> list[str
     shown = lambda v: v if len(v) <= 40 else v[:16] + "..."  # noqa: E731  (file and code digests)
     return [f"{k}: {shown(a.get(k, 'unset'))} (registered: {shown(b.get(k, 'unset'))})"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def checkpoint_digest(path_or_hub_id: str) -> str:
+    """Identity of a pretrained checkpoint: the hash of its contents (config values and weights
+    bytes), not of its name or folder."""
+    folder = resolve_checkpoint_dir(path_or_hub_id)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    weights = (folder / WEIGHTS_NAME).resolve()
+    stat = weights.stat()
+    return f"{fingerprint(config)[:16]}:{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a pretrained weights file, once per process while its size and mtime stay: a
+    run asks for it several times (fingerprints, the tokenizer's lookup, evaluation), and a
+    Kronos-base file takes a second or more to hash."""
+    return file_digest(path)
+
+
+def phase_fingerprint_inputs(cfg: Any, name: str, *, data: Mapping[str, Any], precision: str, world_size: int = 1,
+                             upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What determines phase ``name``'s checkpoint in a run of ``cfg``: data, its settings, initial
+    weights, its seed, precision, the training code and (for later phases) the fingerprint of
+    what they build on."""
+    settings = OmegaConf.to_container(cfg[name], resolve=True)
+    if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
+        settings["batch_size"] *= world_size
+    pretrained = settings.get("pretrained")
+    return fingerprint_inputs(name, settings, data=data, seed=phase_seed(cfg, name), precision=precision,
+                              initial_weights=checkpoint_digest(pretrained) if pretrained else None,
+                              upstream=upstream)
+
+
+def eval_setup_fingerprint(cfg: Any, data: Mapping[str, Any], pred_len: int) -> str:
+    """Same data and same forecasting settings: evaluation scores that may be ranked against each other."""
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    for key in ("predictor", "tokenizer", "alias", "plot_series"):
+        settings.pop(key)
+    settings["pred_len"] = pred_len
+    settings["seed"] = cfg.eval.seed if cfg.eval.seed is not None else cfg.seed
+    return fingerprint({"data": dict(data), "eval": settings})

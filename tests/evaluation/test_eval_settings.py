@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from kronos_exp.__main__ import CONFIG_DIR
-from kronos_exp.phases import EvalPhase
+from kronos_exp.evaluation.step import EvalStep
 from kronos_exp.pipeline import build_phases, check_objective
 
 
@@ -23,14 +23,14 @@ def _cfg(*overrides: str):
 def test_bad_eval_settings_are_refused(override, message):
     extra = ["eval.sample_count=1"] if "crps" in override else []
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        EvalPhase().check(_cfg(override, *extra))
+        EvalStep().check(_cfg(override, *extra))
 
 
 def test_no_test_split_is_said_clearly():
     cfg = _cfg()
     cfg.data.test_ratio = 0  # allowed by the data layer in some setups (reference configs use 0.8/0.2/0)
     with pytest.raises(ValueError, match="there is no test split"):
-        EvalPhase().check(cfg)
+        EvalStep().check(cfg)
 
 
 def test_objective_may_name_any_reported_metric():

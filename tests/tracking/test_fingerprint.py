@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -14,9 +13,7 @@ from kronos_exp.__main__ import CONFIG_DIR
 from kronos_exp.data import resolve_paths
 from kronos_exp.data.sample import sample_path
 from kronos_exp.model import KronosTokenizer
-from kronos_exp.phases.base import phase_fingerprint
-from kronos_exp.tracking.fingerprint import PACKAGE_ROOT, code_digest, data_fingerprint
-from kronos_exp.train.distributed import World
+from kronos_exp.tracking.fingerprint import PACKAGE_ROOT, code_digest, data_fingerprint, fingerprint, phase_fingerprint_inputs
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +46,7 @@ def _fp(place: Path, overrides: tuple[str, ...], phase: str) -> str:
         cfg.data.path = str(place / "a" / "prices.csv")
     data = data_fingerprint(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
     upstream = {"tokenizer_fingerprint": "t"} if phase == "predictor" else None
-    ctx = SimpleNamespace(cfg=cfg, data_fingerprint=data, precision=cfg.precision, world=World())
-    return phase_fingerprint(ctx, phase, upstream)
+    return fingerprint(phase_fingerprint_inputs(cfg, phase, data=data, precision=cfg.precision, upstream=upstream))
 
 
 # (what changes, overrides ({p} = the folder of this test's files), phase, must the fingerprint differ)
@@ -121,7 +117,7 @@ def test_code_digest_follows_the_training_source_not_its_location(tmp_path):
 def test_pretrained_digest_is_hashed_once_and_follows_the_file(tmp_path):
     """A run asks for a pretrained checkpoint's identity several times: the weights are hashed
     once, and a rewritten weights file is hashed again."""
-    from kronos_exp.phases.base import _weights_digest, checkpoint_digest
+    from kronos_exp.tracking.fingerprint import _weights_digest, checkpoint_digest
 
     folder = tmp_path / "predictor"
     shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "predictor", folder)

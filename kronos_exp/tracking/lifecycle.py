@@ -1,0 +1,167 @@
+"""The life of a phase run, on rank 0: open it (fingerprint and heartbeat together), claim the
+fingerprint, then reuse a registered checkpoint, resume an unfinished run or train; keep the best
+checkpoint as it is saved, and log and register it at the end.
+
+Only rank 0 talks to the tracking store. The runner (kronos_exp/runner.py) hands the other ranks
+the plan this module decides and the result it registers.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import mlflow
+from torch import nn
+
+from ..errors import TrainingFailed
+from ..model.checkpoint import CheckpointError
+from .claims import Claim, Claims, claim
+from .fingerprint import data_files_digest, fingerprint, folder_digests
+from .plots import log_loss_curve
+from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
+from .resume import RESUMED_FROM_TAG, STATE_TAG
+from .runs import Tracker, flatten
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    checkpoint_dir: Path
+    fingerprint: str
+    val_loss: float
+    version: RegisteredCheckpoint | None
+    skipped: bool
+    val_history: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)  # what a measuring step reports to the job run
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every rank does with a phase: train into ``best_dir``, keeping the resumable ``last``
+    state beside it (checkpoints/<phase>.last.pt), from that state when ``resume``."""
+    best_dir: Path
+    resume: bool = False
+
+    @property
+    def state_path(self) -> Path:
+        return self.best_dir.with_name(f"{self.best_dir.name}.last.pt")
+
+
+class PhaseRuns:
+    """Opens the phase runs of one invocation and decides each one's fate by the same policy."""
+
+    def __init__(self, tracker: Tracker, output_dir: Path, *, skip_existing: bool, resume: bool | None,
+                 heartbeat_s: float):
+        self.tracker, self.output_dir = tracker, output_dir
+        self.registry = Registry(tracker.client)
+        self.skip_existing, self.resume = skip_existing, resume
+        self.claims = Claims(tracker.client, tracker.experiment_id, heartbeat_s)
+
+    @contextlib.contextmanager
+    def open(self, name: str, inputs: dict[str, Any], settings: dict[str, Any], tags: dict[str, str],
+             claims: bool = True) -> Iterator["PhaseRun"]:
+        """The nested MLflow run of phase ``name``. With ``claims``, it holds its fingerprint from
+        its first moment (the heartbeat tag is set at creation) until it ends."""
+        fp = fingerprint(inputs)
+        first_beat = self.claims.first_beat() if claims else {}
+        with self.tracker.phase_run(name, tags={"fingerprint": fp, **first_beat, **tags}) as run:
+            beating = self.claims.heartbeat(run.info.run_id) if claims else contextlib.nullcontext()
+            with beating:
+                mlflow.log_params(flatten({name: settings}))
+                mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
+                yield PhaseRun(self, name, fp, inputs, run.info.run_id)
+
+
+class PhaseRun:
+    """One phase run on rank 0, from its decision to its registered checkpoint."""
+
+    def __init__(self, runs: PhaseRuns, name: str, fp: str, inputs: dict[str, Any], run_id: str):
+        self.runs, self.name, self.fingerprint, self.inputs, self.run_id = runs, name, fp, inputs, run_id
+        self._saved: dict[str, str] = {}  # sha256 of each best-checkpoint file as this process wrote it
+
+    # -- before training ------------------------------------------------------------------
+    def decide(self, model_name: str) -> PhaseResult | Plan:
+        """Claim the fingerprint; the registered result to reuse, or the plan to train by."""
+        runs = self.runs
+        decided: Claim = claim(runs.claims, self.name, self.fingerprint, self.run_id,
+                               skip_existing=runs.skip_existing, resume=runs.resume)
+        if decided.action == "resume":
+            unfinished = decided.unfinished
+            mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
+            log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
+            return self._training(Plan(unfinished.state_path.parent / self.name, resume=True))
+        if decided.action == "reuse":
+            reused = self.reuse(model_name)
+            if reused is not None:
+                return reused
+        if runs.resume:
+            log.info("%s: resume=true but no unfinished run has fingerprint %s; training from the start",
+                     self.name, self.fingerprint[:12])
+        mlflow.set_tag("skipped", "false")
+        return self._training(Plan(runs.output_dir / "checkpoints" / self.name))
+
+    def _training(self, plan: Plan) -> Plan:
+        mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
+        return plan
+
+    def reuse(self, model_name: str) -> PhaseResult | None:
+        hit = self.runs.registry.fetch(model_name, self.fingerprint, self.runs.output_dir / "reused")
+        if hit is None:
+            log.info("%s: no registered checkpoint with fingerprint %s, training", self.name, self.fingerprint[:12])
+            return None
+        version, folder = hit
+        val_loss = float(version.tags.get("best_val_loss", "nan"))
+        mlflow.set_tags({"skipped": "true", "reused_version": version.version, "reused_run_id": version.run_id})
+        mlflow.log_metric("best_val_loss", val_loss)
+        log.info("%s: reusing %s (fingerprint %s)", self.name, version.label, self.fingerprint[:12])
+        return PhaseResult(self.name, folder, self.fingerprint, val_loss, version, skipped=True)
+
+    # -- while training -------------------------------------------------------------------
+    def log_param(self, key: str, value: Any) -> None:
+        mlflow.log_param(f"{self.name}.{key}", value)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.runs.tracker.log_metrics(metrics, step)
+
+    def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
+        """The loop's ``on_best``: save the model as the best checkpoint and remember its digests."""
+        def save(model: nn.Module, epoch: int, val_loss: float) -> None:
+            model.save_pretrained(plan.best_dir)
+            self._saved = folder_digests(plan.best_dir)
+        return save
+
+    # -- after training -------------------------------------------------------------------
+    def finish(self, plan: Plan, fit, model_name: str, package: Callable[[Path], None],
+               version_tags: dict[str, str]) -> PhaseResult:
+        """Check, log and register the best checkpoint that training left in ``plan.best_dir``."""
+        self.runs.tracker.wait_for_metrics()  # the checkpoint is on disk; a lost server may come back meanwhile
+        best_dir = plan.best_dir
+        if not self._saved and plan.resume:  # the best so far was saved before the resume
+            self._saved = folder_digests(best_dir)
+        if fit.best_epoch < 0:
+            raise TrainingFailed(f"{self.name}: the validation loss was never finite ({fit.val_history}); "
+                                 f"no checkpoint to keep. Lower {self.name}.lr or check the data")
+        if folder_digests(best_dir) != self._saved:
+            raise CheckpointError(f"{best_dir} changed after this run saved it (another process writing the same "
+                                  "folder?); it is not registered. Give each run its own hydra.run.dir")
+        mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "best_epoch": fit.best_epoch,
+                            "samples_per_second": fit.samples_per_second, "duration_s": fit.duration_s})
+        package(best_dir)
+        mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
+        log_loss_curve(self.name, fit)
+        version = self.runs.registry.register(
+            model_name, self.run_id, CHECKPOINT_ARTIFACT, self._saved, self.fingerprint,
+            tags={"phase": self.name, "best_val_loss": repr(fit.best_val_loss),
+                  "data_files": data_files_digest(self.inputs["data"]), **version_tags})
+        mlflow.set_tag("registered_version", version.version)
+        plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large
+        return PhaseResult(self.name, best_dir, self.fingerprint, fit.best_val_loss, version, skipped=False,
+                           val_history=fit.val_history, duration_s=fit.duration_s)
