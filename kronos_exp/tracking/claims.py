@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TAG = "heartbeat"
 STALE_AFTER_BEATS = 4  # a claim is dead once its heartbeat is this many intervals old
+SETTLE_S = 1.0  # longer than a store takes to show a run it has just created
 
 
 class Claims:
@@ -78,9 +79,20 @@ class Claims:
                 and (r.info.start_time, r.info.run_id) < (mine.start_time, mine.run_id)]
 
     def wait_for_earlier(self, phase: str, fingerprint: str, run_id: str) -> None:
-        """Return once no earlier live claim on ``fingerprint`` is left (ended, or its heartbeat stopped)."""
-        waited = False
-        while holders := self.earlier_live_claims(phase, fingerprint, run_id):
+        """Return once no earlier live claim on ``fingerprint`` is left (ended, or its heartbeat stopped).
+
+        A run is stamped with its start time a moment before the store shows it, so a claim
+        started just before this one may not be visible yet at the first look: none is taken as
+        none only after a second look ``SETTLE_S`` later."""
+        waited, settled = False, False
+        while True:
+            holders = self.earlier_live_claims(phase, fingerprint, run_id)
+            if not holders:
+                if settled:
+                    return
+                settled = True
+                time.sleep(SETTLE_S)
+                continue
             if not waited:
                 log.info("%s: another job is producing fingerprint %s (run %s); waiting for it", phase,
                          fingerprint[:12], holders[0].info.run_id)

@@ -55,3 +55,52 @@ def test_same_second_invocations_register_their_own_checkpoints(cli, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert together[lr] == _registered_sha(solo, lr), lr
     assert together[lrs[0]] != together[lrs[1]]
+
+
+# Two real CLI processes that each run the same command once per round, both released by one file
+# within a millisecond of each other; each round has its own seed, hence its own fingerprint.
+_ROUNDS_CLI = """
+import os, runpy, sys, time
+import hydra, mlflow, torch, kronos_exp.pipeline  # the slow imports, once per process
+root, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+overrides = sys.argv[4:]
+for r in range(rounds):
+    while not os.path.exists(os.path.join(root, f"go-{r}")):
+        time.sleep(0.001)
+    sys.argv = ["kronos_exp", *overrides, f"seed={r}", f"hydra.run.dir={root}/runs/{name}-{r}"]
+    try:
+        runpy.run_module("kronos_exp", run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if stop.code:
+            raise
+    open(os.path.join(root, f"done-{name}-{r}"), "w").close()
+"""
+ROUNDS = 10
+
+
+def test_two_invocations_started_together_train_a_fingerprint_once(cli, tmp_path):
+    cli.client().search_experiments()  # an initialised store: this test is about the claims
+    procs = [subprocess.Popen([sys.executable, "-c", _ROUNDS_CLI, str(tmp_path), name, str(ROUNDS),
+                               *cli.command(*TOKENIZER_ONLY, "skip_existing=true", fast=False)[3:]],
+                              cwd=cli.root, env=_env(cli), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("a", "b")]
+    try:
+        for r in range(ROUNDS):
+            (tmp_path / f"go-{r}").touch()
+            deadline = time.time() + 120
+            while not all((tmp_path / f"done-{n}-{r}").exists() for n in "ab"):
+                assert time.time() < deadline and all(p.poll() is None for p in procs), \
+                    [p.communicate()[0][-3000:] for p in procs if p.poll() is not None]
+                time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.kill()
+    phase_runs = [r for r in cli.runs() if r.data.tags.get("phase") == "tokenizer"]
+    assert len(phase_runs) == 2 * ROUNDS and {r.info.status for r in phase_runs} == {"FINISHED"}
+    by_fingerprint: dict[str, list[str]] = {}
+    for run in phase_runs:
+        by_fingerprint.setdefault(run.data.tags["fingerprint"], []).append(run.data.tags["skipped"])
+    assert len(by_fingerprint) == ROUNDS
+    # Each round: one process trained, the other waited for it and reused its version.
+    assert all(sorted(skipped) == ["false", "true"] for skipped in by_fingerprint.values()), by_fingerprint
+    assert len(cli.versions("kronos-tokenizer")) == ROUNDS

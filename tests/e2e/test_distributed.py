@@ -23,20 +23,19 @@ def job_metrics(cli) -> dict[str, float]:
     return job.data.metrics
 
 
-@pytest.fixture
-def two_processes(cli):
+def torchrun_cli(cli, *overrides: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=2`` of the CLI, 4 windows per process and batch."""
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(*TINY, "tokenizer.batch_size=4",
-                                                                           "predictor.batch_size=4", fast=False)[1:]]
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(
+        *TINY, "tokenizer.batch_size=4", "predictor.batch_size=4", *overrides, fast=False)[1:]]
     proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return cli, proc
+    return proc
 
 
-def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, tmp_path):
-    cli, proc = two_processes
+def test_two_gloo_processes_match_one_with_the_same_global_batch(cli, tmp_path):
+    proc = torchrun_cli(cli)
     assert "x 2 processes" in proc.stdout
     one = type(cli)(tmp_path / "one")
     one.root.mkdir()
@@ -54,6 +53,11 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(two_processes, 
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len(list(cli.root.glob("outputs/**/checkpoints/*/model.safetensors"))) == 2
     assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
+
+    # Evaluation under torchrun finds the registered predictor on rank 0; rank 1 takes its result.
+    torchrun_cli(cli, "phases=eval", "eval.windows=4", "eval.sample_count=2")
+    [evaluated] = [r for r in cli.runs() if r.data.tags.get("phase") == "eval"]
+    assert evaluated.info.status == "FINISHED" and evaluated.data.tags["evaluated"] == "kronos-predictor v1"
     # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
     fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
     assert fingerprints[0] == fingerprints[1]
