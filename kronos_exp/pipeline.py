@@ -148,22 +148,11 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
     if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
-    check_known_keys(cfg)
-    use_pretrained_architectures(cfg)
     if not world.is_main:  # one voice: the other ranks log warnings and errors only
         logging.getLogger().setLevel(logging.WARNING)
-    precision = resolve_precision(cfg.precision, device)
-    phases = build_phases(cfg)
-    for phase in phases:
-        phase.check(cfg)
-    check_objective(cfg, phases)
-    check_settings(cfg, [p.name for p in phases])
-    data = build_datasets(cfg.data)
-    data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
+    phases, ctx = _prepare(cfg, output_dir, world, device)
     # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
-    output_dir, skip_existing = world.share((output_dir, skip_existing))
-    ctx = RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device, output_dir=output_dir,
-                     precision=precision, world=world)
+    ctx.output_dir, skip_existing = world.share((output_dir, skip_existing))
     if not world.is_main:
         for phase in phases:
             ctx.results[phase.name] = run_step(phase, ctx)
@@ -172,25 +161,46 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
     tracker.end_dead_runs()
-    ctx.runs = PhaseRuns(tracker, output_dir, skip_existing=skip_existing, resume=cfg.resume,
+    ctx.runs = PhaseRuns(tracker, ctx.output_dir, skip_existing=skip_existing, resume=cfg.resume,
                          heartbeat_s=cfg.mlflow.heartbeat_s)
     try:
-        with sigterm_stops(), tracker.job_run(cfg, output_dir, tags=job.tags()) as job_run:
-            log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
-            mlflow.log_dict(data.summary, "data_summary.json")
-            reported: dict[str, float] = {}
-            for phase in phases:
-                ctx.results[phase.name] = run_step(phase, ctx)
-                reported.update(phase.report(ctx.results[phase.name]))
-            objective = objective_value(cfg, phases, reported)
-            mlflow.log_metrics({**reported, "objective": objective})
-            mlflow.set_tag("phases", ",".join(ctx.results))
-            seconds = time.perf_counter() - started
-            mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
-            log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
+        return _tracked(cfg, ctx, phases, job, started)
     except Exception as err:
-        lost = tracker.lost_server_message(output_dir)
+        lost = tracker.lost_server_message(ctx.output_dir)
         if lost:
             raise TrackingUnavailable(lost) from err
         raise
+
+
+def _prepare(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> tuple[list, RunContext]:
+    """Check every setting, then load the data: a bad value fails before any work."""
+    check_known_keys(cfg)
+    use_pretrained_architectures(cfg)
+    precision = resolve_precision(cfg.precision, device)
+    phases = build_phases(cfg)
+    for phase in phases:
+        phase.check(cfg)
+    check_objective(cfg, phases)
+    check_settings(cfg, [p.name for p in phases])
+    data = build_datasets(cfg.data)
+    data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
+    return phases, RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device,
+                              output_dir=output_dir, precision=precision, world=world)
+
+
+def _tracked(cfg: DictConfig, ctx: RunContext, phases: list, job: JobInfo, started: float) -> float:
+    """Rank 0: the phases in order inside the job run, and the objective for sweepers."""
+    with sigterm_stops(), ctx.tracker.job_run(cfg, ctx.output_dir, tags=job.tags()) as job_run:
+        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
+        mlflow.log_dict(ctx.data.summary, "data_summary.json")
+        reported: dict[str, float] = {}
+        for phase in phases:
+            ctx.results[phase.name] = run_step(phase, ctx)
+            reported.update(phase.report(ctx.results[phase.name]))
+        objective = objective_value(cfg, phases, reported)
+        mlflow.log_metrics({**reported, "objective": objective})
+        mlflow.set_tag("phases", ",".join(ctx.results))
+        seconds = time.perf_counter() - started
+        mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"
+        log.info("\n%s", _closing(ctx, ctx.results, objective, seconds))
     return objective
