@@ -223,15 +223,9 @@ def _check_not_constant(s: Series) -> None:
         )
 
 
-def build_datasets(cfg: Any) -> DataSplits:
-    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
-
-    Raises DataError when a series is too short for a window plus one row in any split, or its
-    prices never change.
-    """
-    c = validate_config(cfg)
-    series = load_series(c)
-    need = c.lookback_window + c.predict_window + 1
+def _split_series(series: list[Series], c: DataConfig, need: int) -> tuple[dict[str, dict[str, list]], list]:
+    """Each series' rows per split (values, calendar features, timestamps, names), and the series
+    too short for `need` rows in every split, with their split sizes."""
     parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
     too_short = []
     for s in series:
@@ -248,21 +242,38 @@ def build_datasets(cfg: Any) -> DataSplits:
             p["stamps"].append(stamps[lo:hi])
             p["timestamps"].append(s.timestamps[lo:hi])
             p["names"].append(s.name)
+    return parts, too_short
+
+
+def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
+    total = _rows_needed(need, c)
+    lines = [
+        f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
+        for s, (a, b, t) in too_short[:10]
+    ]
+    more = f"; ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
+    return DataError(
+        f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
+        f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
+        f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}: "
+        + "; ".join(lines)
+        + more
+        + "; use longer series, a smaller data.lookback_window/data.predict_window, or other ratios"
+    )
+
+
+def build_datasets(cfg: Any) -> DataSplits:
+    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
+
+    Raises DataError when a series is too short for a window plus one row in any split, or its
+    prices never change.
+    """
+    c = validate_config(cfg)
+    series = load_series(c)
+    need = c.lookback_window + c.predict_window + 1
+    parts, too_short = _split_series(series, c, need)
     if too_short:
-        total = _rows_needed(need, c)
-        lines = [
-            f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
-            for s, (a, b, t) in too_short[:10]
-        ]
-        more = f"; ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
-        raise DataError(
-            f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
-            f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
-            f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}: "
-            + "; ".join(lines)
-            + more
-            + "; use longer series, a smaller data.lookback_window/data.predict_window, or other ratios"
-        )
+        raise _too_short_error(too_short, need, c)
 
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
     datasets = {
