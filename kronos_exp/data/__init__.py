@@ -4,21 +4,38 @@
     splits = build_datasets(DataConfig(path="prices/*.csv"))
     x, stamp = splits.train[0]          # [L+P, 6] normalized OHLCV+amount, [L+P, 5] calendar
 
-Modules: config (schema, DataError), loading (CSV -> Series, validation), windows (splits,
-WindowDataset, time features), sample (bundled sample generator).
+Modules: config (schema, DataError), frame (column names, amount rule, normalization, calendar
+features), paths (which files), reading (CSV -> Series) with columns, timestamps, checks and
+assembly, windows (splits, WindowDataset), sample (bundled sample generator).
 """
 
-from .config import FEATURES, NAN_POLICIES, REPAIRS, TIME_FEATURES, DataConfig, DataError, schema_node, validate_config
-from .loading import Series, data_fingerprint_inputs, load_series, resolve_paths
-from .windows import DataSplits, WindowDataset, build_datasets, lookback_normalize, split_sizes, time_features
+from .assembly import DuplicateTimestampError, Series
+from .config import NAN_POLICIES, REPAIRS, DataConfig, DataError, schema_node, validate_config
+from .frame import (
+    EPS,
+    FEATURES,
+    PRICE_COLUMNS,
+    TIME_FEATURES,
+    amount_from_volume,
+    lookback_denormalize,
+    lookback_normalize,
+    time_features,
+    volume_and_amount,
+)
+from .paths import data_fingerprint_inputs, resolve_paths
+from .reading import load_series
+from .windows import DataSplits, WindowDataset, build_datasets, split_sizes
 
 __all__ = [
     "FEATURES",
+    "PRICE_COLUMNS",
     "TIME_FEATURES",
+    "EPS",
     "NAN_POLICIES",
     "REPAIRS",
     "DataConfig",
     "DataError",
+    "DuplicateTimestampError",
     "validate_config",
     "schema_node",
     "Series",
@@ -26,7 +43,10 @@ __all__ = [
     "resolve_paths",
     "data_fingerprint_inputs",
     "time_features",
+    "amount_from_volume",
+    "volume_and_amount",
     "lookback_normalize",
+    "lookback_denormalize",
     "split_sizes",
     "WindowDataset",
     "DataSplits",

@@ -16,8 +16,6 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import UserError
 
-FEATURES = ("open", "high", "low", "close", "volume", "amount")
-TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 NAN_POLICIES = ("ffill", "drop", "error")
 REPAIRS = ("none", "clip")
 

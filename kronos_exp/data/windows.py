@@ -6,7 +6,7 @@ test (n_train = floor(n * train_ratio), n_val = floor(n * val_ratio)). A window 
 cross a series or a split boundary. A window is normalized with the mean and (population) std of
 its lookback rows only, so nothing from the forecast horizon leaks into the model's input:
 
-    x = clip((window - mean(lookback)) / (std(lookback) + 1e-5), -clip, clip)
+    x = clip((window - mean(lookback)) / (std(lookback) + 1e-5), -clip, clip)   (frame.lookback_normalize)
 
 A split is stored as one contiguous float32 array (all its series end to end) plus an index of
 window starts; `__getitem__` slices and normalizes with numpy, no pandas per sample.
@@ -24,54 +24,21 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .config import FEATURES, TIME_FEATURES, DataConfig, DataError, validate_config
-from .loading import Series, load_series, resolve_paths
+from .assembly import Series
+from .config import DataConfig, DataError, validate_config
+from .frame import FEATURES, TIME_FEATURES, lookback_normalize, time_features
+from .paths import resolve_paths
+from .reading import load_series
 
 log = logging.getLogger(__name__)
 
-EPS = 1e-5
 SPLITS = ("train", "val", "test")
 MIN_VAL_WINDOWS = 8  # fewer and the validation loss is too noisy to pick an epoch by
 
 
-def time_features(timestamps: Any) -> np.ndarray:
-    """Calendar features float32 [T, 5] in TIME_FEATURES order: minute, hour, weekday (Monday=0),
-    day of month, month. Accepts datetime64 arrays, a DatetimeIndex or a Series of datetimes;
-    zone-aware input gives its wall-clock time (a New York 09:30 bar is hour 9, on either side
-    of a DST change), as the published Kronos code and the CSV loader do."""
-    if isinstance(timestamps, pd.Series):
-        index = pd.DatetimeIndex(timestamps.to_numpy() if timestamps.dt.tz is None else timestamps)
-    else:
-        index = pd.DatetimeIndex(timestamps)
-    if index.tz is not None:
-        index = index.tz_localize(None)  # drops the zone, keeps the local time
-    out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
-    out[:, 0] = index.minute
-    out[:, 1] = index.hour
-    out[:, 2] = index.day_of_week  # Monday=0
-    out[:, 3] = index.day
-    out[:, 4] = index.month
-    return out
-
-
-def lookback_normalize(window: np.ndarray, lookback: int, clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalize window(s) [..., L+P, F] with the mean/std of their first `lookback` rows.
-
-    Returns (x float32 [..., L+P, F], mean [..., 1, F], std [..., 1, F]); x = clip((w - mean) /
-    (std + 1e-5)). The same function serves inference: pass the context as the whole window.
-    """
-    w = np.asarray(window, dtype=np.float64)
-    past = w[..., :lookback, :]
-    mean = past.mean(axis=-2, keepdims=True)
-    std = past.std(axis=-2, keepdims=True)  # population std (ddof=0)
-    x = (w - mean) / (std + EPS)
-    np.clip(x, -clip, clip, out=x)
-    return x.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
-
-
 class DeviceWindows:
     """A WindowDataset's batches computed on a device: ``batch(indices)`` gives what the
-    dataset's own gives (normalized in float64 as ``lookback_normalize`` does), already there."""
+    dataset's own gives (``lookback_normalize`` in float64 there too), already there."""
 
     on_device = True
 
@@ -88,11 +55,8 @@ class DeviceWindows:
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.values.device, non_blocking=True)
         rows = self.first_row[idx][:, None] + self.arange  # [B, L+P]
-        w = self.values[rows].double()
-        past = w[:, :self.lookback_window]
-        mean, std = past.mean(dim=1, keepdim=True), past.std(dim=1, correction=0, keepdim=True)
-        x = ((w - mean) / (std + EPS)).clamp_(-self.clip, self.clip)
-        return x.float(), self.stamps[rows]
+        x, _, _ = lookback_normalize(self.values[rows], self.lookback_window, self.clip, dtype=np.float64)
+        return x, self.stamps[rows]
 
 
 def _even_subsample(n: int, k: Optional[int]) -> np.ndarray:
@@ -181,7 +145,7 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self._rows(i)
-        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip)
+        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip, dtype=np.float64)
         return torch.from_numpy(x), torch.from_numpy(self._stamps[rows].copy())
 
     def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +154,7 @@ class WindowDataset(Dataset):
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"window index out of range for {len(self)} windows")
         rows = self._first_row[idx][:, None] + self._arange[None, :]  # [B, L+P]
-        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip)
+        x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip, dtype=np.float64)
         return torch.from_numpy(x), torch.from_numpy(self._stamps[rows])
 
     def on(self, device: torch.device | str) -> "DeviceWindows":
@@ -210,7 +174,7 @@ class WindowDataset(Dataset):
 
     def norm_stats(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) float32 [6] of window i's lookback rows: raw = x * (std + 1e-5) + mean."""
-        _, mean, std = lookback_normalize(self._values[self._rows(i)], self.lookback_window, self.clip)
+        _, mean, std = lookback_normalize(self._values[self._rows(i)], self.lookback_window, self.clip, dtype=np.float64)
         return mean[0], std[0]
 
     def timestamps(self, i: int) -> np.ndarray:
@@ -259,15 +223,9 @@ def _check_not_constant(s: Series) -> None:
         )
 
 
-def build_datasets(cfg: Any) -> DataSplits:
-    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
-
-    Raises DataError when a series is too short for a window plus one row in any split, or its
-    prices never change.
-    """
-    c = validate_config(cfg)
-    series = load_series(c)
-    need = c.lookback_window + c.predict_window + 1
+def _split_series(series: list[Series], c: DataConfig, need: int) -> tuple[dict[str, dict[str, list]], list]:
+    """Each series' rows per split (values, calendar features, timestamps, names), and the series
+    too short for `need` rows in every split, with their split sizes."""
     parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
     too_short = []
     for s in series:
@@ -284,21 +242,38 @@ def build_datasets(cfg: Any) -> DataSplits:
             p["stamps"].append(stamps[lo:hi])
             p["timestamps"].append(s.timestamps[lo:hi])
             p["names"].append(s.name)
+    return parts, too_short
+
+
+def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
+    total = _rows_needed(need, c)
+    lines = [
+        f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
+        for s, (a, b, t) in too_short[:10]
+    ]
+    more = f"; ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
+    return DataError(
+        f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
+        f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
+        f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}: "
+        + "; ".join(lines)
+        + more
+        + "; use longer series, a smaller data.lookback_window/data.predict_window, or other ratios"
+    )
+
+
+def build_datasets(cfg: Any) -> DataSplits:
+    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
+
+    Raises DataError when a series is too short for a window plus one row in any split, or its
+    prices never change.
+    """
+    c = validate_config(cfg)
+    series = load_series(c)
+    need = c.lookback_window + c.predict_window + 1
+    parts, too_short = _split_series(series, c, need)
     if too_short:
-        total = _rows_needed(need, c)
-        lines = [
-            f"series {s.name!r} ({s.source}): {len(s)} rows -> train {a}, val {b}, test {t}"
-            for s, (a, b, t) in too_short[:10]
-        ]
-        more = f"; ... and {len(too_short) - 10} more" if len(too_short) > 10 else ""
-        raise DataError(
-            f"{len(too_short)} series too short: each split needs at least lookback_window + predict_window + 1 = "
-            f"{c.lookback_window} + {c.predict_window} + 1 = {need} rows, i.e. at least {total} rows per series with "
-            f"train/val/test ratios {c.train_ratio}/{c.val_ratio}/{c.test_ratio}: "
-            + "; ".join(lines)
-            + more
-            + "; use longer series, a smaller data.lookback_window/data.predict_window, or other ratios"
-        )
+        raise _too_short_error(too_short, need, c)
 
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
     datasets = {

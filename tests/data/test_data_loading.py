@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from kronos_exp.data import DataConfig, DataError, data_fingerprint_inputs, load_series, resolve_paths
-from kronos_exp.data.loading import _ffill_rows
+from kronos_exp.data.assembly import ffill_rows
 
 YAHOO_DAILY = """Date,Open,High,Low,Close,Adj Close,Volume
 2023-01-03,130.279999,130.899994,124.169998,125.070000,124.216301,112117500
@@ -37,7 +37,7 @@ def load(path, **kw):
 
 
 def test_yahoo_daily_loads_without_overrides(write_csv, caplog):
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(write_csv("AAPL.csv", YAHOO_DAILY))
     assert s.name == "AAPL" and s.values.dtype == np.float32 and s.values.shape == (5, 6)
     assert s.timestamps.dtype == np.dtype("datetime64[ns]")
@@ -244,7 +244,7 @@ def test_nan_policy_error(write_csv):
 
 def test_nan_policy_drop_counts(write_csv, caplog):
     path = write_csv("nan.csv", NANS)
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path, nan_policy="drop")
     assert [str(t)[:10] for t in s.timestamps] == ["2024-01-02", "2024-01-05"]
     [r] = caplog.records
@@ -253,7 +253,7 @@ def test_nan_policy_drop_counts(write_csv, caplog):
 
 def test_nan_policy_ffill_counts(write_csv, caplog):
     path = write_csv("nan.csv", NANS)
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path)
     assert len(s) == 4  # the first row has nothing to fill its open from
     np.testing.assert_allclose(s.values[:, :5], [[1, 1, 1, 1, 1], [2, 1, 2, 2, 2], [3, 3, 3, 3, 2], [4, 4, 4, 4, 4]])
@@ -266,7 +266,7 @@ def test_nan_policy_ffill_counts(write_csv, caplog):
 
 def test_ffill_rows_helper():
     v = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, np.nan], [4.0, 5.0]])
-    filled, unfilled = _ffill_rows(v)
+    filled, unfilled = ffill_rows(v)
     np.testing.assert_array_equal(filled[1:], [[2, 1], [2, 1], [4, 5]])
     assert unfilled.tolist() == [True, False, False, False]
 
@@ -274,7 +274,7 @@ def test_ffill_rows_helper():
 def test_unsorted_input_is_sorted_with_one_warning(write_csv, caplog):
     text = "Date,Open,High,Low,Close\n2024-01-03,3,3,3,3\n2024-01-01,1,1,1,1\n2024-01-04,4,4,4,4\n2024-01-02,2,2,2,2\n"
     path = write_csv("unsorted.csv", text)
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path)
     np.testing.assert_array_equal(s.values[:, 0], [1, 2, 3, 4])
     assert [r.getMessage() for r in caplog.records] == [f"{path}: rows are not in time order; sorted them by timestamp"]

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kronos_exp.data import DataConfig, DataError, build_datasets
-from kronos_exp.data.loading import BAR_TOLERANCE
+from kronos_exp.data.checks import BAR_TOLERANCE
 
 COLUMNS = ["timestamps", "open", "high", "low", "close", "volume", "amount"]
 ROWS = 48  # lookback 4 + predict 2 + 1 = 7 rows per split; val and test get 9

@@ -36,7 +36,7 @@ DAY_FIRST = ["02/01/2024", "03/01/2024", "13/01/2024", "14/01/2024"]  # 13/01 pr
 
 def test_day_first_dates_proven_by_the_file_are_read_day_first_with_a_warning(write_csv, caplog):
     path = write_csv("eu.csv", rows(DAY_FIRST))
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path)
     assert [str(t)[:10] for t in s.timestamps] == ["2024-01-02", "2024-01-03", "2024-01-13", "2024-01-14"]
     [r] = caplog.records
@@ -48,7 +48,7 @@ def test_day_first_dates_proven_by_the_file_are_read_day_first_with_a_warning(wr
 
 def test_month_first_dates_proven_by_the_file_load_quietly(write_csv, caplog):
     path = write_csv("us.csv", rows(["01/02/2024", "01/03/2024", "01/13/2024"]))
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path)
     assert [str(t)[:10] for t in s.timestamps] == ["2024-01-02", "2024-01-03", "2024-01-13"]
     assert not caplog.records
@@ -188,7 +188,7 @@ def test_high_below_low_or_open_close_outside_the_bar_is_an_error_by_default(wri
 
 def test_repair_clip_clips_with_a_warning_with_counts(write_csv, caplog):
     path = write_csv("ohlc.csv", OHLC_BAD)
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path, repair="clip")
     np.testing.assert_allclose(
         s.values[:, :4], [[1, 2, 0.5, 1.5], [1, 2, 0.5, 1.5], [2, 2, 0.5, 1.5], [1, 2, 0.5, 0.5]]
@@ -283,7 +283,7 @@ def test_crlf_semicolons_shuffled_rows_and_epoch_seconds_still_load(write_csv, f
     df["timestamps"] = (df["timestamps"] - pd.Timestamp("1970-01-01")) // pd.Timedelta("1s")  # epoch seconds
     path = write_csv("x.csv", "")
     df.to_csv(path, sep=";", index=False, lineterminator="\r\n")
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(path)
     assert len(s) == 40 and (np.diff(s.timestamps) > np.timedelta64(0)).all()
     assert str(s.timestamps[0])[:16] == "2024-01-02T09:30"
@@ -293,7 +293,7 @@ def test_crlf_semicolons_shuffled_rows_and_epoch_seconds_still_load(write_csv, f
 def test_nan_burst_is_still_forward_filled(write_csv, frame, caplog):
     df = frame(40)
     df.loc[10:14, ["open", "close"]] = np.nan
-    with caplog.at_level(logging.WARNING, logger="kronos_exp.data.loading"):
+    with caplog.at_level(logging.WARNING, logger="kronos_exp.data"):
         [s] = load(write_csv("gap.csv", df))
     assert len(s) == 40 and np.isfinite(s.values).all()
     assert "5 row(s) with missing values" in caplog.text

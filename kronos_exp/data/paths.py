@@ -1,0 +1,68 @@
+"""Which files a data config names, and what each series read from them is called.
+
+`cfg.paths` (a list; entries may be globs) when non-empty, else `cfg.path` (a file, a glob or a
+directory meaning `<dir>/*.csv`), else the bundled sample. Series names: the file stem (the path
+relative to the files' common folder when two stems clash); with a symbol column, the symbol
+when one file is read and `stem:symbol` when several are.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import DataConfig, DataError, validate_config
+
+
+def resolve_paths(cfg: Any) -> list[Path]:
+    """The CSV files `cfg` refers to, sorted and de-duplicated.
+
+    Raises DataError "no CSV matches '<pattern>'" when a path or glob matches nothing.
+    """
+    c = cfg if isinstance(cfg, DataConfig) else validate_config(cfg)
+    if c.paths:
+        patterns = list(c.paths)
+    elif c.path is not None:
+        patterns = [c.path]
+    else:
+        from .sample import sample_path
+
+        return [sample_path()]
+    found: set[Path] = set()
+    for pattern in patterns:
+        expanded = os.path.expanduser(str(pattern))
+        if os.path.isdir(expanded):
+            matches = glob.glob(os.path.join(expanded, "*.csv"))
+        elif glob.has_magic(expanded):
+            matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+        else:
+            matches = [expanded] if os.path.isfile(expanded) else []
+        if not matches:
+            where = f" (relative to {os.getcwd()})" if not os.path.isabs(expanded) else ""
+            raise DataError(f"no CSV matches {str(pattern)!r}{where}; set data.path to a file, a glob or a directory")
+        found.update(Path(m).resolve() for m in matches)
+    return sorted(found)
+
+
+def data_fingerprint_inputs(cfg: Any) -> list[str]:
+    """The files `load_series(cfg)` reads, as sorted absolute path strings (for content hashing)."""
+    return [str(p) for p in resolve_paths(cfg)]
+
+
+def series_stems(paths: list[Path]) -> list[str]:
+    """One name per file: its stem, or its path relative to the files' common folder when two
+    files in different folders share a stem."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) < len(stems):
+        root = os.path.commonpath([str(p.parent) for p in paths])
+        stems = [str(Path(os.path.relpath(p, root)).with_suffix("")) for p in paths]
+    return stems
+
+
+def series_name(stem: str, symbol: Optional[str], n_files: int) -> str:
+    """A series' name: the stem; with a symbol, the symbol (one file) or `stem:symbol`."""
+    if symbol is None:
+        return stem
+    return symbol if n_files == 1 else f"{stem}:{symbol}"
