@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import check_known_keys, check_settings
-from .data import build_datasets, resolve_paths
+from .data import build_datasets
 from .errors import ConfigError, UserError
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .phases import Phase
@@ -183,7 +183,7 @@ def _prepare(cfg: DictConfig, output_dir: Path, world: World, device: torch.devi
     check_objective(cfg, phases)
     check_settings(cfg, [p.name for p in phases])
     data = build_datasets(cfg.data)
-    data_fingerprint = fingerprint_data(resolve_paths(cfg.data), OmegaConf.to_container(cfg.data, resolve=True))
+    data_fingerprint = fingerprint_data(data.file_digests, OmegaConf.to_container(cfg.data, resolve=True))
     return phases, RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device,
                               output_dir=output_dir, precision=precision, world=world)
 

@@ -31,6 +31,7 @@ class Series:
     source: str  # the file it was read from
     timestamps: np.ndarray  # datetime64[ns], [T], wall-clock time as written, in time order
     values: np.ndarray  # float32, [T, 6] in FEATURES order
+    source_sha256: str = ""  # of the source file's bytes as they were read
 
     def __len__(self) -> int:
         return len(self.timestamps)

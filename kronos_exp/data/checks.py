@@ -11,9 +11,9 @@ values too large or too small for float32 windows. Timestamp checks live in `tim
 from __future__ import annotations
 
 import codecs
+import io
 import csv
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +31,9 @@ def where(file: str, column: str, line: int) -> str:
     return f"{file}: column {column!r}, line {line}"
 
 
-def check_encoding(path: Path, file: str, chunk: int = 1 << 20) -> None:
+def check_encoding(content: bytes, file: str, chunk: int = 1 << 20) -> None:
     """Refuse UTF-16/32, binary and non-UTF-8 files, naming the byte position (0-based) and line."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    head = content[:4]
     for bom, name in (
         (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
@@ -43,7 +42,7 @@ def check_encoding(path: Path, file: str, chunk: int = 1 << 20) -> None:
             raise DataError(f"{file}: byte 0: a {name} byte-order mark; save the file as UTF-8")
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, newlines = 0, 0  # bytes and line breaks before this chunk
-    with open(path, "rb") as fh:
+    with io.BytesIO(content) as fh:
         while block := fh.read(chunk):
             nul = block.find(b"\x00")
             if nul >= 0:
@@ -72,14 +71,14 @@ def check_encoding(path: Path, file: str, chunk: int = 1 << 20) -> None:
         )
 
 
-def check_fields(path: Path, sep: str, file: str) -> None:
+def check_fields(content: bytes, sep: str, file: str) -> None:
     """Every non-blank row has as many fields as the header.
 
     pandas fills a short row with NaN (which ffill then hides), drops the extra fields of a long
     one, and takes the first column as the index when every row is one field longer.
     """
     ragged: list[tuple[int, int]] = []  # (line, fields)
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
         try:
             expected = len(next(reader))

@@ -9,6 +9,8 @@ Missing numbers ("", "null", "NaN", ...; Yahoo writes "null") follow `cfg.nan_po
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -40,22 +42,22 @@ def load_series(cfg: Any) -> list[Series]:
     return series
 
 
-def _read_csv(path: Path, file: str, **kwargs: Any) -> pd.DataFrame:
+def _read_csv(content: bytes, file: str, **kwargs: Any) -> pd.DataFrame:
     """pd.read_csv of a file the checks passed; what pandas still refuses becomes a DataError."""
     try:
-        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+        return pd.read_csv(io.BytesIO(content), encoding="utf-8-sig", **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         reason = " ".join(str(e).split())
         raise DataError(f"{file}: cannot read it as CSV ({reason})") from None
 
 
-def _symbol_column_hint(path: Path, sep: str, header: list[str], used: set[str]) -> str:
+def _symbol_column_hint(content: bytes, file: str, sep: str, header: list[str], used: set[str]) -> str:
     """For duplicate timestamps in a file read as one series: the columns of repeated text that
     look like a symbol, named with the data.symbol_column setting that splits the file by them."""
     others = [h for h in header if h not in used]
     candidates = []
     if others:
-        df = _read_csv(path, str(path), sep=sep, usecols=others, dtype=str)
+        df = _read_csv(content, file, sep=sep, usecols=others, dtype=str)
         for name in others:
             values = df[name].dropna().str.strip()
             numeric = pd.to_numeric(values, errors="coerce").notna().all()
@@ -67,24 +69,24 @@ def _symbol_column_hint(path: Path, sep: str, header: list[str], used: set[str])
             f"{candidates[0]} (columns of repeated text: {', '.join(candidates)})")
 
 
-def _header(path: Path, file: str) -> tuple[str, list[str]]:
+def _header(content: bytes, file: str) -> tuple[str, list[str]]:
     """(separator, header names) of a UTF-8 file that has a header line."""
-    check_encoding(path, file)
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+    check_encoding(content, file)
+    with io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", errors="replace") as fh:
         header_line = fh.readline()
     if not header_line.strip():
         raise DataError(f"{file}: the file is empty; expected a header line such as timestamps,open,high,low,close")
     sep = sniff_separator(header_line)
-    return sep, list(_read_csv(path, file, sep=sep, nrows=0).columns)
+    return sep, list(_read_csv(content, file, sep=sep, nrows=0).columns)
 
 
-def _rows(path: Path, file: str, sep: str, cols: dict[str, str], symbol_col: Optional[str]) -> tuple[pd.DataFrame, np.ndarray]:
+def _rows(content: bytes, file: str, sep: str, cols: dict[str, str], symbol_col: Optional[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """The used columns of the non-blank rows, and each row's line in the file (header: line 1)."""
     usecols = list(dict.fromkeys(list(cols.values()) + ([symbol_col] if symbol_col else [])))
     text_cols = {k: str for k in (symbol_col, cols.get(TIMESTAMP), cols.get("date"), cols.get("time")) if k}
     # Text columns are read as text (keeps leading zeros of symbols); numeric timestamps are
     # re-read as numbers (timestamps.raw_timestamps) only when every value is numeric.
-    df = _read_csv(path, file, sep=sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False)
+    df = _read_csv(content, file, sep=sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False)
     lines = np.arange(len(df), dtype=np.int64) + 2
     blank = np.asarray(df.isna().all(axis=1))
     if blank.any():
@@ -124,12 +126,18 @@ def _by_symbol(sym: pd.Series, file: str, column: str, lines: np.ndarray) -> lis
 
 
 def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
-    """Read and validate one CSV. Returns (symbol or None, series) pairs; names are set by the caller."""
+    """Read and validate one CSV. Returns (symbol or None, series) pairs; names are set by the caller.
+
+    The file is read once: every check parses those bytes, and their sha256 is what the series
+    record as their source's content (the fingerprint hashes what was trained on, even if the
+    file changes meanwhile)."""
     file = str(path)
-    sep, header = _header(path, file)
+    content = path.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    sep, header = _header(content, file)
     cols, symbol_col = resolve_columns(header, c, file)
-    check_fields(path, sep, file)
-    df, lines = _rows(path, file, sep, cols, symbol_col)
+    check_fields(content, sep, file)
+    df, lines = _rows(content, file, sep, cols, symbol_col)
     raw_ts, ts_name = raw_timestamps(df, cols, file, lines)
     ts = parse_timestamps(raw_ts, c, file, ts_name, lines)
     offsets = utc_offsets(raw_ts)
@@ -141,7 +149,8 @@ def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
         try:
             out.append((None, assemble_series("", file, ts, feats, lines, c, report, offsets)))
         except DuplicateTimestampError as err:
-            raise DuplicateTimestampError(f"{err}{_symbol_column_hint(path, sep, header, set(cols.values()))}") from None
+            raise DuplicateTimestampError(
+                f"{err}{_symbol_column_hint(content, file, sep, header, set(cols.values()))}") from None
     else:
         for symbol, rows in _by_symbol(df[symbol_col], file, symbol_col, lines):
             group = {name: v[rows] for name, v in feats.items()}
@@ -149,4 +158,6 @@ def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
                                      None if offsets is None else offsets[rows])
             out.append((symbol, series))
     report.log_to(file, c, by_symbol=symbol_col is not None)
+    for _, series in out:
+        series.source_sha256 = digest
     return out

@@ -195,6 +195,11 @@ class DataSplits:
     series: list[Series]
     summary: dict = field(default_factory=dict)
 
+    @property
+    def file_digests(self) -> list[str]:
+        """sha256 of each file's bytes as read for these series, in load order."""
+        return [digest for _, digest in dict.fromkeys((s.source, s.source_sha256) for s in self.series)]
+
 
 def split_sizes(n: int, train_ratio: float, val_ratio: float) -> tuple[int, int, int]:
     """Rows of (train, val, test) for a series of n rows; with no test share, val takes the rest."""

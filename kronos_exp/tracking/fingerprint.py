@@ -62,10 +62,10 @@ def code_digest(root: Path = PACKAGE_ROOT) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(files: list[Path], data_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The data part: the files' contents (in load order) and the data settings, without the
-    strings that only say where the files are."""
-    return {"files": [file_digest(p) for p in files],
+def data_fingerprint(file_digests: list[str], data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The data part: the sha256 of each file's bytes as they were read for training (in load
+    order) and the data settings, without the strings that only say where the files are."""
+    return {"files": list(file_digests),
             "config": {k: v for k, v in data_cfg.items() if k not in DATA_NOT_FINGERPRINTED}}
 
 

@@ -222,3 +222,17 @@ def test_a_validation_split_of_few_windows_is_warned_about(write_csv, frame, cap
     caplog.clear()
     build_datasets(small_cfg(path))
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_file_digests_are_of_the_bytes_that_were_read(write_csv, frame, tmp_path):
+    """The fingerprint hashes what training read: a file rewritten after loading does not change
+    the digest the splits report (hashing the path again would)."""
+    import hashlib
+    from pathlib import Path
+
+    a, b = Path(write_csv("a.csv", frame(150))), Path(write_csv("b.csv", frame(160)))
+    read = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+    splits = build_datasets(DataConfig(paths=[str(a), str(b)], lookback_window=8, predict_window=2))
+    a.write_text(a.read_text().replace("\n", "\n\n", 1))  # a blank line: the same series, other bytes
+    assert splits.file_digests == read
+    assert hashlib.sha256(a.read_bytes()).hexdigest() != read[0]
