@@ -18,7 +18,7 @@ CORRELATION_METRICS = ("ic", "rank_ic")
 INTERVAL_METRICS = ("coverage_10_90",)
 POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
 SAMPLE_METRICS = ("crps", "coverage_10_90")  # need sample_count > 1
-BAND = (0.1, 0.9)
+BAND = (0.1, 0.9)  # the sampled band: lower and upper quantile (coverage, forecast CSVs, fan charts)
 
 
 def mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:

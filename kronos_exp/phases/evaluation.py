@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import FEATURES
 from ..errors import ConfigError
 from ..evaluation import metrics as M
-from ..evaluation.sampling import sample_paths
-from ..model import Kronos, KronosPredictor, KronosTokenizer
+from ..forecasting import KronosPredictor, sample_paths
+from ..forecasting.pyfunc import tokenizer_dir
+from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import CheckpointNotFound
-from ..serving import tokenizer_dir
 from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
 from .base import Phase, PhaseResult, RunContext, checkpoint_digest, phase_fingerprint, seed_everything

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .. import serving
 from ..config import bits_advice
 from ..errors import ConfigError, UserError
+from ..forecasting import pyfunc as serving
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
