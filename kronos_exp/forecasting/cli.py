@@ -14,7 +14,6 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..errors import UserError
