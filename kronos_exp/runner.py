@@ -9,12 +9,10 @@ alone; the others receive its result.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +25,7 @@ from .tracking.fingerprint import checkpoint_digest, phase_fingerprint_inputs
 from .tracking.lifecycle import PhaseResult, PhaseRun, PhaseRuns, Plan
 from .train import FitResult, FitSettings, fit
 from .train.distributed import World
+from .train.state import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,6 @@ class RunContext:
     def fingerprint_inputs(self, phase: str, upstream: dict[str, str] | None = None) -> dict[str, Any]:
         return phase_fingerprint_inputs(self.cfg, phase, data=self.data_fingerprint, precision=self.precision,
                                         world_size=self.world.world_size, upstream=upstream)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def run_step(step: Phase | MeasuringStep, ctx: RunContext) -> PhaseResult:

@@ -1,10 +1,10 @@
-"""The pyfunc adapter's own logic: the future timestamps of a forecast."""
+"""The timestamps of a forecast's horizon (forecasting.horizon), for the pyfunc model and the forecast command."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from kronos_exp.serving import future_timestamps
+from kronos_exp.forecasting.horizon import future_timestamps
 
 
 def test_future_timestamps_follow_the_median_step():

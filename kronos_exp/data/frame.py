@@ -1,5 +1,5 @@
 """The facts every OHLCV frame obeys, in one place: column names, the amount rule, lookback
-normalization and the calendar features.
+normalization, the calendar features and the band a sampled forecast reports.
 
 Training (CSV loading, windows), forecasting (KronosPredictor) and evaluation all read these, so
 a window the model was trained on and a context it forecasts from are built the same way.
@@ -22,6 +22,7 @@ FEATURES = PRICE_COLUMNS + ("volume", "amount")  # model input order
 TIMESTAMP = "timestamps"  # canonical name of the timestamp column
 TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 EPS = 1e-5  # added to the lookback std, so a constant column normalizes to 0, not NaN
+BAND = (0.1, 0.9)  # a sampled forecast's band: lower and upper quantile (coverage, forecast tables, fan charts)
 
 _TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 

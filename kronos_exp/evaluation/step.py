@@ -21,16 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import FEATURES
 from ..errors import ConfigError
-from ..model import Kronos, KronosPredictor, KronosTokenizer
+from ..forecasting import KronosPredictor, sample_paths
+from ..forecasting.pyfunc import tokenizer_dir
+from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import CheckpointNotFound
 from ..runner import RunContext, TokenizerUnavailable, find_tokenizer, seed_everything
-from ..serving import tokenizer_dir
 from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
 from . import metrics as M
-from .sampling import sample_paths
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""The Kronos model, written for kronos_exp, checkpoint-compatible with the published weights."""
+"""The Kronos model, written for kronos_exp, checkpoint-compatible with the published weights.
+
+Tensors in, tensors out: forecasting DataFrames (KronosPredictor) is kronos_exp.forecasting's."""
 from .checkpoint import CheckpointError, CheckpointNotFound, resolve_checkpoint_dir
-from .forecast import KronosPredictor, generate
+from .generation import generate
 from .predictor import Kronos
 from .tokenizer import KronosTokenizer
 
-__all__ = ["Kronos", "KronosTokenizer", "KronosPredictor", "generate", "CheckpointError", "CheckpointNotFound",
-           "resolve_checkpoint_dir"]
+__all__ = ["Kronos", "KronosTokenizer", "generate", "CheckpointError", "CheckpointNotFound", "resolve_checkpoint_dir"]

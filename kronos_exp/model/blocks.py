@@ -100,12 +100,16 @@ def _sdpa(q, k, v, **kwargs):
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
-def _attend(q, k, v, padding_mask, dropout_p, causal):
-    """Scaled dot-product attention; ``padding_mask`` [B, S] is True where a key is padding."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, padding_mask: torch.Tensor | None = None,
+              dropout_p: float = 0.0, causal: bool = True) -> torch.Tensor:
+    """Multi-head attention of queries [B, H, T, hd] over keys and values [B, H, S, hd] -> [B, H, T, hd].
+
+    The one attention of the model: the modules' forward and model.decoding's cached step both call
+    it, so the two cannot compute attention differently. ``padding_mask`` [B, S] is True where a key
+    is padding. A single query is the newest position: it may see every key.
+    """
     if padding_mask is None:
-        # A single query is the newest position: it may see every key.
-        return _sdpa(q, k, v, dropout_p=dropout_p,
-                                              is_causal=causal and q.shape[-2] > 1)
+        return _sdpa(q, k, v, dropout_p=dropout_p, is_causal=causal and q.shape[-2] > 1)
     allowed = ~padding_mask.bool()[:, None, None, :]  # [B, 1, 1, S]
     if causal and q.shape[-2] > 1:
         q_len, k_len = q.shape[-2], k.shape[-2]
@@ -177,7 +181,7 @@ class _Attention(nn.Module):
                 raise ValueError(f"attention fills an empty cache without a padding mask; this one holds "
                                  f"{cache.length} positions (later steps go through model.decoding)")
             cache.append(k, v)
-        out = _attend(q, k, v, padding_mask, self.attn_dropout_p if self.training else 0.0, causal=True)
+        out = attention(q, k, v, padding_mask, self.attn_dropout_p if self.training else 0.0)
         return self.resid_dropout(self.out_proj(out.transpose(1, 2).reshape(b, t, d)))
 
 

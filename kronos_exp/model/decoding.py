@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import KVCache, TransformerBlock, _Attention, rms_norm, rotate
+from .blocks import KVCache, TransformerBlock, _Attention, attention, rms_norm, rotate
 
 
 class _Fused(NamedTuple):
@@ -59,9 +59,9 @@ class DecodeCache:
 def _attend_cached(attn: _Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    cache: KVCache) -> torch.Tensor:
     """The newest position's query [B, H, 1, hd] against every cached key plus its own (k, v), then
-    the output projection: [B, 1, d]."""
+    the output projection: [B, 1, d]. Attends through blocks.attention, as the modules do."""
     k, v = cache.append(k, v)
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = attention(q, k, v)
     b = q.shape[0]
     return F.linear(out.transpose(1, 2).reshape(b, 1, -1), attn.out_proj.weight, attn.out_proj.bias)
 

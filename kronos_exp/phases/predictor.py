@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .. import serving
 from ..config import bits_advice
 from ..errors import ConfigError
+from ..forecasting import pyfunc
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
@@ -35,7 +35,7 @@ class PredictorPhase(Phase):
 
     def package_checkpoint(self, ctx: PhaseContext, folder: Path) -> None:
         """The registered version is also a servable MLflow pyfunc model, its tokenizer inside."""
-        serving.package(folder, resolve_checkpoint_dir(ctx.upstream["tokenizer"].folder),
+        pyfunc.package(folder, resolve_checkpoint_dir(ctx.upstream["tokenizer"].folder),
                         self.settings(ctx.cfg).max_context, ctx.cfg.data.predict_window)
 
     def build_model(self, ctx: PhaseContext) -> Kronos:

@@ -9,6 +9,10 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..data.frame import BAND  # noqa: E402
+
+BAND_LABEL = f"{100 * BAND[0]:.0f}-{100 * BAND[1]:.0f}% band"
+
 
 def log_loss_curve(phase: str, result) -> None:
     """Train loss against optimizer step, validation loss against epoch, side by side."""
@@ -25,7 +29,7 @@ def log_loss_curve(phase: str, result) -> None:
 
 
 def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str = "", show_history: int = 64) -> None:
-    """The last ``show_history`` closes, then the sampled paths' median and 10-90% band [S, H], the
+    """The last ``show_history`` closes, then the sampled paths' median and band (metrics.BAND) [S, H], the
     actual closes and a baseline when known. The x axis counts bars from the forecast origin, so
     overnight and weekend gaps do not stretch the picture."""
     history_close = np.asarray(history_close)[-show_history:]
@@ -33,8 +37,8 @@ def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str =
     future = np.arange(1, paths.shape[1] + 1)
     ax.plot(past, history_close, color="black", lw=1, label="history")
     if paths.shape[0] > 1:
-        lo, hi = np.quantile(paths, (0.1, 0.9), axis=0)
-        ax.fill_between(future, lo, hi, color="tab:blue", alpha=0.25, label="10-90% band")
+        lo, hi = np.quantile(paths, BAND, axis=0)
+        ax.fill_between(future, lo, hi, color="tab:blue", alpha=0.25, label=BAND_LABEL)
     ax.plot(future, np.median(paths, axis=0), color="tab:blue", lw=1.5, label="median forecast")
     if actual is not None:
         ax.plot(future, actual, color="tab:green", lw=1.5, label="actual")
@@ -70,7 +74,7 @@ def log_metrics_by_horizon(steps: dict[str, np.ndarray], forecasters: list[str])
             if key in steps:
                 ax.plot(range(1, len(steps[key]) + 1), steps[key], marker=".", label=name)
         if metric == "coverage_10_90":
-            ax.axhline(0.8, color="gray", ls=":", lw=1)  # what a calibrated 10-90% band covers
+            ax.axhline(BAND[1] - BAND[0], color="gray", ls=":", lw=1)  # what a calibrated band covers
         ax.set(title=metric, xlabel="horizon step")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -19,6 +19,13 @@ import torch
 STATE_VERSION = 1
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model initialisation, dropout, sampling)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
     """Python, NumPy, torch (CPU and every CUDA device) and the DataLoader's own generator."""
     return {

@@ -189,7 +189,7 @@ def test_mlflow_models_serve_answers_forecast_requests(module_cli, evaluated):
 
 
 def _forecast(module_cli, *args: str, store: str | None = None):
-    return subprocess.run([sys.executable, "-m", "kronos_exp.forecast", *args,
+    return subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", *args,
                            f"tracking_uri={store or module_cli.tracking_uri}"], cwd=module_cli.root,
                           env=module_cli.env(), capture_output=True, text=True, timeout=300)
 

@@ -136,7 +136,7 @@ def test_checkpoints_load_into_a_forecast(module_cli, first_run, tmp_path):
     import pandas as pd
 
     from kronos_exp.data import sample_path
-    from kronos_exp.model import KronosPredictor
+    from kronos_exp.forecasting import KronosPredictor
     import mlflow
 
     mlflow.set_tracking_uri(module_cli.tracking_uri)

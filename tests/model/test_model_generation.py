@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from kronos_exp.model.blocks import KVCache
-from kronos_exp.model.forecast import generate, generate_tokens
+from kronos_exp.model.generation import generate, generate_tokens
 
 GREEDY = dict(T=1.0, top_k=1, top_p=1.0)
 NUCLEUS = dict(T=1.0, top_k=0, top_p=0.9)
@@ -112,11 +114,10 @@ def test_kv_cache_rejects_more_positions_than_it_holds():
     assert cache.k.shape[0] == 6 and torch.equal(cache.k[1], cache.k[0]) and torch.equal(cache.k[3], cache.k[5])
 
 
-def test_a_cached_step_computes_the_logits_of_recomputing_the_window(model, history):
-    """decode_s1/decode_s2 with a filled cache (model.decoding's fused step) against the module path."""
-    model.eval()
+def cached_and_recomputed(model, history, next_s1):
+    """The newest of 20 positions through a cache filled with the first 19 (model.decoding's fused
+    step) and by recomputing the window (the module path): ((hidden, s1, s2) cached, the same recomputed)."""
     s1, s2, stamps = history(20, 0)
-    next_s1 = torch.tensor([[3], [7], [11]])
     with torch.no_grad():
         want_s1, want_hidden = model.decode_s1(s1, s2, stamps)
         want_s2 = model.decode_s2(want_hidden, next_s1)
@@ -126,9 +127,54 @@ def test_a_cached_step_computes_the_logits_of_recomputing_the_window(model, hist
         got_s1, got_hidden = model.decode_s1(s1[:, 19:], s2[:, 19:], stamps[:, 19:], cache=cache)
         got_s2 = model.decode_s2(got_hidden, next_s1, cache=cache)
     assert cache.length == 20 and cache.dep.length == 20
-    torch.testing.assert_close(got_hidden, want_hidden[:, -1:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_s1, want_s1[:, -1:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_s2, want_s2, rtol=1e-5, atol=1e-5)
+    return (got_hidden, got_s1, got_s2), (want_hidden[:, -1:], want_s1[:, -1:], want_s2)
+
+
+def test_a_cached_step_computes_the_logits_of_recomputing_the_window(model, history):
+    """decode_s1/decode_s2 with a filled cache (model.decoding's fused step) against the module path."""
+    model.eval()
+    got, want = cached_and_recomputed(model, history, torch.tensor([[3], [7], [11]]))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+class AttentionDtypes(TorchFunctionMode):
+    """Records the dtype of the queries of every scaled_dot_product_attention call inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.dtype] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.scaled_dot_product_attention:
+            self.seen.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16 weights", "bf16 autocast"])
+def test_a_cached_step_matches_the_recomputed_window_in_each_precision(model, history, precision):
+    """The cached step and the module path attend through the same function (blocks.attention), so
+    on a CPU both compute attention in fp32 under bf16 (weights or autocast), and their logits agree.
+
+    Tolerance: the two paths do the same arithmetic in another order (one position against the
+    window's matmuls, fused against separate projections), so each op may round differently by a
+    unit of the dtype, and a step has about a dozen such ops in a row (two blocks and the
+    dependency layer). Allowed: 8 x eps(dtype) x the largest logit. bf16 (eps 2**-7, logits up to
+    about 2.7): 0.17, seen 0.03; fp32: 2.5e-6, seen 9e-7. A wrong position, mask or cache row moves
+    logits by tenths, far outside either.
+    """
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    model = model.to(dtype if precision == "bf16 weights" else torch.float32).eval()
+    region = torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16 autocast")
+    with region, AttentionDtypes() as attention:
+        got, want = cached_and_recomputed(model, history, torch.tensor([[3], [7], [11]]))
+    assert got[1].dtype == dtype and got[2].dtype == dtype
+    for name, a, b in zip(("hidden", "s1 logits", "s2 logits"), got, want):
+        tol = 8 * torch.finfo(dtype).eps * float(b.abs().max())
+        err = float((a.float() - b.float()).abs().max())
+        assert err <= tol, f"{precision}: cached-step {name} differ from the recomputed window's by {err} > {tol}"
+    # blocks.attention's CPU rule holds on both paths: every attention ran in fp32
+    assert attention.seen and set(attention.seen) == {torch.float32}, attention.seen
 
 
 def test_a_cached_step_takes_one_query_after_the_prefill(model):

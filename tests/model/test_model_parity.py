@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kronos_exp.model import KronosPredictor
+from kronos_exp.forecasting import KronosPredictor
 
 
 def assert_close(got, want, atol=1e-4, rtol=1e-4):

@@ -5,7 +5,8 @@ checkpoint folder is itself the MLflow model: ``config.json`` + ``model.safetens
 top (so the registry's checksum, ``skip_existing`` and ``Kronos.from_pretrained`` read it as
 before), ``MLmodel`` and the pickled wrapper sit beside them, the tokenizer under
 ``artifacts/tokenizer``. So ``mlflow.pyfunc.load_model("models:/kronos-predictor/<v>")`` and
-``mlflow models serve -m models:/kronos-predictor/<v> --env-manager local`` both work.
+``mlflow models serve -m models:/kronos-predictor/<v> --env-manager local`` both work. The wrapper is
+pickled by reference to this module (kronos_exp.forecasting.pyfunc.KronosForecaster).
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from .model import Kronos, KronosPredictor, KronosTokenizer
-from .model.checkpoint import CONFIG_NAME, CheckpointNotFound
-from .model.forecast import COLUMNS
+from ..model import Kronos, KronosTokenizer
+from ..model.checkpoint import CONFIG_NAME, CheckpointNotFound
+from .horizon import future_timestamps
+from .predictor import COLUMNS, KronosPredictor
 
 TOKENIZER_ARTIFACT = "tokenizer"
 TIMESTAMP_COLUMN = "timestamps"
@@ -44,19 +46,6 @@ def load_predictor(model_dir: str | Path, max_context: int = 512, device: str | 
                                  "before predictor versions carried their tokenizer, or is not a predictor")
     return KronosPredictor(Kronos.from_pretrained(model_dir), KronosTokenizer.from_pretrained(tok), device=device,
                            max_context=max_context)
-
-
-def future_timestamps(timestamps: pd.Series | pd.DatetimeIndex, pred_len: int, freq: str = "") -> pd.DatetimeIndex:
-    """``pred_len`` timestamps after the last one: every ``freq`` (a pandas offset such as ``5min``
-    or ``1D``), or, with no ``freq``, every median step of the history."""
-    index = pd.DatetimeIndex(timestamps)
-    if freq:
-        return pd.date_range(start=index[-1], periods=pred_len + 1, freq=freq)[1:]
-    step = pd.Series(index).diff().median()  # NaT for a single timestamp
-    if pd.isna(step) or step <= pd.Timedelta(0):
-        raise ValueError("cannot infer the forecast timestamps: the history needs at least two increasing "
-                         "timestamps, or pass the freq param (e.g. freq=5min)")
-    return pd.DatetimeIndex([index[-1] + step * (k + 1) for k in range(pred_len)])
 
 
 def signature(pred_len: int) -> ModelSignature:
@@ -93,7 +82,8 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         history = model_input.sort_values(TIMESTAMP_COLUMN)
         stamps = pd.to_datetime(history[TIMESTAMP_COLUMN])
         forecast = self.predictor.predict(
-            history.drop(columns=[TIMESTAMP_COLUMN]).reset_index(drop=True), stamps.reset_index(drop=True), future_timestamps(stamps, pred_len, str(p.get("freq", ""))), pred_len,
+            history.drop(columns=[TIMESTAMP_COLUMN]).reset_index(drop=True), stamps.reset_index(drop=True),
+            future_timestamps(stamps, pred_len, str(p.get("freq", ""))), pred_len,
             T=float(p.get("T", 1.0)), top_k=int(p.get("top_k", 0)), top_p=float(p.get("top_p", 0.9)),
             sample_count=int(p.get("sample_count", 1)), verbose=False)
         return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()

@@ -1,4 +1,4 @@
-"""``python -m kronos_exp.forecast model=models:/kronos-predictor/<v> data.path=prices.csv pred_len=24
+"""``python -m kronos_exp.forecasting model=models:/kronos-predictor/<v> data.path=prices.csv pred_len=24
 out=forecast.csv``: forecast the end of each series in a CSV with a registered predictor, and write
 the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 
@@ -14,10 +14,9 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 DEFAULTS = {"model": None, "pred_len": "16", "lookback": "512", "sample_count": "8", "T": "1.0", "top_p": "0.9",
             "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "tracking_uri": None}
@@ -62,7 +61,7 @@ def load_model(uri: str, tracking_uri: str | None):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from .tracking.runs import resolve_tracking_uri
+    from ..tracking.runs import resolve_tracking_uri
 
     if uri.startswith("models:/"):
         store = resolve_tracking_uri(tracking_uri)
@@ -84,6 +83,45 @@ def load_model(uri: str, tracking_uri: str | None):
         raise ForecastError(f"model={uri} is not a packaged kronos_exp predictor ({err})") from None
 
 
+def _tables(series, y_ts, paths, sample_count: int):
+    """One forecast table per series: the mean path, and the band of the close when sampled."""
+    import numpy as np
+    import pandas as pd
+
+    from ..data import FEATURES
+    from ..data.frame import BAND
+    from .pyfunc import TIMESTAMP_COLUMN
+
+    close = FEATURES.index("close")
+    for s, stamps, p in zip(series, y_ts, paths):
+        table = pd.DataFrame(p.mean(axis=0), columns=list(FEATURES))
+        if sample_count > 1:
+            table["close_q10"], table["close_q90"] = np.quantile(p[:, :, close], BAND, axis=0)
+        table.insert(0, TIMESTAMP_COLUMN, stamps)
+        table.insert(0, "series", s.name)
+        yield table
+
+
+def _chart(path: Path, series, y_ts, paths, lookback: int, pred_len: int, model: str) -> None:
+    """A fan chart per series, one under the other, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..data import FEATURES
+    from ..tracking.plots import fan_chart
+
+    close = FEATURES.index("close")
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
+    for ax, s, p, stamps in zip(axes[:, 0], series, paths, y_ts):
+        fan_chart(ax, s.values[-lookback:, close], p[:, :, close],
+                  title=f"{s.name}: {model}, {pred_len} steps from {stamps[0]}", show_history=4 * pred_len)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> Path:
     settings, data_settings = parse(argv)
     pred_len, lookback = _number(settings, "pred_len", low=1), _number(settings, "lookback", low=2)
@@ -91,18 +129,12 @@ def main(argv: list[str]) -> Path:
     T, top_p, top_k = _number(settings, "T", float), _number(settings, "top_p", float), _number(settings, "top_k")
     seed = _number(settings, "seed")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
     import pandas as pd
 
-    from .data import FEATURES, load_series
-    from .evaluation.sampling import sample_paths
-    from .phases.base import seed_everything
-    from .serving import TIMESTAMP_COLUMN, future_timestamps
-    from .tracking.plots import fan_chart
+    from ..data import FEATURES, load_series
+    from ..train.state import seed_everything
+    from .horizon import future_timestamps
+    from .paths import sample_paths
 
     predictor = load_model(settings["model"], settings["tracking_uri"])
     series = load_series(data_settings)  # DataError names the file, column and line
@@ -112,33 +144,18 @@ def main(argv: list[str]) -> Path:
     seed_everything(seed)
     paths = sample_paths(predictor, frames, x_ts, y_ts, pred_len, T, top_k, top_p, sample_count)  # [N, S, H, 6]
 
-    close = FEATURES.index("close")
-    tables = []
-    for s, stamps, p in zip(series, y_ts, paths):
-        table = pd.DataFrame(p.mean(axis=0), columns=list(FEATURES))
-        if sample_count > 1:
-            table["close_q10"], table["close_q90"] = np.quantile(p[:, :, close], (0.1, 0.9), axis=0)
-        table.insert(0, TIMESTAMP_COLUMN, stamps)
-        table.insert(0, "series", s.name)
-        tables.append(table)
     out = Path(settings["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(tables).to_csv(out, index=False)
-
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
-    for ax, s, p, stamps in zip(axes[:, 0], series, paths, y_ts):
-        fan_chart(ax, s.values[-lookback:, close], p[:, :, close],
-                  title=f"{s.name}: {settings['model']}, {pred_len} steps from {stamps[0]}", show_history=4 * pred_len)
-    fig.tight_layout()
+    pd.concat(_tables(series, y_ts, paths, sample_count)).to_csv(out, index=False)
     chart = out.with_suffix(".png")
-    fig.savefig(chart, dpi=100)
-    plt.close(fig)
+    _chart(chart, series, y_ts, paths, lookback, pred_len, settings["model"])
     print(f"wrote {out} ({len(series)} series x {pred_len} steps) and {chart}")
     return out
 
 
-if __name__ == "__main__":
+def run(argv: list[str]) -> None:
+    """The command: a user error is one line on stderr and exit status 1."""
     try:
-        main(sys.argv[1:])
+        main(argv)
     except UserError as err:
         raise SystemExit(f"error: {err}") from None

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..model import KronosPredictor
-from ..model.forecast import COLUMNS
+from .predictor import COLUMNS, KronosPredictor
 
 
 def sample_paths(predictor: KronosPredictor, frames: list[pd.DataFrame], x_timestamps: list, y_timestamps: list,

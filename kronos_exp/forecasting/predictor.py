@@ -1,0 +1,91 @@
+"""KronosPredictor: forecast OHLCV DataFrames with a tokenizer + predictor pair (the pandas adapter
+over model.generation, with the published Kronos interface)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import FEATURES, PRICE_COLUMNS, lookback_denormalize, lookback_normalize, time_features, volume_and_amount
+from ..model import Kronos, KronosTokenizer
+from ..model.generation import generate
+
+COLUMNS = list(FEATURES)  # the forecast's columns, in the model's input order
+
+
+class KronosPredictor:
+    """Forecast OHLCV DataFrames with a tokenizer + predictor pair.
+
+    Each series is normalised with its own history's mean and std, forecast in token space and
+    mapped back to prices. Fill rules: no ``volume`` column -> volume and amount are 0; no
+    ``amount`` column -> volume x mean(open, high, low, close). NaNs are an error.
+    """
+
+    def __init__(self, model: Kronos, tokenizer: KronosTokenizer, device: str | None = None,
+                 max_context: int = 512, clip: float = 5):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.max_context = max_context
+        self.clip = clip
+
+    def _prepare(self, df: pd.DataFrame, x_timestamp, y_timestamp, pred_len: int, label: str):
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"{label}: df must be a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in PRICE_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"{label}: df lacks price columns {missing}; it needs {list(PRICE_COLUMNS)} "
+                             f"(volume and amount are optional), it has {list(df.columns)}")
+        if len(df) == 0:
+            raise ValueError(f"{label}: df is empty")
+        if len(x_timestamp) != len(df):
+            raise ValueError(f"{label}: x_timestamp has {len(x_timestamp)} entries but df has {len(df)} rows")
+        if len(y_timestamp) != pred_len:
+            raise ValueError(f"{label}: y_timestamp has {len(y_timestamp)} entries but pred_len={pred_len}")
+        df = df.copy()
+        df["volume"], df["amount"] = volume_and_amount(df, len(df))
+        values = df[COLUMNS].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            where = ", ".join(f"{COLUMNS[c]}@row {r}" for r, c in list(zip(rows, cols))[:5])
+            raise ValueError(f"{label}: df has {int(bad.sum())} NaN/inf values ({where}); fill or drop them first")
+        # float32 statistics, as the published KronosPredictor computes them (its forecasts are
+        # matched exactly); training windows use float64 (data.windows.lookback_normalize).
+        x, mean, std = lookback_normalize(values, len(values), self.clip, dtype=np.float32)
+        x_stamp = time_features(pd.Series(pd.to_datetime(x_timestamp)))
+        y_stamp = time_features(pd.Series(pd.to_datetime(y_timestamp)))
+        return x, x_stamp, y_stamp, mean, std
+
+    def predict_batch(self, df_list, x_timestamp_list, y_timestamp_list, pred_len: int, T: float = 1.0,
+                      top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True):
+        """Forecast several series; series with the same history length share one batch."""
+        if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
+            raise ValueError(f"df_list, x_timestamp_list and y_timestamp_list differ in length: "
+                             f"{len(df_list)}, {len(x_timestamp_list)}, {len(y_timestamp_list)}")
+        if pred_len < 1:
+            raise ValueError(f"pred_len must be >= 1, got {pred_len}")
+        prepared = [self._prepare(df, xt, yt, pred_len, f"series {i}")
+                    for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))]
+        by_length = defaultdict(list)
+        for i, p in enumerate(prepared):
+            by_length[len(p[0])].append(i)
+        forecasts = [None] * len(prepared)
+        for indices in by_length.values():
+            def stack(j):
+                return torch.from_numpy(np.stack([prepared[i][j] for i in indices])).to(self.device)
+            normalised = generate(self.tokenizer, self.model, stack(0), stack(1), stack(2), pred_len,
+                                  self.max_context, self.clip, T, top_k, top_p, sample_count, verbose)
+            for i, pred in zip(indices, normalised.float().cpu().numpy()):
+                mean, std = prepared[i][3], prepared[i][4]
+                forecasts[i] = pd.DataFrame(lookback_denormalize(pred, mean, std), columns=COLUMNS,
+                                            index=pd.DatetimeIndex(pd.to_datetime(y_timestamp_list[i])))
+        return forecasts
+
+    def predict(self, df: pd.DataFrame, x_timestamp, y_timestamp, pred_len: int, T: float = 1.0, top_k: int = 0,
+                top_p: float = 0.9, sample_count: int = 1, verbose: bool = True) -> pd.DataFrame:
+        """Forecast one series: a DataFrame of open/high/low/close/volume/amount indexed by y_timestamp."""
+        return self.predict_batch([df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p,
+                                  sample_count, verbose)[0]
