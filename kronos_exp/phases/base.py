@@ -238,14 +238,12 @@ class Phase:
         return PhaseResult(self.name, folder, fp, val_loss, version, skipped=True)
 
     def fit_settings(self, ctx: RunContext, plan: TrainPlan) -> FitSettings:
-        s = self.settings(ctx)
-        return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
-                           adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
-                           accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                           precision=ctx.precision, num_workers=ctx.cfg.num_workers,
-                           seed=phase_seed(ctx.cfg, self.name), compile=ctx.cfg.compile, world=ctx.world,
-                           state_path=plan.state_path, resume=plan.resume_from is not None,
-                           checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
+        from ..train.settings import fit_settings
+        return fit_settings(OmegaConf.to_container(self.settings(ctx), resolve=True), device=ctx.device,
+                            precision=ctx.precision, world=ctx.world, seed=phase_seed(ctx.cfg, self.name),
+                            state_path=plan.state_path, resume=plan.resume_from is not None,
+                            num_workers=ctx.cfg.num_workers, compile=ctx.cfg.compile,
+                            checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
     def _fit(self, ctx: RunContext, plan: TrainPlan, log_metrics, on_best) -> FitResult:
         """Build the model from the phase's seed (the same on every rank) and train it."""
