@@ -48,7 +48,8 @@ from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
 from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
 from kronos_exp.train import FitSettings, fit  # noqa: E402
 from kronos_exp.train.batches import Batches, to_device  # noqa: E402
-from kronos_exp.train.loop import forward_backward, grad_scaler, make_optimizer, on_gpu, optimizer_step  # noqa: E402
+from kronos_exp.train.loop import forward_backward, grad_scaler, on_gpu, optimizer_step  # noqa: E402
+from kronos_exp.train.optim import make_optimizer  # noqa: E402
 from kronos_exp.train.precision import full_precision, resolve_device, resolve_precision  # noqa: E402
 from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
 

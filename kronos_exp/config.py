@@ -14,7 +14,7 @@ import secrets
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -63,8 +63,47 @@ class PredictorArch:
 
 
 @dataclass
+class AdamWConfig:
+    """conf/optimizer/adamw.yaml: Hydra builds ``torch.optim.AdamW(params, ...)`` once the loop has
+    the parameters. Its values read the phase's own keys (``${..lr}``...): see TrainConfig."""
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = MISSING
+    betas: List[float] = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class OneCycleConfig:
+    """conf/scheduler/onecycle.yaml (the default): ``OneCycleLR(optimizer, total_steps=...)``."""
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
+    _partial_: bool = True
+    max_lr: float = MISSING
+    pct_start: float = MISSING
+    div_factor: float = 10.0  # the first lr is max_lr / div_factor
+    final_div_factor: float = 100.0  # the last lr is the first / final_div_factor
+
+
+@dataclass
+class WarmupCosineConfig:
+    """conf/scheduler/cosine.yaml: linear warm-up to lr, then a cosine down to lr * min_lr_ratio."""
+    _target_: str = "kronos_exp.train.optim.warmup_cosine"
+    _partial_: bool = True
+    warmup: float = MISSING  # fraction of the optimizer steps spent warming up
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
 class TrainConfig:
-    """Optimisation settings shared by every training phase (AdamW + OneCycle)."""
+    """Optimisation settings shared by every training phase.
+
+    ``optimizer`` and ``scheduler`` are ``_partial_`` configs (conf/optimizer/, conf/scheduler/;
+    AdamW + OneCycle by default) whose values interpolate the phase's own keys: ``lr``,
+    ``weight_decay``, ``adam_beta1/2``, ``pct_start`` stay the one place users and sweeps set them,
+    and swapping the schedule keeps them meaningful. Interpolation rather than the loop passing
+    them, so the optimizer config says which phase keys it reads, another optimizer can read the
+    ones it takes and no others, and the resolved values enter the fingerprint where they are used.
+    """
     pretrained: Optional[str] = None  # local checkpoint folder or hub id; null = random init from arch
     seed: Optional[int] = None  # this phase's seed; null = the run's `seed`
     epochs: int = 3
@@ -77,6 +116,9 @@ class TrainConfig:
     grad_clip: float = 2.0  # max gradient norm; 0 disables clipping
     accumulation_steps: int = 1
     log_interval: int = 10  # optimizer steps between train_loss/lr logs
+    no_decay_groups: bool = False  # true: biases, norms and embeddings take no weight decay
+    optimizer: Any = MISSING  # a conf/optimizer/ choice (config.yaml: adamw)
+    scheduler: Any = MISSING  # a conf/scheduler/ choice (config.yaml: onecycle)
 
 
 @dataclass
@@ -168,12 +210,16 @@ _TRAIN_RANGES = {"epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "accumula
                  "log_interval": _AT_LEAST_ONE, "lr": _POSITIVE, "pct_start": _OPEN_FRACTION,
                  "grad_clip": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE, "adam_beta1": _PROBABILITY,
                  "adam_beta2": _PROBABILITY}
+_SCHEDULE_RANGES = {"div_factor": _POSITIVE, "final_div_factor": _POSITIVE, "warmup": _PROBABILITY,
+                    "min_lr_ratio": Range(lambda v: 0 <= v <= 1, "a number in [0, 1]")}
 _DROPOUTS = {"tokenizer": ("ffn", "attn", "resid"), "predictor": ("ffn", "attn", "resid", "token")}
 
 # Every numeric or name setting Hydra's types cannot bound, keyed by its dotted path; a
-# ``<phase>.`` key is checked when that phase is in the run (``check_settings``).
+# ``<phase>.`` key is checked when that phase is in the run (``check_settings``), and a key of
+# a choice not taken (``scheduler.warmup`` under OneCycle) only when it is.
 RANGES: dict[str, Range] = {
     **{f"{phase}.{key}": r for phase in _DROPOUTS for key, r in _TRAIN_RANGES.items()},
+    **{f"{phase}.scheduler.{key}": r for phase in _DROPOUTS for key, r in _SCHEDULE_RANGES.items()},
     **{f"{phase}.arch.{d}_dropout_p": _PROBABILITY for phase, kinds in _DROPOUTS.items() for d in kinds},
     "predictor.max_context": _AT_LEAST_ONE,
     "num_workers": Range(lambda v: v >= 0, "an integer >= 0"),
@@ -215,13 +261,18 @@ def bits_advice(cfg: Any, bits: str, tokenizer_bits: int) -> str:
             f"config.json, so predictor.arch cannot change it; {fix}, or drop predictor.pretrained")
 
 
+_ABSENT = object()
+
+
 def check_settings(cfg: Any, phases: list[str]) -> None:
     """Every setting of this run in its range, and the predictor's codes matching the tokenizer's,
     before any work: a bad value fails in a second, naming its key, not after a phase trained."""
     for key, rule in RANGES.items():
         if key.split(".")[0] in _DROPOUTS and key.split(".")[0] not in phases:
             continue
-        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
         try:
             accepted = rule.accepts(value)
         except TypeError:
@@ -257,6 +308,9 @@ def register_configs() -> None:
     cs.store(group="data", name="schema", node=_open_maps(OmegaConf.structured(schema_node()), "column_map"))
     cs.store(group="tokenizer", name="schema", node=TokenizerConfig)
     cs.store(group="predictor", name="schema", node=PredictorConfig)
+    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
+    cs.store(group="scheduler", name="onecycle_schema", node=OneCycleConfig)
+    cs.store(group="scheduler", name="cosine_schema", node=WarmupCosineConfig)
 
 
 def check_known_keys(cfg: DictConfig) -> None:
@@ -269,7 +323,8 @@ def check_known_keys(cfg: DictConfig) -> None:
             if key not in fields:
                 raise ConfigError(f"unknown key {prefix}{key}; {prefix.rstrip('.') or 'the config'} has "
                                   f"{', '.join(sorted(fields))}")
-            if dataclasses.is_dataclass(hints[key]) and isinstance(node[key], DictConfig):
-                walk(node[key], hints[key], f"{prefix}{key}.")
+            schema_of = hints[key] if dataclasses.is_dataclass(hints[key]) else OmegaConf.get_type(node[key])
+            if dataclasses.is_dataclass(schema_of) and isinstance(node[key], DictConfig):  # `Any` fields: the choice's
+                walk(node[key], schema_of, f"{prefix}{key}.")
 
     walk(cfg, RunConfig, "")

@@ -25,6 +25,7 @@ from .tracking.fingerprint import checkpoint_digest, phase_fingerprint_inputs
 from .tracking.lifecycle import PhaseResult, PhaseRun, PhaseRuns, Plan
 from .train import FitResult, FitSettings, fit
 from .train.distributed import World
+from .train.settings import fit_settings as train_settings
 from .train.state import seed_everything
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,10 @@ def _ignore(*args) -> None:
 
 
 def fit_settings(phase: Phase, ctx: RunContext, plan: Plan, seed: int) -> FitSettings:
-    s = phase.settings(ctx.cfg)
-    return FitSettings(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, weight_decay=s.weight_decay,
-                       adam_betas=(s.adam_beta1, s.adam_beta2), pct_start=s.pct_start, grad_clip=s.grad_clip,
-                       accumulation_steps=s.accumulation_steps, log_interval=s.log_interval, device=ctx.device,
-                       precision=ctx.precision, num_workers=ctx.cfg.num_workers, seed=seed, compile=ctx.cfg.compile,
-                       world=ctx.world, state_path=plan.state_path, resume=plan.resume,
-                       checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
+    return train_settings(OmegaConf.to_container(phase.settings(ctx.cfg), resolve=True), device=ctx.device,
+                          precision=ctx.precision, world=ctx.world, seed=seed, state_path=plan.state_path,
+                          resume=plan.resume, num_workers=ctx.cfg.num_workers, compile=ctx.cfg.compile,
+                          checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
 
 
 # -- what a phase builds on (rank 0) --------------------------------------------------------------

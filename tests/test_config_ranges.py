@@ -25,6 +25,11 @@ for phase in PHASES:
     BAD[f"{phase}.lr"] = st.one_of(st.floats(max_value=0.0), st.sampled_from([NAN, INF]))
     BAD[f"{phase}.pct_start"] = st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0), st.just(NAN))
     BAD[f"{phase}.grad_clip"] = negative
+    for key in ("div_factor", "final_div_factor"):  # OneCycle's (the default schedule)
+        BAD[f"{phase}.scheduler.{key}"] = st.one_of(st.floats(max_value=0.0), st.sampled_from([NAN, INF]))
+    BAD[f"{phase}.scheduler.warmup"] = not_a_probability  # the cosine schedule's
+    BAD[f"{phase}.scheduler.min_lr_ratio"] = st.one_of(st.floats(max_value=-1e-12), st.floats(min_value=1.0001),
+                                                       st.just(NAN))
     for kind in ("ffn", "attn", "resid") + (("token",) if phase == "predictor" else ()):
         BAD[f"{phase}.arch.{kind}_dropout_p"] = not_a_probability
 
