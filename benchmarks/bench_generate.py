@@ -23,7 +23,7 @@ import torch
 
 from kronos_exp.data import time_features
 from kronos_exp.model import Kronos, KronosTokenizer
-from kronos_exp.model.generation import generate
+from kronos_exp.forecasting.generation import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from presets import CONF, preset  # noqa: E402

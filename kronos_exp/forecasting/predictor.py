@@ -10,7 +10,7 @@ import torch
 
 from ..data import FEATURES, PRICE_COLUMNS, lookback_denormalize, lookback_normalize, time_features, volume_and_amount
 from ..model import Kronos, KronosTokenizer
-from ..model.generation import generate
+from .generation import generate
 
 COLUMNS = list(FEATURES)  # the forecast's columns, in the model's input order
 

@@ -2,8 +2,7 @@
 
 Tensors in, tensors out: forecasting DataFrames (KronosPredictor) is kronos_exp.forecasting's."""
 from .checkpoint import CheckpointError, CheckpointNotFound, resolve_checkpoint_dir
-from .generation import generate
 from .predictor import Kronos
 from .tokenizer import KronosTokenizer
 
-__all__ = ["Kronos", "KronosTokenizer", "generate", "CheckpointError", "CheckpointNotFound", "resolve_checkpoint_dir"]
+__all__ = ["Kronos", "KronosTokenizer", "CheckpointError", "CheckpointNotFound", "resolve_checkpoint_dir"]

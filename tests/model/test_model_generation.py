@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from kronos_exp.model.blocks import KVCache
-from kronos_exp.model.generation import generate, generate_tokens
+from kronos_exp.forecasting.generation import generate, generate_tokens
 
 GREEDY = dict(T=1.0, top_k=1, top_p=1.0)
 NUCLEUS = dict(T=1.0, top_k=0, top_p=0.9)

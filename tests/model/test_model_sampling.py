@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kronos_exp.model.generation import filter_logits, sample_next
+from kronos_exp.forecasting.generation import filter_logits, sample_next
 
 
 def test_top_k_one_is_greedy():

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import trange
 
-from .predictor import Kronos
-from .tokenizer import KronosTokenizer
+from ..model import Kronos, KronosTokenizer
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
