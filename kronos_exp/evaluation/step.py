@@ -128,18 +128,10 @@ class EvalStep:
         """A local folder for a folder path or a ``models:/name/version`` / ``models:/name@alias`` URI."""
         if not uri.startswith("models:/"):
             return Path(uri), None
-        ref = uri[len("models:/"):]
-        name, sep, which = ref.partition("@") if "@" in ref else ref.rpartition("/")
         try:
-            mv = (ctx.tracker.client.get_model_version_by_alias(name, which) if sep == "@"
-                  else ctx.tracker.client.get_model_version(name, which))
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(ctx.output_dir / "eval_models" / ref.replace("/", "-").replace("@", "-")))
-        except Exception as err:
-            raise CheckpointNotFound(f"eval: cannot load {uri} from {ctx.tracker.tracking_uri}: "
-                                     f"{str(err).splitlines()[0]}") from None
-        return Path(local), RegisteredCheckpoint(name, str(mv.version), mv.tags.get("fingerprint", ""), mv.run_id,
-                                                 mv.source, dict(mv.tags))
+            return ctx.runs.registry.download(uri, ctx.output_dir / "eval_models")
+        except CheckpointNotFound as err:
+            raise CheckpointNotFound(f"eval: {err}") from None
 
     def _locate(self, ctx: RunContext) -> Models:
         """eval.predictor, else this run's predictor, else the registered one whose fingerprint
@@ -262,19 +254,13 @@ class EvalStep:
         alias, version, metric = ctx.cfg.eval.alias, models.version, ctx.cfg.eval.metric
         if version is None or not math.isfinite(headline):
             return
-        client = ctx.tracker.client
         key = f"eval_{metric}.{eval_setup_fingerprint(ctx.cfg, ctx.data_fingerprint, self.pred_len(ctx.cfg))[:12]}"
-        client.set_model_version_tag(version.name, version.version, key, repr(headline))
-        if not alias:
-            return
-        lower_better = metric in M.ERROR_METRICS
-        scored = [(float(mv.tags[key]), int(mv.version)) for mv in client.search_model_versions(f"name = '{version.name}'")
-                  if key in mv.tags and math.isfinite(float(mv.tags[key]))]
-        best = min(scored, key=lambda sv: (sv[0] if lower_better else -sv[0], sv[1]))
-        client.set_registered_model_alias(version.name, alias, str(best[1]))
-        mlflow.set_tag("alias", f"{version.name}@{alias} -> v{best[1]}")
-        log.info("eval: %s@%s -> v%d (%s %.5g on this data and eval setup)", version.name, alias, best[1], metric,
-                 best[0])
+        best = ctx.runs.registry.rank(version, key, headline, alias, lower_better=metric in M.ERROR_METRICS)
+        if best is not None:
+            best_version, best_score = best
+            mlflow.set_tag("alias", f"{version.name}@{alias} -> v{best_version}")
+            log.info("eval: %s@%s -> v%d (%s %.5g on this data and eval setup)", version.name, alias, best_version,
+                     metric, best_score)
 
 
 def _score(points: dict[str, np.ndarray], paths: dict[str, np.ndarray], actual: np.ndarray,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..model.checkpoint import WEIGHTS_NAME
+from ..model.checkpoint import WEIGHTS_NAME, CheckpointNotFound
 from .fingerprint import data_files_digest, differences, folder_digests
 
 FINGERPRINT_ARTIFACT = "fingerprint.json"  # a phase run's fingerprint inputs, logged by Phase.run
@@ -97,6 +98,35 @@ class Registry:
                 diff = f"unknown ({type(err).__name__})"
             lines.append(f"{name} v{mv.version} differs in {diff}")
         return lines
+
+    def download(self, uri: str, dst: Path) -> tuple[Path, RegisteredCheckpoint]:
+        """A local copy of ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` and its version."""
+        ref = uri[len("models:/"):]
+        name, sep, which = ref.partition("@") if "@" in ref else ref.rpartition("/")
+        try:
+            mv = (self.client.get_model_version_by_alias(name, which) if sep == "@"
+                  else self.client.get_model_version(name, which))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(dst / ref.replace("/", "-").replace("@", "-")))
+        except Exception as err:
+            raise CheckpointNotFound(f"cannot load {uri} from {self.client.tracking_uri}: "
+                                     f"{str(err).splitlines()[0]}") from None
+        return Path(local), RegisteredCheckpoint(name, str(mv.version), mv.tags.get("fingerprint", ""), mv.run_id,
+                                                 mv.source, dict(mv.tags))
+
+    def rank(self, version: RegisteredCheckpoint, key: str, score: float, alias: str | None,
+             lower_better: bool) -> tuple[int, float] | None:
+        """Tag ``version`` with its ``score`` under ``key`` and point ``alias`` at the best-scoring
+        version of its model under that key; returns that version's number and score (None: no alias)."""
+        self.client.set_model_version_tag(version.name, version.version, key, repr(score))
+        if not alias:
+            return None
+        scored = [(float(mv.tags[key]), int(mv.version))
+                  for mv in self.client.search_model_versions(f"name = '{version.name}'")
+                  if key in mv.tags and math.isfinite(float(mv.tags[key]))]
+        best = min(scored, key=lambda sv: (sv[0] if lower_better else -sv[0], sv[1]))
+        self.client.set_registered_model_alias(version.name, alias, str(best[1]))
+        return best[1], best[0]
 
     def fetch(self, name: str, fingerprint: str, dst: Path) -> tuple[RegisteredCheckpoint, Path] | None:
         """The newest registered version whose files download intact, as a local folder."""
