@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .metric_names import maximised
 
 from .data import DataConfig
 from .data.config import schema_node
@@ -292,6 +293,28 @@ def _invocation_id() -> str:
     """``<pid>-<random>``: the run-folder suffix that keeps two invocations started in the same
     second apart. Cached in the config (like ``${now:}``), so sweep workers see the same value."""
     return f"{os.getpid()}-{secrets.token_hex(2)}"
+def objective_metric(cfg: Any) -> str:
+    """The metric a run returns to sweepers: ``objective``, else the last phase's own (its
+    ``<phase>_val_loss``; ``eval_<eval.metric>`` for the eval phase)."""
+    objective = OmegaConf.select(cfg, "objective")
+    if objective is not None:
+        return str(objective)
+    last = list(OmegaConf.select(cfg, "phases") or {"": None})[-1]
+    return f"eval_{OmegaConf.select(cfg, 'eval.metric')}" if last == "eval" else f"{last}_val_loss"
+
+
+def objective_direction(cfg: Any) -> str:
+    """``maximize`` or ``minimize``: which way the run's objective improves, for the sweepers'
+    ranking (Optuna's ``hydra.sweeper.direction``, the sweep's job table)."""
+    name = objective_metric(cfg)
+    better = maximised(name)
+    if better is None:
+        raise ConfigError(f"objective {name} has no better direction (a calibrated 10-90% band covers 80%, so "
+                          "neither more nor less coverage is better); set objective= to another metric, e.g. "
+                          "eval_crps, or give the direction yourself (hydra.sweeper.direction=maximize|minimize)")
+    return "maximize" if better else "minimize"
+
+
 def _open_maps(node: DictConfig, *keys: str) -> DictConfig:
     """Let the mappings at ``keys`` take new keys: Hydra locks the whole config (struct mode), so a
     ``data.column_map={Px_Last: close}`` override would otherwise need a ``+``."""
@@ -303,6 +326,8 @@ def _open_maps(node: DictConfig, *keys: str) -> DictConfig:
 def register_configs() -> None:
     if not OmegaConf.has_resolver("kronos_unique"):
         OmegaConf.register_new_resolver("kronos_unique", _invocation_id, use_cache=True)
+    if not OmegaConf.has_resolver("kronos_objective_direction"):  # conf/hparams_search/optuna.yaml
+        OmegaConf.register_new_resolver("kronos_objective_direction", lambda *, _root_: objective_direction(_root_))
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=_open_maps(OmegaConf.structured(RunConfig), "data.column_map"))
     cs.store(group="data", name="schema", node=_open_maps(OmegaConf.structured(schema_node()), "column_map"))

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import check_known_keys, check_settings
+from .config import check_known_keys, check_settings, objective_metric
 from .data import build_datasets
 from .errors import ConfigError, UserError
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
@@ -68,10 +68,10 @@ def check_objective(cfg: DictConfig, phases: list) -> None:
                           "use one of those, or objective=null for the last phase's own")
 
 
-def objective_value(cfg: DictConfig, phases: list, reported: dict[str, float]) -> float:
-    """The number sweepers minimise: ``cfg.objective``, or the last phase's own metric (its val_loss;
-    ``eval.metric`` for the eval phase)."""
-    return reported[cfg.objective if cfg.objective is not None else phases[-1].reported_metrics(cfg)[0]]
+def objective_value(cfg: DictConfig, reported: dict[str, float]) -> float:
+    """The number sweepers optimise (in the direction config.objective_direction gives):
+    ``cfg.objective``, or the last phase's own metric."""
+    return reported[objective_metric(cfg)]
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str) -> str:
@@ -157,7 +157,7 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
         for phase in phases:
             ctx.results[phase.name] = run_step(phase, ctx)
         reported = {k: v for p in phases for k, v in p.report(ctx.results[p.name]).items()}
-        return objective_value(cfg, phases, reported)
+        return objective_value(cfg, reported)
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
     tracker.end_dead_runs()
@@ -197,7 +197,7 @@ def _tracked(cfg: DictConfig, ctx: RunContext, phases: list, job: JobInfo, start
         for phase in phases:
             ctx.results[phase.name] = run_step(phase, ctx)
             reported.update(phase.report(ctx.results[phase.name]))
-        objective = objective_value(cfg, phases, reported)
+        objective = objective_value(cfg, reported)
         mlflow.log_metrics({**reported, "objective": objective})
         mlflow.set_tag("phases", ",".join(ctx.results))
         seconds = time.perf_counter() - started

@@ -11,16 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.frame import BAND
-
-# Lower is better; skill = 1 - metric / baseline's metric (1 = perfect, 0 = no better, < 0 worse).
-ERROR_METRICS = ("close_mae", "close_rmse", "close_mape", "crps")
-# Higher is better; compared with the baseline as a difference ("<name>_excess").
-SCORE_METRICS = ("direction_accuracy",)
-CORRELATION_METRICS = ("ic", "rank_ic")
-INTERVAL_METRICS = ("coverage_10_90",)
-POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
-SAMPLE_METRICS = ("crps", "coverage_10_90")  # need sample_count > 1
-
+from ..metric_names import CORRELATION_METRICS, ERROR_METRICS, SCORE_METRICS
 
 def mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Mean absolute error per step [H]."""

@@ -30,6 +30,7 @@ from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
+from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, maximised
 from . import metrics as M
 
 log = logging.getLogger(__name__)
@@ -105,19 +106,19 @@ class EvalStep:
         if not (e.T > 0 and 0 < e.top_p <= 1 and e.top_k >= 0):
             raise ConfigError(f"eval.T={e.T}, eval.top_p={e.top_p}, eval.top_k={e.top_k}: need T > 0, "
                               "0 < top_p <= 1, top_k >= 0")
-        known = M.POINT_METRICS + (M.SAMPLE_METRICS if e.sample_count > 1 else ())
+        known = POINT_METRICS + (SAMPLE_METRICS if e.sample_count > 1 else ())
         if e.metric not in known:
             raise ConfigError(f"eval.metric={e.metric} is not one of {', '.join(known)} "
                               "(crps and coverage_10_90 need eval.sample_count > 1)")
 
     def reported_metrics(self, cfg: DictConfig) -> list[str]:
-        base = M.POINT_METRICS + (M.SAMPLE_METRICS if cfg.eval.sample_count > 1 else ())
+        base = POINT_METRICS + (SAMPLE_METRICS if cfg.eval.sample_count > 1 else ())
         names = [f"eval_{cfg.eval.metric}"]
         for forecaster in self.forecasters(cfg):
             names += [f"eval_{metric_name(forecaster, m)}" for m in base]
             if forecaster != "last_value":
-                names += [f"eval_{metric_name(forecaster, m)}_skill" for m in M.ERROR_METRICS if m in base]
-                names += [f"eval_{metric_name(forecaster, m)}_excess" for m in M.SCORE_METRICS]
+                names += [f"eval_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
+                names += [f"eval_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
         return list(dict.fromkeys(names))
 
     def report(self, result: PhaseResult) -> dict[str, float]:
@@ -255,7 +256,7 @@ class EvalStep:
         if version is None or not math.isfinite(headline):
             return
         key = f"eval_{metric}.{eval_setup_fingerprint(ctx.cfg, ctx.data_fingerprint, self.pred_len(ctx.cfg))[:12]}"
-        best = ctx.runs.registry.rank(version, key, headline, alias, lower_better=metric in M.ERROR_METRICS)
+        best = ctx.runs.registry.rank(version, key, headline, alias, lower_better=not maximised(metric))
         if best is not None:
             best_version, best_score = best
             mlflow.set_tag("alias", f"{version.name}@{alias} -> v{best_version}")
@@ -273,11 +274,11 @@ def _score(points: dict[str, np.ndarray], paths: dict[str, np.ndarray], actual: 
             overall[metric_name(name, metric)] = value
         for metric, values in M.by_step(point, actual, last, sampled).items():
             steps[metric_name(name, metric)] = values
-    baseline = {m: overall[metric_name("last_value", m)] for m in M.POINT_METRICS}
+    baseline = {m: overall[metric_name("last_value", m)] for m in POINT_METRICS}
     for name in points:
         if name == "last_value":
             continue
-        own = {m: overall[metric_name(name, m)] for m in M.POINT_METRICS + M.SAMPLE_METRICS
+        own = {m: overall[metric_name(name, m)] for m in POINT_METRICS + SAMPLE_METRICS
                if metric_name(name, m) in overall}
         overall.update({metric_name(name, k): v for k, v in M.skill(own, baseline).items()})
     return overall, steps

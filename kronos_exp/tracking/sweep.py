@@ -1,5 +1,6 @@
 """Sweeps in MLflow: one parent run per Hydra multirun, each job a child of it, and a summary
-table of the jobs at the end.
+table of the jobs, best first, at the end. The Hydra callback that drives it is in
+kronos_exp/hydra_callbacks.py.
 
 The fluent MLflow API keeps its active run per process, and launchers run jobs in this process
 (basic) or in workers (joblib), so the sweep run is created with the client and its id reaches
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import sys
 import time
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ..config import objective_direction
+from ..errors import UserError
 from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
 from .stale import process_tags
 
@@ -103,31 +106,45 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
 
 
-class MlflowSweepCallback(Callback):
-    """Hydra callback: the sweep's parent run, and the job table when the sweep ends."""
+def sweep_direction(config: DictConfig) -> str:
+    """``maximize`` or ``minimize``: the sweeper's own direction where it has one (Optuna's
+    ``hydra.sweeper.direction``), else the one the objective's metric improves in."""
+    given = OmegaConf.select(config, "hydra.sweeper.direction")
+    given = getattr(given, "name", given)  # Optuna's config holds its Direction enum
+    return given if given in ("maximize", "minimize") else objective_direction(config)
 
-    def __init__(self) -> None:
-        self.tracker: Tracker | None = None
-        self.run_id: str | None = None
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+class SweepRun:
+    """A sweep's parent run in MLflow, from the multirun's start (``start``) to its end (``end``)."""
+
+    def __init__(self, tracker: Tracker, run_id: str, maximise: bool) -> None:
+        self.tracker, self.run_id, self.maximise = tracker, run_id, maximise
+
+    @classmethod
+    def start(cls, config: DictConfig) -> "SweepRun":
+        """Create the sweep run and hand its id to the jobs. Refuses an objective with no better
+        direction before any job runs."""
+        try:
+            maximise = sweep_direction(config) == "maximize"
+        except UserError as err:
+            raise SystemExit(f"error: {err}") from None
         # Creating the store here also runs its migrations once, before parallel jobs open it.
         m = config.mlflow
         http = {k: m[k] for k in ("http_timeout_s", "http_max_retries", "offline_wait_s") if k in m}
-        self.tracker = Tracker(m.tracking_uri, m.experiment_name, **http)
+        tracker = Tracker(m.tracking_uri, m.experiment_name, **http)
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
-        run = self.tracker.client.create_run(
-            self.tracker.experiment_id, run_name=sweep_id,
+        run = tracker.client.create_run(
+            tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
                   **process_tags()})
-        self.run_id = run.info.run_id
-        os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = self.run_id, sweep_id
-        atexit.register(self._close, "FAILED")  # the sweep died before on_multirun_end
-        log.info("MLflow sweep run %s (%s) in %s", self.run_id, sweep_id, self.tracker.tracking_uri)
+        sweep = cls(tracker, run.info.run_id, maximise)
+        os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
+        atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
+        log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.tracking_uri)
+        return sweep
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.tracker is None or self.run_id is None:
-            return
+    def end(self) -> None:
+        """Log the job table (best first), close the run, and exit non-zero if a job did not finish."""
         rows = self.job_rows()
         table = _format_table(rows)
         log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", os.environ.get(SWEEP_ID_ENV),
@@ -140,7 +157,7 @@ class MlflowSweepCallback(Callback):
             client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
         failed = [r for r in rows if r["status"] != "FINISHED"]
-        self._close("FAILED" if failed or not rows else "FINISHED")
+        self.close("FAILED" if failed or not rows else "FINISHED")
         if not rows:
             # A sweeper that stopped before its first job (a config that does not compose, say).
             # Hydra may call this while that error is on its way up: then let it through.
@@ -152,7 +169,7 @@ class MlflowSweepCallback(Callback):
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
 
     def job_rows(self) -> list[dict[str, Any]]:
-        """One row per job run of this sweep, sorted by objective (unfinished jobs last)."""
+        """One row per job run of this sweep, best objective first (unfinished jobs last)."""
         runs = self.tracker.client.search_runs([self.tracker.experiment_id],
                                                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
         rows = []
@@ -164,18 +181,23 @@ class MlflowSweepCallback(Callback):
                          "duration_s": round(seconds, 1), "status": r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics}})
-        return sorted(rows, key=lambda r: (r["objective"] == "", r["objective"] or 0.0, r["job"]))
+        sign = -1.0 if self.maximise else 1.0
+
+        def rank(row: dict[str, Any]) -> tuple:
+            value = row["objective"]
+            unranked = value == "" or math.isnan(value)  # failed, or an undefined metric (a constant's IC)
+            return unranked, 0.0 if unranked else sign * value, row["job"]
+
+        return sorted(rows, key=rank)
 
     def _running_children(self, run_id: str):
         return self.tracker.client.search_runs(
             [self.tracker.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
 
-    def _close(self, status: str) -> None:
+    def close(self, status: str) -> None:
         """End the sweep run, and any job or phase run whose process died without ending it
         (a launcher that kills its workers when one job fails, say) as KILLED."""
-        if self.tracker is None or self.run_id is None:
-            return
         client = self.tracker.client
         for job in self._running_children(self.run_id):
             for phase in self._running_children(job.info.run_id):

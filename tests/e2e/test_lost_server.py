@@ -127,3 +127,32 @@ def test_ctrl_c_stops_a_run_whose_server_is_lost(cli, server):
     out = _finish(proc, timeout=60)
     assert proc.returncode == 130, out[-3000:]
     assert "Traceback" not in out
+
+
+def test_metrics_the_server_refuses_are_dropped_and_the_later_ones_arrive(server, monkeypatch, caplog):
+    """A 4xx is the server's answer, not its absence: the refused metrics are dropped with one warning
+    each time, the metrics behind them go through, and the run is not reported as lost (defect 8)."""
+    import mlflow
+
+    from kronos_exp.tracking import Tracker
+
+    for key in ("TIMEOUT", "MAX_RETRIES", "BACKOFF_FACTOR", "BACKOFF_JITTER"):  # Tracker sets them for a remote
+        monkeypatch.setenv(f"MLFLOW_HTTP_REQUEST_{key}", "")  # server: undone after the test
+    tracker = Tracker(server.url, "refusals", offline_wait_s=20)
+    client = tracker.client
+    run = client.create_run(tracker.experiment_id).info.run_id
+    gone = client.create_run(tracker.experiment_id).info.run_id
+    client.delete_run(gone)
+    too_long = "k" * 300  # MLflow refuses names over 250 characters with a 400
+    tracker.metrics.put(run, {"loss": 1.0, too_long: 2.0}, step=0)  # one batch: a refused name beside a good one
+    tracker.metrics.put(gone, {"loss": 3.0}, step=0)  # a run deleted meanwhile: refused with a 400
+    tracker.metrics.put(run, {"loss": 0.5}, step=1)
+    assert tracker.metrics.flush(20)
+    tracker.wait_for_metrics()  # no TrackingUnavailable: the server answered all along
+    assert [(m.step, m.value) for m in client.get_metric_history(run, "loss")] == [(0, 1.0), (1, 0.5)]
+    assert tracker.metrics.last_error is None
+    refusals = [r.getMessage() for r in caplog.records if "refused metric" in r.getMessage()]
+    assert len(refusals) == 2, refusals
+    assert f"'{too_long[:80]}' of run {run}" in refusals[0] and "exceeds the maximum length" in refusals[0]
+    assert f"'loss' of run {gone}" in refusals[1] and "must be in the 'active' state" in refusals[1]
+    mlflow.set_tracking_uri("")

@@ -330,6 +330,23 @@ def test_optuna_search_reports_its_best_trial(cli):
     assert sweep.data.tags["best_job"] == best.data.tags["job_num"]
 
 
+def test_optuna_maximises_a_higher_is_better_objective(cli, tmp_path):
+    """objective=eval_ic (a correlation): Optuna's study maximises it and the job table ranks the
+    highest first (issue 17, defect 7)."""
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all", "objective=eval_ic",
+                  "eval.windows=8", "eval.sample_count=1", "eval.pred_len=8", multirun=False)
+    assert "Directions: ['maximize']" in _output(proc)
+    sweep, jobs, _ = _parts(cli)
+    ics = [j.data.metrics["eval_ic"] for j in jobs]
+    assert [j.data.metrics["objective"] for j in jobs] == pytest.approx(ics)
+    assert len(jobs) == 2 and ics[0] != pytest.approx(ics[1])  # two values, so the order says something
+    results = yaml.safe_load((_sweep_dir(cli) / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(ics))
+    assert sweep.data.metrics["best_objective"] == pytest.approx(max(ics))
+    rows = json.loads(_download(cli, sweep.info.run_id, "sweep_summary.json", tmp_path).read_text())
+    assert [r["objective"] for r in rows] == pytest.approx(sorted(ics, reverse=True))
+
+
 # -- a failing job ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel"]], ids=["basic", "parallel"])
@@ -358,22 +375,21 @@ def test_closing_a_sweep_ends_runs_whose_process_died(tmp_path):
     """A worker killed mid-job (OOM, a launcher aborting) never ends its runs; the sweep does."""
     from omegaconf import OmegaConf
 
-    from kronos_exp.tracking.sweep import MlflowSweepCallback
+    from kronos_exp.tracking.sweep import SweepRun
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "kronos_exp"},
                                "hydra": {"overrides": {"task": []}}})
-    callback = MlflowSweepCallback()
-    callback.on_multirun_start(config)
-    client, experiment = callback.tracker.client, callback.tracker.experiment_id
-    job = client.create_run(experiment, tags={"mlflow.parentRunId": callback.run_id})
+    sweep = SweepRun.start(config)
+    client, experiment = sweep.tracker.client, sweep.tracker.experiment_id
+    job = client.create_run(experiment, tags={"mlflow.parentRunId": sweep.run_id})
     phase = client.create_run(experiment, tags={"mlflow.parentRunId": job.info.run_id})
-    done = client.create_run(experiment, tags={"mlflow.parentRunId": callback.run_id})
+    done = client.create_run(experiment, tags={"mlflow.parentRunId": sweep.run_id})
     client.set_terminated(done.info.run_id, "FINISHED")
-    callback._close("FAILED")
+    sweep.close("FAILED")
     status = {name: client.get_run(run.info.run_id).info.status
               for name, run in (("job", job), ("phase", phase), ("done", done))}
     assert status == {"job": "KILLED", "phase": "KILLED", "done": "FINISHED"}
-    assert client.get_run(callback.run_id).info.status == "FAILED"
+    assert client.get_run(sweep.run_id).info.status == "FAILED"
     os.environ.pop("KRONOS_EXP_PARENT_RUN_ID", None)
     os.environ.pop("KRONOS_EXP_SWEEP_ID", None)

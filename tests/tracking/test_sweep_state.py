@@ -9,7 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from kronos_exp.tracking import PARENT_RUN_ENV, Tracker
-from kronos_exp.tracking.sweep import SWEEP_ID_ENV, MlflowSweepCallback
+from kronos_exp.hydra_callbacks import MlflowSweepCallback
+from kronos_exp.tracking.sweep import SWEEP_ID_ENV
 
 
 @pytest.fixture
@@ -27,10 +28,11 @@ def _config(uri):
 def test_a_sweep_that_ran_no_job_ends_failed_and_clears_its_environment(uri):
     callback = MlflowSweepCallback()
     callback.on_multirun_start(_config(uri))
-    assert os.environ[PARENT_RUN_ENV] == callback.run_id and SWEEP_ID_ENV in os.environ
+    sweep = callback.sweep
+    assert os.environ[PARENT_RUN_ENV] == sweep.run_id and SWEEP_ID_ENV in os.environ
     with pytest.raises(SystemExit, match="ended without running a job"):
         callback.on_multirun_end(_config(uri))
-    assert callback.tracker.client.get_run(callback.run_id).info.status == "FAILED"
+    assert sweep.tracker.client.get_run(sweep.run_id).info.status == "FAILED"
     assert PARENT_RUN_ENV not in os.environ and SWEEP_ID_ENV not in os.environ
 
 

@@ -1,5 +1,5 @@
-"""A Hydra callback that checks the run (or sweep) folder can be written before Hydra creates it:
-Hydra's own failure there is a traceback, printed before any of kronos_exp's code runs."""
+"""The Hydra callbacks named in conf/config.yaml (``hydra.callbacks``): thin hooks into Hydra's run
+and multirun lifecycle; the MLflow work is in kronos_exp/tracking/sweep.py."""
 from __future__ import annotations
 
 import tempfile
@@ -8,6 +8,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from .tracking.sweep import SweepRun
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -22,8 +24,25 @@ def check_writable(folder: Path, key: str) -> None:
 
 
 class RunFolderCheck(Callback):
+    """Checks the run (or sweep) folder can be written before Hydra creates it: Hydra's own failure
+    there is a traceback, printed before any of kronos_exp's code runs."""
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_writable(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+class MlflowSweepCallback(Callback):
+    """The sweep's parent run in MLflow, and the job table when the sweep ends."""
+
+    def __init__(self) -> None:
+        self.sweep: SweepRun | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep = SweepRun.start(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.sweep is not None:
+            self.sweep.end()
