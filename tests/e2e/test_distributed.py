@@ -54,13 +54,14 @@ def test_two_gloo_processes_match_one_with_the_same_global_batch(cli, tmp_path):
     assert len(list(cli.root.glob("outputs/**/checkpoints/*/model.safetensors"))) == 2
     assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
 
+    # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
+    fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
+    assert fingerprints[0] == fingerprints[1]
+
     # Evaluation under torchrun finds the registered predictor on rank 0; rank 1 takes its result.
     torchrun_cli(cli, "phases=eval", "eval.windows=4", "eval.sample_count=2")
     [evaluated] = [r for r in cli.runs() if r.data.tags.get("phase") == "eval"]
     assert evaluated.info.status == "FINISHED" and evaluated.data.tags["evaluated"] == "kronos-predictor v1"
-    # batch_size is per process: 2 x 4 and 1 x 8 are the same training, hence the same fingerprint.
-    fingerprints = [{r.data.tags.get("phase"): r.data.tags.get("fingerprint") for r in c.runs()} for c in (cli, one)]
-    assert fingerprints[0] == fingerprints[1]
 
 
 # Rank 1 breaks in its third training step: a stand-in for an out-of-memory error on one GPU.
