@@ -35,6 +35,10 @@ def integrity_problem(folder: Path, tags: dict[str, str]) -> str | None:
             return f"{path} is missing"
         if actual[path] != digest:
             return f"{path} differs from the registered file (sha256 {actual[path][:12]}, registered {digest[:12]})"
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        return (f"{extra[0]} is not one of its registered files ({len(extra)} such file(s): added since, or "
+                "registered before the digest covered every file of a version)")
     return None
 
 
