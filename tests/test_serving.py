@@ -4,7 +4,9 @@ Bad requests get a 4xx naming the problem, seeded requests repeat under load, a 
 stopped, and SIGTERM stops the server mid-request. Also the forecast's timestamps (forecasting.horizon)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -119,6 +122,61 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+
+
+class Payload:
+    """Unpickled, it creates the folder ``marker``: the planted code's proof of running."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def _plant_pickle(stored: Path, marker: Path) -> None:
+    """A python_model.pkl that MLmodel now loads instead of the model code, as an attacker with write
+    access to the artifact store would plant it."""
+    import cloudpickle
+    import yaml
+
+    (stored / "python_model.pkl").write_bytes(cloudpickle.dumps(Payload(marker)))
+    mlmodel = yaml.safe_load((stored / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    flavor.pop("model_code_path")
+    flavor.update(loader_module="mlflow.pyfunc.model", python_model="python_model.pkl")
+    (stored / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+
+def _replace_code(stored: Path, marker: Path) -> None:
+    (stored / "served_model.py").write_text(f"import os\nos.mkdir({str(marker)!r})\n")
+
+
+@pytest.mark.parametrize("plant", [_plant_pickle, _replace_code])
+def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plant, caplog):
+    store = register_packaged_predictor(tmp_path)
+    client = mlflow.MlflowClient(store)
+    stored = Path(urlparse(client.get_model_version("kronos-predictor", "1").source).path)
+    marker = tmp_path / "ran"
+    plant(stored, marker)
+
+    mlflow.set_tracking_uri(store)
+    with caplog.at_level(logging.WARNING):
+        assert Registry(client).fetch("kronos-predictor", "fp", tmp_path / "reused") is None  # skip_existing
+    mlflow.set_tracking_uri(None)
+    assert "kronos-predictor v1 is not reused: " in caplog.text
+    history().to_csv(tmp_path / "prices.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", "model=models:/kronos-predictor/1",
+                           "data.path=prices.csv", f"tracking_uri={store}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: model=models:/kronos-predictor/1 is not a usable")
+    assert "is not the registered predictor" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "forecast.csv").exists()
+
+    with contextlib.suppress(Exception):  # the planted file is a real attack: MLflow itself runs it
+        mlflow.pyfunc.load_model(str(stored))
+    assert marker.exists()
 
 
 @pytest.fixture(scope="module")

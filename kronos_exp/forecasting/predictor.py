@@ -60,10 +60,16 @@ class KronosPredictor:
         return x, x_stamp, y_stamp, mean, std
 
     def predict_batch(self, df_list, x_timestamp_list, y_timestamp_list, pred_len: int, T: float = 1.0,
-                      top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True,
-                      generator: torch.Generator | None = None, stop=None):
-        """Forecast several series; series with the same history length share one batch.
-        ``generator`` and ``stop`` are generation.generate's (a request's own random stream, when to give up)."""
+                      top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True):
+        """Forecast several series; series with the same history length share one batch."""
+        return self.forecast_batch(df_list, x_timestamp_list, y_timestamp_list, pred_len, T, top_k, top_p,
+                                   sample_count, verbose)
+
+    def forecast_batch(self, df_list, x_timestamp_list, y_timestamp_list, pred_len: int, T: float = 1.0,
+                       top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True,
+                       generator: torch.Generator | None = None, stop=None):
+        """predict_batch (whose signature is the published one) with generation.generate's ``generator``
+        (a request's own random stream) and ``stop`` (when to give up)."""
         if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
             raise ValueError(f"df_list, x_timestamp_list and y_timestamp_list differ in length: "
                              f"{len(df_list)}, {len(x_timestamp_list)}, {len(y_timestamp_list)}")
@@ -88,8 +94,7 @@ class KronosPredictor:
         return forecasts
 
     def predict(self, df: pd.DataFrame, x_timestamp, y_timestamp, pred_len: int, T: float = 1.0, top_k: int = 0,
-                top_p: float = 0.9, sample_count: int = 1, verbose: bool = True,
-                generator: torch.Generator | None = None, stop=None) -> pd.DataFrame:
+                top_p: float = 0.9, sample_count: int = 1, verbose: bool = True) -> pd.DataFrame:
         """Forecast one series: a DataFrame of open/high/low/close/volume/amount indexed by y_timestamp."""
         return self.predict_batch([df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p,
-                                  sample_count, verbose, generator, stop)[0]
+                                  sample_count, verbose)[0]

@@ -184,8 +184,8 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         else:
             generator.seed()
         try:
-            forecast = self.predictor.predict(
-                history, pd.Series(stamps), future, sampling.pred_len, T=sampling.T, top_k=sampling.top_k,
+            (forecast,) = self.predictor.forecast_batch(
+                [history], [pd.Series(stamps)], [future], sampling.pred_len, T=sampling.T, top_k=sampling.top_k,
                 top_p=sampling.top_p, sample_count=sampling.sample_count, verbose=False, generator=generator,
                 stop=stopper(self.limits, server_stopping))
         except GenerationStopped as err:

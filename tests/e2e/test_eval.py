@@ -12,12 +12,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from kronos_exp.data import DataConfig, build_datasets, sample_path
+from kronos_exp.tracking import folder_digests
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 SMALL = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
@@ -145,6 +147,12 @@ def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, e
     assert out.drop(columns="timestamps").notna().all().all()
     again = model.predict(history, params={"pred_len": 4, "seed": 0})
     pd.testing.assert_frame_equal(out, again)  # a seed makes a request reproducible
+    # The registered digest covers every file of the version, the pyfunc package included.
+    version = module_cli.client().get_model_version("kronos-predictor", "1")
+    stored = Path(urlparse(version.source).path)
+    assert {"MLmodel", "served_model.py", "artifacts/tokenizer/model.safetensors"} <= set(folder_digests(stored))
+    assert json.loads(version.tags["files_sha256"]) == folder_digests(stored)
+    assert not list(stored.rglob("*.pkl"))  # models from code: nothing to unpickle
 
 
 def _free_port() -> int:
