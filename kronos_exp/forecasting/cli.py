@@ -75,6 +75,7 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
                                 "(or set MLFLOW_TRACKING_URI)")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails now, not in minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # an error stays the first line
         mlflow.set_tracking_uri(store)
         try:
             folder, version = Registry(mlflow.MlflowClient(store)).download(uri, download_to)

@@ -103,7 +103,8 @@ def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plan
                            "data.path=prices.csv", f"tracking_uri={store}"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     assert proc.returncode == 1 and not marker.exists()
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: model=models:/kronos-predictor/1 is not a usable")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]  # one line
+    assert proc.stderr.startswith("error: model=models:/kronos-predictor/1 is not a usable")
     assert "is not the registered predictor" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "forecast.csv").exists()
 
