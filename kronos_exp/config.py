@@ -157,6 +157,16 @@ class EvalConfig:
 
 
 @dataclass
+class ServingConfig:
+    """What one request to the served predictor (``mlflow models serve``) may ask; written into the
+    predictor's package when it is registered (forecasting.requests), a request past them is refused."""
+    max_pred_len: int = 512
+    max_sample_count: int = 32
+    max_history_rows: int = 2048
+    timeout_s: float = 30.0  # a request still generating after this long is stopped (HTTP 504)
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = sqlite:///<cwd>/outputs/mlflow.db
     heartbeat_s: float = 30.0  # a training phase run refreshes its claim this often; dead after 4 missed
@@ -176,6 +186,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     phases: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: runner class}
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 42
@@ -223,6 +234,8 @@ RANGES: dict[str, Range] = {
     **{f"{phase}.scheduler.{key}": r for phase in _DROPOUTS for key, r in _SCHEDULE_RANGES.items()},
     **{f"{phase}.arch.{d}_dropout_p": _PROBABILITY for phase, kinds in _DROPOUTS.items() for d in kinds},
     "predictor.max_context": _AT_LEAST_ONE,
+    **{f"serving.{key}": _AT_LEAST_ONE for key in ("max_pred_len", "max_sample_count", "max_history_rows")},
+    "serving.timeout_s": _POSITIVE,
     "num_workers": Range(lambda v: v >= 0, "an integer >= 0"),
     "mlflow.experiment_name": Range(lambda v: bool(str(v).strip()), "a non-empty name"),
     "mlflow.http_timeout_s": _AT_LEAST_ONE,

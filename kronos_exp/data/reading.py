@@ -131,8 +131,11 @@ def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     The file is read once: every check parses those bytes, and their sha256 is what the series
     record as their source's content (the fingerprint hashes what was trained on, even if the
     file changes meanwhile)."""
-    file = str(path)
-    content = path.read_bytes()
+    return read_bytes(path.read_bytes(), str(path), c)
+
+
+def read_bytes(content: bytes, file: str, c: DataConfig) -> list[tuple[Optional[str], Series]]:
+    """read_file of CSV ``content`` that ``file`` names in messages (a served request's history, say)."""
     digest = hashlib.sha256(content).hexdigest()
     sep, header = _header(content, file)
     cols, symbol_col = resolve_columns(header, c, file)

@@ -14,6 +14,7 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -56,13 +57,17 @@ def _number(settings: dict[str, str], key: str, kind=int, low=None):
     return value
 
 
-def load_model(uri: str, tracking_uri: str | None):
-    """The KronosPredictor inside a packaged predictor (registry URI or folder)."""
+def load_model(uri: str, tracking_uri: str | None, download_to: Path):
+    """The KronosPredictor inside a packaged predictor (registry URI or folder); a registered
+    version's files are checked against its registered digests first, and nothing in it is run."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
+    from ..model.checkpoint import CheckpointError, CheckpointNotFound
+    from ..tracking.registry import Registry
     from ..tracking.runs import resolve_tracking_uri
+    from .pyfunc import load_predictor
 
+    registered = None
     if uri.startswith("models:/"):
         store = resolve_tracking_uri(tracking_uri)
         if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
@@ -70,17 +75,21 @@ def load_model(uri: str, tracking_uri: str | None):
                                 "(or set MLFLOW_TRACKING_URI)")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails now, not in minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # an error stays the first line
         mlflow.set_tracking_uri(store)
-    elif not Path(uri).is_dir():
+        try:
+            folder, version = Registry(mlflow.MlflowClient(store)).download(uri, download_to)
+        except CheckpointNotFound as err:  # "cannot load <uri> from <store>: <why>"
+            raise ForecastError(str(err).replace(uri, f"model={uri}", 1)) from None
+        registered = version.tags
+    elif Path(uri).is_dir():
+        folder = Path(uri)
+    else:
         raise ForecastError(f"model={uri}: no such folder; use models:/<name>/<version> or a predictor folder")
     try:
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
-    except MlflowException as err:
-        first = str(err).splitlines()[0]
-        where = f" from {mlflow.get_tracking_uri()}" if uri.startswith("models:/") else ""
-        raise ForecastError(f"cannot load model={uri}{where}: {first}") from None
-    except OSError as err:  # no MLmodel: a folder or version that is not a packaged predictor
-        raise ForecastError(f"model={uri} is not a packaged kronos_exp predictor ({err})") from None
+        return load_predictor(folder, registered)
+    except (CheckpointError, CheckpointNotFound, OSError) as err:
+        raise ForecastError(f"model={uri} is not a usable packaged kronos_exp predictor: {err}") from None
 
 
 def _tables(series, y_ts, paths, sample_count: int):
@@ -136,7 +145,8 @@ def main(argv: list[str]) -> Path:
     from .horizon import future_timestamps
     from .paths import sample_paths
 
-    predictor = load_model(settings["model"], settings["tracking_uri"])
+    with tempfile.TemporaryDirectory(prefix="kronos-forecast-") as download_to:
+        predictor = load_model(settings["model"], settings["tracking_uri"], Path(download_to))
     series = load_series(data_settings)  # DataError names the file, column and line
     frames = [pd.DataFrame(s.values[-lookback:], columns=list(FEATURES)) for s in series]
     x_ts = [pd.Series(s.timestamps[-lookback:]) for s in series]

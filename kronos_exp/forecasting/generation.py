@@ -4,6 +4,8 @@ token loop (KV-cached while the window does not slide), and normalised series in
 Tensors only: DataFrames in and out (KronosPredictor) are kronos_exp.forecasting's."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import trange
@@ -36,13 +38,19 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits.clone()
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+class GenerationStopped(RuntimeError):
+    """The caller's ``stop`` asked the token loop to end (a deadline passed, the server is stopping)."""
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One token id per row of logits [N, V] -> [N, 1], from the distribution filter_logits keeps.
 
     Drawn the way torch.multinomial draws one sample, argmax(p / E) with E ~ Exp(1) per token, but
     without its validity checks (a softmax is valid) and the host syncs they cost, and for nucleus
     sampling in the sorted order the filter already computed: a generation step draws twice, so
-    these ops are a tenth of a Kronos-mini step on a CPU.
+    these ops are a tenth of a Kronos-mini step on a CPU. ``generator`` (None: torch's global one)
+    gives a request its own random stream, so concurrent seeded requests do not share one.
     """
     logits = logits.float()
     if temperature != 1.0:
@@ -52,14 +60,15 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     else:
         probs, order, dropped = _nucleus(logits, top_p)
         probs = probs.masked_fill(dropped, 0.0)
-    choice = (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
+    choice = (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1, keepdim=True)
     return choice if order is None else order.gather(-1, choice)
 
 
 @torch.no_grad()
 def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: torch.Tensor, pred_len: int,
                     max_context: int, T: float = 1.0, top_k: int = 0, top_p: float = 0.99, sample_count: int = 1,
-                    verbose: bool = False, use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                    verbose: bool = False, use_cache: bool = True, generator: Optional[torch.Generator] = None,
+                    stop: Optional[Callable[[], str]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """History tokens s1, s2 [B, L] -> (s1, s2) [B * sample_count, L + pred_len], the history included.
 
     ``stamps`` [B, L + pred_len, 5] are the calendar features of the history and forecast steps;
@@ -72,6 +81,8 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
     slides, every position's hidden state changes (the oldest token leaves its attention and the
     rotary positions shift), so those steps recompute the whole window, as ``use_cache=False`` does
     at every step. Both compute the same logits (up to float rounding), hence the same tokens.
+
+    ``stop`` is asked before each step; a non-empty answer (why) ends the loop with GenerationStopped.
     """
     def repeat(t):  # [B, ...] -> [B * sample_count, ...], samples of one series adjacent
         return t.repeat_interleave(sample_count, dim=0)
@@ -88,6 +99,9 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
     s1, s2, stamps = repeat(s1), repeat(s2), repeat(stamps)
     steps = trange(pred_len, desc="forecast", leave=False) if verbose else range(pred_len)
     for i in steps:
+        why = stop() if stop else ""
+        if why:
+            raise GenerationStopped(why)
         end = history + i
         step_cache = cache if i < cached_steps else None
         if step_cache is None:
@@ -97,9 +111,9 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
             hidden = model.hidden_states(s1[:, end - 1:end], s2[:, end - 1:end], stamps[:, end - 1:end],
                                          cache=step_cache)
         # Only the newest position's s1 logits are sampled (the s2 layer reads every hidden state).
-        next_s1 = sample_next(model.head.proj_s1(hidden[:, -1]), T, top_k, top_p)
+        next_s1 = sample_next(model.head.proj_s1(hidden[:, -1]), T, top_k, top_p, generator)
         s2_logits = model.decode_s2(hidden, next_s1, cache=step_cache)
-        next_s2 = sample_next(s2_logits[:, -1], T, top_k, top_p)
+        next_s2 = sample_next(s2_logits[:, -1], T, top_k, top_p, generator)
         s1, s2 = torch.cat([s1, next_s1], dim=1), torch.cat([s2, next_s2], dim=1)
     return s1, s2
 
@@ -108,7 +122,8 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
 def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp: torch.Tensor,
              y_stamp: torch.Tensor, pred_len: int, max_context: int, clip: float = 5.0, T: float = 1.0,
              top_k: int = 0, top_p: float = 0.99, sample_count: int = 1, verbose: bool = False,
-             use_cache: bool = True) -> torch.Tensor:
+             use_cache: bool = True, generator: Optional[torch.Generator] = None,
+             stop: Optional[Callable[[], str]] = None) -> torch.Tensor:
     """Normalised history x [B, L, 6] -> normalised forecast [B, pred_len, 6], averaged over samples.
 
     The predictor sees at most ``max_context`` tokens (a sliding window); the history is
@@ -118,7 +133,7 @@ def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp
     s1, s2 = tokenizer.encode(torch.clamp(x, -clip, clip), half=True)  # [B, L] each
     stamps = torch.cat([x_stamp, y_stamp], dim=1)
     s1, s2 = generate_tokens(model, s1, s2, stamps, pred_len, max_context, T, top_k, top_p, sample_count, verbose,
-                             use_cache)
+                             use_cache, generator, stop)
     # The tokenizer decodes the predictor's window, or all the forecast when it is longer than that.
     start = max(0, s1.shape[1] - max(max_context, pred_len))
     decoded = tokenizer.decode((s1[:, start:], s2[:, start:]), half=True)[:, -pred_len:]

@@ -62,6 +62,14 @@ class KronosPredictor:
     def predict_batch(self, df_list, x_timestamp_list, y_timestamp_list, pred_len: int, T: float = 1.0,
                       top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True):
         """Forecast several series; series with the same history length share one batch."""
+        return self.forecast_batch(df_list, x_timestamp_list, y_timestamp_list, pred_len, T, top_k, top_p,
+                                   sample_count, verbose)
+
+    def forecast_batch(self, df_list, x_timestamp_list, y_timestamp_list, pred_len: int, T: float = 1.0,
+                       top_k: int = 0, top_p: float = 0.9, sample_count: int = 1, verbose: bool = True,
+                       generator: torch.Generator | None = None, stop=None):
+        """predict_batch (whose signature is the published one) with generation.generate's ``generator``
+        (a request's own random stream) and ``stop`` (when to give up)."""
         if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
             raise ValueError(f"df_list, x_timestamp_list and y_timestamp_list differ in length: "
                              f"{len(df_list)}, {len(x_timestamp_list)}, {len(y_timestamp_list)}")
@@ -77,7 +85,8 @@ class KronosPredictor:
             def stack(j):
                 return torch.from_numpy(np.stack([prepared[i][j] for i in indices])).to(self.device)
             normalised = generate(self.tokenizer, self.model, stack(0), stack(1), stack(2), pred_len,
-                                  self.max_context, self.clip, T, top_k, top_p, sample_count, verbose)
+                                  self.max_context, self.clip, T, top_k, top_p, sample_count, verbose,
+                                  generator=generator, stop=stop)
             for i, pred in zip(indices, normalised.float().cpu().numpy()):
                 mean, std = prepared[i][3], prepared[i][4]
                 forecasts[i] = pd.DataFrame(lookback_denormalize(pred, mean, std), columns=COLUMNS,

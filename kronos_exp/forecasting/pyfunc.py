@@ -1,18 +1,22 @@
 """The registered predictor as an MLflow pyfunc model: OHLCV + timestamps in, forecast frame out.
 
-A thin adapter over ``KronosPredictor`` (no forecasting logic of its own). The predictor's
-checkpoint folder is itself the MLflow model: ``config.json`` + ``model.safetensors`` stay at its
-top (so the registry's checksum, ``skip_existing`` and ``Kronos.from_pretrained`` read it as
-before), ``MLmodel`` and the pickled wrapper sit beside them, the tokenizer under
-``artifacts/tokenizer``. So ``mlflow.pyfunc.load_model("models:/kronos-predictor/<v>")`` and
-``mlflow models serve -m models:/kronos-predictor/<v> --env-manager local`` both work. The wrapper is
-pickled by reference to this module (kronos_exp.forecasting.pyfunc.KronosForecaster).
+A thin adapter over ``KronosPredictor`` and forecasting.requests (no forecasting logic of its own).
+The predictor's checkpoint folder is itself the MLflow model: ``config.json`` + ``model.safetensors``
+at its top, ``MLmodel`` and the model code (served_model.py, MLflow's models-from-code: no pickle)
+beside them, the tokenizer under ``artifacts/tokenizer``. So
+``mlflow models serve -m models:/kronos-predictor/<v> --env-manager local`` serves it, and
+``load_predictor`` reads it without running any of its files.
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
 import logging
+import re
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,84 +24,186 @@ from typing import Any
 import mlflow
 import pandas as pd
 import torch
-from mlflow.models import ModelSignature
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from ..model import Kronos, KronosTokenizer
-from ..model.checkpoint import CONFIG_NAME, CheckpointNotFound
+from ..model.checkpoint import CONFIG_NAME, CheckpointError, CheckpointNotFound
+from ..tracking.registry import integrity_problem
+from .generation import GenerationStopped
 from .horizon import future_timestamps
 from .predictor import COLUMNS, KronosPredictor
+from .requests import Limits, RequestRefused, check_forecast, check_params, read_history, stopper
 
 TOKENIZER_ARTIFACT = "tokenizer"
 TIMESTAMP_COLUMN = "timestamps"
 MLMODEL = "MLmodel"
+MODEL_CODE = Path(__file__).with_name("served_model.py")
 
 
 def tokenizer_dir(model_dir: Path) -> Path:
     return Path(model_dir) / "artifacts" / TOKENIZER_ARTIFACT
 
 
-def load_predictor(model_dir: str | Path, max_context: int = 512, device: str | None = None) -> KronosPredictor:
-    """A KronosPredictor from a packaged predictor folder (its tokenizer inside)."""
+def package_config(model_dir: Path) -> dict[str, Any]:
+    """The ``model_config`` a package was saved with (max_context, limits); {} for older packages."""
+    try:
+        return dict(Model.load(str(Path(model_dir) / MLMODEL)).flavors["python_function"].get("config") or {})
+    except (OSError, KeyError):
+        return {}
+
+
+def load_predictor(model_dir: str | Path, registered: dict[str, str] | None = None,
+                   device: str | None = None) -> KronosPredictor:
+    """A KronosPredictor from a packaged predictor folder (its tokenizer inside), reading only JSON,
+    YAML and safetensors. With the version's registry tags (``registered``), every file must be
+    the registered one first."""
     model_dir = Path(model_dir)
+    problem = integrity_problem(model_dir, registered) if registered is not None else None
+    if problem:
+        raise CheckpointError(f"{model_dir} is not the registered predictor ({problem}); nothing of it was loaded")
     tok = tokenizer_dir(model_dir)
     if not (tok / CONFIG_NAME).is_file():
         raise CheckpointNotFound(f"'{model_dir}' holds no packaged tokenizer ({tok}); it was registered "
                                  "before predictor versions carried their tokenizer, or is not a predictor")
+    max_context = int(package_config(model_dir).get("max_context", 512))
     return KronosPredictor(Kronos.from_pretrained(model_dir), KronosTokenizer.from_pretrained(tok), device=device,
                            max_context=max_context)
 
 
 def signature(pred_len: int) -> ModelSignature:
-    optional = ("volume", "amount")
-    columns = [ColSpec("datetime", TIMESTAMP_COLUMN)] + [
-        ColSpec("double", c, required=c not in optional) for c in COLUMNS]
+    """Params only: the history's columns are found as training finds a CSV's (forecasting.requests),
+    which a column schema would pre-empt (Yahoo's ``Date,Open,...`` would be refused)."""
     params = ParamSchema([ParamSpec("pred_len", "long", pred_len), ParamSpec("T", "double", 1.0),
                           ParamSpec("top_p", "double", 0.9), ParamSpec("top_k", "long", 0),
                           ParamSpec("sample_count", "long", 1), ParamSpec("freq", "string", ""),
                           ParamSpec("seed", "long", -1)])
     outputs = Schema([ColSpec("datetime", TIMESTAMP_COLUMN)] + [ColSpec("double", c) for c in COLUMNS])
-    return ModelSignature(inputs=Schema(columns), outputs=outputs, params=params)
+    return ModelSignature(inputs=None, outputs=outputs, params=params)
+
+
+class Refusal(MlflowException):
+    """A RequestRefused as the scoring server answers it: its status, and its one sentence alone (the
+    server prefixes a model's error message with the whole input, which this keeps out)."""
+
+    def __init__(self, refused: RequestRefused):
+        self._sentence = str(refused)
+        codes = {400: "INVALID_PARAMETER_VALUE", 422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED"}
+        super().__init__(self._sentence, error_code=ErrorCode.Value(codes.get(refused.status, "BAD_REQUEST")))
+
+    @property
+    def message(self) -> str:
+        return self._sentence
+
+    @message.setter
+    def message(self, _value: str) -> None:
+        pass
+
+
+class _IgnoredParams(logging.Filter):
+    """MLflow drops params its signature does not declare before the model sees them, with only a
+    warning; this notes them (per thread: the server predicts in worker threads) so the request is
+    refused instead of answered as if they were not there."""
+
+    PATTERN = re.compile(r"Unrecognized params (\[.*?\]) are ignored")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self.PATTERN.match(record.getMessage())
+        if match:
+            self.seen.names = ast.literal_eval(match.group(1))
+        return True
+
+    def take(self) -> list[str]:
+        names, self.seen.names = getattr(self.seen, "names", []), []
+        return names
+
+
+IGNORED_PARAMS = _IgnoredParams()
+
+
+def _watch_ignored_params() -> None:
+    logger = logging.getLogger("mlflow.models.utils")  # where _enforce_params_schema warns
+    if IGNORED_PARAMS not in logger.filters:
+        logger.addFilter(IGNORED_PARAMS)
+    if not logger.isEnabledFor(logging.WARNING):
+        logger.setLevel(logging.WARNING)
+
+
+def server_stopping() -> bool:
+    """Whether uvicorn (what ``mlflow models serve`` runs) got SIGTERM: its handler is the bound
+    ``Server.handle_exit``, which sets ``should_exit`` and then waits for requests in flight."""
+    handler = signal.getsignal(signal.SIGTERM)
+    return bool(getattr(getattr(handler, "__self__", None), "should_exit", False))
 
 
 class KronosForecaster(mlflow.pyfunc.PythonModel):
-    """pyfunc: one series' history (``timestamps``, open, high, low, close[, volume, amount]) ->
-    its forecast (``timestamps`` + the six columns). Params: pred_len, T, top_p, top_k,
-    sample_count, freq (of the future timestamps; empty = the history's median step), seed (-1 = none)."""
+    """pyfunc: one series' history (a timestamp column and open, high, low, close[, volume, amount],
+    named as a training CSV may name them) -> its forecast (``timestamps`` + the six columns).
+    Params: pred_len, T, top_p, top_k, sample_count, freq (of the future timestamps; empty = the
+    history's median step), seed (-1 = none). What it refuses: forecasting.requests."""
 
-    def __init__(self, max_context: int) -> None:
-        self.max_context = max_context
+    def __init__(self) -> None:
         self.predictor: KronosPredictor | None = None
+        self.limits = Limits()
 
     def load_context(self, context) -> None:
         # The predictor checkpoint is the model folder itself, two levels above artifacts/tokenizer.
         root = Path(context.artifacts[TOKENIZER_ARTIFACT]).parents[1]
-        self.predictor = load_predictor(root, self.max_context)
+        self.predictor = load_predictor(root)
+        self.limits = Limits.from_mapping((context.model_config or {}).get("limits"))
+        _watch_ignored_params()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        p = params or {}
-        pred_len = int(p.get("pred_len", 16))
-        if int(p.get("seed", -1)) >= 0:
-            torch.manual_seed(int(p["seed"]))
-        history = model_input.sort_values(TIMESTAMP_COLUMN)
-        stamps = pd.to_datetime(history[TIMESTAMP_COLUMN])
-        forecast = self.predictor.predict(
-            history.drop(columns=[TIMESTAMP_COLUMN]).reset_index(drop=True), stamps.reset_index(drop=True),
-            future_timestamps(stamps, pred_len, str(p.get("freq", ""))), pred_len,
-            T=float(p.get("T", 1.0)), top_k=int(p.get("top_k", 0)), top_p=float(p.get("top_p", 0.9)),
-            sample_count=int(p.get("sample_count", 1)), verbose=False)
-        return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()
+        try:
+            return self._forecast(model_input, params or {})
+        except RequestRefused as refused:
+            raise Refusal(refused) from None
+
+    def _forecast(self, model_input: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+        config = self.predictor.model.config
+        sampling = check_params(params, IGNORED_PARAMS.take(), self.limits,
+                                2 ** max(config["s1_bits"], config["s2_bits"]))
+        if not isinstance(model_input, pd.DataFrame):
+            raise RequestRefused(f"the input must be a table of rows (dataframe_split or dataframe_records), "
+                                 f"not {type(model_input).__name__}")
+        history, stamps = read_history(model_input, self.limits)
+        try:
+            future = future_timestamps(stamps, sampling.pred_len, sampling.freq)
+        except ValueError as err:  # one timestamp and no freq, or a freq pandas does not know
+            raise RequestRefused(f"cannot make the forecast's timestamps: {str(err).splitlines()[0]}") from None
+        generator = torch.Generator(device=self.predictor.device)
+        if sampling.seed >= 0:
+            generator.manual_seed(sampling.seed)
+        else:
+            generator.seed()
+        try:
+            (forecast,) = self.predictor.forecast_batch(
+                [history], [pd.Series(stamps)], [future], sampling.pred_len, T=sampling.T, top_k=sampling.top_k,
+                top_p=sampling.top_p, sample_count=sampling.sample_count, verbose=False, generator=generator,
+                stop=stopper(self.limits, server_stopping))
+        except GenerationStopped as err:
+            raise RequestRefused(str(err), status=503 if "shutting down" in str(err) else 504) from None
+        return check_forecast(forecast).rename_axis(TIMESTAMP_COLUMN).reset_index()
 
 
-def _save(path: Path, tokenizer: Path, max_context: int, pred_len: int) -> None:
+def _save(path: Path, tokenizer: Path, max_context: int, pred_len: int, limits: Limits) -> None:
     mlflow.pyfunc.save_model(
-        path=str(path), python_model=KronosForecaster(max_context), artifacts={TOKENIZER_ARTIFACT: str(tokenizer)},
+        path=str(path), python_model=str(MODEL_CODE), artifacts={TOKENIZER_ARTIFACT: str(tokenizer)},
+        model_config={"max_context": max_context, "limits": dataclasses.asdict(limits)},
         signature=signature(pred_len),
         # Serve with --env-manager local: kronos_exp is installed where it runs, not on PyPI.
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", "kronos_exp"])
 
 
-def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, pred_len: int) -> None:
+def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, pred_len: int,
+            limits: Limits = Limits()) -> None:
     """Make the predictor checkpoint folder an MLflow pyfunc model with its tokenizer inside."""
     predictor_dir = Path(predictor_dir)
     staging = Path(tempfile.mkdtemp(prefix=".pyfunc.", dir=predictor_dir.parent))
@@ -106,12 +212,12 @@ def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, p
     try:
         # save_model names the copied artifact after its folder: stage it as artifacts/tokenizer.
         shutil.copytree(tokenizer_checkpoint, staging / TOKENIZER_ARTIFACT)
-        # Quiet MLflow's general advice: the wrapper is pickled by reference to this module, and the
-        # signature is written out by signature() rather than inferred from an input example.
+        # Quiet MLflow's general advice: the signature is written out by signature() rather than
+        # inferred from an input example.
         pyfunc_log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            _save(staging / "model", staging / TOKENIZER_ARTIFACT, max_context, pred_len)
+            _save(staging / "model", staging / TOKENIZER_ARTIFACT, max_context, pred_len, limits)
         for entry in (staging / "model").iterdir():
             if (predictor_dir / entry.name).exists():
                 raise FileExistsError(f"{predictor_dir / entry.name} already exists; packaging would overwrite it")

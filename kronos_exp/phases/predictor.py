@@ -9,6 +9,7 @@ import torch
 from ..config import bits_advice
 from ..errors import ConfigError
 from ..forecasting import pyfunc
+from ..forecasting.requests import Limits
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
@@ -36,7 +37,8 @@ class PredictorPhase(Phase):
     def package_checkpoint(self, ctx: PhaseContext, folder: Path) -> None:
         """The registered version is also a servable MLflow pyfunc model, its tokenizer inside."""
         pyfunc.package(folder, resolve_checkpoint_dir(ctx.upstream["tokenizer"].folder),
-                        self.settings(ctx.cfg).max_context, ctx.cfg.data.predict_window)
+                       self.settings(ctx.cfg).max_context, ctx.cfg.data.predict_window,
+                       Limits.from_mapping(ctx.cfg.get("serving")))
 
     def build_model(self, ctx: PhaseContext) -> Kronos:
         folder = ctx.upstream["tokenizer"].folder

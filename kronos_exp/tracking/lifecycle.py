@@ -155,10 +155,11 @@ class PhaseRun:
         mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "best_epoch": fit.best_epoch,
                             "samples_per_second": fit.samples_per_second, "duration_s": fit.duration_s})
         package(best_dir)
+        digests = folder_digests(best_dir)  # every file the version holds, the package added above included
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, fit)
         version = self.runs.registry.register(
-            model_name, self.run_id, CHECKPOINT_ARTIFACT, self._saved, self.fingerprint,
+            model_name, self.run_id, CHECKPOINT_ARTIFACT, digests, self.fingerprint,
             tags={"phase": self.name, "best_val_loss": repr(fit.best_val_loss),
                   "data_files": data_files_digest(self.inputs["data"]), **version_tags})
         mlflow.set_tag("registered_version", version.version)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointNotFound
@@ -24,17 +25,29 @@ log = logging.getLogger(__name__)
 FILES_TAG = "files_sha256"  # JSON {relative path: sha256} of every file of the version
 
 
+def version_files(folder: Path) -> dict[str, str]:
+    """folder_digests of a version's folder, less the ``registered_model_meta`` (name and version,
+    YAML) that MLflow writes beside an MLmodel whenever a models:/ URI is downloaded; from a local
+    store it writes it into the stored version itself."""
+    return {path: digest for path, digest in folder_digests(folder).items()
+            if path != REGISTERED_MODEL_META_FILE_NAME}
+
+
 def integrity_problem(folder: Path, tags: dict[str, str]) -> str | None:
     """Why ``folder`` is not the checkpoint registered with ``tags`` (None when every file matches)."""
     if FILES_TAG not in tags:
         return "it was registered without a digest of each of its files"
     expected = json.loads(tags[FILES_TAG])
-    actual = folder_digests(folder)
+    actual = version_files(folder)
     for path, digest in sorted(expected.items()):
         if path not in actual:
             return f"{path} is missing"
         if actual[path] != digest:
             return f"{path} differs from the registered file (sha256 {actual[path][:12]}, registered {digest[:12]})"
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        return (f"{extra[0]} is not one of its registered files ({len(extra)} such file(s): added since, or "
+                "registered before the digest covered every file of a version)")
     return None
 
 

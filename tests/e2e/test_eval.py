@@ -4,20 +4,19 @@ serves every test here."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from kronos_exp.data import DataConfig, build_datasets, sample_path
+from kronos_exp.tracking.registry import version_files
+from model_server import ModelServer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 SMALL = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
@@ -145,6 +144,12 @@ def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, e
     assert out.drop(columns="timestamps").notna().all().all()
     again = model.predict(history, params={"pred_len": 4, "seed": 0})
     pd.testing.assert_frame_equal(out, again)  # a seed makes a request reproducible
+    # The registered digest covers every file of the version, the pyfunc package included.
+    version = module_cli.client().get_model_version("kronos-predictor", "1")
+    stored = Path(urlparse(version.source).path)
+    assert {"MLmodel", "served_model.py", "artifacts/tokenizer/model.safetensors"} <= set(version_files(stored))
+    assert json.loads(version.tags["files_sha256"]) == version_files(stored)
+    assert not list(stored.rglob("*.pkl"))  # models from code: nothing to unpickle
 
 
 def _free_port() -> int:
@@ -156,32 +161,14 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_forecast_requests(module_cli, evaluated):
     import mlflow
 
-    port = _free_port()
-    env = {**module_cli.env(), "MLFLOW_TRACKING_URI": module_cli.tracking_uri}
-    mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
-    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", "models:/kronos-predictor/1", "--env-manager",
-                               "local", "--host", "127.0.0.1", "--port", str(port)], cwd=module_cli.root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = ModelServer(module_cli.root, module_cli.tracking_uri, module_cli.env())
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"mlflow models serve did not come up: {server.stderr.read()[-3000:]}")
-                time.sleep(0.5)
         history = _history()
-        body = {"dataframe_split": json.loads(history.to_json(orient="split", index=False, date_format="iso")),
-                "params": {"pred_len": 4, "seed": 0}}
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"]
+        status, body, _ = server.ask(history, timeout=120, pred_len=4, seed=0)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the CLI and the uvicorn worker it started
-        server.wait(timeout=30)
+        server.stop()
+    assert status == 200, body[:2000]
+    answer = json.loads(body)["predictions"]
     assert len(answer) == 4 and set(answer[0]) == {"timestamps", "open", "high", "low", "close", "volume", "amount"}
     mlflow.set_tracking_uri(module_cli.tracking_uri)
     local = mlflow.pyfunc.load_model("models:/kronos-predictor/1").predict(history, params={"pred_len": 4, "seed": 0})

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from kronos_exp.model.blocks import KVCache
-from kronos_exp.forecasting.generation import generate, generate_tokens
+from kronos_exp.forecasting.generation import GenerationStopped, generate, generate_tokens
 
 GREEDY = dict(T=1.0, top_k=1, top_p=1.0)
 NUCLEUS = dict(T=1.0, top_k=0, top_p=0.9)
@@ -197,3 +197,33 @@ def test_greedy_tokens_with_and_without_cache_are_identical_on_cuda(model, meta,
     cached = run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=True, **GREEDY)
     assert cached[0].is_cuda
     assert_same_tokens(cached, run(model, s1, s2, stamps, 10, meta["max_context"], use_cache=False, **GREEDY))
+
+
+def test_a_generator_makes_the_sampled_tokens_independent_of_torch_s_global_stream(model, meta, history):
+    """What lets concurrent seeded requests to the served model agree: each draws from its own generator."""
+    model.eval()
+    s1, s2, stamps = history(20, 6)
+
+    def sampled(global_seed: int):
+        torch.manual_seed(global_seed)
+        return generate_tokens(model, s1, s2, stamps, 6, meta["max_context"], sample_count=2,
+                               generator=torch.Generator().manual_seed(7), **NUCLEUS)
+
+    assert_same_tokens(sampled(0), sampled(1))
+    unseeded = run(model, s1, s2, stamps, 6, meta["max_context"], True, seed=0, sample_count=2, **NUCLEUS)
+    assert not torch.equal(unseeded[0], run(model, s1, s2, stamps, 6, meta["max_context"], True, seed=1,
+                                            sample_count=2, **NUCLEUS)[0])
+
+
+def test_stop_ends_the_token_loop_with_its_reason(model, meta, history):
+    model.eval()
+    s1, s2, stamps = history(20, 6)
+    steps = []
+
+    def stop() -> str:
+        steps.append(1)
+        return "enough" if len(steps) > 2 else ""
+
+    with pytest.raises(GenerationStopped, match="enough"):
+        generate_tokens(model, s1, s2, stamps, 6, meta["max_context"], stop=stop, **GREEDY)
+    assert len(steps) == 3

@@ -1,0 +1,105 @@
+"""A request to the served predictor, checked before any work: its params inside the limits the
+package declares, its history read as training reads a CSV (the same column detection, positive
+finite prices), and its forecast finite. A refusal is one sentence (RequestRefused)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..data import FEATURES, DataConfig, DataError
+from ..data.reading import read_bytes
+from ..errors import UserError
+
+PARAMS = ("pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed")
+
+
+class RequestRefused(UserError):
+    """A request the served model will not answer; ``status`` is the HTTP status it gets."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask (config ``serving.*``, written into the package when it is made)."""
+    max_pred_len: int = 512
+    max_sample_count: int = 32
+    max_history_rows: int = 2048
+    timeout_s: float = 30.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> "Limits":
+        fields = asdict(cls())
+        return cls(**{k: type(fields[k])(v) for k, v in (values or {}).items() if k in fields})
+
+
+@dataclass(frozen=True)
+class Sampling:
+    pred_len: int
+    T: float
+    top_p: float
+    top_k: int
+    sample_count: int
+    freq: str
+    seed: int
+
+
+def _bounded(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> None:
+    number = float(value)
+    if not (math.isfinite(number) and ok(number)):
+        raise RequestRefused(f"param {name}={value!r} is out of range: it must be {valid}")
+
+
+def check_params(params: Mapping[str, Any], unknown: list[str], limits: Limits, vocabulary: int) -> Sampling:
+    """The request's params (MLflow already filled in the declared defaults) as a Sampling."""
+    if unknown:
+        raise RequestRefused(f"unknown param(s) {', '.join(sorted(map(str, unknown)))}; "
+                             f"the params are {', '.join(PARAMS)}")
+    _bounded("pred_len", params["pred_len"], lambda v: 1 <= v <= limits.max_pred_len,
+             f"an integer from 1 to {limits.max_pred_len} (this model's limit)")
+    _bounded("sample_count", params["sample_count"], lambda v: 1 <= v <= limits.max_sample_count,
+             f"an integer from 1 to {limits.max_sample_count} (this model's limit)")
+    _bounded("T", params["T"], lambda v: v > 0, "a finite temperature > 0")
+    _bounded("top_p", params["top_p"], lambda v: 0 < v <= 1, "a number in (0, 1]")
+    _bounded("top_k", params["top_k"], lambda v: 0 <= v <= vocabulary,
+             f"an integer from 0 (off) to {vocabulary} (the vocabulary)")
+    return Sampling(int(params["pred_len"]), float(params["T"]), float(params["top_p"]), int(params["top_k"]),
+                    int(params["sample_count"]), str(params["freq"] or ""), int(params["seed"]))
+
+
+def read_history(model_input: pd.DataFrame, limits: Limits) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """The request's rows as training would read them from a CSV: (values in FEATURES order, timestamps)."""
+    if len(model_input) > limits.max_history_rows:
+        raise RequestRefused(f"the history has {len(model_input)} rows; this model takes at most "
+                             f"{limits.max_history_rows} (send the latest ones)")
+    try:
+        ((_, series),) = read_bytes(model_input.to_csv(index=False).encode(), "the request", DataConfig())
+    except DataError as err:
+        raise RequestRefused(str(err)) from None
+    return pd.DataFrame(series.values.astype(np.float64), columns=list(FEATURES)), pd.DatetimeIndex(series.timestamps)
+
+
+def check_forecast(forecast: pd.DataFrame) -> pd.DataFrame:
+    """A forecast with a non-finite value is refused rather than answered as NaN (not JSON)."""
+    if not np.isfinite(forecast.to_numpy(dtype=np.float64)).all():
+        raise RequestRefused("the forecast is not finite: the history's values are too large or too spread "
+                             "for the model's float32 arithmetic; rescale them", status=422)
+    return forecast
+
+
+def stopper(limits: Limits, server_stopping: Callable[[], bool]) -> Callable[[], str]:
+    """generation's ``stop``: why the token loop should end now ('' = go on)."""
+    deadline = time.monotonic() + limits.timeout_s
+
+    def stop() -> str:
+        if time.monotonic() > deadline:
+            return f"the request ran past this model's limit of {limits.timeout_s:g} s; ask for fewer steps or samples"
+        return "the server is shutting down" if server_stopping() else ""
+    return stop

@@ -1,0 +1,214 @@
+"""The served predictor as a client meets it: a real `mlflow models serve` of a packaged, registered
+predictor (the parity fixture's models, so no training), one server for the module, many requests.
+Bad requests get a 4xx naming the problem, seeded requests repeat under load, a long request is
+stopped, and SIGTERM stops the server mid-request; a planted package file runs nowhere."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+import pytest
+
+from kronos_exp.data import sample_path
+from kronos_exp.forecasting import pyfunc
+from kronos_exp.forecasting.requests import Limits
+from kronos_exp.tracking import Registry, Tracker, folder_digests
+from model_server import ModelServer
+
+PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+LIMITS = Limits(max_pred_len=1000, max_sample_count=4, max_history_rows=300, timeout_s=60.0)
+LONG = dict(pred_len=1000, sample_count=4, seed=0)  # a minute of work on 2 CPU cores (the window slides)
+YAHOO = {"timestamps": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume"}
+
+
+def register_packaged_predictor(root: Path, limits: Limits = LIMITS) -> str:
+    """The parity predictor packaged with its tokenizer and registered as kronos-predictor v1 in a
+    SQLite store under ``root``; returns the store's URI."""
+    folder = root / "predictor"
+    shutil.copytree(PARITY / "predictor", folder)
+    pyfunc.package(folder, PARITY / "tokenizer", json.loads((PARITY / "meta.json").read_text())["max_context"], 8,
+                   limits)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = Tracker(uri, "serving")
+    with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
+        mlflow.log_artifacts(str(folder), "checkpoint")
+    Registry(tracker.client).register("kronos-predictor", run.info.run_id, "checkpoint", folder_digests(folder),
+                                      "fp", tags={})
+    mlflow.set_tracking_uri(None)
+    return uri
+
+
+def history(rows: int = 64) -> pd.DataFrame:
+    df = pd.read_csv(sample_path())
+    return df[df["symbol"] == "ACME"].tail(rows).drop(columns=["symbol"]).reset_index(drop=True)
+
+
+class Payload:
+    """Unpickled, it creates the folder ``marker``: the planted code's proof of running."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def _plant_pickle(stored: Path, marker: Path) -> None:
+    """A python_model.pkl that MLmodel now loads instead of the model code, as an attacker with write
+    access to the artifact store would plant it."""
+    import cloudpickle
+    import yaml
+
+    (stored / "python_model.pkl").write_bytes(cloudpickle.dumps(Payload(marker)))
+    mlmodel = yaml.safe_load((stored / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    flavor.pop("model_code_path")
+    flavor.update(loader_module="mlflow.pyfunc.model", python_model="python_model.pkl")
+    (stored / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+
+
+def _replace_code(stored: Path, marker: Path) -> None:
+    (stored / "served_model.py").write_text(f"import os\nos.mkdir({str(marker)!r})\n")
+
+
+@pytest.mark.parametrize("plant", [_plant_pickle, _replace_code])
+def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plant, caplog):
+    store = register_packaged_predictor(tmp_path)
+    client = mlflow.MlflowClient(store)
+    stored = Path(urlparse(client.get_model_version("kronos-predictor", "1").source).path)
+    marker = tmp_path / "ran"
+    mlflow.set_tracking_uri(store)
+    mlflow.artifacts.download_artifacts("models:/kronos-predictor/1")  # MLflow adds registered_model_meta
+    assert Registry(client).fetch("kronos-predictor", "fp", tmp_path / "intact") is not None
+    plant(stored, marker)
+
+    with caplog.at_level(logging.WARNING):
+        assert Registry(client).fetch("kronos-predictor", "fp", tmp_path / "reused") is None  # skip_existing
+    mlflow.set_tracking_uri(None)
+    assert "kronos-predictor v1 is not reused: " in caplog.text
+    history().to_csv(tmp_path / "prices.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", "model=models:/kronos-predictor/1",
+                           "data.path=prices.csv", f"tracking_uri={store}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert proc.returncode == 1 and not marker.exists()
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]  # one line
+    assert proc.stderr.startswith("error: model=models:/kronos-predictor/1 is not a usable")
+    assert "is not the registered predictor" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "forecast.csv").exists()
+
+    with contextlib.suppress(Exception):  # the planted file is a real attack: MLflow itself runs it
+        mlflow.pyfunc.load_model(str(stored))
+    assert marker.exists()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    server = ModelServer(root, register_packaged_predictor(root))
+    yield server
+    server.stop()
+
+
+def _with(frame: pd.DataFrame, row: int, **values) -> pd.DataFrame:
+    frame = frame.copy()
+    for column, value in values.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[row, column] = value
+    return frame
+
+
+BAD = {  # request -> what the answer must name
+    "pred_len=100000": (history(), {"pred_len": 100000}, "pred_len=100000 is out of range"),
+    "pred_len=0": (history(), {"pred_len": 0}, "pred_len=0 is out of range"),
+    "sample_count=10000": (history(), {"sample_count": 10000}, "sample_count=10000 is out of range"),
+    "T=-1": (history(), {"T": -1}, "T=-1"),
+    "T=0": (history(), {"T": 0}, "T=0"),
+    "T=1e308 * 10": (history(), {"T": 1e308 * 10}, "T=inf"),
+    "top_p=-1": (history(), {"top_p": -1}, "top_p=-1"),
+    "top_p=1.5": (history(), {"top_p": 1.5}, "top_p=1.5"),
+    "top_k=1e9": (history(), {"top_k": 1000000000}, "top_k=1000000000"),
+    "top_k=-1": (history(), {"top_k": -1}, "top_k=-1"),
+    "an unknown param": (history(), {"temprature": 0.5}, "unknown param(s) temprature"),
+    "a negative price": (_with(history(), 5, close=-3.0), {}, "price -3 is not positive"),
+    "a price of 1e300": (_with(history(), 5, close=1e300, high=1e300), {}, "value 1e+300 is too large"),
+    "a missing column": (history().drop(columns=["close"]), {}, "missing required column(s) close"),
+    "strings": (_with(history(), 2, open="abc"), {}, "'abc' is not a number"),
+    "no rows": (history().iloc[:0], {}, "no data rows"),
+    "too many rows": (history(400), {}, "the history has 400 rows; this model takes at most 300"),
+    "one row and no freq": (history(1), {}, "needs at least two increasing timestamps"),
+    "a bad freq": (history(), {"freq": "banana"}, "cannot make the forecast's timestamps"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_request_gets_a_4xx_that_names_the_problem_at_once(server, case):
+    frame, params, named = BAD[case]
+    status, body, seconds = server.ask(frame, **{"pred_len": 4, **params})
+    assert 400 <= status < 500, (status, body[:500])
+    message = json.loads(body)["message"]
+    assert named in message and seconds < 5, (message, seconds)
+    assert len(message) < 400 and "Failed to predict" not in message  # the reason, not the input echoed
+
+
+def test_yahoo_columns_are_read_as_training_reads_them(server):
+    yahoo = history().drop(columns=["amount"]).rename(columns=YAHOO)
+    status, body, _ = server.ask(yahoo, pred_len=4, seed=3)
+    assert status == 200, body[:1000]
+    plain = server.ask(history().drop(columns=["amount"]), pred_len=4, seed=3)
+    assert plain[0] == 200 and json.loads(body) == json.loads(plain[1])
+    assert len(json.loads(body)["predictions"]) == 4
+
+
+def test_concurrent_identical_seeded_requests_give_identical_answers(server):
+    with ThreadPoolExecutor(4) as pool:
+        busy = pool.submit(server.ask, history(), pred_len=48, sample_count=4, seed=-1)  # other work in flight
+        time.sleep(0.2)
+        answers = list(pool.map(lambda _: server.ask(history(), pred_len=12, sample_count=2, seed=0), range(3)))
+        assert busy.result()[0] in (200, 504)
+    assert [a[0] for a in answers] == [200] * 3, answers[0][1][:500]
+    assert answers[0][1] == answers[1][1] == answers[2][1]
+    assert "NaN" not in answers[0][1]
+    json.loads(answers[0][1])
+
+
+def test_a_request_past_the_time_limit_is_stopped(tmp_path):
+    """In process (the scoring server calls the same predict): a package whose limit is 2 s."""
+    folder = tmp_path / "predictor"
+    shutil.copytree(PARITY / "predictor", folder)
+    pyfunc.package(folder, PARITY / "tokenizer", 64, 8, Limits(max_pred_len=1000, timeout_s=2.0))
+    model = mlflow.pyfunc.load_model(str(folder))
+    start = time.monotonic()
+    with pytest.raises(pyfunc.Refusal) as refused:
+        model.predict(history(300), params=LONG)
+    assert refused.value.get_http_status_code() == 504 and "limit of 2 s" in refused.value.message
+    assert time.monotonic() - start < 5
+
+
+def test_sigterm_mid_request_stops_the_server_promptly(server):
+    """The module's last test: it stops the module's server (whose time limit, 60 s, would not end
+    the request first)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.ask, history(300), **LONG)
+        time.sleep(1.5)
+        assert not pending.done()
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        start = time.monotonic()
+        try:
+            server.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server was still up 10 s after SIGTERM: {server.tail()}")
+        assert time.monotonic() - start < 10
+        status, body, _ = pending.result()
+    assert status == 503 and json.loads(body)["message"] == "the server is shutting down"
