@@ -5,7 +5,6 @@ A run planted on that server to point a resume at a file of the attacker's runs 
 from __future__ import annotations
 
 import hashlib
-import pickle
 import signal
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from kronos_exp.tracking.stale import PID_TAG
+
+from planted_pickle import planted_pickle
 
 SAME_JOB = ["phases=both", "skip_existing=true", "mlflow.heartbeat_s=1", "checkpoint_every_steps=1",
             "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=2", "predictor.epochs=3",
@@ -72,15 +73,6 @@ def test_two_hosts_train_once_and_take_over_a_killed_claim(cli, serve, tmp_path)
     assert len(client.search_model_versions("name = 'kronos-predictor'")) == 1
 
 
-class Payload:
-    """What an attacker plants: unpickling it creates a marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
 
 TOKENIZER_ONLY = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
@@ -104,7 +96,7 @@ def test_a_planted_resume_tag_on_a_shared_server_runs_nothing_and_writes_nothing
 
     def plant(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(Payload(marker)))
+        path.write_bytes(planted_pickle(marker))
         run = client.create_run(done.info.experiment_id, tags={
             "fingerprint": done.data.tags["fingerprint"], "phase": "tokenizer", "last_state": str(path),
             "last_state_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}).info.run_id

@@ -4,7 +4,6 @@ registering its checkpoint, the rerun never registers a second version; a pickle
 its state was runs nothing."""
 from __future__ import annotations
 
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+
+from planted_pickle import planted_pickle
 
 
 # Tiny and deterministic: one thread, so a rerun does the same float operations in the same order.
@@ -140,22 +141,13 @@ def test_a_kill_at_each_step_of_registration_never_registers_twice(module_cli, s
         assert "before it stopped; not registering again" in out
 
 
-class Payload:
-    """What an attacker plants: unpickling it creates a marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
 
 def test_a_pickle_planted_as_the_state_runs_nothing_and_is_never_offered_again(module_cli):
     cli, marker = module_cli, module_cli.root / "pwned"
     killed_at(cli, "log_artifacts", "seed=100")
     [old] = [r for r in cli.runs() if r.info.status == "RUNNING" and r.data.tags.get("phase") == "tokenizer"]
     state = Path(old.data.tags["last_state"])
-    state.write_bytes(pickle.dumps(Payload(marker)))
+    state.write_bytes(planted_pickle(marker))
     code, out = rerun(cli, "seed=100")
     assert not marker.exists()
     assert code == 0, out[-4000:]

@@ -4,7 +4,6 @@ sees the digest of exactly the bytes that replace the previous state."""
 from __future__ import annotations
 
 import hashlib
-import pickle
 
 import numpy as np
 import pytest
@@ -13,15 +12,8 @@ import torch
 from kronos_exp.errors import user_message
 from kronos_exp.train.state import StateUnreadable, TrainingState
 
+from planted_pickle import Payload, planted_pickle
 
-class Payload:
-    """What an attacker plants: unpickling it writes a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def tiny_state(**kw) -> TrainingState:
@@ -51,7 +43,7 @@ def test_every_value_round_trips_exactly(tmp_path):
 
 def test_a_planted_pickle_is_refused_and_runs_nothing(tmp_path):
     marker, path = tmp_path / "pwned", tmp_path / "s.last.safetensors"
-    path.write_bytes(pickle.dumps(Payload(marker)))
+    path.write_bytes(planted_pickle(marker))
     torch.save({"x": Payload(marker)}, tmp_path / "legacy.pt")  # the old format, torch's zip pickle
     for planted in (path, tmp_path / "legacy.pt"):
         with pytest.raises(StateUnreadable, match=f"{planted} is not a readable training state") as err:
