@@ -145,10 +145,14 @@ class PhaseRun:
     def record_state(self, digest: str) -> None:
         """The loop's ``on_state_saved``: record the new state's sha256 (and keep the previous one:
         a kill before the rename leaves that file) so that a resume can check the file it finds.
-        Unrecorded (the server away), a later resume refuses the file and trains afresh."""
+        While the server is away (the metric buffer cannot send) it is not tried, so training
+        never waits on it; a resume then refuses that state and trains afresh."""
         self._states = (digest, *self._states[:1])
+        tracker = self.runs.tracker
         try:
-            self.runs.tracker.client.set_tag(self.run_id, STATE_SHA_TAG, " ".join(self._states))
+            if tracker.metrics.last_error is not None:
+                raise ConnectionError("the tracking server is away")
+            tracker.client.set_tag(self.run_id, STATE_SHA_TAG, " ".join(self._states))
         except Exception as err:  # training goes on; the state just cannot be resumed
             log.warning("%s: the sha256 of training state %s was not recorded (%s); it cannot be resumed",
                         self.name, digest[:12], str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -34,7 +34,8 @@ def test_a_tag_pointing_elsewhere_is_refused_even_with_the_right_digest(tmp_path
     for name in ("evil.pt", "predictor.last.safetensors"):  # another name; another phase's state
         path, digest = planted(tmp_path, name)
         problem = state_problem(Unfinished("r", "KILLED", path, (digest,)), "tokenizer")
-        assert problem == f"its last_state tag points at {path}, not at a run folder's checkpoints/tokenizer.last.safetensors"
+        assert problem == (f"its last_state tag points at {path}, not at a run folder's "
+                           "checkpoints/tokenizer.last.safetensors")
     elsewhere = tmp_path / "evil.last.safetensors"
     elsewhere.write_bytes(b"x")
     assert "points at" in state_problem(Unfinished("r", "KILLED", elsewhere, ("",)), "tokenizer")
