@@ -188,7 +188,9 @@ class PhaseRun:
             tags={"phase": self.name, "best_val_loss": repr(fit.best_val_loss),
                   "data_files": data_files_digest(self.inputs["data"]), **version_tags})
         mlflow.set_tag("registered_version", version.version)
-        plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large
+        for state in (plan.state_path, plan.resume_from):  # finished: nothing left to resume, and states are large
+            if state is not None:
+                state.unlink(missing_ok=True)
         return PhaseResult(self.name, best_dir, self.fingerprint, fit.best_val_loss, version, skipped=False,
                            val_history=fit.val_history, duration_s=fit.duration_s)
 

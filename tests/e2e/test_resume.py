@@ -64,6 +64,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(cli, tmp_path)
     old, new = [r for r in runs if r.data.tags.get("phase") == "predictor"]
     assert old.info.status == "FAILED" and old.data.tags["resumed_by"] == new.info.run_id
     assert new.info.status == "FINISHED" and new.data.tags["resumed_from"] == old.info.run_id
+    old_folder, new_folder = (Path(r.data.tags["last_state"]).parent.parent for r in (old, new))
+    assert new_folder != old_folder and (new_folder / "checkpoints" / "predictor").is_dir()  # its own folder
+    assert not Path(old.data.tags["last_state"]).exists()  # registered: the state it resumed from is gone too
     tokenizers = [r for r in runs if r.data.tags.get("phase") == "tokenizer"]
     assert [r.data.tags["skipped"] for r in tokenizers] == ["false", "true"]  # finished: reused, not retrained
     assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
@@ -77,7 +80,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(cli, tmp_path)
 
 # A real CLI process that SIGKILLs itself at one step of registering the tokenizer's checkpoint.
 _KILLED_AT = """
-import os, pathlib, signal, sys
+import os, signal, sys
 import mlflow
 from mlflow.tracking import MlflowClient
 from kronos_exp.__main__ import main
@@ -93,21 +96,13 @@ def then_kill(original, when):
         return out
     return patched
 
-def kill_before_deleting_the_state(original):
-    def patched(self, *args, **kwargs):
-        if self.name.endswith(".last.safetensors"):
-            kill()
-        return original(self, *args, **kwargs)
-    return patched
-
 step = sys.argv.pop(1)
 if step == "log_artifacts":
     mlflow.log_artifacts = then_kill(mlflow.log_artifacts, lambda local, path=None: path == "checkpoint")
 elif step == "create_model_version":
     MlflowClient.create_model_version = then_kill(MlflowClient.create_model_version, lambda *a, **k: True)
-elif step == "registered_version":  # and before the state file is deleted: nothing happens between
-    pathlib.Path.unlink = kill_before_deleting_the_state(pathlib.Path.unlink)
-    pathlib.Path.unlink = kill_before_deleting_the_state(pathlib.Path.unlink)
+elif step == "registered_version":  # so before the state file is deleted: nothing happens between
+    mlflow.set_tag = then_kill(mlflow.set_tag, lambda key, value, **k: key == "registered_version")
 sys.argv[0] = "kronos_exp"
 main()
 """
