@@ -8,6 +8,7 @@ alone; the others receive its result.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ def _train(phase: Phase, ctx: RunContext, pctx: PhaseContext, plan: Plan, run: P
     train_set, val_set = phase.datasets(pctx)
     return fit(model, phase, train_set, val_set, fit_settings(phase, ctx, plan, seed),
                log_metrics=run.log_metrics if run else _ignore, on_best=run.save_best(plan) if run else _ignore,
-               desc=phase.name)
+               desc=phase.name, on_state_saved=run.record_state if run else None)
 
 
 def _ignore(*args) -> None:
@@ -124,10 +125,13 @@ def _ignore(*args) -> None:
 
 
 def fit_settings(phase: Phase, ctx: RunContext, plan: Plan, seed: int) -> FitSettings:
-    return train_settings(OmegaConf.to_container(phase.settings(ctx.cfg), resolve=True), device=ctx.device,
-                          precision=ctx.precision, world=ctx.world, seed=seed, state_path=plan.state_path,
-                          resume=plan.resume, num_workers=ctx.cfg.num_workers, compile=ctx.cfg.compile,
-                          checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
+    """The phase's settings with the plan's state: saved into this run's folder, resumed from
+    ``plan.resume_from`` (an earlier run's state, checked by rank 0) when given."""
+    settings = train_settings(OmegaConf.to_container(phase.settings(ctx.cfg), resolve=True), device=ctx.device,
+                              precision=ctx.precision, world=ctx.world, seed=seed, state_path=plan.state_path,
+                              resume=plan.resume, num_workers=ctx.cfg.num_workers, compile=ctx.cfg.compile,
+                              checkpoint_every_steps=ctx.cfg.checkpoint_every_steps)
+    return dataclasses.replace(settings, resume_from=plan.resume_from)
 
 
 # -- what a phase builds on (rank 0) --------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Iterator
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from .resume import Unfinished, done_in_unfinished_job, find_unfinished, take
+from .resume import Unfinished, done_in_unfinished_job, find_unfinished, refuse, state_problem, take
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,19 @@ def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_exi
     """The reuse policy in one place. With ``skip_existing``, first wait for an earlier live claim
     on the fingerprint; then resume a dead or stopped run of it (unless ``resume=false``), else
     reuse a registered version (with ``skip_existing``, or when rerunning an interrupted job that
-    already finished this phase), else train."""
+    already finished this phase), else train. A taken run whose state file fails its check is
+    refused (tracking/resume.py), never resumed."""
     if skip_existing:
         claims.wait_for_earlier(phase, fingerprint, run_id)
     client, experiment_id = claims.client, claims.experiment_id
     if resume is not False:
         for unfinished in find_unfinished(client, experiment_id, phase, fingerprint, alive=claims.alive):
-            if take(client, unfinished, run_id):
+            if not take(client, unfinished, run_id):
+                continue
+            problem = state_problem(unfinished, phase)
+            if problem is None:
                 return Claim("resume", unfinished)
+            refuse(client, unfinished, phase, problem)
     if skip_existing or (resume is not False and done_in_unfinished_job(client, experiment_id, phase, fingerprint)):
         return Claim("reuse")
     return Claim("train")

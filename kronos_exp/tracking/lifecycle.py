@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,12 +18,12 @@ import mlflow
 from torch import nn
 
 from ..errors import TrainingFailed
-from ..model.checkpoint import CheckpointError
+from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
 from .fingerprint import data_files_digest, fingerprint, folder_digests
 from .plots import log_loss_curve
 from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
-from .resume import RESUMED_FROM_TAG, STATE_TAG
+from .resume import RESUMED_FROM_TAG, STATE_SHA_TAG, STATE_TAG, lineage, state_file
 from .runs import Tracker, flatten
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,19 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class Plan:
-    """What every rank does with a phase: train into ``best_dir``, keeping the resumable ``last``
-    state beside it (checkpoints/<phase>.last.pt), from that state when ``resume``."""
+    """What every rank does with a phase: train into ``best_dir`` (in this invocation's folder),
+    keeping the resumable ``last`` state beside it (checkpoints/<phase>.last.safetensors);
+    continue from the state ``resume_from`` (an earlier run's, checked) when given."""
     best_dir: Path
-    resume: bool = False
+    resume_from: Path | None = None
+
+    @property
+    def resume(self) -> bool:
+        return self.resume_from is not None
 
     @property
     def state_path(self) -> Path:
-        return self.best_dir.with_name(f"{self.best_dir.name}.last.pt")
+        return state_file(self.best_dir.parent.parent, self.best_dir.name)
 
 
 class PhaseRuns:
@@ -86,6 +92,7 @@ class PhaseRun:
     def __init__(self, runs: PhaseRuns, name: str, fp: str, inputs: dict[str, Any], run_id: str):
         self.runs, self.name, self.fingerprint, self.inputs, self.run_id = runs, name, fp, inputs, run_id
         self._saved: dict[str, str] = {}  # sha256 of each best-checkpoint file as this process wrote it
+        self._states: tuple[str, ...] = ()  # sha256 of the newest training states it wrote
 
     # -- before training ------------------------------------------------------------------
     def decide(self, model_name: str) -> PhaseResult | Plan:
@@ -93,11 +100,15 @@ class PhaseRun:
         runs = self.runs
         decided: Claim = claim(runs.claims, self.name, self.fingerprint, self.run_id,
                                skip_existing=runs.skip_existing, resume=runs.resume)
+        own = runs.output_dir / "checkpoints" / self.name
         if decided.action == "resume":
             unfinished = decided.unfinished
             mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
             log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
-            return self._training(Plan(unfinished.state_path.parent / self.name, resume=True))
+            earlier_best = unfinished.state_path.parent / self.name  # the best checkpoint before the stop
+            if earlier_best.is_dir():
+                shutil.copytree(earlier_best, own, dirs_exist_ok=True)
+            return self._training(Plan(own, resume_from=unfinished.state_path))
         if decided.action == "reuse":
             reused = self.reuse(model_name)
             if reused is not None:
@@ -106,7 +117,7 @@ class PhaseRun:
             log.info("%s: resume=true but no unfinished run has fingerprint %s; training from the start",
                      self.name, self.fingerprint[:12])
         mlflow.set_tag("skipped", "false")
-        return self._training(Plan(runs.output_dir / "checkpoints" / self.name))
+        return self._training(Plan(own))
 
     def _training(self, plan: Plan) -> Plan:
         mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
@@ -130,6 +141,21 @@ class PhaseRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.runs.tracker.log_metrics(metrics, step)
+
+    def record_state(self, digest: str) -> None:
+        """The loop's ``on_state_saved``: record the new state's sha256 (and keep the previous one:
+        a kill before the rename leaves that file) so that a resume can check the file it finds.
+        While the server is away (the metric buffer cannot send) it is not tried, so training
+        never waits on it; a resume then refuses that state and trains afresh."""
+        self._states = (digest, *self._states[:1])
+        tracker = self.runs.tracker
+        try:
+            if tracker.metrics.last_error is not None:
+                raise ConnectionError("the tracking server is away")
+            tracker.client.set_tag(self.run_id, STATE_SHA_TAG, " ".join(self._states))
+        except Exception as err:  # training goes on; the state just cannot be resumed
+            log.warning("%s: the sha256 of training state %s was not recorded (%s); it cannot be resumed",
+                        self.name, digest[:12], str(err).splitlines()[0] if str(err) else type(err).__name__)
 
     def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
         """The loop's ``on_best``: save the model as the best checkpoint and remember its digests."""
@@ -158,11 +184,28 @@ class PhaseRun:
         digests = folder_digests(best_dir)  # every file the version holds, the package added above included
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, fit)
-        version = self.runs.registry.register(
+        version = self.registered_before(model_name) or self.runs.registry.register(
             model_name, self.run_id, CHECKPOINT_ARTIFACT, digests, self.fingerprint,
             tags={"phase": self.name, "best_val_loss": repr(fit.best_val_loss),
                   "data_files": data_files_digest(self.inputs["data"]), **version_tags})
         mlflow.set_tag("registered_version", version.version)
-        plan.state_path.unlink(missing_ok=True)  # finished: nothing left to resume, and it can be large
+        for state in (plan.state_path, plan.resume_from):  # finished: nothing left to resume, and states are large
+            if state is not None:
+                state.unlink(missing_ok=True)
         return PhaseResult(self.name, best_dir, self.fingerprint, fit.best_val_loss, version, skipped=False,
                            val_history=fit.val_history, duration_s=fit.duration_s)
+
+    def registered_before(self, model_name: str) -> RegisteredCheckpoint | None:
+        """The version an earlier run of this lineage (this run and those it resumed from) registered
+        with these weights before it died: registering again would make a second version of one
+        fingerprint (idempotent registration)."""
+        ours = self.runs.registry.find(model_name, self.fingerprint)
+        if not ours:
+            return None
+        runs = set(lineage(self.runs.tracker.client, self.run_id))
+        for version in ours:
+            if version.run_id in runs and version.tags.get("sha256") == self._saved.get(WEIGHTS_NAME):
+                log.info("%s: %s was registered by run %s before it stopped; not registering again",
+                         self.name, version.label, version.run_id)
+                return version
+        return None

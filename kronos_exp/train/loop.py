@@ -30,7 +30,7 @@ from .distributed import EpochSampler, World, all_reduce_sum, shard
 from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary
 from .optim import make_optimizer, make_scheduler, param_groups
 from .precision import autocast, grad_scaler
-from .state import TrainingState, restore_rng_states, rng_states
+from .state import StateUnreadable, TrainingState, restore_rng_states, rng_states
 from .sums import Sums
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class FitSettings:
     compile: bool = False
     world: World = field(default_factory=World)
     state_path: Path | None = None  # where the resumable `last` state lives; None: keep none
-    resume: bool = False  # continue from state_path when it exists
+    resume: bool = False  # continue from resume_from (default: state_path) when it exists
+    resume_from: Path | None = None  # a state another run saved (verified by the caller); saves go to state_path
     checkpoint_every_steps: int = 0  # also save `last` every N optimizer steps (0: once per epoch only)
     # Partials from a phase's config (train/settings.py): optimizer(params), scheduler(optimizer,
     # total_steps=...). None: AdamW and OneCycle from the fields above (train/optim.py).
@@ -166,22 +167,34 @@ def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSet
 
 def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings,
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
-        desc: str = "train") -> FitResult:
+        desc: str = "train", on_state_saved: Callable[[str], None] | None = None) -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
     validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
-    optimizer step, after saving the training state (when ``state_path`` is set)."""
+    optimizer step, after saving the training state (when ``state_path`` is set).
+    ``on_state_saved(sha256)`` hears of each new state once it is on disk, before it replaces the
+    previous one (the caller records the digest it will accept when resuming)."""
     with stops_at_step_boundary():
-        return _Training(model, objective, train_set, val_set, s, desc).run(log_metrics, on_best)
+        return _Training(model, objective, train_set, val_set, s, desc, on_state_saved).run(log_metrics, on_best)
 
 
+
+
+def load_state(path: Path) -> TrainingState:
+    try:
+        return TrainingState.load(path)
+    except StateUnreadable as err:  # the caller checked its digest: written so, or by someone else
+        raise StateUnreadable(f"{err}; it is not resumed again: run the same command to train this phase "
+                              "from the start") from None
 
 
 class _Training:
     """One ``fit``: built in order (loaders, model, optimizer, schedule), optionally resumed from
     the ``last`` state, then run epoch by epoch, each a training pass and a validation pass."""
 
-    def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings, desc: str):
+    def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings, desc: str,
+                 on_state_saved: Callable[[str], None] | None = None):
         self.model, self.objective, self.s, self.desc, world = model, objective, s, desc, s.world
+        self.on_state_saved = on_state_saved
         self.generator = torch.Generator().manual_seed(s.seed)  # the loaders' own: iterating draws nothing global
         self.sampler = EpochSampler(train_set, world, s.seed)
         self.train_loader, self.val_loader = make_loaders(train_set, val_set, s, self.sampler, self.generator)
@@ -198,16 +211,17 @@ class _Training:
         self.result = FitResult(best_val_loss=math.inf, best_epoch=-1)
         self.samples, self.step, self.first_epoch, self.batches_done, prior_seconds = 0, 0, 0, 0, 0.0
         self.window = Sums()
-        if s.resume and s.state_path is not None and s.state_path.is_file():
-            prior_seconds = self.resume(TrainingState.load(s.state_path))
+        source = s.resume_from or s.state_path
+        if s.resume and source is not None and source.is_file():
+            prior_seconds = self.resume(load_state(source), source)
         self.started = time.perf_counter() - prior_seconds
         self.loader_rng = self.generator.get_state()
 
-    def resume(self, state: TrainingState) -> float:
-        """Take up the saved state; returns the seconds it had trained."""
+    def resume(self, state: TrainingState, source: Path) -> float:
+        """Take up the state saved in ``source``; returns the seconds it had trained."""
         s, result = self.s, self.result
         if state.world_size != s.world.world_size:
-            raise ValueError(f"{s.state_path} was saved by {state.world_size} process(es) and this run has "
+            raise ValueError(f"{source} was saved by {state.world_size} process(es) and this run has "
                              f"{s.world.world_size}; resume with the same --nproc_per_node, or resume=false")
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
@@ -221,7 +235,7 @@ class _Training:
         result.best_val_loss, result.best_epoch = state.best_val_loss, state.best_epoch
         result.val_history, result.train_history = state.val_history, state.train_history
         result.resumed_at_step = self.step
-        log.info("%s: resuming from %s (epoch %d, batch %d of %d, step %d)", self.desc, s.state_path,
+        log.info("%s: resuming from %s (epoch %d, batch %d of %d, step %d)", self.desc, source,
                  self.first_epoch + 1, self.batches_done, self.n_batches, self.step)
         return state.train_seconds
 
@@ -332,4 +346,4 @@ class _Training:
                       best_val_loss=result.best_val_loss, best_epoch=result.best_epoch,
                       val_history=list(result.val_history), train_history=list(result.train_history),
                       samples=self.samples, train_seconds=time.perf_counter() - self.started,
-                      window=self.window.state_dict()).save(s.state_path)
+                      window=self.window.state_dict()).save(s.state_path, self.on_state_saved)

@@ -1,8 +1,10 @@
 """Two jobs that share only an `mlflow server` (different folders, different HOME: no lock file in
 common) train a fingerprint once: one trains, the other waits and reuses; and when the one
-training is killed outright, the other takes its claim over and resumes its training state."""
+training is killed outright, the other takes its claim over and resumes its training state.
+A run planted on that server to point a resume at a file of the attacker's runs nothing."""
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from kronos_exp.tracking.stale import PID_TAG
+
+from planted_pickle import planted_pickle
 
 SAME_JOB = ["phases=both", "skip_existing=true", "mlflow.heartbeat_s=1", "checkpoint_every_steps=1",
             "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=2", "predictor.epochs=3",
@@ -67,3 +71,62 @@ def test_two_hosts_train_once_and_take_over_a_killed_claim(cli, serve, tmp_path)
     assert mine.info.status == "FINISHED" and mine.data.tags["resumed_from"] == victim.info.run_id
     assert client.get_run(victim.info.run_id).info.status == "FAILED"
     assert len(client.search_model_versions("name = 'kronos-predictor'")) == 1
+
+
+
+TOKENIZER_ONLY = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
+
+
+def test_a_planted_resume_tag_on_a_shared_server_runs_nothing_and_writes_nothing_outside(cli, serve, tmp_path):
+    """Anyone who can write to the server can create a KILLED run with a victim's fingerprint and a
+    ``last_state`` tag (and its digest) pointing at a pickle of theirs."""
+    url = serve(["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                 "--artifacts-destination", str(tmp_path / "artifacts")], cwd=tmp_path, env=cli.env())
+    victim, evil, marker = tmp_path / "victim", tmp_path / "evil", tmp_path / "pwned"
+    victim.mkdir()
+    command = [sys.executable, "-m", "kronos_exp", *TOKENIZER_ONLY, f"mlflow.tracking_uri={url}"]
+
+    def normal_command() -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=victim, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=300)
+
+    assert normal_command().returncode == 0
+    client = MlflowClient(url)
+    [done] = phase_runs(client, "tokenizer")
+
+    def plant(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(planted_pickle(marker))
+        run = client.create_run(done.info.experiment_id, tags={
+            "fingerprint": done.data.tags["fingerprint"], "phase": "tokenizer", "last_state": str(path),
+            "last_state_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}).info.run_id
+        client.set_terminated(run, "KILLED")
+        return run
+
+    elsewhere, other_name = evil / "state.pt", evil / "checkpoints" / "tokenizer.last.pt"
+    attacks = {plant(elsewhere): elsewhere, plant(other_name): other_name}
+    planted = sorted(evil.rglob("*"))
+    proc = normal_command()
+    assert not marker.exists()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for run, path in attacks.items():
+        [line] = [line for line in out.splitlines() if f"not resuming run {run}" in line]
+        assert f"its last_state tag points at {path}, not at a run folder's checkpoints/tokenizer.last.safetensors" \
+            in line
+    assert "resuming run" not in out.replace("not resuming run", "")
+    assert sorted(evil.rglob("*")) == planted  # nothing written outside its own run folder
+    assert len(client.search_model_versions("name = 'kronos-tokenizer'")) == 2
+
+    # Where a phase run keeps its state, with the digest the attacker recorded: the loader refuses it.
+    in_place = evil / "checkpoints" / "tokenizer.last.safetensors"
+    run = plant(in_place)
+    planted = sorted(evil.rglob("*"))
+    proc = normal_command()
+    assert not marker.exists()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    [line] = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {in_place} is not a readable training state (")
+    assert "run the same command to train this phase from the start" in line
+    assert sorted(evil.rglob("*")) == planted
+    assert client.get_run(run).data.params["resumed_by"]  # taken: never offered again

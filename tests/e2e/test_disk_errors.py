@@ -1,4 +1,5 @@
-"""Folders and stores the program cannot write, or a full disk: one line each, no run left RUNNING."""
+"""Folders and stores the program cannot write, or a full disk: one line each, no run left RUNNING,
+no partial temporary file left holding the space."""
 from __future__ import annotations
 
 import errno
@@ -6,8 +7,10 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from kronos_exp.errors import user_message
+from kronos_exp.train.state import TrainingState
 
 QUICK = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
@@ -37,6 +40,13 @@ def read_only(tmp_path):
 @pytest.fixture
 def full_disk(tmp_path):
     folder = _mount_tmpfs(tmp_path / "full", "size=96k")  # room for Hydra's files, not for a checkpoint
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    folder = _mount_tmpfs(tmp_path / "small", "size=400k")  # room for the best checkpoint, not for the state
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
 
@@ -75,6 +85,29 @@ def test_a_full_disk_is_one_line_and_leaves_no_run_running(cli, full_disk):
                            "No space left on device")
     assert sorted(r.info.status for r in cli.runs()) == ["FAILED", "FAILED"]
     assert not list((full_disk / "run" / "checkpoints").iterdir())  # no half-written checkpoint
+
+
+def test_a_disk_full_at_the_training_state_is_one_line_and_leaves_no_temp_file(cli, small_disk):
+    line = _one_line_error(cli.run(*QUICK, f"hydra.run.dir={small_disk}/run", fast=False, check=False))
+    state = small_disk / "run" / "checkpoints" / "tokenizer.last.safetensors"
+    assert line.startswith(f"error: cannot write {state}: No space left on device; free some space")
+    assert sorted(r.info.status for r in cli.runs()) == ["FAILED", "FAILED"]
+    assert sorted(p.name for p in state.parent.iterdir()) == ["tokenizer"]  # the best checkpoint alone, no .tmp
+
+
+def _state(n: int) -> TrainingState:
+    return TrainingState(epoch=0, batches_done=0, step=n, world_size=1, model={"w": torch.ones(n)}, optimizer={},
+                         scheduler={}, scaler={}, rng={}, best_val_loss=1.0, best_epoch=0)
+
+
+def test_a_full_disk_keeps_the_previous_state(small_disk):
+    path = small_disk / "checkpoints" / "tokenizer.last.safetensors"
+    _state(1000).save(path)
+    previous = path.read_bytes()
+    with pytest.raises(OSError) as err:
+        _state(200_000).save(path)  # 800 kB
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name] and path.read_bytes() == previous
 
 
 def test_disk_errors_name_the_file_and_other_os_errors_stay_bugs():

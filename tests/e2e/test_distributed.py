@@ -110,7 +110,7 @@ def test_a_stopped_two_process_run_resumes_with_two_processes(cli):
     proc = subprocess.Popen(command, cwd=cli.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300
-        while not list(cli.root.glob("outputs/runs/*/*/checkpoints/predictor.last.pt")):
+        while not list(cli.root.glob("outputs/runs/*/*/checkpoints/predictor.last.safetensors")):
             assert proc.poll() is None and time.time() < deadline, "the predictor never saved a training state"
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
