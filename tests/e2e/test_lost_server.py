@@ -99,6 +99,8 @@ def test_a_server_lost_for_good_ends_the_run_with_the_checkpoint_on_disk(cli, se
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"error: lost the MLflow tracking server at {server.url} during the run"), out[-3000:]
+    assert last.endswith("Run the same command again once the server is back; it marks the MLflow runs left "
+                         "RUNNING here FAILED"), last  # the runs could not be ended: said, and recorded to end
     checkpoint = Path(last.split("the checkpoints are on local disk: ")[1].split(". Run")[0])
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
 
