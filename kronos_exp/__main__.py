@@ -39,10 +39,11 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         raise SystemExit(f"error: {message}") from None
     except KeyboardInterrupt as stop:
+        from .tracking.stale import runs_ended
         from .train.interrupt import exit_code
 
-        print("interrupted: the MLflow runs are marked KILLED; run the same command again to resume from the "
-              "last training state (resume=false starts afresh)", file=sys.stderr)
+        print(f"interrupted: {runs_ended('KILLED')}; run the same command again to resume from the last training "
+              "state (resume=false starts afresh)", file=sys.stderr)
         raise SystemExit(exit_code(stop)) from None
 
 

@@ -1,6 +1,7 @@
 """One invocation: load the data, run the configured phases in order inside one MLflow run, report."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from .tracking import Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.lifecycle import PhaseResult, PhaseRuns
 from .tracking.runs import PARENT_RUN_ENV
+from .tracking.stale import runs_ended
 from .tracking.sweep import SWEEP_ID_ENV, JobInfo
 from .train import distributed, resolve_device, resolve_precision
 from .train.distributed import World
@@ -112,10 +114,14 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
     device = distributed.device_for(world, resolve_device(cfg.device))
     distributed.start(world, device, cfg.dist_backend)
     try:
-        return _run(cfg, output_dir, world, device)
+        # Rank 0 takes SIGTERM as a stop once its runs are open (_tracked); the others from the start.
+        with contextlib.nullcontext() if world.is_main else sigterm_stops():
+            return _run(cfg, output_dir, world, device)
     except KeyboardInterrupt as stop:
         if world.is_main:
+            _raise_if_a_peer_failed(world)  # torchrun's SIGTERM after a process died is no interrupt
             raise
+        distributed.report_stop(world)
         raise SystemExit(exit_code(stop)) from None  # stopped with rank 0, which says so once
     except UserError:
         if world.is_main:
@@ -125,16 +131,19 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
         time.sleep(30)
         raise SystemExit(1) from None
     except Exception:
-        peer = distributed.failed_peer() if world.distributed else None
-        if peer is not None and peer != world.rank:
-            # A broken collective because a peer died: that peer prints the error worth reading.
-            raise SystemExit(f"error: process {peer} of this torchrun failed (its error is printed above); "
-                             "the MLflow runs are marked FAILED" if world.is_main else 1) from None
+        _raise_if_a_peer_failed(world)  # a broken collective because a peer died: the peer is the news
         if world.distributed:
             distributed.report_failure(world)
         raise
     finally:
         distributed.stop()
+
+
+def _raise_if_a_peer_failed(world: World) -> None:
+    """Stop with the line that names the process whose failure stopped this one (rank 0 says it)."""
+    failure = distributed.peer_failure(world) if world.distributed else None
+    if failure is not None:
+        raise SystemExit(f"error: {failure}; {runs_ended('FAILED')}" if world.is_main else 1) from None
 
 
 def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> float:
@@ -160,6 +169,8 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
         return objective_value(cfg, reported)
     tracker = Tracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.http_timeout_s,
                       cfg.mlflow.http_max_retries, cfg.mlflow.offline_wait_s)
+    if world.distributed:
+        tracker.failure_elsewhere = lambda: distributed.peer_failure(world)
     tracker.end_dead_runs()
     ctx.runs = PhaseRuns(tracker, ctx.output_dir, skip_existing=skip_existing, resume=cfg.resume,
                          heartbeat_s=cfg.mlflow.heartbeat_s)

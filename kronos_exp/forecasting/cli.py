@@ -13,7 +13,9 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,14 +49,58 @@ def parse(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return settings, data
 
 
-def _number(settings: dict[str, str], key: str, kind=int, low=None):
+def _number(settings: dict[str, str], key: str, kind=int, valid=lambda v: True, what: str = "") -> int | float:
+    """Setting ``key`` as an int or a finite float that ``valid`` accepts (``what`` says which are)."""
+    noun = "an integer" if kind is int else "a finite number"
     try:
         value = kind(settings[key])
     except ValueError:
-        raise ForecastError(f"{key}={settings[key]!r} is not a{'n integer' if kind is int else ' number'}") from None
-    if low is not None and value < low:
-        raise ForecastError(f"{key}={value} must be >= {low}")
+        value = None
+    if value is None or not math.isfinite(value) or not valid(value):
+        raise ForecastError(f"{key}={settings[key]}; valid: {noun}{' ' + what if what else ''}")
     return value
+
+
+def sampling(settings: dict[str, str]) -> dict[str, int | float]:
+    """The numeric settings, each checked against what the predictor can use."""
+    return {
+        "pred_len": _number(settings, "pred_len", int, lambda v: v >= 1, ">= 1"),
+        "lookback": _number(settings, "lookback", int, lambda v: v >= 2, ">= 2"),
+        "sample_count": _number(settings, "sample_count", int, lambda v: v >= 1, ">= 1"),
+        "T": _number(settings, "T", float, lambda v: v > 0, "> 0 (the sampling temperature)"),
+        "top_p": _number(settings, "top_p", float, lambda v: 0 < v <= 1, "in (0, 1]"),
+        "top_k": _number(settings, "top_k", int, lambda v: v >= 0, ">= 0 (0: no top-k cut)"),
+        "seed": _number(settings, "seed", int),
+    }
+
+
+def check_freq(freq: str) -> None:
+    if not freq:
+        return
+    import pandas as pd
+
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except ValueError:
+        raise ForecastError(f"freq={freq} is not a pandas frequency; use e.g. freq=5min, 1h, 1D or 1W, or leave it "
+                            "out for each series' median step") from None
+
+
+def writable(out: Path) -> Path:
+    """``out``, once it is certain the forecast can be written there (before any work is done)."""
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(21, "it is a folder", str(out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        existed = out.exists()
+        out.open("a").close()
+        if not existed:
+            out.unlink()
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename and err.filename != str(out) else ""
+        raise ForecastError(f"cannot write out={out} ({where}{err.strerror}); choose a file name in a folder you "
+                            "can write") from None
+    return out
 
 
 def load_model(uri: str, tracking_uri: str | None, download_to: Path):
@@ -131,12 +177,27 @@ def _chart(path: Path, series, y_ts, paths, lookback: int, pred_len: int, model:
     plt.close(fig)
 
 
+def histories(series: list, lookback: int, freq: str) -> list:
+    """The series as the forecast can use them: each with at least two rows unless ``freq`` says
+    the spacing; one warning line for those shorter than ``lookback`` (their whole history is used)."""
+    for s in series:
+        if len(s.timestamps) < 2 and not freq:
+            raise ForecastError(f"{s.source}: series '{s.name}' has {len(s.timestamps)} row; the spacing of its "
+                                "forecast timestamps cannot be inferred from it: add rows, or set freq= (e.g. "
+                                "freq=5min)")
+    short = [s for s in series if len(s.timestamps) < lookback]
+    if short:
+        print(f"warning: lookback={lookback} is longer than the history of {len(short)} series ("
+              + ", ".join(f"'{s.name}': {len(s.timestamps)} rows" for s in short[:5])
+              + (", ..." if len(short) > 5 else "") + "); their whole history is used", file=sys.stderr)
+    return series
+
+
 def main(argv: list[str]) -> Path:
     settings, data_settings = parse(argv)
-    pred_len, lookback = _number(settings, "pred_len", low=1), _number(settings, "lookback", low=2)
-    sample_count = _number(settings, "sample_count", low=1)
-    T, top_p, top_k = _number(settings, "T", float), _number(settings, "top_p", float), _number(settings, "top_k")
-    seed = _number(settings, "seed")
+    n = sampling(settings)
+    check_freq(settings["freq"])
+    out = writable(Path(settings["out"]))
 
     import pandas as pd
 
@@ -147,18 +208,22 @@ def main(argv: list[str]) -> Path:
 
     with tempfile.TemporaryDirectory(prefix="kronos-forecast-") as download_to:
         predictor = load_model(settings["model"], settings["tracking_uri"], Path(download_to))
-    series = load_series(data_settings)  # DataError names the file, column and line
+    series = histories(load_series(data_settings), n["lookback"], settings["freq"])  # DataError names the file
+    lookback, pred_len, sample_count = n["lookback"], n["pred_len"], n["sample_count"]
     frames = [pd.DataFrame(s.values[-lookback:], columns=list(FEATURES)) for s in series]
     x_ts = [pd.Series(s.timestamps[-lookback:]) for s in series]
     y_ts = [future_timestamps(pd.DatetimeIndex(s.timestamps[-lookback:]), pred_len, settings["freq"]) for s in series]
-    seed_everything(seed)
-    paths = sample_paths(predictor, frames, x_ts, y_ts, pred_len, T, top_k, top_p, sample_count)  # [N, S, H, 6]
+    seed_everything(n["seed"])
+    paths = sample_paths(predictor, frames, x_ts, y_ts, pred_len, n["T"], n["top_k"], n["top_p"],
+                         sample_count)  # [N, S, H, 6]
 
-    out = Path(settings["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(_tables(series, y_ts, paths, sample_count)).to_csv(out, index=False)
     chart = out.with_suffix(".png")
-    _chart(chart, series, y_ts, paths, lookback, pred_len, settings["model"])
+    try:
+        pd.concat(_tables(series, y_ts, paths, sample_count)).to_csv(out, index=False)
+        _chart(chart, series, y_ts, paths, lookback, pred_len, settings["model"])
+    except OSError as err:  # the disk filled up, or the folder changed, since writable() looked
+        raise ForecastError(f"cannot write {err.filename or out} ({err.strerror}); choose a file name in a folder "
+                            "you can write") from None
     print(f"wrote {out} ({len(series)} series x {pred_len} steps) and {chart}")
     return out
 

@@ -1,7 +1,9 @@
 """MLflow runs: one per invocation (the job), one nested run per phase.
 
 Tracking is told what happened; it never decides training. Every run it opens is closed with
-FINISHED, FAILED (an exception) or KILLED (Ctrl-C / SIGTERM), never left RUNNING.
+FINISHED, FAILED (an exception, or a failure elsewhere that the pipeline names) or KILLED (Ctrl-C /
+SIGTERM), never left RUNNING: a run the server does not let it end is recorded and ended as soon
+as the server answers again, by this process or the next invocation (tracking/stale.py).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import mlflow
 from filelock import FileLock
@@ -20,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import UserError
 from .buffer import MetricBuffer
-from .stale import PID_TAG, mark_dead_runs_failed, process_tags
+from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
+                    process_tags, record_unended, unended_folder)
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +94,6 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-@contextlib.contextmanager
-def closing_run(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
-    """End ``run`` as FINISHED, KILLED (interrupt) or FAILED (exception)."""
-    try:
-        yield run
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):  # a lost server must not turn the interrupt into another error
-            mlflow.end_run("KILLED")
-        raise
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        with contextlib.suppress(Exception):  # the error the user must see is ``err``, not this one
-            mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
-
-
 class Tracker:
     """The MLflow side of one invocation."""
 
@@ -131,6 +115,9 @@ class Tracker:
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         self.experiment_name = experiment_name
         self._metrics: MetricBuffer | None = None  # started by the first metric (a thread does not pickle)
+        self._unended = unended_folder(self.tracking_uri)
+        # Set by the pipeline: the failure elsewhere (another torchrun process) that an error or stop here follows.
+        self.failure_elsewhere: Callable[[], str | None] = lambda: None
 
     @property
     def metrics(self) -> MetricBuffer:
@@ -165,17 +152,52 @@ class Tracker:
         folders = sorted(p for p in (output_dir / "checkpoints").glob("[!.]*") if p.is_dir())
         where = (f"the checkpoints are on local disk: {', '.join(map(str, folders))}" if folders
                  else "no checkpoint was saved before that")
+        unended = ("; it marks the MLflow runs left RUNNING here FAILED" if left_unended() else "")
         return (f"lost the MLflow tracking server at {self.tracking_uri} during the run, so the run could not be "
-                f"recorded there; {where}. Run the same command again once the server is back")
+                f"recorded there; {where}. Run the same command again once the server is back{unended}")
 
     def end_dead_runs(self) -> None:
-        """End this experiment's runs whose process died (kill -9) FAILED, and say so in one line."""
+        """End the runs an earlier process could not end (the server was away) as they ended, and
+        this experiment's runs whose process died (kill -9) FAILED; say so in one line each."""
+        ended = end_recorded(self.client, self._unended)
+        if ended:
+            log.warning("%d run(s) left RUNNING while the tracking server did not answer are ended now: %s", len(ended),
+                        ", ".join(f"{r.run_id} {r.status}" for r in ended))
         dead = mark_dead_runs_failed(self.client, self.experiment_id)
         if dead:
             pids = sorted({r.data.tags.get(PID_TAG, "?") for r in dead})
             log.warning("%d run(s) of experiment '%s' were left RUNNING by process(es) %s, which no longer exist; "
                         "marked FAILED: %s", len(dead), self.experiment_name, ", ".join(pids),
                         ", ".join(r.info.run_id for r in dead))
+
+    @contextlib.contextmanager
+    def _closing(self, run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
+        """End ``run`` as FINISHED, KILLED (interrupt) or FAILED (exception, or a failure elsewhere)."""
+        try:
+            yield run
+        except BaseException as err:
+            elsewhere = self.failure_elsewhere()
+            if isinstance(err, KeyboardInterrupt) and elsewhere is None:
+                self._end(Unended(run.info.run_id, "KILLED", f"interrupted ({err or 'Ctrl-C'})"))
+            else:
+                self._end(Unended(run.info.run_id, "FAILED", elsewhere or f"{type(err).__name__}: {err}"[:5000]))
+            raise  # the error the user must see is ``err``, not one from ending the run
+        else:
+            self._end(Unended(run.info.run_id, "FINISHED"))
+
+    def _end(self, run: Unended) -> None:
+        """End the active ``run``; one the server does not let end is recorded, to end when it answers."""
+        if left_unended() and (not is_remote(self.tracking_uri) or server_answers(self.tracking_uri)):
+            end_recorded(self.client, self._unended, mine_only=True)  # the server may be back meanwhile
+        try:
+            mlflow.end_run(run.status)  # off the stack of active runs first, then to the server
+            if run.reason and run.status in REASON_TAGS:
+                self.client.set_tag(run.run_id, REASON_TAGS[run.status], run.reason)
+        except Exception:
+            with contextlib.suppress(OSError):  # (a full disk: then the next invocation ends it FAILED)
+                record_unended(self._unended, run)
+            if run.status == "FINISHED":
+                raise
 
     def ui_command(self) -> str:
         if self.tracking_uri.startswith(("http://", "https://")):
@@ -189,7 +211,7 @@ class Tracker:
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
                                run_name=tags.get("mlflow.runName") if tags else None,
                                tags={**(tags or {}), **process_tags()})
-        with closing_run(run):
+        with self._closing(run):
             resolved = OmegaConf.to_container(cfg, resolve=True)
             mlflow.log_params(flatten(resolved))
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
@@ -225,7 +247,7 @@ class Tracker:
     def phase_run(self, name: str, tags: dict[str, str] | None = None):
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
                                tags={"phase": name, **(tags or {}), **process_tags()})
-        with closing_run(run):
+        with self._closing(run):
             try:
                 yield run
             except BaseException:

@@ -8,7 +8,9 @@ result, so all ranks take the same decision.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
@@ -68,6 +70,7 @@ def start(world: World, device: torch.device, backend: str | None) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"dist_backend={backend!r}; valid: {', '.join(BACKENDS)} or null (nccl on CUDA, gloo on CPU)")
     dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    _set(_PROCESS_KEY.format(world.rank), f"{socket.gethostname()} {os.getpid()}")
 
 
 def stop() -> None:
@@ -75,7 +78,10 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-_FAILED_KEY = "kronos_exp/failed_rank"
+# What the ranks tell each other through torchrun's store about how they end.
+_FAILED_KEY = "kronos_exp/failed_rank"  # a rank failing with an error of its own (it prints it)
+_PROCESS_KEY = "kronos_exp/process/{}"  # "<host> <pid>" of each rank, set when it joins
+_STOPPED_KEY = "kronos_exp/stopped/{}"  # a rank that stops for an interrupt, not a failure
 
 
 def _store():
@@ -88,23 +94,66 @@ def _store():
         return None
 
 
-def report_failure(world: World) -> None:
-    """Tell the other ranks that this one is failing with its own error (printed by this rank)."""
+def _set(key: str, value: str) -> None:
     store = _store()
     if store is not None:
         try:
-            store.set(_FAILED_KEY, str(world.rank))
-        except Exception:
+            store.set(key, value)
+        except Exception:  # the store is torchrun's: gone only when torchrun is
             pass
 
 
-def failed_peer() -> int | None:
-    """The rank that reported a failure, if any: its error, not the broken collective, is the news."""
+def _get(key: str) -> str | None:
     store = _store()
     try:
-        return int(store.get(_FAILED_KEY)) if store is not None and store.check([_FAILED_KEY]) else None
+        return store.get(key).decode() if store is not None and store.check([key]) else None
     except Exception:
         return None
+
+
+def report_failure(world: World) -> None:
+    """Tell the other ranks that this one is failing with its own error (printed by this rank)."""
+    _set(_FAILED_KEY, str(world.rank))
+
+
+def report_stop(world: World) -> None:
+    """Tell the other ranks that this one ends for an interrupt: its exit is no failure."""
+    _set(_STOPPED_KEY.format(world.rank), "1")
+
+
+def peer_failure(world: World) -> str | None:
+    """Which other process's failure stopped this torchrun, if any: one that reported its error,
+    else one on this host whose process is gone without saying it stopped (killed: SIGKILL, out of
+    memory). That failure, not the broken collective or torchrun's SIGTERM that follows, is the
+    news. A process on another host that vanishes is not seen here."""
+    reported = _get(_FAILED_KEY)
+    if reported is not None:
+        return None if int(reported) == world.rank else (
+            f"process {reported} of this torchrun failed (its error is printed above)")
+    host = socket.gethostname()
+    for rank in range(world.world_size):
+        where = _get(_PROCESS_KEY.format(rank)) if rank != world.rank else None
+        if where is None or _get(_STOPPED_KEY.format(rank)) is not None:
+            continue
+        peer_host, pid = where.rsplit(" ", 1)
+        if peer_host == host and _process_gone(int(pid)):
+            return (f"process {rank} of this torchrun failed (it was killed, without an error of its own; torchrun "
+                    "names the signal)")
+    return None
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie that torchrun has not reaped yet counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # the state is the field after the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def broadcast(obj: T) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from typing import Iterator
 
 
@@ -41,13 +42,16 @@ def raise_if_stop_requested() -> None:
 
 @contextlib.contextmanager
 def sigterm_stops() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``Interrupted`` (now, and again at the next training step)."""
+    """Within the block, SIGTERM raises ``Interrupted`` (now, and again at the next training step),
+    unless it comes while an error is being handled: torchrun stops the other processes with
+    SIGTERM when one fails, and that failure, not the stop, is how the runs end."""
     global _requested
 
     def handler(signum, frame):
         global _requested
         _requested = f"signal {signum}"
-        raise Interrupted(_requested)
+        if sys.exc_info()[0] is None:  # an error being handled (runs being ended FAILED) goes on: it is the news
+            raise Interrupted(_requested)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

@@ -37,3 +37,20 @@ def test_runs_of_a_killed_process_are_marked_failed_by_the_next_invocation(cli):
         assert f"process {proc.pid}" in run.data.tags["error"]
     assert sorted(r.info.status for r in runs.values()) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert all(r.data.tags[HOST_TAG] for r in runs.values())
+
+
+def test_a_job_whose_phase_was_taken_over_is_ended_failed_by_the_next_invocation(tmp_path):
+    """A job on a lost host keeps its job run RUNNING after another host took its phase over
+    (tracking/resume.take tags it resumed_by); the next invocation on the store ends it FAILED."""
+    from kronos_exp.tracking import Tracker
+    from kronos_exp.tracking.resume import RESUMED_BY_TAG
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "kronos_exp")
+    client = tracker.client
+    lost = client.create_run(tracker.experiment_id, tags={HOST_TAG: "lost-host", PID_TAG: "4242"}).info.run_id
+    alive = client.create_run(tracker.experiment_id, tags={HOST_TAG: "other-host", PID_TAG: "4243"}).info.run_id
+    client.set_tag(lost, RESUMED_BY_TAG, "taker")
+    tracker.end_dead_runs()
+    assert client.get_run(alive).info.status == "RUNNING"  # another host's run, not taken over: alive for all we know
+    ended = client.get_run(lost)
+    assert ended.info.status == "FAILED" and "taken over by run taker" in ended.data.tags["error"]

@@ -2,6 +2,7 @@
 and leave one set of runs, checkpoints and versions."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -99,6 +100,40 @@ def test_a_failing_rank_takes_the_others_down_and_the_runs_end_failed(cli):
     assert "Connection closed by peer" not in output  # rank 0's broken collective is not the news
     assert {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()} == {"job": "FAILED",
                                                                                     "tokenizer": "FAILED"}
+
+
+def _rank_pid(parent: int, rank: int) -> int:
+    """The pid of the process torchrun ``parent`` started for ``rank`` (from its environment)."""
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            return int(child)
+    raise AssertionError(f"torchrun {parent} has no process of rank {rank}")
+
+
+def test_a_killed_rank_ends_the_runs_failed_and_says_which(cli):
+    """SIGKILL leaves rank 1 no chance to report: rank 0 sees a broken collective or torchrun's
+    SIGTERM, and must still end the runs FAILED (not KILLED or FINISHED) naming process 1."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(
+        *TINY, "phases=tokenizer", "tokenizer.epochs=100", "tokenizer.batch_size=4", fast=False)[1:]]
+    proc = subprocess.Popen(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "tokenizer: training" in line:
+                break
+        os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0
+    assert ("error: process 1 of this torchrun failed (it was killed, without an error of its own; torchrun names "
+            "the signal); the MLflow runs are marked FAILED") in output, output[-5000:]
+    assert "interrupted" not in output and "Error executing job" not in output, output[-5000:]  # no traceback of rank 0
+    runs = {r.data.tags.get("phase", "job"): r for r in cli.runs()}
+    assert {k: r.info.status for k, r in runs.items()} == {"job": "FAILED", "tokenizer": "FAILED"}
+    assert all(r.data.tags["error"].startswith("process 1 of this torchrun failed") for r in runs.values())
 
 
 def test_a_stopped_two_process_run_resumes_with_two_processes(cli):

@@ -99,6 +99,8 @@ def test_a_server_lost_for_good_ends_the_run_with_the_checkpoint_on_disk(cli, se
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"error: lost the MLflow tracking server at {server.url} during the run"), out[-3000:]
+    assert last.endswith("Run the same command again once the server is back; it marks the MLflow runs left "
+                         "RUNNING here FAILED"), last  # the runs could not be ended: said, and recorded to end
     checkpoint = Path(last.split("the checkpoints are on local disk: ")[1].split(". Run")[0])
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "config.json").is_file()
 
@@ -117,6 +119,39 @@ def test_metrics_logged_while_the_server_is_away_arrive_when_it_returns(cli, ser
     assert [m.step for m in client.get_metric_history(phase.info.run_id, "val_loss")] == [0, 1, 2]
     steps = [m.step for m in client.get_metric_history(phase.info.run_id, "train_loss")]
     assert steps == list(range(1, len(steps) + 1))  # every optimizer step, none lost in the outage
+
+
+# A lost server costs a second per call, not ten: these tests stop the server on purpose.
+BRIEF = ["mlflow.http_timeout_s=1", "mlflow.http_max_retries=0"]
+
+
+def _statuses(url: str) -> dict[str, str]:
+    client = MlflowClient(url)
+    return {r.info.run_id: r.info.status
+            for r in client.search_runs([client.get_experiment_by_name("kronos_exp").experiment_id])}
+
+
+def test_runs_stopped_while_the_server_is_away_end_killed_once_it_answers(cli, server):
+    proc = _start_training(cli, server.url, "tokenizer.epochs=50", *BRIEF)
+    server.kill()
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out = _finish(proc, timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    assert "the MLflow runs are marked KILLED" not in out  # they are not: the server is away
+    assert ("interrupted: the MLflow runs could not be marked KILLED (the tracking server did not answer); the next "
+            "invocation on this store marks them; run the same command again to resume") in out, out[-3000:]
+    server.start()  # the same port and store
+    stopped = _statuses(server.url)
+    assert sorted(stopped.values()) == ["RUNNING", "RUNNING"]
+
+    later = _start_training(cli, server.url, *BRIEF, "tokenizer.epochs=1", "data.max_train_windows=64")  # started
+    statuses = _statuses(server.url)
+    assert {statuses[run_id] for run_id in stopped} == {"KILLED"}, statuses
+    assert _finish(later, timeout=300) and later.returncode == 0
+    client = MlflowClient(server.url)
+    assert all(client.get_run(run_id).data.tags["stopped"].startswith("interrupted") for run_id in stopped)
+    assert "RUNNING" not in _statuses(server.url).values()
 
 
 def test_ctrl_c_stops_a_run_whose_server_is_lost(cli, server):

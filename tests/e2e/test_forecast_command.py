@@ -1,0 +1,63 @@
+"""The forecast command's settings and files: each bad one is one `error:` line and exit status 1,
+a lookback longer than the history is said once. One packaged predictor (the tiny parity
+checkpoints) serves every test here."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kronos_exp.data import sample_path
+from kronos_exp.forecasting.pyfunc import package
+
+PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """A packaged predictor, a 40-row and a 1-row CSV of one series."""
+    root = tmp_path_factory.mktemp("forecast")
+    shutil.copytree(PARITY / "predictor", root / "model")
+    package(root / "model", PARITY / "tokenizer", max_context=512, pred_len=16)
+    prices = pd.read_csv(sample_path())
+    prices = prices[prices.symbol == "ACME"].drop(columns=["symbol"])
+    prices.tail(40).to_csv(root / "p40.csv", index=False)
+    prices.tail(1).to_csv(root / "p1.csv", index=False)
+    return root
+
+
+def forecast(cli, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", "model=model", "pred_len=2",
+                           "sample_count=2", *args], cwd=folder, env=cli.env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data.path=p1.csv"], "p1.csv: series 'p1' has 1 row; the spacing of its forecast timestamps cannot be "
+                           "inferred from it: add rows, or set freq= (e.g. freq=5min)"),
+    (["data.path=p40.csv", "freq=banana"], "freq=banana is not a pandas frequency; use e.g. freq=5min, 1h, 1D or 1W"),
+    (["data.path=p40.csv", "out=p40.csv/forecast.csv"], "cannot write out=p40.csv/forecast.csv (p40.csv: File exists)"),
+    (["data.path=p40.csv", "out=."], "cannot write out=. (it is a folder)"),
+    (["data.path=p40.csv", "T=nan"], "T=nan; valid: a finite number > 0"),
+    (["data.path=p40.csv", "top_p=0"], "top_p=0; valid: a finite number in (0, 1]"),
+    (["data.path=p40.csv", "top_k=-1"], "top_k=-1; valid: an integer >= 0"),
+    (["data.path=p40.csv", "lookback=1.5"], "lookback=1.5; valid: an integer >= 2"),
+])
+def test_a_bad_setting_or_file_is_one_line(cli, folder, args, message):
+    proc = forecast(cli, folder, *args)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]], proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_lookback_longer_than_the_history_is_said_once_and_the_history_used(cli, folder):
+    proc = forecast(cli, folder, "data.path=p40.csv", "lookback=100", "out=short.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "lookback" in line]
+    assert warnings == ["warning: lookback=100 is longer than the history of 1 series ('p40': 40 rows); their whole "
+                        "history is used"], proc.stderr[-3000:]
+    assert len(pd.read_csv(folder / "short.csv")) == 2
