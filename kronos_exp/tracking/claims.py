@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TAG = "heartbeat"
 STALE_AFTER_BEATS = 4  # a claim is dead once its heartbeat is this many intervals old
-SETTLE_S = 1.0  # longer than a store takes to show a run it has just created
+SETTLE_S = 0.5  # far longer than a store takes to show a run it has just created (milliseconds)
 
 
 class Claims:

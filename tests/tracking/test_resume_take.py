@@ -15,8 +15,9 @@ import os, sys, time
 from mlflow.tracking import MlflowClient
 from kronos_exp.tracking.resume import Unfinished, take
 from pathlib import Path
-uri, old, mine, go = sys.argv[1:5]
+uri, old, mine, go, ready = sys.argv[1:6]
 client = MlflowClient(uri)
+open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
 print("took" if take(client, Unfinished(old, "KILLED", Path("state.pt")), mine) else "lost")
@@ -45,9 +46,12 @@ def test_two_processes_racing_for_one_unfinished_run_take_it_once(tmp_path):
     client, experiment, old = _store(tmp_path)
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", _TAKER, f"sqlite:///{tmp_path / 'mlflow.db'}", old,
-                               client.create_run(experiment).info.run_id, str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(8)  # both are past their imports and polling
+                               client.create_run(experiment).info.run_id, str(go), str(tmp_path / f"ready-{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(2)):  # both past their imports
+        assert time.time() < deadline and all(p.poll() is None for p in procs), [p.stderr.read() for p in procs]
+        time.sleep(0.05)
     go.touch()
     outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert outcomes == ["lost", "took"], [p.stderr for p in procs]
