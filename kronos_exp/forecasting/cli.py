@@ -110,7 +110,7 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
 
     from ..model.checkpoint import CheckpointError, CheckpointNotFound
     from ..tracking.registry import Registry
-    from ..tracking.runs import resolve_tracking_uri
+    from ..tracking.runs import bound_http_retries, resolve_tracking_uri
     from .pyfunc import load_predictor
 
     registered = None
@@ -119,8 +119,7 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
         if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
             raise ForecastError(f"no MLflow store at {store}; pass tracking_uri=<the store your runs used> "
                                 "(or set MLFLOW_TRACKING_URI)")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a dead server fails now, not in minutes
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        bound_http_retries(timeout_s=10, max_retries=0)  # a dead server fails now, not in minutes
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # an error stays the first line
         mlflow.set_tracking_uri(store)
         try:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from ..config import ServingConfig
 from ..data import FEATURES, DataConfig, DataError
 from ..data.reading import read_bytes
 from ..errors import UserError
@@ -28,11 +29,12 @@ class RequestRefused(UserError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask (config ``serving.*``, written into the package when it is made)."""
-    max_pred_len: int = 512
-    max_sample_count: int = 32
-    max_history_rows: int = 2048
-    timeout_s: float = 30.0
+    """What one request may ask (config ``serving.*``, whose defaults these are, written into the
+    package when it is made)."""
+    max_pred_len: int = ServingConfig.max_pred_len
+    max_sample_count: int = ServingConfig.max_sample_count
+    max_history_rows: int = ServingConfig.max_history_rows
+    timeout_s: float = ServingConfig.timeout_s
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "Limits":
