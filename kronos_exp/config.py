@@ -144,15 +144,16 @@ class EvalConfig:
     predictor: Optional[str] = None
     # null = the tokenizer packaged with the predictor version, else this run's / the registered one.
     tokenizer: Optional[str] = None
-    windows: int = 32  # forecast origins, evenly spaced over the test split
+    windows: int = 32  # forecast origins per split (validation and test), at most
+    overlap: bool = False  # false: one series' origins a horizon apart (independent errors); true: evenly spaced
     pred_len: Optional[int] = None  # forecast steps; null = data.predict_window (the most a test window holds)
     sample_count: int = 8  # sampled paths per window; > 1 adds CRPS and the 10-90% band
     T: float = 1.0
     top_p: float = 0.9
     top_k: int = 0
     seed: Optional[int] = None  # null = the run's seed
-    metric: str = "close_mae"  # the phase's result: objective default, and what the `alias` ranks by
-    alias: Optional[str] = "best"  # registry alias set on the predictor version with the best metric; null = none
+    metric: str = "close_mae"  # on the validation split: objective default, and what the `alias` ranks by
+    alias: Optional[str] = "best"  # registry alias on the predictor version with the best validation metric; null = none
     plot_series: int = 3  # fan charts for up to this many series
 
 
@@ -201,8 +202,9 @@ class RunConfig:
     dist_backend: Optional[str] = None  # torchrun process group: null = nccl on CUDA, gloo on CPU
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
-    # returned to sweepers: any metric a phase reports (<phase>_val_loss, eval_close_mae, ...);
-    # null = the last phase's own (its val_loss; eval.metric for the eval phase)
+    # returned to sweepers: any metric a phase reports on validation data (<phase>_val_loss,
+    # eval_val_close_mae, ...; never a test one); null = the last phase's own (its val_loss;
+    # eval_val_<eval.metric> for the eval phase)
     objective: Optional[str] = None
 
 
@@ -308,12 +310,12 @@ def _invocation_id() -> str:
     return f"{os.getpid()}-{secrets.token_hex(2)}"
 def objective_metric(cfg: Any) -> str:
     """The metric a run returns to sweepers: ``objective``, else the last phase's own (its
-    ``<phase>_val_loss``; ``eval_<eval.metric>`` for the eval phase)."""
+    ``<phase>_val_loss``; ``eval_val_<eval.metric>``, on the validation split, for the eval phase)."""
     objective = OmegaConf.select(cfg, "objective")
     if objective is not None:
         return str(objective)
     last = list(OmegaConf.select(cfg, "phases") or {"": None})[-1]
-    return f"eval_{OmegaConf.select(cfg, 'eval.metric')}" if last == "eval" else f"{last}_val_loss"
+    return f"eval_val_{OmegaConf.select(cfg, 'eval.metric')}" if last == "eval" else f"{last}_val_loss"
 
 
 def objective_direction(cfg: Any) -> str:

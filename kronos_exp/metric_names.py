@@ -17,10 +17,20 @@ HIGHER_IS_BETTER = ("skill", "excess", *SCORE_METRICS, *CORRELATION_METRICS)
 
 def maximised(name: str) -> bool | None:
     """Whether a reported metric is better higher (True) or lower (False), by how its name ends:
-    ``eval_ic``, ``eval_drift_close_mae_skill`` -> True; ``eval_close_mae``, ``tokenizer_val_loss``
+    ``eval_val_ic``, ``eval_val_drift_close_mae_skill`` -> True; ``eval_val_close_mae``, ``tokenizer_val_loss``
     -> False. None for a band's coverage, which has no better direction (a calibrated 10-90% band
     covers 80%, so neither more nor less is better). Any other name counts as an error (False)."""
     def ends_with(words: tuple[str, ...]) -> bool:
         return any(name == w or name.endswith(f"_{w}") for w in words)
 
     return True if ends_with(HIGHER_IS_BETTER) else None if ends_with(INTERVAL_METRICS) else False
+
+
+NOMINAL_COVERAGE = 0.8  # of the 10-90% band (data.frame.BAND)
+
+
+def ranking_value(name: str, value: float) -> float:
+    """``value`` turned so that lower is better: negated where higher is better, a band's coverage as
+    its distance from the nominal 0.8."""
+    direction = maximised(name)
+    return -value if direction else abs(value - NOMINAL_COVERAGE) if direction is None else value

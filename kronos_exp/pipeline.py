@@ -65,9 +65,19 @@ def use_pretrained_architectures(cfg: DictConfig) -> None:
 def check_objective(cfg: DictConfig, phases: list) -> None:
     """``objective`` must name a metric a phase of this run reports, checked before any training."""
     names = [name for p in phases for name in p.reported_metrics(cfg)]
-    if cfg.objective is not None and cfg.objective not in names:
-        raise ConfigError(f"objective={cfg.objective} but this run reports only {', '.join(names)}; "
-                          "use one of those, or objective=null for the last phase's own")
+    objective = cfg.objective
+    if objective is None:
+        return
+    if objective.startswith("eval_test_"):
+        raise ConfigError(f"objective={objective} is measured on the test split, which reports and never "
+                          f"chooses (a search that chose by it would report an optimistic test error); use the "
+                          f"validation split's objective={objective.replace('eval_test_', 'eval_val_', 1)}")
+    if objective not in names:
+        hint = (f"eval metrics are named by their split now: objective=eval_val_{objective[len('eval_'):]}"
+                if f"eval_val_{objective[len('eval_'):]}" in names else
+                f"this run reports only {', '.join(n for n in names if not n.startswith('eval_test_'))}")
+        raise ConfigError(f"objective={objective} is not a metric of this run; {hint}; "
+                          "or objective=null for the last phase's own")
 
 
 def objective_value(cfg: DictConfig, reported: dict[str, float]) -> float:
@@ -96,9 +106,8 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
     for name, r in results.items():
         how = f"reused {r.version.label}" if r.skipped else (
             f"trained, registered {r.version.label}" if r.version else "trained")
-        if r.metrics:  # a phase that measures rather than trains (evaluation)
-            lines.append(f"  {name:<10} " + "  ".join(f"{k} {v:.5g}" for k, v in list(r.metrics.items())[:3]))
-            lines.append(f"  {'':<10} model {r.version.label if r.version else r.checkpoint_dir}")
+        if r.summary:  # a step that measures rather than trains (evaluation)
+            lines += [f"  {name if i == 0 else '':<10} {line}" for i, line in enumerate(r.summary)]
             continue
         lines.append(f"  {name:<10} best val_loss {r.val_loss:.5f}  {how}")
         lines.append(f"  {'':<10} checkpoint {r.checkpoint_dir}")
@@ -208,6 +217,7 @@ def _tracked(cfg: DictConfig, ctx: RunContext, phases: list, job: JobInfo, start
         for phase in phases:
             ctx.results[phase.name] = run_step(phase, ctx)
             reported.update(phase.report(ctx.results[phase.name]))
+            mlflow.set_tags({f"{phase.name}_{k}": v for k, v in ctx.results[phase.name].tags.items()})
         objective = objective_value(cfg, reported)
         mlflow.log_metrics({**reported, "objective": objective})
         mlflow.set_tag("phases", ",".join(ctx.results))

@@ -148,3 +148,9 @@ def drift_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
     history = np.asarray(history, dtype=np.float64)
     step = (history[:, -1] - history[:, 0]) / max(history.shape[1] - 1, 1)
     return history[:, -1:] + step[:, None] * np.arange(1, horizon + 1)[None, :]
+
+
+def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+          paths: np.ndarray | None = None) -> float:
+    """One metric over all windows and steps, as ``overall`` gives it."""
+    return overall(point, actual, last, paths)[name]

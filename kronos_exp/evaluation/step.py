@@ -1,10 +1,12 @@
-"""The eval step: rolling-origin forecasts over the test split, against baselines that need no model.
+"""The eval step: forecasts that choose on the validation split and report on the test split.
 
-Its "training" is forecasting: ``eval.windows`` evenly spaced test windows (never seen in training
-or model selection) are forecast ``eval.sample_count`` times each from their lookback rows, and
-compared in price units with what happened, beside the last-value and drift baselines and, when
-``predictor.pretrained`` is set, the pretrained weights before fine-tuning. Nothing is trained or
-registered; the predictor version gets its score as a tag, and the ``eval.alias`` goes to the best.
+Forecast origins (evaluation.origins) of the validation split give the numbers that select: the
+``eval.alias`` the registry moves to the best version and the default objective of ``phases=all``
+(``eval_val_<eval.metric>``). Only then is the test split forecast, for the report: every metric
+beside the last-value and drift baselines and, when ``predictor.pretrained`` is set, the published
+weights with their own tokenizer; the model's difference from each with a bootstrap interval and a
+verdict (evaluation.comparisons). No test number feeds a choice. Each origin is forecast
+``eval.sample_count`` times from its lookback rows, every forecaster from the same seed.
 It is a measuring step, not a training phase: it runs on rank 0 alone, in its own phase run.
 """
 from __future__ import annotations
@@ -30,15 +32,19 @@ from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
-from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, maximised
+from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, ranking_value
 from . import metrics as M
+from .comparisons import Comparison, Forecasts, compare
+from .intervals import METHOD
+from .origins import choose_origins
 
 log = logging.getLogger(__name__)
 
 CLOSE = FEATURES.index("close")
-MODEL = "model"  # the evaluated (fine-tuned) predictor: its metrics carry no prefix
+MODEL = "model"  # the evaluated (fine-tuned) predictor: its metrics carry no forecaster prefix
 BASELINES = ("last_value", "drift")
 PRETRAINED = "pretrained"
+VAL, TEST = "val", "test"  # the split that chooses, the split that reports
 
 
 def metric_name(forecaster: str, metric: str) -> str:
@@ -47,11 +53,13 @@ def metric_name(forecaster: str, metric: str) -> str:
 
 
 @dataclass
-class TestWindows:
-    """The chosen test windows, in price units: their rows, timestamps and what happened."""
-    chosen: np.ndarray  # window indices into the test split
+class Origins:
+    """The forecast origins of one split, in price units: their windows' rows, timestamps and series."""
+    split: str
+    chosen: np.ndarray  # window indices into the split
     raws: np.ndarray  # [W, L+P, 6]
     stamps: list
+    names: list[str]
     lookback: int
     pred_len: int
 
@@ -62,6 +70,10 @@ class TestWindows:
     @property
     def history(self) -> np.ndarray:
         return self.raws[:, :self.lookback, CLOSE]
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.raws[:, self.lookback - 1, CLOSE]
 
     @property
     def y_timestamps(self) -> list[pd.Series]:
@@ -89,16 +101,24 @@ class EvalStep:
         return int(cfg.eval.pred_len or cfg.data.predict_window)
 
     @staticmethod
-    def forecasters(cfg: DictConfig) -> list[str]:
-        return [MODEL] + ([PRETRAINED] if cfg.predictor.pretrained else []) + list(BASELINES)
+    def forecasters(cfg: DictConfig, split: str) -> list[str]:
+        """Who forecasts a split: the pretrained weights only report (on test), they choose nothing."""
+        pretrained = [PRETRAINED] if cfg.predictor.pretrained and split == TEST else []
+        return [MODEL, *pretrained, *BASELINES]
 
     def check(self, cfg: DictConfig) -> None:
         e = cfg.eval
         if cfg.data.get("test_ratio", 1) == 0:
-            raise ConfigError("eval: there is no test split (data.test_ratio=0), so there is nothing to evaluate "
+            raise ConfigError("eval: there is no test split (data.test_ratio=0), so there is nothing to report "
                               "on; set data.test_ratio > 0 (e.g. 0.1) or leave the eval phase out (phases=both)")
+        if cfg.predictor.pretrained and not cfg.tokenizer.pretrained:
+            raise ConfigError(
+                f"eval: predictor.pretrained={cfg.predictor.pretrained} is compared with the fine-tuned model, but "
+                "tokenizer.pretrained is null: the published predictor only reads the codes of the tokenizer "
+                "published with it, so pairing it with this run's tokenizer would not be a fair comparison. Set "
+                "tokenizer.pretrained to that tokenizer (e.g. NeoQuasar/Kronos-Tokenizer-base for Kronos-small)")
         if not 1 <= self.pred_len(cfg) <= cfg.data.predict_window:
-            raise ConfigError(f"eval.pred_len={e.pred_len} but test windows hold data.predict_window="
+            raise ConfigError(f"eval.pred_len={e.pred_len} but windows hold data.predict_window="
                               f"{cfg.data.predict_window} future rows; use 1..{cfg.data.predict_window} or null")
         for key, low in (("windows", 1), ("sample_count", 1), ("plot_series", 0)):
             if e[key] < low:
@@ -113,12 +133,16 @@ class EvalStep:
 
     def reported_metrics(self, cfg: DictConfig) -> list[str]:
         base = POINT_METRICS + (SAMPLE_METRICS if cfg.eval.sample_count > 1 else ())
-        names = [f"eval_{cfg.eval.metric}"]
-        for forecaster in self.forecasters(cfg):
-            names += [f"eval_{metric_name(forecaster, m)}" for m in base]
-            if forecaster != "last_value":
-                names += [f"eval_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
-                names += [f"eval_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
+        names = []
+        for split in (VAL, TEST):
+            for forecaster in self.forecasters(cfg, split):
+                names += [f"eval_{split}_{metric_name(forecaster, m)}" for m in base]
+                if forecaster != "last_value":
+                    names += [f"eval_{split}_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
+                    names += [f"eval_{split}_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
+        for reference in self.forecasters(cfg, TEST)[1:]:
+            difference = f"eval_{TEST}_{cfg.eval.metric}_vs_{reference}"
+            names += [difference, f"{difference}_low", f"{difference}_high"]
         return list(dict.fromkeys(names))
 
     def report(self, result: PhaseResult) -> dict[str, float]:
@@ -195,87 +219,152 @@ class EvalStep:
         with ctx.runs.open(self.name, inputs, settings, tags=upstream, claims=False):
             return self._evaluate(ctx, models, fingerprint(inputs))
 
-    def _test_windows(self, ctx: RunContext) -> TestWindows:
-        """``eval.windows`` evenly spaced test windows."""
-        test, n = ctx.data.test, min(ctx.cfg.eval.windows, len(ctx.data.test))
-        chosen = (np.arange(n) * len(test)) // n
-        raws = np.stack([test.raw(int(i)) for i in chosen]).astype(np.float64)
-        return TestWindows(chosen, raws, [test.timestamps(int(i)) for i in chosen], test.lookback_window,
-                           self.pred_len(ctx.cfg))
+    def _origins(self, ctx: RunContext, split: str) -> Origins:
+        """At most ``eval.windows`` origins of a split, a horizon apart unless ``eval.overlap``."""
+        windows, e = getattr(ctx.data, split), ctx.cfg.eval
+        if len(windows) == 0:
+            raise ConfigError(f"eval: the {split} split has no windows (data.{split}_ratio too small for "
+                              "lookback_window + predict_window rows); nothing to evaluate on")
+        pred_len = self.pred_len(ctx.cfg)
+        chosen = choose_origins(windows.index, e.windows, pred_len, bool(e.overlap))
+        raws = np.stack([windows.raw(int(i)) for i in chosen]).astype(np.float64)
+        return Origins(split, chosen, raws, [windows.timestamps(int(i)) for i in chosen],
+                       [windows.series_name(int(i)) for i in chosen], windows.lookback_window, pred_len)
 
-    def _forecast(self, ctx: RunContext, w: TestWindows, predictor_dir: Path, tokenizer_path: Path) -> np.ndarray:
+    def _sample(self, ctx: RunContext, o: Origins, predictor_dir: Path, tokenizer_path: Path) -> np.ndarray:
         """Sampled close paths [W, S, H]; every model draws from the same seed."""
         e = ctx.cfg.eval
         seed_everything(e.seed if e.seed is not None else ctx.cfg.seed)
         predictor = KronosPredictor(Kronos.from_pretrained(predictor_dir), KronosTokenizer.from_pretrained(
             tokenizer_path), device=str(ctx.device), max_context=ctx.cfg.predictor.max_context)
-        frames = [pd.DataFrame(r[:w.lookback], columns=list(FEATURES)) for r in w.raws]
-        x_ts = [pd.Series(s[:w.lookback]) for s in w.stamps]
-        return sample_paths(predictor, frames, x_ts, w.y_timestamps, w.pred_len, e.T, e.top_k, e.top_p,
+        frames = [pd.DataFrame(r[:o.lookback], columns=list(FEATURES)) for r in o.raws]
+        x_ts = [pd.Series(s[:o.lookback]) for s in o.stamps]
+        return sample_paths(predictor, frames, x_ts, o.y_timestamps, o.pred_len, e.T, e.top_k, e.top_p,
                             e.sample_count)[..., CLOSE]
 
-    def _evaluate(self, ctx: RunContext, models: Models, fp: str) -> PhaseResult:
-        e, w = ctx.cfg.eval, self._test_windows(ctx)
-        log.info("eval: forecasting %d test windows x %d samples, %d steps, with %s", len(w.chosen), e.sample_count,
-                 w.pred_len, models.label)
-        paths = {MODEL: self._forecast(ctx, w, models.predictor, models.tokenizer)}
-        if ctx.cfg.predictor.pretrained:
-            paths[PRETRAINED] = self._forecast(ctx, w, Path(str(ctx.cfg.predictor.pretrained)),
-                                               Path(str(ctx.cfg.tokenizer.pretrained or models.tokenizer)))
-        points = {name: p.mean(axis=1) for name, p in paths.items()}
-        points["last_value"] = M.last_value_forecast(w.history[:, -1], w.pred_len)
-        points["drift"] = M.drift_forecast(w.history, w.pred_len)
-        overall, steps = _score(points, paths, w.actual, w.history[:, -1])
-        self._log(ctx, w, models, overall, steps, paths, points)
-        headline = overall[e.metric]
-        self._rank(ctx, models, headline)
-        log.info("eval: %s %.5g (last value %.5g, drift %.5g)%s", e.metric, headline,
-                 overall[metric_name("last_value", e.metric)], overall[metric_name("drift", e.metric)],
-                 f", pretrained {overall[metric_name(PRETRAINED, e.metric)]:.5g}" if PRETRAINED in points else "")
-        return PhaseResult(self.name, models.predictor, fp, headline, models.version, skipped=False,
-                           metrics={e.metric: headline, **{k: v for k, v in overall.items() if k.startswith(e.metric)},
-                                    **overall})
+    def _forecast(self, ctx: RunContext, o: Origins, models: Models) -> dict[str, Forecasts]:
+        """Every forecaster of the split at its origins."""
+        log.info("eval: forecasting %d %s origins x %d samples, %d steps, with %s", len(o.chosen), o.split,
+                 ctx.cfg.eval.sample_count, o.pred_len, models.label)
+        out = {}
+        for name in self.forecasters(ctx.cfg, o.split):
+            if name == MODEL:
+                paths = self._sample(ctx, o, models.predictor, models.tokenizer)
+            elif name == PRETRAINED:
+                paths = self._sample(ctx, o, Path(str(ctx.cfg.predictor.pretrained)),
+                                     Path(str(ctx.cfg.tokenizer.pretrained)))
+            else:
+                point = (M.last_value_forecast(o.last, o.pred_len) if name == "last_value"
+                         else M.drift_forecast(o.history, o.pred_len))
+                out[name] = Forecasts(point)
+                continue
+            out[name] = Forecasts(paths.mean(axis=1), paths)
+        return out
 
-    def _log(self, ctx: RunContext, w: TestWindows, models: Models, overall, steps, paths, points) -> None:
-        test = ctx.data.test
-        mlflow.log_metrics({k: v for k, v in overall.items() if math.isfinite(v)})
-        for h in range(w.pred_len):
-            mlflow.log_metrics({f"{k}_by_step": float(v[h]) for k, v in steps.items() if math.isfinite(v[h])},
-                               step=h + 1)
-        mlflow.set_tags({"evaluated": models.label, "eval_windows": str(len(w.chosen))})
-        _log_forecasts(w, test, paths, points)
-        log_fan_charts(_fan_chart_windows(test, w.chosen, ctx.cfg.eval.plot_series), w.stamps, w.raws[..., CLOSE],
-                       w.lookback, w.pred_len, paths[MODEL], points["last_value"],
-                       [test.series_name(int(i)) for i in w.chosen], models.label)
-        log_metrics_by_horizon(steps, list(points))
+    def _evaluate(self, ctx: RunContext, models: Models, fp: str) -> PhaseResult:
+        e = ctx.cfg.eval
+        val = self._origins(ctx, VAL)
+        chooser, chooser_steps = _score(self._forecast(ctx, val, models), val)
+        headline = chooser[e.metric]
+        self._rank(ctx, models, headline)  # chosen before the test split is looked at
+        test = self._origins(ctx, TEST)
+        forecasts = self._forecast(ctx, test, models)
+        report, steps = _score(forecasts, test)
+        references = {k: v for k, v in forecasts.items() if k != MODEL}
+        comparisons = compare(e.metric, forecasts[MODEL], references, test.actual, test.last,
+                              seed=e.seed if e.seed is not None else ctx.cfg.seed)
+        metrics = {**_prefixed(VAL, chooser), **_prefixed(TEST, report), **_differences(e.metric, comparisons)}
+        self._log(ctx, models, metrics, {VAL: chooser_steps, TEST: steps}, val, test, forecasts)
+        self._report_on_version(ctx, models, report[e.metric], comparisons)
+        summary = _summary(e.metric, val, chooser, test, report, comparisons, models.label)
+        log.info("eval:\n  %s", "\n  ".join(summary))
+        return PhaseResult(self.name, models.predictor, fp, headline, models.version, skipped=False,
+                           metrics=metrics, tags={f"verdict_vs_{c.reference}": c.verdict for c in comparisons},
+                           summary=summary)
+
+    def _log(self, ctx: RunContext, models: Models, metrics: dict[str, float], steps: dict[str, dict],
+             val: Origins, test: Origins, forecasts: dict[str, Forecasts]) -> None:
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        for split, by_step in steps.items():
+            for h in range(test.pred_len):
+                mlflow.log_metrics({f"{split}_{k}_by_step": float(v[h]) for k, v in by_step.items()
+                                    if math.isfinite(v[h])}, step=h + 1)
+        mlflow.set_tags({"evaluated": models.label, "eval_origins": f"val {len(val.chosen)}, test {len(test.chosen)}",
+                         "eval_intervals": METHOD})
+        _log_forecasts(test, forecasts)
+        log_fan_charts(_fan_chart_windows(test, ctx.cfg.eval.plot_series), test.stamps, test.raws[..., CLOSE],
+                       test.lookback, test.pred_len, forecasts[MODEL].paths, forecasts["last_value"].point,
+                       test.names, models.label)
+        log_metrics_by_horizon(steps[TEST], list(forecasts))
+
+    def _setup_key(self, ctx: RunContext, split: str) -> str:
+        setup = eval_setup_fingerprint(ctx.cfg, ctx.data_fingerprint, self.pred_len(ctx.cfg))[:12]
+        return f"eval_{split}_{ctx.cfg.eval.metric}.{setup}"
 
     def _rank(self, ctx: RunContext, models: Models, headline: float) -> None:
-        """Tag the predictor version with its score for this data + eval setup and point
-        ``eval.alias`` at the best-scoring version of that setup (lower is better for error metrics)."""
+        """Tag the predictor version with its validation score for this data + eval setup and point
+        ``eval.alias`` at the best-scoring version of that setup (a band's coverage: the closest to 0.8)."""
         alias, version, metric = ctx.cfg.eval.alias, models.version, ctx.cfg.eval.metric
         if version is None or not math.isfinite(headline):
             return
-        key = f"eval_{metric}.{eval_setup_fingerprint(ctx.cfg, ctx.data_fingerprint, self.pred_len(ctx.cfg))[:12]}"
-        best = ctx.runs.registry.rank(version, key, headline, alias, lower_better=not maximised(metric))
+        best = ctx.runs.registry.rank(version, self._setup_key(ctx, VAL), headline, alias,
+                                      badness=lambda score: ranking_value(metric, score))
         if best is not None:
             best_version, best_score = best
             mlflow.set_tag("alias", f"{version.name}@{alias} -> v{best_version}")
-            log.info("eval: %s@%s -> v%d (%s %.5g on this data and eval setup)", version.name, alias, best_version,
-                     metric, best_score)
+            log.info("eval: %s@%s -> v%d (validation %s %.5g on this data and eval setup)", version.name, alias,
+                     best_version, metric, best_score)
+
+    def _report_on_version(self, ctx: RunContext, models: Models, value: float, comparisons: list) -> None:
+        """The test report on the predictor version, beside (never inside) the score that ranks it."""
+        if models.version is None:
+            return
+        tags = {self._setup_key(ctx, TEST): repr(value),
+                **{f"eval_verdict_vs_{c.reference}": c.verdict for c in comparisons}}
+        ctx.runs.registry.tag(models.version, tags)
 
 
-def _score(points: dict[str, np.ndarray], paths: dict[str, np.ndarray], actual: np.ndarray,
-           last: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{split}_{k}": v for k, v in metrics.items()}
+
+
+def _differences(metric: str, comparisons: list[Comparison]) -> dict[str, float]:
+    """``test_<metric>_vs_<reference>`` with its interval's ends as ``_low`` / ``_high``."""
+    out = {}
+    for c in comparisons:
+        name = f"{TEST}_{metric}_vs_{c.reference}"
+        out.update({name: c.difference.estimate, f"{name}_low": c.difference.low, f"{name}_high": c.difference.high})
+    return out
+
+
+def _summary(metric: str, val: Origins, chooser: dict, test: Origins, report: dict, comparisons: list,
+             label: str) -> list[str]:
+    """The eval's lines in the run's closing summary: what chose, what it reports, and the verdicts."""
+    def with_baselines(scores: dict) -> str:
+        return (f"{metric} {scores[metric]:.5g} (last value {scores[metric_name('last_value', metric)]:.5g}, "
+                f"drift {scores[metric_name('drift', metric)]:.5g})")
+
+    lines = [f"chooses on val  ({len(val.chosen)} origins): {with_baselines(chooser)}",
+             f"reports on test ({len(test.chosen)} origins): {with_baselines(report)}"]
+    for c in comparisons:
+        d = c.difference
+        lines.append(f"  vs {c.reference:<11} {metric} difference {d.estimate:+.4g}, 95% interval "
+                     f"[{d.low:+.4g}, {d.high:+.4g}]: {c.verdict}")
+    lines.append(f"model {label}; intervals: {METHOD} (block {comparisons[0].difference.block})"
+                 if comparisons else f"model {label}")
+    return lines
+
+
+def _score(forecasts: dict[str, Forecasts], o: Origins) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every forecaster's metrics over all steps and by step, and skills against the last value."""
     overall, steps = {}, {}
-    for name, point in points.items():
-        sampled = paths.get(name)
-        for metric, value in M.overall(point, actual, last, sampled).items():
+    for name, f in forecasts.items():
+        for metric, value in M.overall(f.point, o.actual, o.last, f.paths).items():
             overall[metric_name(name, metric)] = value
-        for metric, values in M.by_step(point, actual, last, sampled).items():
+        for metric, values in M.by_step(f.point, o.actual, o.last, f.paths).items():
             steps[metric_name(name, metric)] = values
     baseline = {m: overall[metric_name("last_value", m)] for m in POINT_METRICS}
-    for name in points:
+    for name in forecasts:
         if name == "last_value":
             continue
         own = {m: overall[metric_name(name, m)] for m in POINT_METRICS + SAMPLE_METRICS
@@ -284,23 +373,23 @@ def _score(points: dict[str, np.ndarray], paths: dict[str, np.ndarray], actual: 
     return overall, steps
 
 
-def _fan_chart_windows(test, chosen: np.ndarray, limit: int) -> list[int]:
-    """Positions in ``chosen`` of the middle window of each of the first ``limit`` series."""
+def _fan_chart_windows(o: Origins, limit: int) -> list[int]:
+    """Positions of the middle origin of each of the first ``limit`` series."""
     by_series: dict[str, list[int]] = {}
-    for pos, i in enumerate(chosen):
-        by_series.setdefault(test.series_name(int(i)), []).append(pos)
+    for pos, name in enumerate(o.names):
+        by_series.setdefault(name, []).append(pos)
     return [positions[len(positions) // 2] for positions in list(by_series.values())[:limit]]
 
 
-def _log_forecasts(w: TestWindows, test, paths, points) -> None:
-    """forecasts.csv: one row per window, step and forecaster (point, and the band when sampled)."""
+def _log_forecasts(o: Origins, forecasts: dict[str, Forecasts]) -> None:
+    """forecasts.csv: one row per test origin, step and forecaster (point, and the band when sampled)."""
     rows = []
-    for k, i in enumerate(w.chosen):
-        for h, ts in enumerate(w.y_timestamps[k]):
-            for name, point in points.items():
-                row = {"window": int(i), "series": test.series_name(int(i)), "step": h + 1, "timestamp": str(ts),
-                       "forecaster": name, "actual_close": w.actual[k, h], "close": point[k, h]}
-                if name in paths and paths[name].shape[1] > 1:
-                    row["close_q10"], row["close_q90"] = np.quantile(paths[name][k, :, h], M.BAND)
+    for k, i in enumerate(o.chosen):
+        for h, ts in enumerate(o.y_timestamps[k]):
+            for name, f in forecasts.items():
+                row = {"window": int(i), "series": o.names[k], "step": h + 1, "timestamp": str(ts),
+                       "forecaster": name, "actual_close": o.actual[k, h], "close": f.point[k, h]}
+                if f.paths is not None and f.paths.shape[1] > 1:
+                    row["close_q10"], row["close_q90"] = np.quantile(f.paths[k, :, h], M.BAND)
                 rows.append(row)
     mlflow.log_text(pd.DataFrame(rows).to_csv(index=False), "forecasts.csv")

@@ -42,6 +42,8 @@ class PhaseResult:
     val_history: list[float] = field(default_factory=list)
     duration_s: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)  # what a measuring step reports to the job run
+    tags: dict[str, str] = field(default_factory=dict)  # its verdicts, as words, for the job run
+    summary: list[str] = field(default_factory=list)  # its lines in the run's closing summary
 
 
 @dataclass(frozen=True)

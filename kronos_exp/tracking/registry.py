@@ -8,6 +8,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -128,18 +129,22 @@ class Registry:
                                                  mv.source, dict(mv.tags))
 
     def rank(self, version: RegisteredCheckpoint, key: str, score: float, alias: str | None,
-             lower_better: bool) -> tuple[int, float] | None:
-        """Tag ``version`` with its ``score`` under ``key`` and point ``alias`` at the best-scoring
-        version of its model under that key; returns that version's number and score (None: no alias)."""
-        self.client.set_model_version_tag(version.name, version.version, key, repr(score))
+             badness: Callable[[float], float]) -> tuple[int, float] | None:
+        """Tag ``version`` with its ``score`` under ``key`` and point ``alias`` at the version of its model
+        whose score under that key has the least ``badness``; returns that version's number and score (None: no alias)."""
+        self.tag(version, {key: repr(score)})
         if not alias:
             return None
         scored = [(float(mv.tags[key]), int(mv.version))
                   for mv in self.client.search_model_versions(f"name = '{version.name}'")
                   if key in mv.tags and math.isfinite(float(mv.tags[key]))]
-        best = min(scored, key=lambda sv: (sv[0] if lower_better else -sv[0], sv[1]))
+        best = min(scored, key=lambda sv: (badness(sv[0]), sv[1]))
         self.client.set_registered_model_alias(version.name, alias, str(best[1]))
         return best[1], best[0]
+
+    def tag(self, version: RegisteredCheckpoint, tags: dict[str, str]) -> None:
+        for name, value in tags.items():
+            self.client.set_model_version_tag(version.name, version.version, name, value)
 
     def fetch(self, name: str, fingerprint: str, dst: Path) -> tuple[RegisteredCheckpoint, Path] | None:
         """The newest registered version whose files download intact, as a local folder."""

@@ -88,22 +88,33 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     client.set_terminated(run.info.run_id, "FAILED")
 
 
-# Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary).
-EVAL_COLUMNS = ("eval_close_mae", "eval_close_mae_skill", "eval_direction_accuracy", "eval_ic")
+# Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary):
+# the validation error that chose, the test error it reports, and the test verdicts against each reference.
+EVAL_COLUMNS = {"eval_val_close_mae": "val_close_mae", "eval_test_close_mae": "test_close_mae"}
+VERDICT_COLUMNS = {f"eval_verdict_vs_{ref}": f"test_vs_{ref}" for ref in ("last_value", "drift", "pretrained")}
+SHORT_VERDICTS = {"no significant difference": "n.s."}
 
 
 def _format_table(rows: list[dict[str, Any]]) -> str:
-    evals = [k for k in EVAL_COLUMNS if any(r.get(k, "") != "" for r in rows)]
-    headers = ["job", "objective", *evals, "duration_s", "status", "overrides"]
-    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}", **dict.fromkeys(evals, "{:.4f}")}
+    shown = {**EVAL_COLUMNS, **VERDICT_COLUMNS}
+    extra = [k for k in shown if any(r.get(k, "") != "" for r in rows)]
+    keys = ["job", "objective", *extra, "duration_s", "status", "overrides"]
+    headers = [shown.get(k, k) for k in keys]
+    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}", **dict.fromkeys(EVAL_COLUMNS, "{:.4f}")}
 
-    def cell(header: str, value: Any) -> str:
-        return formats[header].format(value) if header in formats and isinstance(value, float) else str(value)
+    def cell(key: str, value: Any) -> str:
+        if key in formats and isinstance(value, float):
+            return formats[key].format(value)
+        return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
 
-    cells = [[cell(h, r.get(h, "")) for h in headers] for r in rows]
+    cells = [[cell(k, r.get(k, "")) for k in keys] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+    table = [line(headers), line(["-" * w for w in widths]), *map(line, cells)]
+    if any(k in VERDICT_COLUMNS for k in extra):
+        table.append("test_vs_*: the test verdict on eval.metric against that forecaster (better / worse / n.s. = "
+                     "no significant difference: its 95% interval contains 0); the order is the objective's alone")
+    return "\n".join(table)
 
 
 def sweep_direction(config: DictConfig) -> str:
@@ -180,7 +191,8 @@ class SweepRun:
             rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
                          "duration_s": round(seconds, 1), "status": r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
-                         **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics}})
+                         **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
+                         **{k: r.data.tags[k] for k in VERDICT_COLUMNS if k in r.data.tags}})
         sign = -1.0 if self.maximise else 1.0
 
         def rank(row: dict[str, Any]) -> tuple:

@@ -48,24 +48,39 @@ def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(modu
     assert set(phases) == {"tokenizer", "predictor", "eval"}
     assert all(r.info.status == "FINISHED" for r in runs)
     ev = phases["eval"].data.metrics
-    for prefix in ("", "pretrained_"):
+    for prefix in ("test_", "test_pretrained_"):
         assert {prefix + m for m in POINT + SAMPLED} <= set(ev)
         assert {prefix + "close_mae_skill", prefix + "crps_skill", prefix + "direction_accuracy_excess"} <= set(ev)
-    for prefix in ("last_value_", "drift_"):
+    for prefix in ("test_last_value_", "test_drift_", "val_last_value_", "val_drift_"):
         assert {prefix + m for m in ("close_mae", "close_rmse", "close_mape", "direction_accuracy")} <= set(ev)
-    assert "drift_ic" in ev and "last_value_ic" not in ev  # a constant return forecast has no correlation
-    assert ev["close_mae_skill"] == pytest.approx(1 - ev["close_mae"] / ev["last_value_close_mae"])
-    assert 0 <= ev["coverage_10_90"] <= 1 and ev["crps"] > 0
-    by_step = module_cli.client().get_metric_history(phases["eval"].info.run_id, "close_mae_by_step")
+    assert "test_drift_ic" in ev and "test_last_value_ic" not in ev  # a constant return forecast has no correlation
+    assert ev["test_close_mae_skill"] == pytest.approx(1 - ev["test_close_mae"] / ev["test_last_value_close_mae"])
+    assert 0 <= ev["test_coverage_10_90"] <= 1 and ev["test_crps"] > 0
+    assert {f"val_{m}" for m in POINT + SAMPLED} <= set(ev)  # the split that chooses
+    assert not any(k.startswith("val_pretrained") for k in ev)  # the published weights choose nothing
+    by_step = module_cli.client().get_metric_history(phases["eval"].info.run_id, "test_close_mae_by_step")
     assert sorted(m.step for m in by_step) == list(range(1, 9))
 
+    # The model against each reference on the test split: the difference, its interval, a verdict.
+    job_run = next(r for r in runs if "phase" not in r.data.tags)
+    for reference in ("last_value", "drift", "pretrained"):
+        name = f"test_close_mae_vs_{reference}"
+        assert ev[name] == pytest.approx(ev["test_close_mae"] - ev[f"test_{reference}_close_mae"])
+        assert ev[f"{name}_low"] <= ev[name] <= ev[f"{name}_high"]
+        verdict = job_run.data.tags[f"eval_verdict_vs_{reference}"]
+        assert verdict == ("better" if ev[f"{name}_high"] < 0 else "worse" if ev[f"{name}_low"] > 0
+                           else "no significant difference")
+        assert f"vs {reference}" in evaluated.stdout + evaluated.stderr
+    assert "moving-block bootstrap" in phases["eval"].data.tags["eval_intervals"]
+
     # Summarised on the job run, where the compare view and the sweep table read them.
-    job = next(r for r in runs if "phase" not in r.data.tags).data.metrics
-    assert job["eval_close_mae"] == pytest.approx(ev["close_mae"])
-    assert job["eval_pretrained_close_mae"] == pytest.approx(ev["pretrained_close_mae"])
-    assert job["objective"] == pytest.approx(ev["close_mae"])  # the last phase's own metric
-    assert {"tokenizer_val_loss", "predictor_val_loss", "eval_last_value_close_mae"} <= set(job)
-    assert "close_mae" in evaluated.stderr + evaluated.stdout
+    job = job_run.data.metrics
+    assert job["eval_test_close_mae"] == pytest.approx(ev["test_close_mae"])
+    assert job["eval_test_pretrained_close_mae"] == pytest.approx(ev["test_pretrained_close_mae"])
+    assert job["objective"] == pytest.approx(ev["val_close_mae"])  # chosen on validation, never on test
+    assert {"tokenizer_val_loss", "predictor_val_loss", "eval_test_last_value_close_mae"} <= set(job)
+    assert "chooses on val" in evaluated.stdout + evaluated.stderr
+    assert "reports on test" in evaluated.stdout + evaluated.stderr
 
     client = module_cli.client()
     plots = {a.path for a in client.list_artifacts(phases["eval"].info.run_id, "plots")}
@@ -77,11 +92,15 @@ def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli,
     eval_run = _by_phase(module_cli.runs())["eval"]
     local = module_cli.client().download_artifacts(eval_run.info.run_id, "forecasts.csv", str(tmp_path))
     rows = pd.read_csv(local, parse_dates=["timestamp"])
-    assert len(rows) == 8 * 8 * 4  # windows x steps x (model, pretrained, last_value, drift)
+    assert len(rows) == 6 * 8 * 4  # origins (8 // 3 series each) x steps x (model, pretrained, last_value, drift)
     ev = eval_run.data.metrics
     for name, prefix in (("model", ""), ("pretrained", "pretrained_"), ("last_value", "last_value_")):
         mine = rows[rows.forecaster == name]
-        assert (mine.close - mine.actual_close).abs().mean() == pytest.approx(ev[prefix + "close_mae"], rel=1e-5)
+        assert (mine.close - mine.actual_close).abs().mean() == pytest.approx(ev[f"test_{prefix}close_mae"], rel=1e-5)
+    for _, origins in rows[rows.forecaster == "model"].groupby("series"):  # horizons do not overlap
+        starts = origins.groupby("window").timestamp.min().sort_values()
+        ends = origins.groupby("window").timestamp.max().loc[starts.index]
+        assert (starts.to_numpy()[1:] > ends.to_numpy()[:-1]).all()
     # Every forecast step lies in the test split of its series, and the actuals are the data's closes.
     data = build_datasets(DataConfig(symbol_column="symbol", stride=2, max_train_windows=128, max_eval_windows=32))
     for series in data.series:
@@ -101,32 +120,32 @@ def test_eval_alone_evaluates_the_registered_predictor_and_sets_the_best_alias(m
     assert set(new) == {"eval"}
     assert new["eval"].data.tags["evaluated"] == "kronos-predictor v1"
     first = _by_phase(module_cli.runs()[:before])["eval"]
-    assert new["eval"].data.metrics["close_mae"] == pytest.approx(first.data.metrics["close_mae"], rel=1e-6)
+    assert new["eval"].data.metrics["val_close_mae"] == pytest.approx(first.data.metrics["val_close_mae"], rel=1e-6)
     client = module_cli.client()
     assert str(client.get_model_version_by_alias("kronos-predictor", "best").version) == "1"
     scores = {k: v for k, v in client.get_model_version("kronos-predictor", "1").tags.items()
-              if k.startswith("eval_close_mae.")}
-    assert len(scores) == 1 and float(next(iter(scores.values()))) == pytest.approx(first.data.metrics["close_mae"])
+              if k.startswith("eval_val_close_mae.")}  # the validation score ranks the versions
+    assert len(scores) == 1 and float(next(iter(scores.values()))) == pytest.approx(first.data.metrics["val_close_mae"])
 
 
 def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
     before = len(module_cli.runs())
-    proc = module_cli.run("-m", "phases=all", "objective=eval_close_mae", "eval.top_p=0.5,0.9", *SMALL, *EVAL,
+    proc = module_cli.run("-m", "phases=all", "objective=eval_val_close_mae", "eval.top_p=0.5,0.9", *SMALL, *EVAL,
                           *PRETRAINED, fast=False)
     runs = module_cli.runs()[before:]
     jobs = [r for r in runs if r.data.tags.get("job_num") is not None and "phase" not in r.data.tags]
     assert len(jobs) == 2
     for job in jobs:
-        assert job.data.metrics["objective"] == pytest.approx(job.data.metrics["eval_close_mae"])
+        assert job.data.metrics["objective"] == pytest.approx(job.data.metrics["eval_val_close_mae"])
     skipped = {r.data.tags["phase"]: r.data.tags.get("skipped") for r in runs if r.data.tags.get("phase") in
                ("tokenizer", "predictor")}
     assert set(skipped.values()) == {"true"}  # both trained phases reused: the sweep only forecasts
     sweep = next(r for r in runs if r.data.tags.get("kind") == "sweep")
-    assert sweep.data.metrics["best_objective"] == pytest.approx(min(j.data.metrics["eval_close_mae"] for j in jobs))
+    assert sweep.data.metrics["best_objective"] == pytest.approx(min(j.data.metrics["eval_val_close_mae"] for j in jobs))
     assert "objective" in proc.stderr + proc.stdout
     header = next(line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("job  "))
-    assert header.split()[:6] == ["job", "objective", "eval_close_mae", "eval_close_mae_skill",
-                                  "eval_direction_accuracy", "eval_ic"]  # forecast quality beside it
+    assert header.split()[:7] == ["job", "objective", "val_close_mae", "test_close_mae", "test_vs_last_value",
+                                  "test_vs_drift", "test_vs_pretrained"]  # forecast quality beside it
 
 
 def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, evaluated):

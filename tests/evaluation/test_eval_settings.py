@@ -33,12 +33,38 @@ def test_no_test_split_is_said_clearly():
         EvalStep().check(cfg)
 
 
-def test_objective_may_name_any_reported_metric():
-    cfg = _cfg("objective=eval_rank_ic")
+def test_objective_may_name_any_reported_validation_metric():
+    cfg = _cfg("objective=eval_val_rank_ic")
     check_objective(cfg, build_phases(cfg))
-    cfg = _cfg("phases=both", "objective=eval_close_mae")
-    with pytest.raises(ValueError, match="eval_close_mae but this run reports only"):
+    cfg = _cfg("phases=both", "objective=eval_val_close_mae")
+    with pytest.raises(ValueError, match="eval_val_close_mae is not a metric of this run; this run reports only"):
         check_objective(cfg, build_phases(cfg))
-    cfg = _cfg("objective=eval_pretrained_close_mae")  # no predictor.pretrained: never reported
+    cfg = _cfg("objective=eval_val_pretrained_close_mae")  # no predictor.pretrained: never reported
     with pytest.raises(ValueError, match="reports only"):
         check_objective(cfg, build_phases(cfg))
+
+
+def test_a_test_metric_never_chooses():
+    cfg = _cfg("objective=eval_test_close_mae")
+    with pytest.raises(ValueError, match="measured on the test split, which reports and never chooses.*"
+                                         "objective=eval_val_close_mae"):
+        check_objective(cfg, build_phases(cfg))
+
+
+def test_an_objective_by_its_old_name_is_told_the_new_one():
+    cfg = _cfg("objective=eval_close_mae")
+    with pytest.raises(ValueError, match="named by their split now: objective=eval_val_close_mae"):
+        check_objective(cfg, build_phases(cfg))
+
+
+def test_phases_all_chooses_by_the_validation_split_by_default():
+    from kronos_exp.config import objective_metric
+    assert objective_metric(_cfg()) == "eval_val_close_mae"
+    assert "eval_val_close_mae" in EvalStep().reported_metrics(_cfg())
+
+
+def test_the_pretrained_comparison_needs_the_pretrained_tokenizer(tmp_path):
+    cfg = _cfg(f"predictor.pretrained={tmp_path}")
+    with pytest.raises(ValueError, match="tokenizer.pretrained is null: the published predictor only reads the "
+                                         "codes of the tokenizer published with it"):
+        EvalStep().check(cfg)
