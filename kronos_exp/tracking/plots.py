@@ -1,4 +1,5 @@
-"""Figures logged on phase runs: loss curves of trained phases, fan charts and metrics by horizon of the eval phase."""
+"""Figures logged on phase runs: loss curves of trained phases; fan charts, metrics by horizon and backtest
+equity curves of the eval phase."""
 from __future__ import annotations
 
 import matplotlib
@@ -79,4 +80,19 @@ def log_metrics_by_horizon(steps: dict[str, np.ndarray], forecasters: list[str])
         ax.legend(fontsize=7)
     fig.tight_layout()
     mlflow.log_figure(fig, "plots/metrics_by_horizon.png")
+    plt.close(fig)
+
+
+def log_equity_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+    """The value of 1 invested, against time, one line per strategy (name -> (timestamps, equity), as
+    evaluation.backtest.BacktestResult's times and equity): plots/backtest_equity.png on the active run."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, (times, equity) in curves.items():
+        ax.plot(pd.to_datetime(times), equity, drawstyle="steps-post", lw=1.2, label=name)
+    ax.axhline(1.0, color="gray", lw=0.5)
+    ax.set(title=title, xlabel="time", ylabel="equity (start = 1)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/backtest_equity.png")
     plt.close(fig)
