@@ -155,6 +155,10 @@ class EvalConfig:
     metric: str = "close_mae"  # on the validation split: objective default, and what the `alias` ranks by
     alias: Optional[str] = "best"  # registry alias on the predictor version with the best validation metric; null = none
     plot_series: int = 3  # fan charts for up to this many series
+    # The test forecasts traded: long the k series with the highest forecast return, short the k lowest
+    # (one series: long/short by the forecast's sign), paying this many basis points per unit of turnover.
+    backtest_k: int = 1
+    backtest_cost_bps: float = 5.0
 
 
 @dataclass

@@ -31,8 +31,9 @@ from ..runner import RunContext, TokenizerUnavailable, find_tokenizer, seed_ever
 from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
-from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
+from ..tracking.plots import log_equity_curves, log_fan_charts, log_metrics_by_horizon
 from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, ranking_value
+from . import backtest as B
 from . import metrics as M
 from .comparisons import Comparison, Forecasts, compare
 from .intervals import METHOD
@@ -53,7 +54,7 @@ def metric_name(forecaster: str, metric: str) -> str:
 
 
 @dataclass
-class Origins:
+class SplitOrigins:
     """The forecast origins of one split, in price units: their windows' rows, timestamps and series."""
     split: str
     chosen: np.ndarray  # window indices into the split
@@ -74,6 +75,13 @@ class Origins:
     @property
     def last(self) -> np.ndarray:
         return self.raws[:, self.lookback - 1, CLOSE]
+
+    @property
+    def trades(self) -> B.Origins:
+        """Each origin as the backtest trades it: from the last observed close to the horizon's last."""
+        end = self.lookback + self.pred_len - 1
+        return B.Origins(self.names, [s[self.lookback - 1] for s in self.stamps], [s[end] for s in self.stamps],
+                         self.last, self.actual[:, -1])
 
     @property
     def y_timestamps(self) -> list[pd.Series]:
@@ -219,7 +227,7 @@ class EvalStep:
         with ctx.runs.open(self.name, inputs, settings, tags=upstream, claims=False):
             return self._evaluate(ctx, models, fingerprint(inputs))
 
-    def _origins(self, ctx: RunContext, split: str) -> Origins:
+    def _origins(self, ctx: RunContext, split: str) -> SplitOrigins:
         """At most ``eval.windows`` origins of a split, a horizon apart unless ``eval.overlap``."""
         windows, e = getattr(ctx.data, split), ctx.cfg.eval
         if len(windows) == 0:
@@ -228,10 +236,10 @@ class EvalStep:
         pred_len = self.pred_len(ctx.cfg)
         chosen = choose_origins(windows.index, e.windows, pred_len, bool(e.overlap))
         raws = np.stack([windows.raw(int(i)) for i in chosen]).astype(np.float64)
-        return Origins(split, chosen, raws, [windows.timestamps(int(i)) for i in chosen],
+        return SplitOrigins(split, chosen, raws, [windows.timestamps(int(i)) for i in chosen],
                        [windows.series_name(int(i)) for i in chosen], windows.lookback_window, pred_len)
 
-    def _sample(self, ctx: RunContext, o: Origins, predictor_dir: Path, tokenizer_path: Path) -> np.ndarray:
+    def _sample(self, ctx: RunContext, o: SplitOrigins, predictor_dir: Path, tokenizer_path: Path) -> np.ndarray:
         """Sampled close paths [W, S, H]; every model draws from the same seed."""
         e = ctx.cfg.eval
         seed_everything(e.seed if e.seed is not None else ctx.cfg.seed)
@@ -242,7 +250,7 @@ class EvalStep:
         return sample_paths(predictor, frames, x_ts, o.y_timestamps, o.pred_len, e.T, e.top_k, e.top_p,
                             e.sample_count)[..., CLOSE]
 
-    def _forecast(self, ctx: RunContext, o: Origins, models: Models) -> dict[str, Forecasts]:
+    def _forecast(self, ctx: RunContext, o: SplitOrigins, models: Models) -> dict[str, Forecasts]:
         """Every forecaster of the split at its origins."""
         log.info("eval: forecasting %d %s origins x %d samples, %d steps, with %s", len(o.chosen), o.split,
                  ctx.cfg.eval.sample_count, o.pred_len, models.label)
@@ -263,27 +271,33 @@ class EvalStep:
 
     def _evaluate(self, ctx: RunContext, models: Models, fp: str) -> PhaseResult:
         e = ctx.cfg.eval
-        val = self._origins(ctx, VAL)
+        val, test = self._origins(ctx, VAL), self._origins(ctx, TEST)
+        B.backtest(test.trades, test.last, e.backtest_k, e.backtest_cost_bps)  # settings refused before any work
         chooser, chooser_steps = _score(self._forecast(ctx, val, models), val)
         headline = chooser[e.metric]
-        self._rank(ctx, models, headline)  # chosen before the test split is looked at
-        test = self._origins(ctx, TEST)
+        self._rank(ctx, models, headline)  # chosen before the test split is forecast
         forecasts = self._forecast(ctx, test, models)
         report, steps = _score(forecasts, test)
         references = {k: v for k, v in forecasts.items() if k != MODEL}
         comparisons = compare(e.metric, forecasts[MODEL], references, test.actual, test.last,
                               seed=e.seed if e.seed is not None else ctx.cfg.seed)
-        metrics = {**_prefixed(VAL, chooser), **_prefixed(TEST, report), **_differences(e.metric, comparisons)}
+        backtests = _backtests(test, forecasts, e.backtest_k, e.backtest_cost_bps)
+        trading = {name: r.metrics() for name, r in backtests.items()}
+        metrics = {**_prefixed(VAL, chooser), **_prefixed(TEST, report), **_differences(e.metric, comparisons),
+                   **_prefixed(TEST, {metric_name(name, f"backtest_{k}"): v for name, m in trading.items()
+                                      for k, v in m.items()})}
         self._log(ctx, models, metrics, {VAL: chooser_steps, TEST: steps}, val, test, forecasts)
+        log_equity_curves({name: (r.times, r.equity) for name, r in backtests.items()},
+                          f"{models.label}: test backtest, k={e.backtest_k}, {e.backtest_cost_bps:g} bp per turnover")
         self._report_on_version(ctx, models, report[e.metric], comparisons)
-        summary = _summary(e.metric, val, chooser, test, report, comparisons, models.label)
-        log.info("eval:\n  %s", "\n  ".join(summary))
+        summary = _summary(e.metric, val, chooser, test, report, comparisons, models.label) + [
+            _backtest_line(trading, e.backtest_k, e.backtest_cost_bps)]
         return PhaseResult(self.name, models.predictor, fp, headline, models.version, skipped=False,
                            metrics=metrics, tags={f"verdict_vs_{c.reference}": c.verdict for c in comparisons},
                            summary=summary)
 
     def _log(self, ctx: RunContext, models: Models, metrics: dict[str, float], steps: dict[str, dict],
-             val: Origins, test: Origins, forecasts: dict[str, Forecasts]) -> None:
+             val: SplitOrigins, test: SplitOrigins, forecasts: dict[str, Forecasts]) -> None:
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         for split, by_step in steps.items():
             for h in range(test.pred_len):
@@ -324,6 +338,20 @@ class EvalStep:
         ctx.runs.registry.tag(models.version, tags)
 
 
+def _backtests(test: SplitOrigins, forecasts: dict[str, Forecasts], k: int, cost_bps: float) -> dict:
+    """The test forecasts traded (the last value has no direction to trade), and buy-and-hold."""
+    out = {name: B.backtest(test.trades, f.point[:, -1], k, cost_bps) for name, f in forecasts.items()
+           if name != "last_value"}
+    return {**out, "buy_and_hold": B.buy_and_hold(test.trades, cost_bps)}
+
+
+def _backtest_line(trading: dict[str, dict[str, float]], k: int, cost_bps: float) -> str:
+    sharpes = []
+    for name, m in trading.items():
+        sharpes.append(f"{name} {m['sharpe']:.2f} [{m['sharpe_low']:.2f}, {m['sharpe_high']:.2f}]")
+    return f"backtest (k={k}, {cost_bps:g} bp per turnover), annualised Sharpe: " + ", ".join(sharpes)
+
+
 def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split}_{k}": v for k, v in metrics.items()}
 
@@ -337,7 +365,7 @@ def _differences(metric: str, comparisons: list[Comparison]) -> dict[str, float]
     return out
 
 
-def _summary(metric: str, val: Origins, chooser: dict, test: Origins, report: dict, comparisons: list,
+def _summary(metric: str, val: SplitOrigins, chooser: dict, test: SplitOrigins, report: dict, comparisons: list,
              label: str) -> list[str]:
     """The eval's lines in the run's closing summary: what chose, what it reports, and the verdicts."""
     def with_baselines(scores: dict) -> str:
@@ -355,7 +383,7 @@ def _summary(metric: str, val: Origins, chooser: dict, test: Origins, report: di
     return lines
 
 
-def _score(forecasts: dict[str, Forecasts], o: Origins) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _score(forecasts: dict[str, Forecasts], o: SplitOrigins) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every forecaster's metrics over all steps and by step, and skills against the last value."""
     overall, steps = {}, {}
     for name, f in forecasts.items():
@@ -373,7 +401,7 @@ def _score(forecasts: dict[str, Forecasts], o: Origins) -> tuple[dict[str, float
     return overall, steps
 
 
-def _fan_chart_windows(o: Origins, limit: int) -> list[int]:
+def _fan_chart_windows(o: SplitOrigins, limit: int) -> list[int]:
     """Positions of the middle origin of each of the first ``limit`` series."""
     by_series: dict[str, list[int]] = {}
     for pos, name in enumerate(o.names):
@@ -381,7 +409,7 @@ def _fan_chart_windows(o: Origins, limit: int) -> list[int]:
     return [positions[len(positions) // 2] for positions in list(by_series.values())[:limit]]
 
 
-def _log_forecasts(o: Origins, forecasts: dict[str, Forecasts]) -> None:
+def _log_forecasts(o: SplitOrigins, forecasts: dict[str, Forecasts]) -> None:
     """forecasts.csv: one row per test origin, step and forecaster (point, and the band when sampled)."""
     rows = []
     for k, i in enumerate(o.chosen):
