@@ -30,7 +30,7 @@ from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
 from ..tracking.plots import log_fan_charts, log_metrics_by_horizon
-from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, maximised
+from ..metric_names import ACTUAL_FACTS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, maximised
 from . import metrics as M
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class EvalStep:
             names += [f"eval_{metric_name(forecaster, m)}" for m in base]
             if forecaster != "last_value":
                 names += [f"eval_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
+            if forecaster not in BASELINES:  # excess over drift: not for drift itself
                 names += [f"eval_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
         return list(dict.fromkeys(names))
 
@@ -266,21 +267,25 @@ class EvalStep:
 
 def _score(points: dict[str, np.ndarray], paths: dict[str, np.ndarray], actual: np.ndarray,
            last: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every forecaster's metrics over all steps and by step, and skills against the last value."""
+    """Every forecaster's metrics over all steps and by step, error skills against the last value and
+    score excesses against drift; the facts about the actuals once, unprefixed."""
     overall, steps = {}, {}
     for name, point in points.items():
         sampled = paths.get(name)
         for metric, value in M.overall(point, actual, last, sampled).items():
-            overall[metric_name(name, metric)] = value
+            if name == MODEL or metric not in ACTUAL_FACTS:
+                overall[metric_name(name, metric)] = value
         for metric, values in M.by_step(point, actual, last, sampled).items():
-            steps[metric_name(name, metric)] = values
-    baseline = {m: overall[metric_name("last_value", m)] for m in POINT_METRICS}
+            if name == MODEL or metric not in ACTUAL_FACTS:
+                steps[metric_name(name, metric)] = values
+    last_value, drift = ({m: overall[metric_name(b, m)] for m in POINT_METRICS} for b in BASELINES)
     for name in points:
         if name == "last_value":
             continue
         own = {m: overall[metric_name(name, m)] for m in POINT_METRICS + SAMPLE_METRICS
                if metric_name(name, m) in overall}
-        overall.update({metric_name(name, k): v for k, v in M.skill(own, baseline).items()})
+        against = None if name == "drift" else drift  # drift's excess over itself would be 0 by definition
+        overall.update({metric_name(name, k): v for k, v in M.skill(own, last_value, against).items()})
     return overall, steps
 
 
