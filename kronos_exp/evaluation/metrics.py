@@ -4,7 +4,8 @@ Shapes: ``actual`` and ``point`` are closes [W, H] (W forecast windows, H horizo
 the last observed close before each window's horizon [W], ``paths`` are sampled closes [W, S, H].
 Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations
 *across windows* at one horizon step (the Kronos paper's headline metrics); their overall value is
-the mean over steps. Undefined values (a correlation with a constant) are NaN, never an error.
+the mean over steps. Undefined values (a correlation with a constant, a MAPE whose actuals are all 0,
+a direction accuracy where nothing moved) are NaN, never an error.
 """
 from __future__ import annotations
 
