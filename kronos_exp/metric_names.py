@@ -3,34 +3,41 @@ nothing of the package: the evaluation metrics, the config's objective checks an
 table all read it."""
 from __future__ import annotations
 
-# Lower is better; skill = 1 - metric / baseline's metric (1 = perfect, 0 = no better, < 0 worse).
+# Lower is better; skill = 1 - metric / the last value's metric (1 = perfect, 0 = no better, < 0 worse).
 ERROR_METRICS = ("close_mae", "close_rmse", "close_mape", "crps")
-# Higher is better; compared with the baseline as a difference ("<name>_excess").
+# Higher is better; compared with the drift forecast as a difference ("<name>_excess").
 SCORE_METRICS = ("direction_accuracy",)
 CORRELATION_METRICS = ("ic", "rank_ic")
 INTERVAL_METRICS = ("coverage_10_90",)
 POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
 SAMPLE_METRICS = ("crps", "coverage_10_90")  # need sample_count > 1
+# Facts about the actuals, the same for every forecaster, reported beside the metrics but never an
+# objective: the share of flat steps (excluded from direction accuracy) and the zero actuals MAPE skips.
+ACTUAL_FACTS = ("flat_share", "close_mape_skipped")
 # Names that end so are better higher: a skill or an excess over a baseline, a score, a correlation.
 HIGHER_IS_BETTER = ("skill", "excess", *SCORE_METRICS, *CORRELATION_METRICS)
+# What a calibrated band covers: the upper minus the lower quantile of data.frame.BAND (0.9 - 0.1).
+NOMINAL_COVERAGE = 0.8
+
+
+def _ends_with(name: str, words: tuple[str, ...]) -> bool:
+    return any(name == w or name.endswith(f"_{w}") for w in words)
 
 
 def maximised(name: str) -> bool | None:
     """Whether a reported metric is better higher (True) or lower (False), by how its name ends:
-    ``eval_val_ic``, ``eval_val_drift_close_mae_skill`` -> True; ``eval_val_close_mae``, ``tokenizer_val_loss``
+    ``eval_ic``, ``eval_drift_close_mae_skill`` -> True; ``eval_close_mae``, ``tokenizer_val_loss``
     -> False. None for a band's coverage, which has no better direction (a calibrated 10-90% band
-    covers 80%, so neither more nor less is better). Any other name counts as an error (False)."""
-    def ends_with(words: tuple[str, ...]) -> bool:
-        return any(name == w or name.endswith(f"_{w}") for w in words)
-
-    return True if ends_with(HIGHER_IS_BETTER) else None if ends_with(INTERVAL_METRICS) else False
-
-
-NOMINAL_COVERAGE = 0.8  # of the 10-90% band (data.frame.BAND)
+    covers 80%, so neither more nor less is better). Any other name (a loss, an error, a fact such as
+    ``flat_share``) counts as lower-is-better (False)."""
+    return True if _ends_with(name, HIGHER_IS_BETTER) else None if _ends_with(name, INTERVAL_METRICS) else False
 
 
 def ranking_value(name: str, value: float) -> float:
-    """``value`` turned so that lower is better: negated where higher is better, a band's coverage as
-    its distance from the nominal 0.8."""
-    direction = maximised(name)
-    return -value if direction else abs(value - NOMINAL_COVERAGE) if direction is None else value
+    """A reported metric's value turned into "lower is better", for ranking versions or jobs by it:
+    -value for a maximised metric, the distance from the nominal coverage for a band's coverage
+    (0.8 ranks best, 0.7 and 0.9 tie), the value itself otherwise."""
+    better_higher = maximised(name)
+    if better_higher is None:
+        return abs(value - NOMINAL_COVERAGE)
+    return -value if better_higher else value

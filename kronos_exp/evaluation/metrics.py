@@ -4,14 +4,16 @@ Shapes: ``actual`` and ``point`` are closes [W, H] (W forecast windows, H horizo
 the last observed close before each window's horizon [W], ``paths`` are sampled closes [W, S, H].
 Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations
 *across windows* at one horizon step (the Kronos paper's headline metrics); their overall value is
-the mean over steps. Undefined values (a correlation with a constant) are NaN, never an error.
+the mean over steps. Undefined values (a correlation with a constant, a MAPE whose actuals are all 0,
+a direction accuracy where nothing moved) are NaN, never an error.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..data.frame import BAND
-from ..metric_names import CORRELATION_METRICS, ERROR_METRICS, SCORE_METRICS
+from ..metric_names import (ACTUAL_FACTS, CORRELATION_METRICS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS,
+                            SCORE_METRICS)
 
 def mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Mean absolute error per step [H]."""
@@ -23,16 +25,41 @@ def rmse(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return np.sqrt(((point - actual) ** 2).mean(axis=0))
 
 
-def mape(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Mean absolute percentage error per step [H], in percent."""
-    return 100.0 * (np.abs(point - actual) / np.abs(actual)).mean(axis=0)
+def _masked_mean(values: np.ndarray, keep: np.ndarray, axis: int | None) -> np.ndarray:
+    """Mean of ``values`` where ``keep`` is true, down ``axis`` (None: all cells); NaN where none is kept."""
+    count = keep.sum(axis=axis)
+    total = np.where(keep, values, 0.0).sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def direction_accuracy(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Share of windows whose forecast moves the same way from ``last`` as the actual (up, down or
-    flat), per step [H]."""
+def mape(point: np.ndarray, actual: np.ndarray, axis: int | None = 0) -> np.ndarray:
+    """Mean absolute percentage error in percent, per step [H] (``axis=None``: over all cells).
+    Actuals equal to 0 have no percentage error and are skipped (``mape_skipped`` counts them);
+    NaN where every actual is 0."""
+    nonzero = actual != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.abs(point - actual) / np.abs(actual)
+    return 100.0 * _masked_mean(ratio, nonzero, axis)
+
+
+def mape_skipped(actual: np.ndarray) -> np.ndarray:
+    """How many actuals MAPE skips (those equal to 0), per step [H]."""
+    return (actual == 0).sum(axis=0).astype(np.float64)
+
+
+def flat_share(actual: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Share of windows whose actual equals the last observed close (no move to call), per step [H]."""
+    return (actual == last[:, None]).mean(axis=0)
+
+
+def direction_accuracy(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+                       axis: int | None = 0) -> np.ndarray:
+    """Share of actual moves (actual != ``last``) that the forecast calls the right way (up or down
+    from ``last``), per step [H] (``axis=None``: over all cells). Flat actuals are left out
+    (``flat_share`` reports them), so a forecast that never moves scores 0; NaN where nothing moved."""
     ref = last[:, None]
-    return (np.sign(point - ref) == np.sign(actual - ref)).mean(axis=0)
+    right = np.sign(point - ref) == np.sign(actual - ref)
+    return _masked_mean(right, actual != ref, axis)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,11 +104,15 @@ def rank_ic(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarr
 
 
 def crps(paths: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Continuous ranked probability score per step [H], from S sample paths [W, S, H]:
-    E|X - y| - E|X - X'| / 2 over the samples' empirical distribution. One sample gives the MAE."""
+    """Continuous ranked probability score per step [H], from S sample paths [W, S, H], by the fair
+    (unbiased) ensemble estimator (Ferro 2014): mean_i |x_i - y| - sum_{i != j} |x_i - x_j| / (2 S (S - 1)).
+    Its expectation is the CRPS of the distribution the samples come from, whatever S, so values
+    compare across ``sample_count`` (the plain 1/S^2 estimator is biased upward by E|X - X'| / 2S).
+    One sample gives the MAE."""
+    samples = paths.shape[1]
     spread = np.abs(paths - actual[:, None, :]).mean(axis=1)  # [W, H]
-    pairwise = np.abs(paths[:, :, None, :] - paths[:, None, :, :]).mean(axis=(1, 2))  # [W, H]
-    return (spread - pairwise / 2).mean(axis=0)
+    pairwise = np.abs(paths[:, :, None, :] - paths[:, None, :, :]).sum(axis=(1, 2))  # [W, H], i == j adds 0
+    return (spread - pairwise / (2 * samples * max(samples - 1, 1))).mean(axis=0)
 
 
 def band(paths: np.ndarray, quantiles: tuple[float, float] = BAND) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +129,11 @@ def coverage(paths: np.ndarray, actual: np.ndarray, quantiles: tuple[float, floa
 
 def by_step(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
             paths: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every metric per horizon step: name -> [H]. CRPS and coverage only with more than one sample."""
+    """Every metric per horizon step: name -> [H], with the facts about the actuals (``flat_share``,
+    ``close_mape_skipped``). CRPS and coverage only with more than one sample."""
     out = {"close_mae": mae(point, actual), "close_rmse": rmse(point, actual), "close_mape": mape(point, actual),
-           "direction_accuracy": direction_accuracy(point, actual, last), "ic": ic(point, actual, last),
-           "rank_ic": rank_ic(point, actual, last)}
+           "close_mape_skipped": mape_skipped(actual), "direction_accuracy": direction_accuracy(point, actual, last),
+           "flat_share": flat_share(actual, last), "ic": ic(point, actual, last), "rank_ic": rank_ic(point, actual, last)}
     if paths is not None and paths.shape[1] > 1:
         out["crps"] = crps(paths, actual)
         out["coverage_10_90"] = coverage(paths, actual)
@@ -110,30 +142,49 @@ def by_step(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
 
 def overall(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
             paths: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric over all windows and steps. RMSE pools all squared errors; IC and RankIC are
-    the mean of the per-step correlations (NaN if every step is undefined)."""
-    steps = by_step(point, actual, last, paths)
-    out = {name: float(values.mean()) for name, values in steps.items()}
-    out["close_rmse"] = float(np.sqrt(((point - actual) ** 2).mean()))
-    for name in CORRELATION_METRICS:
-        defined = steps[name][np.isfinite(steps[name])]
-        out[name] = float(defined.mean()) if defined.size else float("nan")
-    return out
+    """Every metric over all windows and steps (``value`` of each), with the facts about the actuals.
+    CRPS and coverage only with more than one sample."""
+    sampled = SAMPLE_METRICS if paths is not None and paths.shape[1] > 1 else ()
+    return {name: value(name, point, actual, last, paths)
+            for name in (*POINT_METRICS, *ACTUAL_FACTS, *sampled)}
 
 
-def skill(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Each metric relative to a baseline's: ``<m>_skill`` = 1 - m / baseline for error metrics
-    (a baseline without samples is a point forecast, whose CRPS is its MAE), ``<m>_excess`` =
-    m - baseline for scores. Correlations have no baseline value to compare with (a constant
-    return forecast has none), so they get neither."""
+def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+          paths: np.ndarray | None = None) -> float:
+    """One metric over all windows and steps. RMSE, MAPE and direction accuracy pool all their cells
+    (the steps may keep different numbers of them); ``close_mape_skipped`` is the total count; IC and
+    RankIC are the mean of the per-step correlations (NaN if every step is undefined)."""
+    if name == "close_rmse":
+        return float(np.sqrt(((point - actual) ** 2).mean()))
+    if name == "close_mape":
+        return float(mape(point, actual, axis=None))
+    if name == "close_mape_skipped":
+        return float(mape_skipped(actual).sum())
+    if name == "direction_accuracy":
+        return float(direction_accuracy(point, actual, last, axis=None))
+    if name in CORRELATION_METRICS:
+        steps = (ic if name == "ic" else rank_ic)(point, actual, last)
+        defined = steps[np.isfinite(steps)]
+        return float(defined.mean()) if defined.size else float("nan")
+    means = {"close_mae": lambda: mae(point, actual), "flat_share": lambda: flat_share(actual, last),
+             "crps": lambda: crps(paths, actual), "coverage_10_90": lambda: coverage(paths, actual)}
+    return float(means[name]().mean())
+
+
+def skill(metrics: dict[str, float], last_value: dict[str, float],
+          drift: dict[str, float] | None = None) -> dict[str, float]:
+    """Each metric relative to a baseline's. ``<m>_skill`` = 1 - m / the last value's m for error
+    metrics (the last value has no samples: its CRPS is its MAE). ``<m>_excess`` = m - drift's m for
+    scores, only when ``drift`` is given: the last value never moves, so it has no direction to
+    compare with. Correlations get neither (a constant return forecast has none)."""
     out = {}
     for name in ERROR_METRICS:
         if name not in metrics:
             continue
-        ref = baseline.get(name, baseline["close_mae"] if name == "crps" else np.nan)
+        ref = last_value.get(name, last_value["close_mae"] if name == "crps" else np.nan)
         out[f"{name}_skill"] = float(1 - metrics[name] / ref) if ref > 0 else float("nan")
-    for name in SCORE_METRICS:
-        out[f"{name}_excess"] = float(metrics[name] - baseline[name])
+    for name in SCORE_METRICS if drift is not None else ():
+        out[f"{name}_excess"] = float(metrics[name] - drift[name])
     return out
 
 
@@ -149,8 +200,3 @@ def drift_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
     step = (history[:, -1] - history[:, 0]) / max(history.shape[1] - 1, 1)
     return history[:, -1:] + step[:, None] * np.arange(1, horizon + 1)[None, :]
 
-
-def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
-          paths: np.ndarray | None = None) -> float:
-    """One metric over all windows and steps, as ``overall`` gives it."""
-    return overall(point, actual, last, paths)[name]

@@ -32,7 +32,7 @@ from ..tracking import RegisteredCheckpoint, fingerprint
 from ..tracking.fingerprint import checkpoint_digest, eval_setup_fingerprint
 from ..tracking.lifecycle import PhaseResult
 from ..tracking.plots import log_equity_curves, log_fan_charts, log_metrics_by_horizon
-from ..metric_names import ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, ranking_value
+from ..metric_names import ACTUAL_FACTS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS, ranking_value
 from . import backtest as B
 from . import metrics as M
 from .comparisons import Comparison, Forecasts, compare
@@ -147,6 +147,7 @@ class EvalStep:
                 names += [f"eval_{split}_{metric_name(forecaster, m)}" for m in base]
                 if forecaster != "last_value":
                     names += [f"eval_{split}_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
+                if forecaster not in BASELINES:  # excess over drift: not for drift itself
                     names += [f"eval_{split}_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
         for reference in self.forecasters(cfg, TEST)[1:]:
             difference = f"eval_{TEST}_{cfg.eval.metric}_vs_{reference}"
@@ -384,20 +385,24 @@ def _summary(metric: str, val: SplitOrigins, chooser: dict, test: SplitOrigins, 
 
 
 def _score(forecasts: dict[str, Forecasts], o: SplitOrigins) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every forecaster's metrics over all steps and by step, and skills against the last value."""
+    """Every forecaster's metrics over all steps and by step, error skills against the last value and
+    score excesses against drift; the facts about the actuals once, unprefixed."""
     overall, steps = {}, {}
     for name, f in forecasts.items():
         for metric, value in M.overall(f.point, o.actual, o.last, f.paths).items():
-            overall[metric_name(name, metric)] = value
+            if name == MODEL or metric not in ACTUAL_FACTS:
+                overall[metric_name(name, metric)] = value
         for metric, values in M.by_step(f.point, o.actual, o.last, f.paths).items():
-            steps[metric_name(name, metric)] = values
-    baseline = {m: overall[metric_name("last_value", m)] for m in POINT_METRICS}
+            if name == MODEL or metric not in ACTUAL_FACTS:
+                steps[metric_name(name, metric)] = values
+    last_value, drift = ({m: overall[metric_name(b, m)] for m in POINT_METRICS} for b in BASELINES)
     for name in forecasts:
         if name == "last_value":
             continue
         own = {m: overall[metric_name(name, m)] for m in POINT_METRICS + SAMPLE_METRICS
                if metric_name(name, m) in overall}
-        overall.update({metric_name(name, k): v for k, v in M.skill(own, baseline).items()})
+        against = None if name == "drift" else drift  # drift's excess over itself would be 0 by definition
+        overall.update({metric_name(name, k): v for k, v in M.skill(own, last_value, against).items()})
     return overall, steps
 
 
