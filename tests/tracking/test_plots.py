@@ -38,7 +38,8 @@ def test_equity_curves_are_logged_on_the_active_run(tmp_path):
 
 
 RNG = np.random.default_rng(0)
-HISTORY, PATHS, PRETRAINED = 10 + RNG.normal(size=5).cumsum(), 10 + RNG.normal(size=(4, 3)), 10 + RNG.normal(size=(4, 3))
+HISTORY = 10 + RNG.normal(size=5).cumsum()
+PATHS, PRETRAINED = 10 + RNG.normal(size=(4, 3)), 10 + RNG.normal(size=(4, 3))  # [S, H]: the fine-tuned, the pretrained
 
 
 def _draw(**pretrained):
