@@ -82,7 +82,7 @@ class FitResult:
     best_epoch: int
     val_history: list[float] = field(default_factory=list)
     train_history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
-    samples_per_second: float = 0.0
+    samples_per_second: float = 0.0  # the whole phase's, validation included (an epoch's own: EpochClock)
     duration_s: float = 0.0
     val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
