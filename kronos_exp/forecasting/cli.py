@@ -9,6 +9,8 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
   T, top_p, top_k, seed    sampling (defaults 1.0, 0.9, 0, 0)
   freq         spacing of the future timestamps (default: each series' median step), e.g. 5min, 1D
   out          the CSV to write (default forecast.csv); the chart goes beside it as <out>.png
+  raw          true: the model's raw bars; false (default): valid bars (forecasting.candles.valid_candles:
+               high >= open, close >= low, volume and amount >= 0)
   tracking_uri the MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from ..errors import UserError
 
 DEFAULTS = {"model": None, "pred_len": "16", "lookback": "512", "sample_count": "8", "T": "1.0", "top_p": "0.9",
-            "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "tracking_uri": None}
+            "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "raw": "false", "tracking_uri": None}
 
 
 class ForecastError(UserError):
@@ -72,6 +74,14 @@ def sampling(settings: dict[str, str]) -> dict[str, int | float]:
         "top_k": _number(settings, "top_k", int, lambda v: v >= 0, ">= 0 (0: no top-k cut)"),
         "seed": _number(settings, "seed", int),
     }
+
+
+def raw_bars(settings: dict[str, str]) -> bool:
+    """Setting ``raw``: whether to write the model's bars as they come (not made valid)."""
+    value = settings["raw"].strip().lower()
+    if value not in ("true", "false"):
+        raise ForecastError(f"raw={settings['raw']}; valid: true (the model's raw bars) or false (valid bars)")
+    return value == "true"
 
 
 def check_freq(freq: str) -> None:
@@ -137,18 +147,22 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
         raise ForecastError(f"model={uri} is not a usable packaged kronos_exp predictor: {err}") from None
 
 
-def _tables(series, y_ts, paths, sample_count: int):
-    """One forecast table per series: the mean path, and the band of the close when sampled."""
+def _tables(series, y_ts, paths, sample_count: int, raw: bool):
+    """One forecast table per series: the mean path (as valid bars unless ``raw``), and the band of
+    the close when sampled."""
     import numpy as np
     import pandas as pd
 
     from ..data import FEATURES
     from ..data.frame import BAND
+    from .candles import valid_candles
     from .pyfunc import TIMESTAMP_COLUMN
 
     close = FEATURES.index("close")
     for s, stamps, p in zip(series, y_ts, paths):
         table = pd.DataFrame(p.mean(axis=0), columns=list(FEATURES))
+        if not raw:
+            table = valid_candles(table)
         if sample_count > 1:
             table["close_q10"], table["close_q90"] = np.quantile(p[:, :, close], BAND, axis=0)
         table.insert(0, TIMESTAMP_COLUMN, stamps)
@@ -195,6 +209,7 @@ def histories(series: list, lookback: int, freq: str) -> list:
 def main(argv: list[str]) -> Path:
     settings, data_settings = parse(argv)
     n = sampling(settings)
+    raw = raw_bars(settings)
     check_freq(settings["freq"])
     out = writable(Path(settings["out"]))
 
@@ -218,7 +233,7 @@ def main(argv: list[str]) -> Path:
 
     chart = out.with_suffix(".png")
     try:
-        pd.concat(_tables(series, y_ts, paths, sample_count)).to_csv(out, index=False)
+        pd.concat(_tables(series, y_ts, paths, sample_count, raw)).to_csv(out, index=False)
         _chart(chart, series, y_ts, paths, lookback, pred_len, settings["model"])
     except OSError as err:  # the disk filled up, or the folder changed, since writable() looked
         raise ForecastError(f"cannot write {err.filename or out} ({err.strerror}); choose a file name in a folder "

@@ -32,6 +32,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import CONFIG_NAME, CheckpointError, CheckpointNotFound
 from ..tracking.registry import integrity_problem
+from .candles import valid_candles
 from .generation import GenerationStopped
 from .horizon import future_timestamps
 from .predictor import COLUMNS, KronosPredictor
@@ -79,7 +80,7 @@ def signature(pred_len: int) -> ModelSignature:
     params = ParamSchema([ParamSpec("pred_len", "long", pred_len), ParamSpec("T", "double", 1.0),
                           ParamSpec("top_p", "double", 0.9), ParamSpec("top_k", "long", 0),
                           ParamSpec("sample_count", "long", 1), ParamSpec("freq", "string", ""),
-                          ParamSpec("seed", "long", -1)])
+                          ParamSpec("seed", "long", -1), ParamSpec("raw_candles", "boolean", False)])
     outputs = Schema([ColSpec("datetime", TIMESTAMP_COLUMN)] + [ColSpec("double", c) for c in COLUMNS])
     return ModelSignature(inputs=None, outputs=outputs, params=params)
 
@@ -147,7 +148,8 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
     """pyfunc: one series' history (a timestamp column and open, high, low, close[, volume, amount],
     named as a training CSV may name them) -> its forecast (``timestamps`` + the six columns).
     Params: pred_len, T, top_p, top_k, sample_count, freq (of the future timestamps; empty = the
-    history's median step), seed (-1 = none). What it refuses: forecasting.requests."""
+    history's median step), seed (-1 = none), raw_candles (false: valid bars, forecasting.candles;
+    true: the model's raw bars). What it refuses: forecasting.requests."""
 
     def __init__(self) -> None:
         self.predictor: KronosPredictor | None = None
@@ -190,7 +192,10 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
                 stop=stopper(self.limits, server_stopping))
         except GenerationStopped as err:
             raise RequestRefused(str(err), status=503 if "shutting down" in str(err) else 504) from None
-        return check_forecast(forecast).rename_axis(TIMESTAMP_COLUMN).reset_index()
+        forecast = check_forecast(forecast)
+        if not sampling.raw_candles:
+            forecast = valid_candles(forecast)
+        return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()
 
 
 def _save(path: Path, tokenizer: Path, max_context: int, pred_len: int, limits: Limits) -> None:

@@ -16,7 +16,7 @@ from ..data import FEATURES, DataConfig, DataError
 from ..data.reading import read_bytes
 from ..errors import UserError
 
-PARAMS = ("pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed")
+PARAMS = ("pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed", "raw_candles")
 
 
 class RequestRefused(UserError):
@@ -51,6 +51,7 @@ class Sampling:
     sample_count: int
     freq: str
     seed: int
+    raw_candles: bool = False  # the model's bars as they come, not forecasting.candles.valid_candles
 
 
 def _bounded(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> None:
@@ -73,7 +74,8 @@ def check_params(params: Mapping[str, Any], unknown: list[str], limits: Limits, 
     _bounded("top_k", params["top_k"], lambda v: 0 <= v <= vocabulary,
              f"an integer from 0 (off) to {vocabulary} (the vocabulary)")
     return Sampling(int(params["pred_len"]), float(params["T"]), float(params["top_p"]), int(params["top_k"]),
-                    int(params["sample_count"]), str(params["freq"] or ""), int(params["seed"]))
+                    int(params["sample_count"]), str(params["freq"] or ""), int(params["seed"]),
+                    bool(params.get("raw_candles", False)))  # absent from packages made before it
 
 
 def read_history(model_input: pd.DataFrame, limits: Limits) -> tuple[pd.DataFrame, pd.DatetimeIndex]:

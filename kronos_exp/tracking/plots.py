@@ -9,10 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..data.frame import BAND  # noqa: E402
 
 BAND_LABEL = f"{100 * BAND[0]:.0f}-{100 * BAND[1]:.0f}% band"
+PRETRAINED_LABEL = "pretrained"  # the fan chart's legend: "pretrained median forecast", "pretrained 10-90% band"
 
 
 def log_loss_curve(phase: str, result) -> None:
@@ -29,35 +31,47 @@ def log_loss_curve(phase: str, result) -> None:
     plt.close(fig)
 
 
-def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str = "", show_history: int = 64) -> None:
-    """The last ``show_history`` closes, then the sampled paths' median and band (metrics.BAND) [S, H], the
-    actual closes and a baseline when known. The x axis counts bars from the forecast origin, so
-    overnight and weekend gaps do not stretch the picture."""
+def _fan(ax, future, paths, colour: str, name: str) -> None:
+    """The sampled paths [S, H]: their band (metrics.BAND) when more than one, and their median."""
+    if paths.shape[0] > 1:
+        lo, hi = np.quantile(paths, BAND, axis=0)
+        ax.fill_between(future, lo, hi, color=colour, alpha=0.25, label=f"{name} {BAND_LABEL}".strip())
+    ax.plot(future, np.median(paths, axis=0), color=colour, lw=1.5, label=f"{name} median forecast".strip())
+
+
+def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str = "", show_history: int = 64,
+              pretrained=None) -> None:
+    """The last ``show_history`` closes, then the sampled paths' median and band [S, H], the
+    pretrained weights' paths [S, H] beside them when given, the actual closes and a baseline when
+    known. The x axis counts bars (integers) from the forecast origin, so overnight and weekend
+    gaps do not stretch the picture."""
     history_close = np.asarray(history_close)[-show_history:]
     past = np.arange(-len(history_close) + 1, 1)
     future = np.arange(1, paths.shape[1] + 1)
     ax.plot(past, history_close, color="black", lw=1, label="history")
-    if paths.shape[0] > 1:
-        lo, hi = np.quantile(paths, BAND, axis=0)
-        ax.fill_between(future, lo, hi, color="tab:blue", alpha=0.25, label=BAND_LABEL)
-    ax.plot(future, np.median(paths, axis=0), color="tab:blue", lw=1.5, label="median forecast")
+    _fan(ax, future, paths, "tab:blue", "fine-tuned" if pretrained is not None else "")
+    if pretrained is not None:
+        _fan(ax, future, pretrained, "tab:orange", PRETRAINED_LABEL)
     if actual is not None:
         ax.plot(future, actual, color="tab:green", lw=1.5, label="actual")
     if baseline is not None:
         ax.plot(future, baseline, color="tab:gray", ls="--", lw=1, label="last value")
     ax.axvline(0.5, color="gray", lw=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(title=title, xlabel="bars from the forecast origin", ylabel="close")
     ax.legend(fontsize=7, loc="upper left")
 
 
 def log_fan_charts(positions, stamps, closes, lookback: int, pred_len: int, paths, baseline, names,
-                   label: str) -> None:
-    """One fan chart per chosen window: plots/fan_<series>.png on the active run."""
+                   label: str, pretrained_paths=None) -> None:
+    """One fan chart per chosen window: plots/fan_<series>.png on the active run; with
+    ``pretrained_paths`` (shaped as ``paths``) the pretrained weights' forecast beside the fine-tuned one."""
     for pos in positions:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         origin = pd.Timestamp(stamps[pos][lookback])
         fan_chart(ax, closes[pos, :lookback], paths[pos], closes[pos, lookback:lookback + pred_len], baseline[pos],
-                  f"{names[pos]}: {label}, test window forecast from {origin}", show_history=4 * pred_len)
+                  f"{names[pos]}: {label}, test window forecast from {origin}", show_history=4 * pred_len,
+                  pretrained=None if pretrained_paths is None else pretrained_paths[pos])
         fig.tight_layout()
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in names[pos])
         mlflow.log_figure(fig, f"plots/fan_{safe}.png")

@@ -82,11 +82,28 @@ class FitResult:
     best_epoch: int
     val_history: list[float] = field(default_factory=list)
     train_history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
-    samples_per_second: float = 0.0
+    samples_per_second: float = 0.0  # the whole phase's, validation included (an epoch's own: EpochClock)
     duration_s: float = 0.0
     val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
     resumed_at_step: int | None = None
+
+
+class EpochClock:
+    """The training rate of the epoch in progress: the samples this process has trained in it (all
+    ranks together) over the time since this process began it; the validation pass is not in it.
+    The phase's overall rate, validation included, is FitResult.samples_per_second."""
+
+    def __init__(self) -> None:
+        self.start(0)
+
+    def start(self, samples: int) -> None:
+        """The epoch (or, resumed, this process's part of it) begins with ``samples`` trained so far."""
+        self.samples, self.started = samples, time.perf_counter()
+
+    def rate(self, samples: int) -> float:
+        """Samples/s of this epoch, given the samples trained so far."""
+        return (samples - self.samples) / max(time.perf_counter() - self.started, 1e-9)
 
 
 class Runner:
@@ -211,6 +228,7 @@ class _Training:
         self.result = FitResult(best_val_loss=math.inf, best_epoch=-1)
         self.samples, self.step, self.first_epoch, self.batches_done, prior_seconds = 0, 0, 0, 0, 0.0
         self.window = Sums()
+        self.epoch_clock, self.epoch_rate = EpochClock(), 0.0
         source = s.resume_from or s.state_path
         if s.resume and source is not None and source.is_file():
             prior_seconds = self.resume(load_state(source), source)
@@ -259,6 +277,7 @@ class _Training:
         self.sampler.set_epoch(epoch)
         self.sampler.skip = self.batches_done * s.batch_size
         self.loader_rng = self.generator.get_state()  # worker seeds of this epoch come from it
+        self.epoch_clock.start(self.samples)
         # disable=None: a live bar on a terminal, nothing in CI logs or piped output.
         bar = tqdm(self.train_loader, desc=f"{self.desc} epoch {epoch + 1}/{s.epochs}", leave=False,
                    dynamic_ncols=True, disable=None if world.is_main else True, initial=self.batches_done,
@@ -273,6 +292,7 @@ class _Training:
             self.samples += batch[0].shape[0] * world.world_size
             if boundary:
                 self.after_step(epoch, i + 1, last_in_epoch, bar, log_metrics)
+        self.epoch_rate = self.epoch_clock.rate(self.samples)
         self.batches_done = 0
 
     def after_step(self, epoch: int, done: int, last_in_epoch: bool, bar, log_metrics) -> None:
@@ -293,9 +313,9 @@ class _Training:
             self.save_state(epoch, done)
 
     def log_window(self, lr: float, bar, log_metrics) -> None:
-        """The train-loss means since the last log line (over all ranks), the lr and the rate."""
+        """The train-loss means since the last log line (over all ranks), the lr and the epoch's rate so far."""
         means = self.window.all_reduce(self.s.world, self.s.device).means()
-        rate = self.samples / (time.perf_counter() - self.started)
+        rate = self.epoch_clock.rate(self.samples)
         metrics = {"train_loss": means.pop("loss"), "lr": lr, "samples_per_second": rate}
         metrics.update({f"train_{k}": v for k, v in means.items()})
         log_metrics(metrics, self.step)
@@ -328,7 +348,7 @@ class _Training:
         log_metrics({**{f"val_{k}": v for k, v in val.items()}, "val_loss": val_loss}, epoch)
         result.val_history.append(val_loss)
         log.info("%s epoch %d/%d: train_loss %.5f  val_loss %.5f  %.0f samples/s", self.desc, epoch + 1, s.epochs,
-                 result.train_history[-1][1], val_loss, self.samples / (time.perf_counter() - self.started))
+                 result.train_history[-1][1], val_loss, self.epoch_rate)
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(self.model, epoch, val_loss)

@@ -1,5 +1,6 @@
 """The forecast command's settings and files: each bad one is one `error:` line and exit status 1,
-a lookback longer than the history is said once. One packaged predictor (the tiny parity
+a lookback longer than the history is said once, the bars it writes pass the loader's checks
+(raw=true: the predictor's own). One packaged predictor (the tiny parity
 checkpoints) serves every test here."""
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_exp.data import sample_path
-from kronos_exp.forecasting.pyfunc import package
+from kronos_exp.data import FEATURES, DataError, load_series, sample_path
+from kronos_exp.forecasting.candles import valid_candles
+from kronos_exp.forecasting.pyfunc import load_predictor, package
+from kronos_exp.train.state import seed_everything
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 
@@ -46,6 +50,7 @@ def forecast(cli, folder: Path, *args: str) -> subprocess.CompletedProcess:
     (["data.path=p40.csv", "top_p=0"], "top_p=0; valid: a finite number in (0, 1]"),
     (["data.path=p40.csv", "top_k=-1"], "top_k=-1; valid: an integer >= 0"),
     (["data.path=p40.csv", "lookback=1.5"], "lookback=1.5; valid: an integer >= 2"),
+    (["data.path=p40.csv", "raw=yes"], "raw=yes; valid: true (the model's raw bars) or false (valid bars)"),
 ])
 def test_a_bad_setting_or_file_is_one_line(cli, folder, args, message):
     proc = forecast(cli, folder, *args)
@@ -61,3 +66,25 @@ def test_a_lookback_longer_than_the_history_is_said_once_and_the_history_used(cl
     assert warnings == ["warning: lookback=100 is longer than the history of 1 series ('p40': 40 rows); their whole "
                         "history is used"], proc.stderr[-3000:]
     assert len(pd.read_csv(folder / "short.csv")) == 2
+
+
+def test_the_forecast_is_bars_the_loader_accepts_and_raw_true_the_predictors_own(cli, folder):
+    for raw in ("false", "true"):
+        proc = forecast(cli, folder, "data.path=p40.csv", "lookback=40", "pred_len=16", "sample_count=1",
+                        f"raw={raw}", f"out=bars_{raw}.csv")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    bars = load_series({"path": str(folder / "bars_false.csv"), "symbol_column": "series"})  # data.checks pass
+    assert len(bars) == 1 and bars[0].values.shape == (16, len(FEATURES))
+    with pytest.raises(DataError, match="inconsistent"):  # the tiny model's raw bars are not valid ones
+        load_series({"path": str(folder / "bars_true.csv"), "symbol_column": "series"})
+
+    (history,) = load_series({"path": str(folder / "p40.csv")})
+    raw = pd.read_csv(folder / "bars_true.csv")
+    predictor = load_predictor(folder / "model")
+    seed_everything(0)  # the command's default seed
+    expected = predictor.predict(
+        pd.DataFrame(history.values, columns=list(FEATURES)), pd.Series(history.timestamps),
+        pd.Series(pd.to_datetime(raw["timestamps"])), 16, verbose=False)
+    np.testing.assert_array_equal(raw[list(FEATURES)].to_numpy(), expected.to_numpy(dtype=np.float64))
+    valid = pd.read_csv(folder / "bars_false.csv")
+    pd.testing.assert_frame_equal(valid, valid_candles(raw))

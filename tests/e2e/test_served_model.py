@@ -1,7 +1,8 @@
 """The served predictor as a client meets it: a real `mlflow models serve` of a packaged, registered
 predictor (the parity fixture's models, so no training), one server for the module, many requests.
-Bad requests get a 4xx naming the problem, seeded requests repeat under load, a long request is
-stopped, and SIGTERM stops the server mid-request; a planted package file runs nowhere."""
+Bad requests get a 4xx naming the problem, seeded requests repeat under load, answers are bars the
+loader accepts (raw_candles=true: the predictor's own), a long request is stopped, and SIGTERM stops
+the server mid-request; a planted package file runs nowhere."""
 from __future__ import annotations
 
 import contextlib
@@ -18,10 +19,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from kronos_exp.data import sample_path
+from kronos_exp.data import FEATURES, DataError, load_series, sample_path
+from kronos_exp.forecasting.candles import valid_candles
 from kronos_exp.forecasting import pyfunc
 from kronos_exp.forecasting.requests import Limits
 from kronos_exp.tracking import Registry, Tracker, folder_digests
@@ -181,6 +185,39 @@ def test_concurrent_identical_seeded_requests_give_identical_answers(server):
     assert answers[0][1] == answers[1][1] == answers[2][1]
     assert "NaN" not in answers[0][1]
     json.loads(answers[0][1])
+
+
+def _loads(forecast: pd.DataFrame, csv: Path) -> None:
+    """Raises the loader's DataError unless ``forecast`` is bars data.checks accepts."""
+    forecast.to_csv(csv, index=False)
+    assert load_series({"path": str(csv)})[0].values.shape == (len(forecast), len(FEATURES))
+
+
+def test_answers_are_valid_bars_and_raw_candles_the_predictors_own(tmp_path, server):
+    """In process through the pyfunc model's predict (as the server calls it), then once over HTTP."""
+    folder = tmp_path / "predictor"
+    shutil.copytree(PARITY / "predictor", folder)
+    pyfunc.package(folder, PARITY / "tokenizer", json.loads((PARITY / "meta.json").read_text())["max_context"], 8,
+                   LIMITS)  # as the server's
+    model = mlflow.pyfunc.load_model(str(folder))
+    valid = model.predict(history(), params={"pred_len": 8, "seed": 0})
+    raw = model.predict(history(), params={"pred_len": 8, "seed": 0, "raw_candles": True})
+    _loads(valid, tmp_path / "valid.csv")
+    with pytest.raises(DataError, match="inconsistent"):  # the tiny model's raw bars are not valid ones
+        _loads(raw, tmp_path / "raw.csv")
+
+    predictor = pyfunc.load_predictor(folder)
+    torch.manual_seed(0)  # the request's seed=0
+    expected = predictor.predict(
+        history()[list(FEATURES)], pd.to_datetime(history()["timestamps"]), raw["timestamps"], 8, verbose=False)
+    np.testing.assert_array_equal(raw[list(FEATURES)].to_numpy(), expected.to_numpy())
+    pd.testing.assert_frame_equal(valid, valid_candles(raw))
+
+    answers = [server.ask(history(), pred_len=8, seed=0, **params) for params in ({}, {"raw_candles": True})]
+    assert [status for status, _, _ in answers] == [200, 200], answers[0][1][:500]
+    served = [pd.DataFrame(json.loads(body)["predictions"])[list(FEATURES)] for _, body, _ in answers]
+    np.testing.assert_allclose(served[0].to_numpy(), valid[list(FEATURES)].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(served[1].to_numpy(), raw[list(FEATURES)].to_numpy(), rtol=1e-6)
 
 
 def test_a_request_past_the_time_limit_is_stopped(tmp_path):

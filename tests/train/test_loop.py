@@ -1,7 +1,10 @@
 """The shared loop: whole-batch loading, no host sync per step, validation and precision."""
 from __future__ import annotations
 
+import logging
 import math
+import re
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +13,10 @@ from torch import nn
 
 from kronos_exp.data.windows import WindowDataset
 from kronos_exp.train import Batches, FitSettings, evaluate, fit
+from kronos_exp.train.interrupt import Interrupted
 from kronos_exp.train.loop import Sums
+
+from fit_toys import data, fit_stopping_at
 
 
 def _windows(n_rows=120, lookback=8, predict=2, seed=0) -> WindowDataset:
@@ -141,3 +147,60 @@ def test_compile_compiles_the_training_step_and_validates_eagerly():
                  on_best=lambda *a: None)
     assert math.isfinite(result.best_val_loss)
     assert True in seen[True] and seen[False] == {False}  # training called the compiled module
+
+
+class SlowWhileTraining(nn.Module):
+    """``inner``, sleeping ``pause`` s per training forward: an epoch made slow on purpose."""
+
+    def __init__(self, inner: nn.Module, pause: float):
+        super().__init__()
+        self.inner, self.pause = inner, pause
+
+    def forward(self, x):
+        if self.training and self.pause:
+            time.sleep(self.pause)
+        return self.inner(x)
+
+
+def _epoch_rates(records) -> list[float]:
+    return [float(re.search(r"(\d+) samples/s", r.getMessage()).group(1)) for r in records
+            if "samples/s" in r.getMessage()]
+
+
+def test_an_epochs_samples_per_second_is_its_own_rate_not_the_phases_running_average(caplog):
+    """A first epoch slowed on purpose leaves the second epoch's rate (log line and metric) alone;
+    the phase's overall rate stays in the result."""
+    torch.manual_seed(0)
+    model = SlowWhileTraining(nn.Linear(5, 1), pause=0.05)
+    rate_at = {}  # global step -> the samples_per_second metric logged there
+
+    def log_metrics(metrics, step):
+        if "samples_per_second" in metrics:
+            rate_at[step] = metrics["samples_per_second"]
+        if "val_loss" in metrics:
+            model.pause = 0  # only the first epoch is slow
+
+    train = _windows(200)
+    steps_per_epoch = len(train) // 8
+    with caplog.at_level(logging.INFO, logger="kronos_exp.train.loop"):
+        result = fit(model, Regression(), train, _windows(60, seed=1), _settings(log_interval=5), log_metrics,
+                     on_best=lambda *a: None)
+    first, second = _epoch_rates(caplog.records)
+    assert second > 3 * first, (first, second)  # ~23 pauses of 50 ms against a few ms of work
+    at_epoch_end = [rate_at[steps_per_epoch], rate_at[2 * steps_per_epoch]]  # each epoch's last log line
+    assert at_epoch_end == pytest.approx([first, second], rel=0.2, abs=1)  # the line's rate is the metric's
+    assert result.samples_per_second < second / 2  # the phase's: both epochs, the slow one included
+
+
+def test_a_resumed_epochs_rate_counts_only_what_this_process_trained(tmp_path, caplog):
+    """Slow steps before a stop, fast ones after the resume: the resumed epoch's rate is the fast one."""
+    s = _settings(epochs=1, batch_size=4, log_interval=1, state_path=tmp_path / "last.pt", resume=True)
+    with pytest.raises(Interrupted):
+        fit_stopping_at(SlowWhileTraining(nn.Linear(4, 1), pause=0.05), s, data(80, 4), data(12, 4),
+                        stop_at_step=10)
+    with caplog.at_level(logging.INFO, logger="kronos_exp.train.loop"):
+        result = fit_stopping_at(SlowWhileTraining(nn.Linear(4, 1), pause=0), s, data(80, 4), data(12, 4))
+    assert result.resumed_at_step == 10
+    before_stop = 10 * 4 / 0.05  # at most: 10 steps of 4 samples, each pausing 50 ms
+    (resumed,) = _epoch_rates(caplog.records)
+    assert resumed > 3 * before_stop, resumed
