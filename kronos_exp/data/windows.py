@@ -110,8 +110,8 @@ class WindowDataset(Dataset):
         )
 
         series_idx, starts = [], []
-        for k, n in enumerate(lengths):
-            s = np.arange(0, max(int(n) - self.window + 1, 0), self.stride, dtype=np.int64)
+        for k in range(len(lengths)):
+            s = self.starts(k)
             series_idx.append(np.full(len(s), k, dtype=np.int64))
             starts.append(s)
         index = np.stack([np.concatenate(series_idx), np.concatenate(starts)], axis=1) if starts else np.empty((0, 2), np.int64)
@@ -137,11 +137,22 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _rows(self, i: int) -> slice:
-        if not -len(self) <= i < len(self):
+    def _rows(self, i: int | tuple[int, int]) -> slice:
+        """Rows of window i, or of the window at (series, start) (any window of the split, kept or not)."""
+        if isinstance(i, tuple):
+            series, start = i
+            if not (0 <= series < len(self.lengths) and 0 <= start <= self.lengths[series] - self.window):
+                raise IndexError(f"no window starts at row {start} of series {series}")
+            first = int(self.offsets[series]) + int(start)
+        elif not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
-        first = int(self._first_row[i])
+        else:
+            first = int(self._first_row[i])
         return slice(first, first + self.window)
+
+    def starts(self, series: int) -> np.ndarray:
+        """Every window start of a series in this split, before ``max_windows`` left some out."""
+        return np.arange(0, max(int(self.lengths[series]) - self.window + 1, 0), self.stride, dtype=np.int64)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self._rows(i)
@@ -167,8 +178,8 @@ class WindowDataset(Dataset):
         x, stamp = self.batch(indices)
         return list(zip(x.unbind(0), stamp.unbind(0)))
 
-    # Helpers for evaluation / plotting (not needed for training).
-    def raw(self, i: int) -> np.ndarray:
+    # Helpers for evaluation / plotting (not needed for training): i is a window index, or (series, start).
+    def raw(self, i: int | tuple[int, int]) -> np.ndarray:
         """Window i before normalization, float32 [L+P, 6]."""
         return self._values[self._rows(i)].copy()
 
@@ -177,14 +188,14 @@ class WindowDataset(Dataset):
         _, mean, std = lookback_normalize(self._values[self._rows(i)], self.lookback_window, self.clip, dtype=np.float64)
         return mean[0], std[0]
 
-    def timestamps(self, i: int) -> np.ndarray:
+    def timestamps(self, i: int | tuple[int, int]) -> np.ndarray:
         """datetime64[ns] [L+P] of window i (needs `timestamps` at construction)."""
         if self._timestamps is None:
             raise ValueError("this WindowDataset was built without timestamps")
         return self._timestamps[self._rows(i)].copy()
 
-    def series_name(self, i: int) -> str:
-        return self.names[int(self.index[i, 0])]
+    def series_name(self, i: int | tuple[int, int]) -> str:
+        return self.names[int(i[0] if isinstance(i, tuple) else self.index[i, 0])]
 
 
 @dataclass

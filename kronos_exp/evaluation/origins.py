@@ -1,4 +1,5 @@
-"""Which windows of a split become forecast origins.
+"""Which windows of a split become forecast origins (any window of the split, whether or not
+``data.max_eval_windows`` kept it for the validation loss).
 
 Origins whose horizons overlap share their actuals, so their errors are not separate pieces of
 evidence; by default one series' origins are spaced at least a horizon apart (as many as fit, at
@@ -27,17 +28,17 @@ def non_overlapping(starts: np.ndarray, spacing: int) -> np.ndarray:
     return np.asarray(kept, dtype=np.int64)
 
 
-def choose_origins(index: np.ndarray, limit: int, horizon: int, overlap: bool) -> np.ndarray:
-    """Window positions into a split's ``index`` ([M, 2] rows of (series, start), grouped by series in
-    ascending start order): at most ``limit`` of them, in series then time order."""
-    if overlap or len(index) == 0:
-        return _even(len(index), limit)
-    series = list(dict.fromkeys(index[:, 0].tolist()))
-    candidates = []
-    for k in series:
-        rows = np.flatnonzero(index[:, 0] == k)
-        candidates.append(rows[non_overlapping(index[rows, 1], horizon)])
+def choose_origins(starts: list[np.ndarray], limit: int, horizon: int, overlap: bool) -> np.ndarray:
+    """[O, 2] (series, start) of at most ``limit`` origins, given each series' window starts
+    (ascending), in series then time order. Series of equal length get the same starts."""
+    if overlap:
+        every = np.array([(k, s) for k, own in enumerate(starts) for s in own], dtype=np.int64).reshape(-1, 2)
+        return every[_even(len(every), limit)]
+    candidates = [own[non_overlapping(own, horizon)] for own in starts]
+    series = [k for k, c in enumerate(candidates) if len(c)]
     if limit < len(series):  # fewer origins than series: one origin, mid-split, from evenly chosen series
-        return np.asarray([candidates[i][len(candidates[i]) // 2] for i in _even(len(series), limit)], np.int64)
-    share = limit // len(series)
-    return np.concatenate([c[_even(len(c), share)] for c in candidates])
+        chosen = [(series[i], candidates[series[i]][len(candidates[series[i]]) // 2]) for i in _even(len(series), limit)]
+    else:
+        share = limit // max(len(series), 1)
+        chosen = [(k, s) for k in series for s in candidates[k][_even(len(candidates[k]), share)]]
+    return np.asarray(chosen, dtype=np.int64).reshape(-1, 2)

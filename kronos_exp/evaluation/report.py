@@ -30,7 +30,7 @@ def metric_name(forecaster: str, metric: str) -> str:
 class SplitOrigins:
     """The forecast origins of one split, in price units: their windows' rows, timestamps and series."""
     split: str
-    chosen: np.ndarray  # window indices into the split
+    chosen: list[tuple[int, int]]  # (series, first row of the window in the split's series)
     raws: np.ndarray  # [W, L+P, 6]
     stamps: list
     names: list[str]

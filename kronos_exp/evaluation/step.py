@@ -190,10 +190,11 @@ class EvalStep:
             raise ConfigError(f"eval: the {split} split has no windows (data.{split}_ratio too small for "
                               "lookback_window + predict_window rows); nothing to evaluate on")
         pred_len = self.pred_len(ctx.cfg)
-        chosen = choose_origins(windows.index, e.windows, pred_len, bool(e.overlap))
-        raws = np.stack([windows.raw(int(i)) for i in chosen]).astype(np.float64)
-        return SplitOrigins(split, chosen, raws, [windows.timestamps(int(i)) for i in chosen],
-                       [windows.series_name(int(i)) for i in chosen], windows.lookback_window, pred_len)
+        starts = [windows.starts(k) for k in range(len(windows.lengths))]
+        chosen = [(int(k), int(s)) for k, s in choose_origins(starts, e.windows, pred_len, bool(e.overlap))]
+        raws = np.stack([windows.raw(w) for w in chosen]).astype(np.float64)
+        return SplitOrigins(split, chosen, raws, [windows.timestamps(w) for w in chosen],
+                            [windows.series_name(w) for w in chosen], windows.lookback_window, pred_len)
 
     def _sample(self, ctx: RunContext, o: SplitOrigins, predictor_dir: Path, tokenizer_path: Path) -> np.ndarray:
         """Sampled close paths [W, S, H]; every model draws from the same seed."""
@@ -297,10 +298,10 @@ class EvalStep:
 def _log_forecasts(o: SplitOrigins, forecasts: dict[str, Forecasts]) -> None:
     """forecasts.csv: one row per test origin, step and forecaster (point, and the band when sampled)."""
     rows = []
-    for k, i in enumerate(o.chosen):
+    for k in range(len(o.chosen)):
         for h, ts in enumerate(o.y_timestamps[k]):
             for name, f in forecasts.items():
-                row = {"window": int(i), "series": o.names[k], "step": h + 1, "timestamp": str(ts),
+                row = {"origin": k, "series": o.names[k], "step": h + 1, "timestamp": str(ts),
                        "forecaster": name, "actual_close": o.actual[k, h], "close": f.point[k, h]}
                 if f.paths is not None and f.paths.shape[1] > 1:
                     row["close_q10"], row["close_q90"] = np.quantile(f.paths[k, :, h], M.BAND)

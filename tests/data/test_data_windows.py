@@ -195,6 +195,23 @@ def test_window_dataset_from_series(write_csv, frame):
     np.testing.assert_array_equal(ds[1][1].numpy(), time_features(series[0].timestamps[5:20]))
 
 
+def test_any_window_of_a_split_by_series_and_start_even_one_max_windows_left_out(write_csv, frame):
+    from kronos_exp.data import load_series
+
+    series = load_series(DataConfig(path=write_csv("a.csv", frame(60))))
+    every = WindowDataset.from_series(series, 10, 5, stride=2)
+    capped = WindowDataset.from_series(series, 10, 5, stride=2, max_windows=3)
+    assert capped.starts(0).tolist() == every.index[:, 1].tolist() == list(range(0, 46, 2))
+    kept = set(capped.index[:, 1].tolist())
+    left_out = next(s for s in capped.starts(0) if s not in kept)
+    i = every.index[:, 1].tolist().index(left_out)
+    np.testing.assert_array_equal(capped.raw((0, int(left_out))), every.raw(i))
+    np.testing.assert_array_equal(capped.timestamps((0, int(left_out))), every.timestamps(i))
+    assert capped.series_name((0, int(left_out))) == "a"
+    with pytest.raises(IndexError):
+        capped.raw((0, 46))  # 46 + 15 rows > 60
+
+
 def test_summary_is_small_and_serialisable(write_csv, frame):
     import json
 

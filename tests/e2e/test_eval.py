@@ -98,8 +98,8 @@ def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli,
         mine = rows[rows.forecaster == name]
         assert (mine.close - mine.actual_close).abs().mean() == pytest.approx(ev[f"test_{prefix}close_mae"], rel=1e-5)
     for _, origins in rows[rows.forecaster == "model"].groupby("series"):  # horizons do not overlap
-        starts = origins.groupby("window").timestamp.min().sort_values()
-        ends = origins.groupby("window").timestamp.max().loc[starts.index]
+        starts = origins.groupby("origin").timestamp.min().sort_values()
+        ends = origins.groupby("origin").timestamp.max().loc[starts.index]
         assert (starts.to_numpy()[1:] > ends.to_numpy()[:-1]).all()
     # Every forecast step lies in the test split of its series, and the actuals are the data's closes.
     data = build_datasets(DataConfig(symbol_column="symbol", stride=2, max_train_windows=128, max_eval_windows=32))
@@ -109,7 +109,7 @@ def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli,
         assert len(mine) and (mine.timestamp.to_numpy() >= test_start).all()
         closes = pd.Series(series.values[:, 3].astype(np.float64), index=pd.DatetimeIndex(series.timestamps))
         np.testing.assert_allclose(mine.actual_close, closes.loc[mine.timestamp].to_numpy(), rtol=1e-6)
-    last = rows[rows.forecaster == "last_value"].groupby("window").close.nunique()
+    last = rows[rows.forecaster == "last_value"].groupby("origin").close.nunique()
     assert (last == 1).all()  # a random walk repeats the last close
 
 
