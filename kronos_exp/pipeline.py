@@ -72,12 +72,14 @@ def check_objective(cfg: DictConfig, phases: list) -> None:
         raise ConfigError(f"objective={objective} is measured on the test split, which reports and never "
                           f"chooses (a search that chose by it would report an optimistic test error); use the "
                           f"validation split's objective={objective.replace('eval_test_', 'eval_val_', 1)}")
+    renamed = f"eval_val_{objective[len('eval_'):]}"
+    if objective not in names and renamed in names:
+        raise ConfigError(f"objective={objective}: eval metrics are named by their split now; the validation "
+                          f"split's is objective={renamed} (test metrics report and never choose)")
     if objective not in names:
-        hint = (f"eval metrics are named by their split now: objective=eval_val_{objective[len('eval_'):]}"
-                if f"eval_val_{objective[len('eval_'):]}" in names else
-                f"this run reports only {', '.join(n for n in names if not n.startswith('eval_test_'))}")
-        raise ConfigError(f"objective={objective} is not a metric of this run; {hint}; "
-                          "or objective=null for the last phase's own")
+        choices = ", ".join(n for n in names if not n.startswith("eval_test_"))
+        raise ConfigError(f"objective={objective} but this run reports only {choices}; use one of those, or "
+                          "objective=null for the last phase's own")
 
 
 def objective_value(cfg: DictConfig, reported: dict[str, float]) -> float:
