@@ -27,6 +27,7 @@ from ..config import objective_direction
 from ..errors import UserError
 from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
 from .stale import process_tags
+from .ui import column, save_runs_view
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,16 @@ class JobInfo:
             if not fmt.startswith("[job "):
                 handler.setFormatter(logging.Formatter(f"[job {self.num}]{fmt}"))
 
+    @property
+    def run_name(self) -> str:
+        """``<sweep_id>-job-N``: unique across sweeps, so a compare view of jobs from several sweeps
+        tells them apart."""
+        return f"{self.sweep_id}-job-{self.num}" if self.sweep_id else f"job-{self.num}"
+
     def tags(self) -> dict[str, str]:
         tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
         if self.multirun:
-            tags.update({"job_num": str(self.num), "mlflow.runName": f"job-{self.num}"})
+            tags.update({"job_num": str(self.num), "mlflow.runName": self.run_name})
             if self.sweep_id:
                 tags["sweep_id"] = self.sweep_id
         return tags
@@ -83,7 +90,7 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     mine = f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job.num}'"
     if client.search_runs([experiment_id], filter_string=mine):
         return  # its run exists and was ended FAILED by the run itself
-    run = client.create_run(experiment_id, run_name=f"job-{job.num}",
+    run = client.create_run(experiment_id, run_name=job.run_name,
                             tags={**job.tags(), "mlflow.parentRunId": parent, "error": message[:5000], **process_tags()})
     client.set_terminated(run.info.run_id, "FAILED")
 
@@ -95,22 +102,53 @@ VERDICT_COLUMNS = {f"eval_verdict_vs_{ref}": f"test_vs_{ref}" for ref in ("last_
 SHORT_VERDICTS = {"no significant difference": "n.s."}
 
 
+def _given(row: dict[str, Any]) -> dict[str, str]:
+    """A row's overrides, ``k=v`` separated by spaces, as ``{k: v}``."""
+    return dict(o.split("=", 1) for o in row.get("overrides", "").split() if "=" in o)
+
+
+def _override_value(value: str) -> str:
+    """An override's value as the table shows it: a float to 4 significant digits (Optuna suggests
+    values like 0.0012345678901), anything else as given."""
+    if value.lstrip("+-").isdigit():
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
+def _cell(key: str, value: Any) -> str:
+    """Floats to 4 significant digits (enough to rank and to read across a row), except the job's
+    ``duration_s``, which is its log line's "done in" to a tenth of a second."""
+    if isinstance(value, float):
+        return f"{value:.1f}" if key == "duration_s" else f"{value:.4g}"
+    return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
+
+
+def split_overrides(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(the keys whose override differs between jobs, in the order they first appear; the overrides
+    every job shares, as given)."""
+    jobs = [_given(r) for r in rows]
+    keys = list(dict.fromkeys(k for job in jobs for k in job))
+    swept = [k for k in keys if len({job.get(k) for job in jobs}) > 1]
+    return swept, [f"{k}={jobs[0][k]}" for k in keys if k not in swept]
+
+
 def _format_table(rows: list[dict[str, Any]]) -> str:
+    """The job table: a column per swept parameter, the overrides every job shares on one line above."""
+    swept, constant = split_overrides(rows)
     shown = {**EVAL_COLUMNS, **VERDICT_COLUMNS}
     extra = [k for k in shown if any(r.get(k, "") != "" for r in rows)]
-    keys = ["job", "objective", *extra, "duration_s", "status", "overrides"]
+    keys = ["job", *swept, "objective", *extra, "duration_s", "status"]
     headers = [shown.get(k, k) for k in keys]
-    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}", **dict.fromkeys(EVAL_COLUMNS, "{:.4f}")}
-
-    def cell(key: str, value: Any) -> str:
-        if key in formats and isinstance(value, float):
-            return formats[key].format(value)
-        return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
-
-    cells = [[cell(k, r.get(k, "")) for k in keys] for r in rows]
+    cells = [[_override_value(_given(r).get(k, "")) if k in swept else _cell(k, r.get(k, "")) for k in keys]
+             for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     table = [line(headers), line(["-" * w for w in widths]), *map(line, cells)]
+    if constant:
+        table.insert(0, f"every job: {' '.join(constant)}")
     if any(k in VERDICT_COLUMNS for k in extra):
         table.append("test_vs_*: the test verdict on eval.metric against that forecaster (better / worse / n.s. = "
                      "no significant difference: its 95% interval contains 0); the order is the objective's alone")
@@ -128,8 +166,8 @@ def sweep_direction(config: DictConfig) -> str:
 class SweepRun:
     """A sweep's parent run in MLflow, from the multirun's start (``start``) to its end (``end``)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, maximise: bool) -> None:
-        self.tracker, self.run_id, self.maximise = tracker, run_id, maximise
+    def __init__(self, tracker: Tracker, run_id: str, maximise: bool, sweep_id: str) -> None:
+        self.tracker, self.run_id, self.maximise, self.sweep_id = tracker, run_id, maximise, sweep_id
 
     @classmethod
     def start(cls, config: DictConfig) -> "SweepRun":
@@ -148,7 +186,7 @@ class SweepRun:
             tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
                   **process_tags()})
-        sweep = cls(tracker, run.info.run_id, maximise)
+        sweep = cls(tracker, run.info.run_id, maximise, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
         log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.tracking_uri)
@@ -158,8 +196,9 @@ class SweepRun:
         """Log the job table (best first), close the run, and exit non-zero if a job did not finish."""
         rows = self.job_rows()
         table = _format_table(rows)
-        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", os.environ.get(SWEEP_ID_ENV),
-                 len(rows), table, self.tracker.ui_command())
+        self.save_ui_view(rows)
+        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", self.sweep_id,
+                 len(rows), table, self.tracker.ui_command(view=self.sweep_id))
         client = self.tracker.client
         client.log_text(self.run_id, table + "\n", "sweep_summary.txt")
         client.log_dict(self.run_id, rows, "sweep_summary.json")
@@ -178,6 +217,17 @@ class SweepRun:
         if failed:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
+
+    def save_ui_view(self, rows: list[dict[str, Any]]) -> None:
+        """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs, best first, with the
+        swept parameters, the objective and the eval columns of the table as columns."""
+        metrics = ["objective", *(k for k in EVAL_COLUMNS if any(k in r for r in rows))]
+        params = [k.lstrip("+~") for k in split_overrides(rows)[0]]
+        columns = [*(column("metrics", k) for k in metrics), *(column("params", k) for k in params),
+                   column("attributes", "Duration")]
+        save_runs_view(self.tracker.client, self.tracker.experiment_id, self.sweep_id,
+                       f"tags.sweep_id = '{self.sweep_id}' and tags.job_num LIKE '%'", columns,
+                       column("metrics", "objective"), not self.maximise)
 
     def job_rows(self) -> list[dict[str, Any]]:
         """One row per job run of this sweep, best objective first (unfinished jobs last)."""
