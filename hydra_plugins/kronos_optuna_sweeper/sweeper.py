@@ -53,22 +53,25 @@ class KronosOptunaSweeper(Sweeper):
             wanted = (objective_directions(self.config) if self.direction is None
                       else check_directions(self.direction, metrics))
             url = self.storage or default_storage(OmegaConf.select(self.config, "mlflow.tracking_uri"))
+            pruner = make_pruner(*self.pruner)
+            make_sampler(self.sampler.get("name", "tpe"), None)  # a name it knows, before joining the study
             study = open_study(self.study_name, url, wanted)
         except ConfigError as err:
             raise SystemExit(f"error: {err}") from None
         worker = Worker.join(study, self.heartbeat_s)
-        seed = self.sampler.get("seed")
-        study.sampler = make_sampler(self.sampler.get("name", "tpe"),
-                                     None if seed is None else int(seed) + worker.index)
-        study.pruner = make_pruner(*self.pruner)
+        seed = self.sampler.get("seed")  # each process of a shared study its own: no two sample alike
+        study.sampler = make_sampler(self.sampler.get("name", "tpe"), None if seed is None else int(seed) + worker.index)
+        study.pruner = pruner
         to_run = max(0, self.n_trials - worker.inherited)
         log.info("Study name: %s\nStorage: %s\nSampler: %s\nDirections: %s\nObjectives: %s\nTrials to run: %d of "
                  "n_trials=%d", study.study_name, url, type(study.sampler).__name__, wanted, metrics, to_run,
                  self.n_trials)
         if not to_run:
-            log.warning("study '%s' already holds the %d finished trial(s) this search asks for (n_trials=%d); "
-                        "raise hydra.sweeper.n_trials to run more, or give hydra.sweeper.study_name=<new name>",
-                        study.study_name, worker.inherited, self.n_trials)
+            from kronos_exp.tracking.sweep import nothing_due
+
+            nothing_due(f"study '{study.study_name}' already holds the {worker.inherited} finished trial(s) this "
+                        f"search asks for (n_trials={self.n_trials}); raise hydra.sweeper.n_trials to run more, or "
+                        "give hydra.sweeper.study_name=<new name>")
         try:
             self._run_trials(study, space, url, to_run, worker.id)
         finally:

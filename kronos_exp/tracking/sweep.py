@@ -120,6 +120,16 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(table)
 
 
+_NOTHING_DUE: list[str] = []  # why a sweeper of this process launched no job, on purpose
+
+
+def nothing_due(reason: str) -> None:
+    """A sweeper launched no job because none was due (its study holds its ``n_trials``
+    already): the sweep run then ends FINISHED, not as a sweep that failed to start."""
+    _NOTHING_DUE.append(reason)
+    log.warning("%s", reason)
+
+
 def sweep_directions(config: DictConfig) -> list[str]:
     """``maximize`` or ``minimize`` for each objective: the sweeper's own directions where it has
     them (Optuna's ``hydra.sweeper.direction``, one or a list), else those the metrics improve in."""
@@ -184,7 +194,9 @@ class SweepRun:
             client.log_metric(self.run_id, "best_objective", best[0] if isinstance(best, list) else best)
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
         failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
-        self.close("FAILED" if failed or not rows else "FINISHED")
+        self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
+        if not rows and _NOTHING_DUE:
+            return  # the sweeper said why (a stored study that holds its n_trials already)
         if not rows:
             # A sweeper that stopped before its first job (a config that does not compose, say).
             # Hydra may call this while that error is on its way up: then let it through.

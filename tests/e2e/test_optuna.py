@@ -92,6 +92,11 @@ def test_a_search_killed_during_its_third_trial_continues_when_rerun(store):
     _assert_linked_both_ways(store, study)
     running = [r.info.run_id for r in store.runs() if r.info.status == "RUNNING"]
     assert not running, running  # the killed process's runs were ended by the rerun
+    # Once the study holds its n_trials, the same command runs nothing and says so; the sweep ends FINISHED.
+    again = store.run(*_search("killed", "hydra.sweeper.n_trials=4", "skip_existing=false"), fast=False)
+    assert "already holds the 4 finished trial(s) this search asks for (n_trials=4)" in again.stdout + again.stderr
+    assert len(_study(store, "killed").trials) == 5
+    assert store.runs()[-1].data.tags["kind"] == "sweep" and store.runs()[-1].info.status == "FINISHED"
 
 
 def test_two_processes_started_together_share_one_study(store):
