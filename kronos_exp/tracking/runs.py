@@ -20,7 +20,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import UserError
+from ..errors import TrialPruned, UserError
 from .buffer import MetricBuffer
 from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
                     process_tags, record_unended, unended_folder)
@@ -176,12 +176,15 @@ class Tracker:
 
     @contextlib.contextmanager
     def _closing(self, run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
-        """End ``run`` as FINISHED, KILLED (interrupt) or FAILED (exception, or a failure elsewhere)."""
+        """End ``run`` as FINISHED, KILLED (interrupt, or a search pruned the trial) or FAILED
+        (exception, or a failure elsewhere)."""
         try:
             yield run
         except BaseException as err:
             elsewhere = self.failure_elsewhere()
-            if isinstance(err, KeyboardInterrupt) and elsewhere is None:
+            if isinstance(err, TrialPruned):  # stopped by a search, not failed
+                self._end(Unended(run.info.run_id, "KILLED", str(err)))
+            elif isinstance(err, KeyboardInterrupt) and elsewhere is None:
                 self._end(Unended(run.info.run_id, "KILLED", f"interrupted ({err or 'Ctrl-C'})"))
             else:
                 self._end(Unended(run.info.run_id, "FAILED", elsewhere or f"{type(err).__name__}: {err}"[:5000]))

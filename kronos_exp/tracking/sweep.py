@@ -23,7 +23,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import objective_direction
+from ..config import objective_directions
 from ..errors import UserError
 from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
 from .stale import process_tags
@@ -120,7 +120,10 @@ def _override_value(value: str) -> str:
 
 def _cell(key: str, value: Any) -> str:
     """Floats to 4 significant digits (enough to rank and to read across a row), except the job's
-    ``duration_s``, which is its log line's "done in" to a tenth of a second."""
+    ``duration_s``, which is its log line's "done in" to a tenth of a second; several objectives
+    side by side."""
+    if isinstance(value, list):
+        return ", ".join(_cell(key, v) for v in value)
     if isinstance(value, float):
         return f"{value:.1f}" if key == "duration_s" else f"{value:.4g}"
     return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
@@ -140,7 +143,8 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     swept, constant = split_overrides(rows)
     shown = {**EVAL_COLUMNS, **VERDICT_COLUMNS}
     extra = [k for k in shown if any(r.get(k, "") != "" for r in rows)]
-    keys = ["job", *swept, "objective", *extra, "duration_s", "status"]
+    front = ["pareto"] if any("pareto" in r for r in rows) else []  # several objectives: * on the Pareto front
+    keys = ["job", *swept, *front, "objective", *extra, "duration_s", "status"]
     headers = [shown.get(k, k) for k in keys]
     cells = [[_override_value(_given(r).get(k, "")) if k in swept else _cell(k, r.get(k, "")) for k in keys]
              for r in rows]
@@ -155,26 +159,48 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(table)
 
 
-def sweep_direction(config: DictConfig) -> str:
-    """``maximize`` or ``minimize``: the sweeper's own direction where it has one (Optuna's
-    ``hydra.sweeper.direction``), else the one the objective's metric improves in."""
+_NOTHING_DUE: list[str] = []  # why a sweeper of this process launched no job, on purpose
+
+
+def nothing_due(reason: str) -> None:
+    """A sweeper launched no job because none was due (its study holds its ``n_trials``
+    already): the sweep run then ends FINISHED, not as a sweep that failed to start."""
+    _NOTHING_DUE.append(reason)
+    log.warning("%s", reason)
+
+
+def sweep_directions(config: DictConfig) -> list[str]:
+    """``maximize`` or ``minimize`` for each objective: the sweeper's own directions where it has
+    them (Optuna's ``hydra.sweeper.direction``, one or a list), else those the metrics improve in."""
     given = OmegaConf.select(config, "hydra.sweeper.direction")
-    given = getattr(given, "name", given)  # Optuna's config holds its Direction enum
-    return given if given in ("maximize", "minimize") else objective_direction(config)
+    listed = [given] if isinstance(given, str) else list(given) if OmegaConf.is_list(given) else []
+    return listed if listed and set(listed) <= {"maximize", "minimize"} else objective_directions(config)
+
+
+def pareto_front(rows: list[dict[str, Any]], directions: list[str]) -> set[int]:
+    """The jobs no other job beats on every objective (better on one, as good on the rest)."""
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    scored = {r["job"]: [s * v for s, v in zip(signs, r["objective"])] for r in rows
+              if isinstance(r["objective"], list) and all(math.isfinite(v) for v in r["objective"])}
+
+    def beaten(a: list[float]) -> bool:
+        return any(all(x <= y for x, y in zip(b, a)) and b != a for b in scored.values())
+    return {job for job, values in scored.items() if not beaten(values)}
 
 
 class SweepRun:
     """A sweep's parent run in MLflow, from the multirun's start (``start``) to its end (``end``)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, maximise: bool, sweep_id: str) -> None:
-        self.tracker, self.run_id, self.maximise, self.sweep_id = tracker, run_id, maximise, sweep_id
+    def __init__(self, tracker: Tracker, run_id: str, directions: list[str], sweep_id: str) -> None:
+        self.tracker, self.run_id, self.directions, self.sweep_id = tracker, run_id, directions, sweep_id
+        self.maximise = directions[0] == "maximize"  # the order of the table: by the first objective
 
     @classmethod
     def start(cls, config: DictConfig) -> "SweepRun":
         """Create the sweep run and hand its id to the jobs. Refuses an objective with no better
         direction before any job runs."""
         try:
-            maximise = sweep_direction(config) == "maximize"
+            directions = sweep_directions(config)
         except UserError as err:
             raise SystemExit(f"error: {err}") from None
         # Creating the store here also runs its migrations once, before parallel jobs open it.
@@ -186,7 +212,7 @@ class SweepRun:
             tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
                   **process_tags()})
-        sweep = cls(tracker, run.info.run_id, maximise, sweep_id)
+        sweep = cls(tracker, run.info.run_id, directions, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
         log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.tracking_uri)
@@ -202,12 +228,15 @@ class SweepRun:
         client = self.tracker.client
         client.log_text(self.run_id, table + "\n", "sweep_summary.txt")
         client.log_dict(self.run_id, rows, "sweep_summary.json")
-        finished = [r for r in rows if r["objective"] != ""]
+        finished = [r for r in rows if r["objective"] != "" and r["status"] == "FINISHED"]
         if finished:
-            client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
+            best = finished[0]["objective"]
+            client.log_metric(self.run_id, "best_objective", best[0] if isinstance(best, list) else best)
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
-        failed = [r for r in rows if r["status"] != "FINISHED"]
-        self.close("FAILED" if failed or not rows else "FINISHED")
+        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
+        self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
+        if not rows and _NOTHING_DUE:
+            return  # the sweeper said why (a stored study that holds its n_trials already)
         if not rows:
             # A sweeper that stopped before its first job (a config that does not compose, say).
             # Hydra may call this while that error is on its way up: then let it through.
@@ -238,17 +267,24 @@ class SweepRun:
             end = r.info.end_time or r.info.start_time
             # The job's own measure (its "done in"), else the run's wall time (a job that failed).
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
-            rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
-                         "duration_s": round(seconds, 1), "status": r.info.status,
+            several = [r.data.metrics[f"objective_{i}"] for i in range(len(self.directions))
+                       if f"objective_{i}" in r.data.metrics]
+            pruned = r.data.tags.get("pruned") == "true"
+            rows.append({"job": int(r.data.tags.get("job_num", -1)),
+                         "objective": "" if pruned else several or r.data.metrics.get("objective", ""),
+                         "duration_s": round(seconds, 1), "status": "PRUNED" if pruned else r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
                          **{k: r.data.tags[k] for k in VERDICT_COLUMNS if k in r.data.tags}})
         sign = -1.0 if self.maximise else 1.0
+        front = pareto_front(rows, self.directions) if len(self.directions) > 1 else set()
+        for row in rows if front else ():
+            row["pareto"] = "*" if row["job"] in front else ""
 
         def rank(row: dict[str, Any]) -> tuple:
-            value = row["objective"]
+            value = row["objective"][0] if isinstance(row["objective"], list) else row["objective"]
             unranked = value == "" or math.isnan(value)  # failed, or an undefined metric (a constant's IC)
-            return unranked, 0.0 if unranked else sign * value, row["job"]
+            return unranked, row.get("pareto") != "*", 0.0 if unranked else sign * value, row["job"]
 
         return sorted(rows, key=rank)
 

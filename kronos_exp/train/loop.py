@@ -185,14 +185,18 @@ def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSet
 
 def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings,
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
-        desc: str = "train", on_state_saved: Callable[[str], None] | None = None) -> FitResult:
+        desc: str = "train", on_state_saved: Callable[[str], None] | None = None,
+        on_epoch_end: Callable[[int, float], None] | None = None) -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
     validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
     optimizer step, after saving the training state (when ``state_path`` is set).
     ``on_state_saved(sha256)`` hears of each new state once it is on disk, before it replaces the
-    previous one (the caller records the digest it will accept when resuming)."""
+    previous one (the caller records the digest it will accept when resuming).
+    ``on_epoch_end(epoch, val_loss)`` hears each epoch's validation loss, after ``on_best``; an
+    exception it raises stops training (a search's pruner does so)."""
     with stops_at_step_boundary():
-        return _Training(model, objective, train_set, val_set, s, desc, on_state_saved).run(log_metrics, on_best)
+        return _Training(model, objective, train_set, val_set, s, desc, on_state_saved,
+                         on_epoch_end).run(log_metrics, on_best)
 
 
 
@@ -210,9 +214,10 @@ class _Training:
     the ``last`` state, then run epoch by epoch, each a training pass and a validation pass."""
 
     def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings, desc: str,
-                 on_state_saved: Callable[[str], None] | None = None):
+                 on_state_saved: Callable[[str], None] | None = None,
+                 on_epoch_end: Callable[[int, float], None] | None = None):
         self.model, self.objective, self.s, self.desc, world = model, objective, s, desc, s.world
-        self.on_state_saved = on_state_saved
+        self.on_state_saved, self.on_epoch_end = on_state_saved, on_epoch_end
         seed_training_noise(s.seed, world.rank)  # the model is built: from here on each rank draws its own
         self.generator = torch.Generator().manual_seed(s.seed)  # the loaders' own: iterating draws nothing global
         self.sampler = EpochSampler(train_set, world, s.seed)
@@ -356,6 +361,8 @@ class _Training:
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(self.model, epoch, val_loss)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, val_loss)
 
     def peer_rng_states(self) -> list[dict[str, Any]]:
         """The global generators of ranks 1, 2, ... (on every rank; a collective under DDP, so

@@ -363,13 +363,17 @@ def test_optuna_search_reports_its_best_trial(cli):
 
 
 def test_optuna_maximises_a_higher_is_better_objective(cli, tmp_path):
-    """objective=eval_ic (a correlation): Optuna's study maximises it and the job table ranks the
+    """objective=eval_val_ic (a correlation): Optuna's study maximises it and the job table ranks the
     highest first (issue 17, defect 7)."""
-    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all", "objective=eval_ic",
+    import optuna
+
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all", "objective=eval_val_ic",
                   "eval.windows=8", "eval.sample_count=1", "eval.pred_len=8", multirun=False)
     assert "Directions: ['maximize']" in _output(proc)
+    study = optuna.load_study(study_name="kronos_exp", storage=f"sqlite:///{cli.root / 'optuna.db'}")
+    assert study.direction.name == "MAXIMIZE"
     sweep, jobs, _ = _parts(cli)
-    ics = [j.data.metrics["eval_ic"] for j in jobs]
+    ics = [j.data.metrics["eval_val_ic"] for j in jobs]
     assert [j.data.metrics["objective"] for j in jobs] == pytest.approx(ics)
     assert len(jobs) == 2 and ics[0] != pytest.approx(ics[1])  # two values, so the order says something
     results = yaml.safe_load((_sweep_dir(cli) / "optimization_results.yaml").read_text())
