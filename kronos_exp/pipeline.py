@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import check_known_keys, check_settings, objective_metrics
-from .data import build_datasets
+from .data import build_datasets, default_cache_dir
 from .errors import ConfigError, TrialPruned, UserError
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .phases import Phase
@@ -228,7 +228,7 @@ def _prepare(cfg: DictConfig, output_dir: Path, world: World, device: torch.devi
         phase.check(cfg)
     check_objective(cfg, phases)
     check_settings(cfg, [p.name for p in phases])
-    data = build_datasets(cfg.data)
+    data = build_datasets(cfg.data, cache_dir=default_cache_dir())
     data_fingerprint = fingerprint_data(data.file_digests, OmegaConf.to_container(cfg.data, resolve=True))
     return phases, RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device,
                               output_dir=output_dir, precision=precision, world=world)

@@ -298,9 +298,31 @@ def _assert_tokenizer_trained_once(cli) -> None:
     assert len({r.data.params["predictor.lr"] for r in jobs}) == 4
 
 
-def test_lr_grid_trains_the_tokenizer_once(cli):
-    _sweep(cli, *LR_GRID)
+def _csv_folder(folder: Path) -> None:
+    """The bundled sample as a folder of CSVs, one series per file."""
+    import pandas as pd
+
+    from kronos_exp.data import sample_path
+
+    folder.mkdir()
+    for symbol, rows in pd.read_csv(sample_path()).groupby("symbol"):
+        rows.drop(columns="symbol").to_csv(folder / f"{symbol}.csv", index=False)
+
+
+DATA_FOLDERS = {"csv": _csv_folder}  # format -> writer of the sample as a folder of such files
+
+
+@pytest.mark.parametrize("data_format", sorted(DATA_FOLDERS))
+def test_lr_grid_trains_the_tokenizer_once_and_reads_the_data_once(cli, data_format):
+    DATA_FOLDERS[data_format](cli.root / "prices")
+    _sweep(cli, *LR_GRID, "data=csv", f"data.path={cli.root / 'prices'}")
     _assert_tokenizer_trained_once(cli)
+    # Job 0 validated the files and cached the series; the later jobs read them from that cache.
+    logs = [next(_sweep_dir(cli).glob(f"{num}/*.log")).read_text() for num in range(4)]
+    (entry,) = (cli.root / "outputs" / "cache" / "series").iterdir()
+    assert f"data: cached the validated series in {entry}" in logs[0] and "read from the cache" not in logs[0]
+    for log in logs[1:]:
+        assert f"data: read from the cache {entry} (3 series, " in log and "cached the validated" not in log
 
 
 def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
