@@ -134,7 +134,8 @@ def test_eval_alone_evaluates_the_registered_predictor_and_sets_the_best_alias(m
     new = _by_phase(module_cli.runs()[before:])
     assert set(new) == {"eval"}
     assert new["eval"].data.tags["evaluated"] == "kronos-predictor v1"
-    first = _by_phase(module_cli.runs()[:before])["eval"]
+    first = next(r for r in module_cli.runs()[:before]  # the first run's eval of this run's predictor
+                 if r.data.tags.get("phase") == "eval" and r.data.tags.get("evaluated") == "kronos-predictor v1")
     assert new["eval"].data.metrics["val_close_mae"] == pytest.approx(first.data.metrics["val_close_mae"], rel=1e-6)
     client = module_cli.client()
     assert str(client.get_model_version_by_alias("kronos-predictor", "best").version) == "1"
@@ -159,8 +160,8 @@ def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
     assert sweep.data.metrics["best_objective"] == pytest.approx(min(j.data.metrics["eval_val_close_mae"] for j in jobs))
     assert "objective" in proc.stderr + proc.stdout
     header = next(line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("job  "))
-    assert header.split()[:7] == ["job", "objective", "val_close_mae", "test_close_mae", "test_vs_last_value",
-                                  "test_vs_drift", "test_vs_pretrained"]  # forecast quality beside it
+    assert header.split()[:8] == ["job", "eval.top_p", "objective", "val_close_mae", "test_close_mae",
+                                  "test_vs_last_value", "test_vs_drift", "test_vs_pretrained"]  # quality beside it
 
 
 def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, evaluated):
