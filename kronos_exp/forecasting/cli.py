@@ -172,14 +172,10 @@ def _tables(series, y_ts, paths, sample_count: int, raw: bool):
 
 def _chart(path: Path, series, y_ts, paths, lookback: int, pred_len: int, model: str) -> None:
     """A fan chart per series, one under the other, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..data import FEATURES
-    from ..tracking.plots import fan_chart
+    from ..tracking.plots import fan_chart, pyplot
 
+    plt = pyplot()
     close = FEATURES.index("close")
     fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
     for ax, s, p, stamps in zip(axes[:, 0], series, paths, y_ts):

@@ -24,6 +24,7 @@ from ..errors import TrialPruned, UserError
 from .buffer import MetricBuffer
 from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
                     process_tags, record_unended, unended_folder)
+from .store_template import seed_new_store
 from .ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LOCAL_UI, ensure_training_kind, runs_page
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class Tracker:
             if database.exists() and not os.access(database, os.W_OK):
                 raise PermissionError(13, "the file is read-only", str(database))
             with FileLock(f"{database}.init.lock"):
+                seed_new_store(database)
                 self.client = MlflowClient(self.tracking_uri)
                 self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
         except OSError as err:
