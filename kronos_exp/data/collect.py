@@ -30,11 +30,11 @@ from .timestamps import date_order, parse_timestamps, raw_timestamps, timestamp_
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 1 << 20
-Chunks = Callable[[Optional[int]], Iterator[pd.DataFrame]]  # rows per chunk (None: one chunk) -> frames
+CHUNK_ROWS = 1 << 20  # rows per chunk, where the reader chooses by rows
+Chunks = Callable[[bool], Iterator[pd.DataFrame]]  # whole (one frame, the reader that names errors)? -> frames
 
 
-class _Disagrees(Exception):
+class ReadAgain(Exception):
     """A chunk that a whole-file read might judge differently: read the file again as one chunk."""
 
 
@@ -77,7 +77,7 @@ class _Collector:
             return
         raw, ts_name = raw_timestamps(df, lay.cols, lay.file, lines)
         if self.chunked:  # later chunks read dates in the order the first one proved, in its format
-            if c.dayfirst is None and c.timestamp_format is None and not pd.api.types.is_numeric_dtype(raw):
+            if c.dayfirst is None and c.timestamp_format is None and timestamp_kind(raw, c)[0] == "text":
                 self.c = c = dataclasses.replace(c, dayfirst=date_order(raw, c, lay.file, ts_name, lines))
             self._same_kind(raw)
         ts = parse_timestamps(raw, c, lay.file, ts_name, lines)
@@ -93,7 +93,7 @@ class _Collector:
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:
-            raise _Disagrees
+            raise ReadAgain
 
     def _features(self, df: pd.DataFrame, lines: np.ndarray) -> None:
         lay = self.layout
@@ -125,7 +125,7 @@ class _Collector:
             raise DataError(f"{lay.file}: no data rows after the header")
         has_offsets = {o is not None for o in self.offsets}
         if len(has_offsets) > 1:
-            raise _Disagrees  # zone-aware text in some chunks only: the whole-file read names one of each
+            raise ReadAgain  # zone-aware text in some chunks only: the whole-file read names one of each
         ts, lines = _joined(self.ts), _joined(self.lines)
         offsets = None if has_offsets == {False} else _joined(self.offsets)
         feats = {}
@@ -169,7 +169,7 @@ def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
     tiny = float(np.finfo(np.float32).tiny)
     magnitude = np.abs(values)
     if (magnitude > limit).any() or ((values != 0) & (magnitude < tiny)).any():
-        raise _Disagrees
+        raise ReadAgain
 
 
 @contextmanager
@@ -196,7 +196,7 @@ def _held_logs(hold: bool) -> Iterator[list[logging.LogRecord]]:
 
 def _collect(chunks: Chunks, layout: Layout, c: DataConfig, chunked: bool) -> list[tuple[Optional[str], Series]]:
     collector = _Collector(layout, c, chunked)
-    for df in chunks(CHUNK_ROWS if chunked else None):
+    for df in chunks(not chunked):
         collector.add(df)
     out = collector.series()
     collector.report.log_to(layout.file, c, by_symbol=layout.symbol_col is not None)
@@ -211,7 +211,7 @@ def collect_series(chunks: Chunks, layout: Layout, c: DataConfig, digest: str,
             out = _collect(chunks, layout, c, chunked=True)
         for record in held:
             logging.getLogger(record.name).handle(record)
-    except (DataError, _Disagrees):
+    except (DataError, ReadAgain):
         try:
             out = _collect(chunks, layout, c, chunked=False)
         except DuplicateTimestampError as err:

@@ -1,6 +1,6 @@
-"""One streaming pass over a CSV's bytes before pandas reads it: the sha256 digest the series
-record, the encoding check and the count of fields on every line, in blocks, so the file's bytes
-are never all held at once.
+"""Passes over a CSV's bytes in blocks, so they are never all held at once: the sha256 digest the
+series record with the encoding check (before every read), and the count of fields on every line
+(before a whole-file read, which names errors; the fast read refuses ragged rows by itself).
 
 The checks raise one-line DataErrors naming the byte or line (the header is line 1): files that
 are not UTF-8 text (UTF-16/32, binary, other encodings) and rows with more or fewer fields than
@@ -29,28 +29,35 @@ BLOCK = 1 << 24  # bytes per block: 16 MiB
 
 @dataclass
 class Scan:
-    """What the pass found: the digest, the separator, and the ragged lines (raised later, so a
-    missing column is still reported first, as before)."""
+    """What the pass found: the digest of the bytes and the separator of the header line."""
 
     digest: str
     sep: str
-    header_line: str
-    ragged: list[tuple[int, int]] = field(default_factory=list)  # (line, fields), the first few
-    ragged_count: int = 0
+
+
+@dataclass
+class _Ragged:
+    """Lines whose field count differs from the header's."""
+
     expected: int = 0
+    lines: list[tuple[int, int]] = field(default_factory=list)  # (line, fields), the first few
+    count: int = 0
 
-    def check_fields(self, file: str) -> None:
-        """Every non-blank row has as many fields as the header.
+    def add(self, line: int, fields: int) -> None:
+        self.count += 1
+        if len(self.lines) < 5:
+            self.lines.append((line, fields))
 
-        pandas fills a short row with NaN (which ffill then hides), drops the extra fields of a
+    def check(self, file: str) -> None:
+        """pandas fills a short row with NaN (which ffill then hides), drops the extra fields of a
         long one, and takes the first column as the index when every row is one field longer."""
-        if not self.ragged_count:
+        if not self.count:
             return
-        line, n = self.ragged[0]
-        shown = ", ".join(str(l) for l, _ in self.ragged[:5]) + (", ..." if self.ragged_count > 5 else "")
-        which = "" if self.ragged_count == 1 else ", lines " + shown
+        line, n = self.lines[0]
+        shown = ", ".join(str(l) for l, _ in self.lines) + (", ..." if self.count > 5 else "")
+        which = "" if self.count == 1 else ", lines " + shown
         raise DataError(
-            f"{file}: line {line} has {n} fields but the header has {self.expected} ({self.ragged_count} such "
+            f"{file}: line {line} has {n} fields but the header has {self.expected} ({self.count} such "
             f"line(s){which}); every row needs one value per header column (leave missing values empty, not out)"
         )
 
@@ -112,8 +119,8 @@ class _Utf8Check:
 class _FieldCount:
     """Separators per line with numpy; gives up (`plain` False) at a quote or a lone `\\r`."""
 
-    def __init__(self, sep: str, scan: Scan):
-        self.sep, self.scan = ord(sep), scan
+    def __init__(self, sep: str, ragged: _Ragged):
+        self.sep, self.ragged = ord(sep), ragged
         self.plain, self.tail, self.line = True, b"", 0  # line: lines finished so far
 
     def feed(self, block: bytes) -> None:
@@ -140,54 +147,58 @@ class _FieldCount:
         fields = np.diff(np.searchsorted(seps, ends), prepend=0) + 1
         starts = np.r_[0, ends[:-1] + 1]
         if self.line == 0:  # the header line
-            self.scan.expected = int(fields[0])
-        odd = np.flatnonzero(fields != self.scan.expected)
+            self.ragged.expected = int(fields[0])
+        odd = np.flatnonzero(fields != self.ragged.expected)
         for i in odd:  # only the lines that fail: is the line blank (separators and spaces only)?
             text = data[starts[i]: ends[i]].decode("utf-8", "replace").replace(chr(self.sep), "")
             if text.strip() and not (self.line == 0 and i == 0):
-                self.scan.ragged_count += 1
-                if len(self.scan.ragged) < 5:
-                    self.scan.ragged.append((self.line + int(i) + 1, int(fields[i])))
+                self.ragged.add(self.line + int(i) + 1, int(fields[i]))
         self.line += len(ends)
 
 
-def _csv_fields(open_binary: Callable[[], BinaryIO], scan: Scan, file: str) -> None:
-    """The field count with csv.reader, for files with quotes or old Mac line ends."""
-    scan.ragged, scan.ragged_count = [], 0
+def _csv_fields(open_binary: Callable[[], BinaryIO], sep: str, file: str) -> _Ragged:
+    """The field counts with csv.reader, for files with quotes or old Mac line ends."""
+    ragged = _Ragged()
     with open_binary() as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=scan.sep)
+        reader = csv.reader(fh, delimiter=sep)
         try:
-            scan.expected = len(next(reader))
+            ragged.expected = len(next(reader))
             start = reader.line_num + 1
             for row in reader:
-                if len(row) != scan.expected and any(f.strip() for f in row):
-                    scan.ragged_count += 1
-                    if len(scan.ragged) < 5:
-                        scan.ragged.append((start, len(row)))
+                if len(row) != ragged.expected and any(f.strip() for f in row):
+                    ragged.add(start, len(row))
                 start = reader.line_num + 1
         except csv.Error as e:
             raise DataError(f"{file}: line {reader.line_num}: cannot split the line into fields ({e})") from None
+    return ragged
+
+
+def check_fields(open_binary: Callable[[], BinaryIO], sep: str, file: str, block: int = BLOCK) -> None:
+    """Every non-blank row has as many fields as the header (one more pass over the file)."""
+    ragged = _Ragged()
+    fields = _FieldCount(sep, ragged)
+    with open_binary() as fh:
+        while data := fh.read(block):
+            fields.feed(data)
+    fields.finish()
+    if not fields.plain:
+        ragged = _csv_fields(open_binary, sep, file)
+    ragged.check(file)
 
 
 def scan_csv(open_binary: Callable[[], BinaryIO], file: str, block: int = BLOCK) -> Optional[Scan]:
-    """Digest, encoding and field counts of the CSV `open_binary()` reads; None when it is empty."""
+    """Digest and encoding check of the CSV `open_binary()` reads; None when its first line is blank."""
     with open_binary() as fh:
         first = fh.read(block)
         _bom_error(first[:4], file)
         header = re.split(rb"\r\n|\r|\n", first, maxsplit=1)[0].decode("utf-8-sig", errors="replace")
-        scan = Scan(digest="", sep=sniff_separator(header), header_line=header)
-        digest, utf8, fields = hashlib.sha256(), _Utf8Check(file, open_binary), _FieldCount(scan.sep, scan)
+        digest, utf8 = hashlib.sha256(), _Utf8Check(file, open_binary)
         data = first
         while data:
             digest.update(data)
             utf8.feed(data)
-            fields.feed(data)
             data = fh.read(block)
         utf8.finish()
-        fields.finish()
-    scan.digest = digest.hexdigest()
     if not header.strip():
         return None
-    if not fields.plain:
-        _csv_fields(open_binary, scan, file)
-    return scan
+    return Scan(digest=digest.hexdigest(), sep=sniff_separator(header))

@@ -16,18 +16,23 @@ from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
 from .assembly import Series
 from .checks import TABLE_SUFFIXES
-from .collect import Layout, collect_series
+from . import collect
+from .collect import Layout, ReadAgain, collect_series
 from .columns import resolve_columns, symbol_column_hint
 from .config import DataConfig, DataError, validate_config
-from .csv_scan import scan_csv
-from .frame import TIMESTAMP
+from .csv_scan import check_fields, scan_csv
+from .frame import FEATURES, TIMESTAMP
 from .paths import resolve_paths, series_name, series_stems
-from .tables import read_table
+from .tables import NA_TEXT, read_table
+from .timestamps import utc_offsets
 
 Opener = Callable[[], BinaryIO]
+ARROW_BLOCK = 1 << 22  # bytes per block of the fast CSV reader (joined into chunks of CHUNK_ROWS rows)
 
 
 def load_series(cfg: Any) -> list[Series]:
@@ -51,20 +56,43 @@ def _read_csv(source: Opener, file: str, **kwargs: Any) -> Any:
         raise DataError(f"{file}: cannot read it as CSV ({' '.join(str(e).split())})") from None
 
 
-def _csv_chunks(source: Opener, file: str, **kwargs: Any) -> Callable[[Optional[int]], Iterator[pd.DataFrame]]:
-    """The frames of a CSV in chunks of `rows` rows (None: the whole file at once)."""
+def _arrow_csv(source: Opener, file: str, sep: str, header: list[str], usecols: list[str],
+               text_cols: list[str], numbers: list[str]) -> Iterator[pd.DataFrame]:
+    """The fast read: pyarrow's streaming CSV reader, numbers as float64, text columns as text,
+    CSV's missing strings as null. A row with another number of fields than the header, or a
+    value that does not convert, stops it (the whole-file read then names the error)."""
+    options = dict(
+        read_options=pcsv.ReadOptions(column_names=header, skip_rows=1, block_size=ARROW_BLOCK),
+        parse_options=pcsv.ParseOptions(delimiter=sep, ignore_empty_lines=False),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=usecols, null_values=NA_TEXT, strings_can_be_null=True,
+            column_types={**{k: pa.float64() for k in numbers}, **{k: pa.string() for k in text_cols}}),
+    )
+    try:
+        with source() as fh:
+            reader = pcsv.open_csv(fh, **options)
+            pending = pa.Table.from_batches([], schema=reader.schema)
+            for batch in reader:
+                pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+                while pending.num_rows >= collect.CHUNK_ROWS:
+                    yield pending.slice(0, collect.CHUNK_ROWS).to_pandas()
+                    pending = pending.slice(collect.CHUNK_ROWS)
+            if pending.num_rows:
+                yield pending.to_pandas()
+    except pa.ArrowException:
+        raise ReadAgain from None
 
-    def chunks(rows: Optional[int]) -> Iterator[pd.DataFrame]:
-        if rows is None:
-            yield _read_csv(source, file, **kwargs)
-            return
-        try:
-            with source() as fh, pd.read_csv(fh, encoding="utf-8-sig", chunksize=rows, **kwargs) as reader:
-                yield from reader
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise DataError(f"{file}: cannot read it as CSV ({' '.join(str(e).split())})") from None
 
-    return chunks
+def _timestamp_is_text(source: Opener, file: str, sep: str, column: Optional[str], c: DataConfig) -> bool:
+    """Whether the fast read keeps the timestamp column as text: with data.timestamp_format, or
+    when the first timestamp has a UTC offset (Arrow's timestamp type would drop its wall clock)."""
+    if column is None or c.timestamp_format is not None:
+        return True
+    try:
+        first = _read_csv(source, file, sep=sep, nrows=1, usecols=[column], dtype=str)[column]
+    except DataError:
+        return True
+    return len(first) == 0 or first.isna().all() or utc_offsets(first) is not None
 
 
 def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
@@ -93,14 +121,25 @@ def _read_csv_source(source: Opener, file: str, c: DataConfig) -> list[tuple[Opt
     scan = scan_csv(source, file)
     if scan is None:
         raise DataError(f"{file}: the file is empty; expected a header line such as timestamps,open,high,low,close")
-    header = list(_read_csv(source, file, sep=scan.sep, nrows=0).columns)
+    sep = scan.sep
+    header = list(_read_csv(source, file, sep=sep, nrows=0).columns)
     cols, symbol_col = resolve_columns(header, c, file)
-    scan.check_fields(file)
     usecols = list(dict.fromkeys(list(cols.values()) + ([symbol_col] if symbol_col else [])))
     # Text columns are read as text (keeps leading zeros of symbols); numeric timestamps are
     # re-read as numbers (timestamps.raw_timestamps) only when every value is numeric.
-    text_cols = {k: str for k in (symbol_col, cols.get(TIMESTAMP), cols.get("date"), cols.get("time")) if k}
-    chunks = _csv_chunks(source, file, sep=scan.sep, usecols=usecols, dtype=text_cols, skip_blank_lines=False)
+    text_cols = [k for k in (symbol_col, cols.get(TIMESTAMP), cols.get("date"), cols.get("time")) if k]
+    fast_text = [k for k in text_cols if k != cols.get(TIMESTAMP)
+                 or _timestamp_is_text(source, file, sep, k, c)]
+    numbers = [cols[k] for k in FEATURES if k in cols]
+
+    def chunks(whole: bool) -> Iterator[pd.DataFrame]:
+        if not whole:
+            yield from _arrow_csv(source, file, sep, header, usecols, fast_text, numbers)
+            return
+        check_fields(source, sep, file)
+        yield _read_csv(source, file, sep=sep, usecols=usecols, dtype={k: str for k in text_cols},
+                        skip_blank_lines=False)
+
     layout = Layout(file=file, cols=cols, symbol_col=symbol_col, first_line=2)
     others = [h for h in header if h not in set(cols.values())]
 

@@ -10,7 +10,7 @@ Messages count rows from 1. A file pyarrow cannot open is one DataError naming i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +21,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .assembly import Series
-from .collect import Layout, collect_series
+from . import collect
+from .collect import Chunks, Layout, collect_series
 from .columns import resolve_columns, symbol_column_hint
 from .config import DataConfig, DataError
 
@@ -61,15 +62,15 @@ class _Table:
         except pa.ArrowInvalid:  # not the file format: perhaps the stream format
             return ipc.open_stream(pa.memory_map(str(self.path)))
 
-    def batches(self, columns: list[str], rows: Optional[int]) -> Iterator[pa.RecordBatch]:
+    def batches(self, columns: list[str], whole: bool) -> Iterator[pa.RecordBatch]:
         if self.parquet is not None:
-            if rows is None:
+            if whole:
                 yield from self.parquet.read(columns=columns).combine_chunks().to_batches()
             else:
-                yield from self.parquet.iter_batches(batch_size=rows, columns=columns)
+                yield from self.parquet.iter_batches(batch_size=collect.CHUNK_ROWS, columns=columns)
             return
         table = self._ipc().read_all().select(columns)
-        yield from (table.combine_chunks().to_batches() if rows is None else table.to_batches(max_chunksize=rows))
+        yield from (table.combine_chunks().to_batches() if whole else table.to_batches(max_chunksize=collect.CHUNK_ROWS))
 
 
 def _plain(column: pa.Array, name: str, file: str) -> pa.Array:
@@ -95,10 +96,10 @@ def _frame(batch: pa.RecordBatch, file: str) -> pd.DataFrame:
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pandas()
 
 
-def _chunks(table: _Table, columns: list[str], file: str) -> Callable[[Optional[int]], Iterator[pd.DataFrame]]:
-    def chunks(rows: Optional[int]) -> Iterator[pd.DataFrame]:
+def _chunks(table: _Table, columns: list[str], file: str) -> Chunks:
+    def chunks(whole: bool) -> Iterator[pd.DataFrame]:
         try:
-            for batch in table.batches(columns, rows):
+            for batch in table.batches(columns, whole):
                 yield _frame(batch, file)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{file}: cannot read it as {_kind(table.path)} ({' '.join(str(e).split())})") from None
@@ -119,7 +120,7 @@ def read_table(path: Path, file: str, c: DataConfig) -> list[tuple[Optional[str]
     others = [h for h in header if h not in used]
 
     def hint() -> str:
-        return symbol_column_hint(next(_chunks(table, others, file)(None)) if others else None)
+        return symbol_column_hint(next(_chunks(table, others, file)(True)) if others else None)
 
     layout = Layout(file=file, cols=cols, symbol_col=symbol_col, first_line=1)
     return collect_series(_chunks(table, used, file), layout, c, digest, hint)

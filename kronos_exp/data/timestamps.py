@@ -115,7 +115,9 @@ def timestamp_kind(raw: pd.Series, c: DataConfig) -> tuple:
         return ("number", _number_unit(values) if np.isfinite(values).all() else None)
     present = raw.dropna()
     first = str(present.iloc[0]) if len(present) else ""
-    return ("text", c.timestamp_format or guess_datetime_format(first, dayfirst=bool(c.dayfirst)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Parsing dates in %d/%m/%Y format when dayfirst=False"
+        return ("text", c.timestamp_format or guess_datetime_format(first, dayfirst=bool(c.dayfirst)))
 
 
 def _parse_text(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> pd.DatetimeIndex:
