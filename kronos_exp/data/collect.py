@@ -48,19 +48,42 @@ class Layout:
     first_line: int  # the number of the first row: 2 for a CSV (header = line 1), 1 for a table
 
 
+@dataclasses.dataclass
+class _Piece:
+    """The rows of one series that one chunk holds."""
+
+    ts: np.ndarray  # datetime64[ns] instants
+    offsets: Optional[np.ndarray]  # timedelta64[ns], or None when the file writes no offsets
+    lines: np.ndarray
+    values: np.ndarray  # [n, len(names)], float32 (float64 in a whole-file read)
+
+    def take(self, rows: np.ndarray) -> "_Piece":
+        return _Piece(self.ts[rows], None if self.offsets is None else self.offsets[rows], self.lines[rows],
+                      self.values[rows])
+
+
+def _join(pieces: list[_Piece]) -> _Piece:
+    """One piece of a series' pieces (in file order)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    offsets = None if pieces[0].offsets is None else np.concatenate([p.offsets for p in pieces])
+    return _Piece(np.concatenate([p.ts for p in pieces]), offsets, np.concatenate([p.lines for p in pieces]),
+                  np.concatenate([p.values for p in pieces]))
+
+
 class _Collector:
-    """The checked columns of a file's chunks, kept as compact arrays."""
+    """The checked rows of a file's chunks, kept per series as compact pieces, so that each
+    series is assembled (and its pieces let go) in turn."""
 
     def __init__(self, layout: Layout, c: DataConfig, chunked: bool):
         self.layout, self.c, self.chunked = layout, c, chunked
         self.dtype = np.float32 if chunked else np.float64
         self.report = FileReport()
-        self.ts: list[np.ndarray] = []
-        self.offsets: list[Optional[np.ndarray]] = []
-        self.lines: list[np.ndarray] = []
-        self.feats: dict[str, list[np.ndarray]] = {k: [] for k in FEATURES if k in layout.cols}
-        self.codes: list[np.ndarray] = []
+        self.names = [k for k in FEATURES if k in layout.cols]
+        self.filled = dict.fromkeys(self.names, False)  # has the column any value?
+        self.pieces: dict[int, list[_Piece]] = {}  # symbol id (0 without a symbol column) -> pieces
         self.symbols: dict[str, int] = {}
+        self.zoned: set[bool] = set()  # whether chunks carry UTC offsets
         self.kind: Optional[tuple] = None  # the first chunk's timestamp kind; the others must match
         self.read = 0  # rows read so far, blank ones included
 
@@ -81,12 +104,18 @@ class _Collector:
                 self.c = c = dataclasses.replace(c, dayfirst=date_order(raw, c, lay.file, ts_name, lines))
             self._same_kind(raw)
         ts = parse_timestamps(raw, c, lay.file, ts_name, lines)
-        self.ts.append(ts)
-        self.offsets.append(utc_offsets(raw))
-        self.lines.append(lines)
-        self._features(df, lines)
-        if lay.symbol_col is not None:
-            self._symbols(df[lay.symbol_col], lines)
+        offsets = utc_offsets(raw)
+        self.zoned.add(offsets is not None)
+        piece = _Piece(ts, offsets, lines, self._features(df, lines))
+        if lay.symbol_col is None:
+            self.pieces.setdefault(0, []).append(piece)
+            return
+        codes = self._symbols(df[lay.symbol_col], lines)
+        order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for code in np.flatnonzero(counts):
+            self.pieces.setdefault(int(code), []).append(piece.take(order[bounds[code]: bounds[code + 1]]))
 
     def _same_kind(self, raw: pd.Series) -> None:
         kind = timestamp_kind(raw, self.c)
@@ -95,72 +124,53 @@ class _Collector:
         elif kind != self.kind:
             raise ReadAgain
 
-    def _features(self, df: pd.DataFrame, lines: np.ndarray) -> None:
+    def _features(self, df: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
+        """The checked numeric columns of a chunk, [rows, len(names)]."""
         lay = self.layout
         feats = {}
-        for name in self.feats:
+        for name in self.names:
             values = parse_numeric(df[lay.cols[name]], lay.file, lay.cols[name], lines)
             if name in ("volume", "amount"):
                 check_not_negative(values, name, lay.file, lay.cols[name], lines)
             feats[name] = values
         check_prices(feats, lay.cols, lay.file, lines)
         self.report.add_clipped(check_bars(feats, lay.file, lines, self.c))
-        for name, values in feats.items():
+        out = np.empty((len(df), len(self.names)), dtype=self.dtype)
+        for k, (name, values) in enumerate(feats.items()):
             if self.chunked:
                 _fits_float32(values, self.c)
-            self.feats[name].append(values.astype(self.dtype, copy=False))
+            self.filled[name] = self.filled[name] or not np.isnan(values).all()
+            out[:, k] = values
+        return out
 
-    def _symbols(self, sym: pd.Series, lines: np.ndarray) -> None:
+    def _symbols(self, sym: pd.Series, lines: np.ndarray) -> np.ndarray:
+        """Each row's symbol id (ids in order of first appearance in the file)."""
         if sym.isna().any():
             i = int(np.argmax(np.asarray(sym.isna())))
             raise DataError(f"{where(self.layout.file, self.layout.symbol_col, lines[i])}: empty symbol; every row needs one")
         codes, uniques = pd.factorize(sym)  # then strip the few distinct values, not every row
-        ids = np.array([self.symbols.setdefault(str(u).strip(), len(self.symbols)) for u in uniques], dtype=np.int32)
-        self.codes.append(ids[codes])
+        ids = np.array([self.symbols.setdefault(str(u).strip(), len(self.symbols)) for u in uniques], dtype=np.int64)
+        return ids[codes]
 
     def series(self) -> list[tuple[Optional[str], Series]]:
         """The file's series: (symbol or None, series) in symbol order."""
         lay = self.layout
-        if not self.ts:
+        if not self.pieces:
             raise DataError(f"{lay.file}: no data rows after the header")
-        has_offsets = {o is not None for o in self.offsets}
-        if len(has_offsets) > 1:
+        if len(self.zoned) > 1:
             raise ReadAgain  # zone-aware text in some chunks only: the whole-file read names one of each
-        ts, lines = _joined(self.ts), _joined(self.lines)
-        offsets = None if has_offsets == {False} else _joined(self.offsets)
-        feats = {}
-        for name, parts in self.feats.items():
-            values = _joined(parts)
-            if name in ("volume", "amount") and np.isnan(values).all():
-                log.info("%s: column %r is empty; treated as missing", lay.file, lay.cols[name])
-                continue
-            feats[name] = values
-        if lay.symbol_col is None:
-            return [(None, assemble_series("", lay.file, ts, feats, lines, self.c, self.report, offsets))]
-        out = []
-        for symbol, rows in self._groups():
-            group = {name: v[rows] for name, v in feats.items()}
-            out.append((symbol, assemble_series(symbol, lay.file, ts[rows], group, lines[rows], self.c, self.report,
-                                                None if offsets is None else offsets[rows])))
+        optional = [name for name in self.names if name in ("volume", "amount") and not self.filled[name]]
+        for name in optional:
+            log.info("%s: column %r is empty; treated as missing", lay.file, lay.cols[name])
+        keep = [k for k, name in enumerate(self.names) if name not in optional]
+        order = sorted(self.symbols.items()) if lay.symbol_col is not None else [("", 0)]
+        out: list[tuple[Optional[str], Series]] = []
+        for symbol, code in order:
+            rows = _join(self.pieces.pop(code))  # its pieces are let go once it is assembled
+            feats = {self.names[k]: rows.values[:, k] for k in keep}
+            series = assemble_series(symbol, lay.file, rows.ts, feats, rows.lines, self.c, self.report, rows.offsets)
+            out.append((symbol if lay.symbol_col is not None else None, series))
         return out
-
-    def _groups(self) -> Iterator[tuple[str, np.ndarray]]:
-        """(symbol, its row indices in file order) for each symbol, in sorted symbol order."""
-        names = list(self.symbols)
-        rank = np.empty(len(names), dtype=np.int32)
-        rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names), dtype=np.int32)
-        codes = rank[_joined(self.codes)]
-        order = np.argsort(codes, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names)))])
-        for k, symbol in enumerate(sorted(names)):
-            yield symbol, order[bounds[k]: bounds[k + 1]]
-
-
-def _joined(parts: list) -> np.ndarray:
-    """One array of a column's chunks; the chunks are let go as it is built."""
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    parts.clear()
-    return out
 
 
 def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
