@@ -13,11 +13,8 @@ file loads with one pass over its rows.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Optional
@@ -169,29 +166,12 @@ class _Collector:
         keep = [k for k, name in enumerate(self.names) if name not in optional]
         order = sorted(self.symbols.items()) if lay.symbol_col is not None else [("", 0)]
         out: list[tuple[Optional[str], Series]] = []
-        size = 0
         for symbol, code in order:
             rows = _join(self.pieces.pop(code))  # its pieces are let go once it is assembled
             feats = {self.names[k]: rows.values[:, k] for k in keep}
             series = assemble_series(symbol, lay.file, rows.ts, feats, rows.lines, self.c, self.report, rows.offsets)
             out.append((symbol if lay.symbol_col is not None else None, series))
-            size += rows.values.nbytes
-            if size > _TRIM_BYTES:
-                _give_back_freed_memory()
-                size = 0
         return out
-
-
-_TRIM_BYTES = 1 << 26
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
-
-
-def _give_back_freed_memory() -> None:
-    """Return the heap the freed pieces held to the OS (glibc keeps small blocks it frees, so
-    the pieces and the series built from them would otherwise both count in the peak)."""
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
