@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kronos_exp.data import DataConfig, DataError, build_datasets
@@ -62,7 +64,8 @@ def _reformat_times(rows: list[list[str]], fmt: str) -> None:
 
 
 @st.composite
-def malformed_csv(draw, frame) -> bytes:
+def malformed_rows(draw, frame) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a small valid file after 0-3 mutations, as text cells."""
     header, rows = _base(frame, draw(st.integers(0, 3)), draw(st.sampled_from(["5min", "1D", "1h"])))
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from([
@@ -125,7 +128,12 @@ def malformed_csv(draw, frame) -> bytes:
         elif kind == "every_row_extra":
             for row in rows:
                 row.insert(0, str(len(row)))
+    return header, rows
 
+
+@st.composite
+def malformed_csv(draw, frame) -> bytes:
+    header, rows = draw(malformed_rows(frame))
     sep = draw(st.sampled_from([",", ";", "\t"]))
     newline = draw(st.sampled_from(["\n", "\r\n"]))
     text = newline.join(sep.join(r) for r in [header] + rows) + newline
@@ -180,6 +188,59 @@ def csv_path(tmp_path_factory):
 def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, nan_policy, repair, dayfirst):
     csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
     cfg = DataConfig(path=str(csv_path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
+                     test_ratio=0.2, clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
+    try:
+        splits = build_datasets(cfg)
+    except DataError as e:
+        message = str(e)
+        assert message.strip() and "\n" not in message, message
+        return
+    _check_valid(splits, cfg)
+
+
+def _column(cells: list[str], typed: bool, timestamps: bool) -> pa.Array:
+    """A table column of text cells: as text, or (typed) as numbers or a naive timestamp type
+    when every cell converts ("" is missing)."""
+    if typed and timestamps:
+        try:
+            parsed = pd.to_datetime(pd.Series(cells).replace("", None), format="ISO8601")
+            if parsed.dt.tz is None:
+                return pa.array(parsed, type=pa.timestamp("ns"))
+        except (ValueError, TypeError, OverflowError):
+            pass
+    if typed and not timestamps:
+        try:
+            return pa.array([float(c) if c != "" else None for c in cells], type=pa.float64())
+        except ValueError:
+            pass
+    return pa.array(cells, type=pa.string())
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    typed=st.booleans(),
+    nan_policy=st.sampled_from(["ffill", "drop", "error"]),
+    repair=st.sampled_from(["none", "clip"]),
+    dayfirst=st.sampled_from([None, True, False]),
+)
+def test_malformed_parquet_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, typed, nan_policy,
+                                                                       repair, dayfirst):
+    """The same mutations as a Parquet table, where the format can hold them: a row of another
+    length than the header is padded with empty cells or cut (a table has no ragged rows), and
+    separators, line ends, encodings and stray bytes have no equivalent (a damaged Parquet file
+    has its own test in test_data_tables.py)."""
+    header, rows = data.draw(malformed_rows(frame), label="rows")
+    assume(len(set(header)) == len(header))  # a table's column names are distinct
+    rows = [(row + [""] * len(header))[: len(header)] for row in rows]
+    columns = [_column([row[j] for row in rows], typed, j == 0) for j in range(len(header))]
+    path = csv_path.with_suffix(".parquet")
+    pq.write_table(pa.Table.from_arrays(columns, names=header), path)
+    cfg = DataConfig(path=str(path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
                      test_ratio=0.2, clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
     try:
         splits = build_datasets(cfg)
