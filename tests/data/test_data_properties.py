@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kronos_exp.data import DataConfig, DataError, build_datasets
+import kronos_exp.data.collect as collect
+from kronos_exp.data import DataConfig, DataError, build_datasets, load_series
 from kronos_exp.data.checks import BAR_TOLERANCE
 
 COLUMNS = ["timestamps", "open", "high", "low", "close", "volume", "amount"]
@@ -249,6 +250,43 @@ def test_malformed_parquet_gives_valid_windows_or_a_one_line_data_error(frame, c
         assert message.strip() and "\n" not in message, message
         return
     _check_valid(splits, cfg)
+
+
+def _outcome(cfg: DataConfig):
+    """What load_series gives: ("error", message) or ("series", names, timestamps, values)."""
+    try:
+        series = load_series(cfg)
+    except DataError as e:
+        return ("error", str(e))
+    return ("series", [s.name for s in series], [s.timestamps.tolist() for s in series],
+            [s.values.tobytes() for s in series])
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    nan_policy=st.sampled_from(["ffill", "drop", "error"]),
+    repair=st.sampled_from(["none", "clip"]),
+    dayfirst=st.sampled_from([None, True, False]),
+    chunk=st.sampled_from([1, 5, 16, 10**6]),
+)
+def test_the_chunked_read_gives_what_a_whole_file_read_gives(frame, csv_path, data, nan_policy, repair, dayfirst, chunk):
+    """The chunked read (pyarrow, float32, chunks of `chunk` rows) loads a file only where the
+    whole-file read (pandas, float64) loads it, to the same series; otherwise it gives the
+    whole-file read's error."""
+    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
+    cfg = DataConfig(path=str(csv_path), clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
+    whole_file_read = collect._collect
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(collect, "CHUNK_ROWS", chunk)
+        chunked = _outcome(cfg)
+        mp.setattr(collect, "_collect", lambda chunks, layout, c, chunked: whole_file_read(chunks, layout, c, False))
+        whole = _outcome(cfg)
+    assert chunked == whole
 
 
 def test_the_unmutated_file_builds(frame, csv_path):

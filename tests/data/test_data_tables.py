@@ -196,6 +196,17 @@ def test_a_date_order_proven_only_in_a_later_chunk(small_chunks, write_csv, capl
 
 
 def test_naive_and_zone_aware_chunks_are_refused_as_in_one_chunk(small_chunks, write_csv):
-    rows = [f"2024-01-02 09:{m:02d}:00,1,1,1,1" for m in range(10)] + [f"2024-01-02 10:{m:02d}:00+01:00,1,1,1,1" for m in range(10)]
+    # one chunk of naive timestamps, the next all zone-aware: each alone would load
+    rows = [f"2024-01-02 09:{m:02d}:00,1,1,1,1" for m in range(7)] + [f"2024-01-02 12:{m:02d}:00+01:00,1,1,1,1" for m in range(7)]
     path = write_csv("zones.csv", "\n".join(["timestamps,open,high,low,close"] + rows) + "\n")
-    assert "has a UTC offset or zone ('2024-01-02 10:00:00+01:00') but line 2 has none" in message(path)
+    assert "has a UTC offset or zone ('2024-01-02 12:00:00+01:00') but line 2 has none" in message(path)
+
+
+def test_chunks_read_in_one_unit_as_the_whole_file_is(small_chunks, write_csv):
+    # epoch seconds, then epoch milliseconds: each chunk alone reads as 2023; the file as a whole
+    # is read in one unit (milliseconds, by the median), so its first rows are in January 1970
+    start = 1_700_000_000
+    rows = [f"{start + 60 * k},1,1,1,1" for k in range(7)] + [f"{(start + 60 * k) * 1000},1,1,1,1" for k in range(7, 15)]
+    path = write_csv("units.csv", "\n".join(["timestamps,open,high,low,close"] + rows) + "\n")
+    [s] = load(path)
+    assert [str(t)[:4] for t in s.timestamps] == ["1970"] * 7 + ["2023"] * 8
