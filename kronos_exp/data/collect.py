@@ -58,6 +58,10 @@ class _Piece:
     values: np.ndarray  # [n, len(names)], float32 (float64 in a whole-file read)
 
     def take(self, rows: np.ndarray) -> "_Piece":
+        """The rows (increasing indices) as a new piece: views when they are a run, as in a file
+        sorted by symbol, else copies."""
+        if rows[-1] - rows[0] == len(rows) - 1:
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)
         return _Piece(self.ts[rows], None if self.offsets is None else self.offsets[rows], self.lines[rows],
                       self.values[rows])
 

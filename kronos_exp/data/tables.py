@@ -66,8 +66,9 @@ class _Table:
         if self.parquet is not None:
             if whole:
                 yield from self.parquet.read(columns=columns).combine_chunks().to_batches()
-            else:
-                yield from self.parquet.iter_batches(batch_size=collect.CHUNK_ROWS, columns=columns)
+                return
+            for group in range(self.parquet.num_row_groups):  # whole row groups read faster than batches
+                yield from self.parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=collect.CHUNK_ROWS)
             return
         table = self._ipc().read_all().select(columns)
         yield from (table.combine_chunks().to_batches() if whole else table.to_batches(max_chunksize=collect.CHUNK_ROWS))

@@ -202,8 +202,12 @@ def _check_zones(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> N
 
 
 def _check_range(parsed: pd.DatetimeIndex, raw: pd.Series, file: str, column: str, lines: np.ndarray) -> None:
-    """Timestamps pandas holds only at a coarser unit than nanoseconds would wrap around when cast."""
-    outside = np.asarray((parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max))
+    """Timestamps pandas holds only at a coarser unit than nanoseconds would wrap around when cast
+    (compared as integers in their own unit: the nanosecond bounds rounded inwards)."""
+    per = int(np.timedelta64(1, parsed.unit) // np.timedelta64(1, "ns"))
+    ticks = parsed.asi8
+    low, high = -(-pd.Timestamp.min.value // per), pd.Timestamp.max.value // per
+    outside = ((ticks < low) | (ticks > high)) & (ticks != np.iinfo(np.int64).min)  # NaT is no timestamp
     if outside.any():
         i = int(np.argmax(outside))
         value = raw.iloc[i]
