@@ -4,7 +4,8 @@ volume/amount rules.
 Unsorted input is sorted (stable), with one warning per file. Duplicate timestamps (within a
 series) are an error. Missing numbers follow `cfg.nan_policy`: `ffill` (leading gaps that cannot
 be filled are dropped), `drop` the row, or `error`; the count is logged once per file. `volume`
-missing -> 0; `amount` missing -> volume x mean(open, high, low, close) (`frame.volume_and_amount`).
+missing -> 0; `amount` missing -> volume x mean(open, high, low, close) (`frame.volume_and_amount`), of
+the float32 values the series keeps.
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def assemble_series(
     out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
     for i, k in enumerate(PRICE_COLUMNS):
         out[:, i] = col[k]
-    if "amount" not in col:  # computed in float64 from float32 columns, as from float64 ones
-        col = {k: v.astype(np.float64, copy=False) for k, v in col.items()}
+    if "amount" not in col:  # in float64, from the float32 values the series keeps (whichever read gave them)
+        col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
     with np.errstate(over="ignore"):  # an amount float32 cannot hold: check_magnitude names it
         out[:, 4], out[:, 5] = volume_and_amount(col, n)
     check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col, file=file)

@@ -174,21 +174,21 @@ def csv_path(tmp_path_factory):
     return tmp_path_factory.mktemp("property") / "prices.csv"
 
 
-@settings(
+# `frame` is a stateless helper; `csv_path` is rewritten by every example.
+PROPERTY = settings(
     max_examples=80,
     deadline=None,
-    # `frame` is a stateless helper; `csv_path` is rewritten by every example.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
-@given(
-    data=st.data(),
+POLICIES = dict(
     nan_policy=st.sampled_from(["ffill", "drop", "error"]),
     repair=st.sampled_from(["none", "clip"]),
     dayfirst=st.sampled_from([None, True, False]),
 )
-def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, nan_policy, repair, dayfirst):
-    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
-    cfg = DataConfig(path=str(csv_path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
+
+
+def _valid_windows_or_a_one_line_error(path, nan_policy, repair, dayfirst) -> None:
+    cfg = DataConfig(path=str(path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
                      test_ratio=0.2, clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
     try:
         splits = build_datasets(cfg)
@@ -197,6 +197,13 @@ def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_p
         assert message.strip() and "\n" not in message, message
         return
     _check_valid(splits, cfg)
+
+
+@PROPERTY
+@given(data=st.data(), **POLICIES)
+def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, nan_policy, repair, dayfirst):
+    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
+    _valid_windows_or_a_one_line_error(csv_path, nan_policy, repair, dayfirst)
 
 
 def _column(cells: list[str], typed: bool, timestamps: bool) -> pa.Array:
@@ -217,18 +224,8 @@ def _column(cells: list[str], typed: bool, timestamps: bool) -> pa.Array:
     return pa.array(cells, type=pa.string())
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)
-@given(
-    data=st.data(),
-    typed=st.booleans(),
-    nan_policy=st.sampled_from(["ffill", "drop", "error"]),
-    repair=st.sampled_from(["none", "clip"]),
-    dayfirst=st.sampled_from([None, True, False]),
-)
+@PROPERTY
+@given(data=st.data(), typed=st.booleans(), **POLICIES)
 def test_malformed_parquet_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, typed, nan_policy,
                                                                        repair, dayfirst):
     """The same mutations as a Parquet table, where the format can hold them: a row of another
@@ -241,15 +238,7 @@ def test_malformed_parquet_gives_valid_windows_or_a_one_line_data_error(frame, c
     columns = [_column([row[j] for row in rows], typed, j == 0) for j in range(len(header))]
     path = csv_path.with_suffix(".parquet")
     pq.write_table(pa.Table.from_arrays(columns, names=header), path)
-    cfg = DataConfig(path=str(path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
-                     test_ratio=0.2, clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
-    try:
-        splits = build_datasets(cfg)
-    except DataError as e:
-        message = str(e)
-        assert message.strip() and "\n" not in message, message
-        return
-    _check_valid(splits, cfg)
+    _valid_windows_or_a_one_line_error(path, nan_policy, repair, dayfirst)
 
 
 def _outcome(cfg: DataConfig):
@@ -262,18 +251,8 @@ def _outcome(cfg: DataConfig):
             [s.values.tobytes() for s in series])
 
 
-@settings(
-    max_examples=80,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)
-@given(
-    data=st.data(),
-    nan_policy=st.sampled_from(["ffill", "drop", "error"]),
-    repair=st.sampled_from(["none", "clip"]),
-    dayfirst=st.sampled_from([None, True, False]),
-    chunk=st.sampled_from([1, 5, 16, 10**6]),
-)
+@PROPERTY
+@given(data=st.data(), chunk=st.sampled_from([1, 5, 16, 10**6]), **POLICIES)
 def test_the_chunked_read_gives_what_a_whole_file_read_gives(frame, csv_path, data, nan_policy, repair, dayfirst, chunk):
     """The chunked read (pyarrow, float32, chunks of `chunk` rows) loads a file only where the
     whole-file read (pandas, float64) loads it, to the same series; otherwise it gives the
