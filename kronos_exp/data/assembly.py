@@ -172,9 +172,9 @@ def assemble_series(
     out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
     for i, k in enumerate(PRICE_COLUMNS):
         out[:, i] = col[k]
-    if "amount" not in col:  # in float64, from the float32 values the series keeps (whichever read gave them)
-        col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
-    with np.errstate(over="ignore"):  # an amount float32 cannot hold: check_magnitude names it
+    with np.errstate(over="ignore"):  # a value float32 cannot hold: check_magnitude names it
+        if "amount" not in col:  # in float64, from the float32 values the series keeps (whichever read gave them)
+            col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
         out[:, 4], out[:, 5] = volume_and_amount(col, n)
     check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col, file=file)
     return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32, copy=False))
