@@ -28,7 +28,7 @@ from .config import DataConfig, DataError, validate_config
 from .csv_scan import check_fields, scan_csv
 from .frame import FEATURES, TIMESTAMP
 from .paths import resolve_paths, series_name, series_stems
-from .tables import NA_TEXT, read_table
+from .tables import NA_TEXT, arrow_frame, read_table
 from .timestamps import utc_offsets
 
 Opener = Callable[[], BinaryIO]
@@ -75,10 +75,10 @@ def _arrow_csv(source: Opener, file: str, sep: str, header: list[str], usecols: 
             for batch in reader:
                 pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
                 while pending.num_rows >= collect.CHUNK_ROWS:
-                    yield pending.slice(0, collect.CHUNK_ROWS).to_pandas()
+                    yield arrow_frame(pending.slice(0, collect.CHUNK_ROWS), file)
                     pending = pending.slice(collect.CHUNK_ROWS)
             if pending.num_rows:
-                yield pending.to_pandas()
+                yield arrow_frame(pending, file)
     except pa.ArrowException:
         raise ReadAgain from None
 

@@ -74,12 +74,12 @@ class _Table:
         yield from (table.combine_chunks().to_batches() if whole else table.to_batches(max_chunksize=collect.CHUNK_ROWS))
 
 
-def _plain(column: pa.Array, name: str, file: str) -> pa.Array:
+def _plain(column: pa.ChunkedArray, name: str, file: str) -> pa.ChunkedArray:
     """A column as a type the checks know: numbers, text (with CSV's missing strings null),
     booleans (refused by the checks) or timestamps (dates become midnight)."""
     t = column.type
     if pa.types.is_dictionary(t):
-        return _plain(column.dictionary_decode(), name, file)
+        return _plain(pc.cast(column, t.value_type), name, file)
     if pa.types.is_decimal(t):
         return pc.cast(column, pa.float64())
     if pa.types.is_date(t):
@@ -92,16 +92,17 @@ def _plain(column: pa.Array, name: str, file: str) -> pa.Array:
     raise DataError(f"{file}: column {name!r} has type {t}; expected numbers, text or timestamps")
 
 
-def _frame(batch: pa.RecordBatch, file: str) -> pd.DataFrame:
-    columns = [_plain(batch.column(i), name, file) for i, name in enumerate(batch.schema.names)]
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names).to_pandas()
+def arrow_frame(data: pa.Table | pa.RecordBatch, file: str) -> pd.DataFrame:
+    """Arrow columns (of a table file, or of the fast CSV reader) as the frame the checks read."""
+    columns = [_plain(data.column(i), name, file) for i, name in enumerate(data.schema.names)]
+    return pa.table(columns, names=data.schema.names).to_pandas()
 
 
 def _chunks(table: _Table, columns: list[str], file: str) -> Chunks:
     def chunks(whole: bool) -> Iterator[pd.DataFrame]:
         try:
             for batch in table.batches(columns, whole):
-                yield _frame(batch, file)
+                yield arrow_frame(batch, file)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{file}: cannot read it as {_kind(table.path)} ({' '.join(str(e).split())})") from None
 

@@ -93,11 +93,22 @@ def test_a_folder_of_parquet_files_one_per_symbol_and_a_glob(tmp_path, frame):
     np.testing.assert_allclose(by_folder[1].values[:, 3], frame(30, seed=1)["close"], rtol=1e-6)
 
 
-def test_a_parquet_with_a_symbol_column(tmp_path, frame):
+@pytest.mark.parametrize("categorical", [False, True])
+def test_a_parquet_with_a_symbol_column(tmp_path, frame, categorical):
     parts = [frame(20, seed=k).assign(ticker=name) for k, name in enumerate(["007", "ABC"])]
     df = pd.concat(parts).sort_values("timestamps", kind="stable")
+    if categorical:  # written as a dictionary-encoded column
+        df["ticker"] = df["ticker"].astype("category")
     [a, b] = load(write_table(tmp_path / "all.parquet", pa.Table.from_pandas(df, preserve_index=False)), symbol_column="ticker")
     assert (a.name, b.name, len(a), len(b)) == ("007", "ABC", 20, 20)
+
+
+def test_a_date_type_reads_as_midnight(tmp_path, frame):
+    df = frame(5, freq="1D")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.set_column(0, "Date", pa.array(df["timestamps"].dt.date, type=pa.date32()))
+    [s] = load(write_table(tmp_path / "daily.parquet", table))
+    assert [str(t)[:19] for t in s.timestamps[:2]] == ["2024-01-02T00:00:00", "2024-01-03T00:00:00"]
 
 
 @pytest.mark.parametrize("kind", ["text", "typed"])
