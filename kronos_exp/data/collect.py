@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Optional
@@ -188,15 +189,16 @@ def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
 
 
 @contextmanager
-def _held_logs(hold: bool) -> Iterator[list[logging.LogRecord]]:
-    """Hold what the data modules log while `hold`; the caller replays it if the attempt stands."""
+def _held_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold what the data modules log in this thread (a served model reads requests in several);
+    the caller replays it if the attempt stands."""
     held: list[logging.LogRecord] = []
-    if not hold:
-        yield held
-        return
     loggers = [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict) if n.startswith(__package__ + ".")]
+    thread = threading.get_ident()
 
     def keep(record: logging.LogRecord) -> bool:
+        if record.thread != thread:
+            return True
         held.append(record)
         return False
 
@@ -222,7 +224,7 @@ def collect_series(chunks: Chunks, layout: Layout, c: DataConfig, digest: str,
                    duplicate_hint: Callable[[], str]) -> list[tuple[Optional[str], Series]]:
     """The validated series of a file whose rows `chunks` yields (symbol or None, series)."""
     try:
-        with _held_logs(True) as held:
+        with _held_logs() as held:
             out = _collect(chunks, layout, c, chunked=True)
         for record in held:
             logging.getLogger(record.name).handle(record)
