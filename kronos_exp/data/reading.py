@@ -1,5 +1,6 @@
-"""Files -> validated, named series: CSV through pandas' C parser, Parquet and Feather/Arrow
-through pyarrow (`tables`), both checked the same way (`collect`).
+"""Files -> validated, named series: CSV through pyarrow's streaming CSV reader (and pandas'
+C parser for the whole-file read that names an error), Parquet and Feather/Arrow through pyarrow
+(`tables`), all checked the same way (`collect`).
 
 Each file is one series, or, with `cfg.symbol_column`, one series per symbol value (see `paths`
 for their names). The CSV separator (`,` `;` tab `|`) is sniffed from the header line; blank
@@ -20,8 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from .assembly import Series
-from .checks import TABLE_SUFFIXES
 from . import collect
+from .checks import TABLE_SUFFIXES
 from .collect import Layout, ReadAgain, collect_series
 from .columns import resolve_columns, symbol_column_hint
 from .config import DataConfig, DataError, validate_config
