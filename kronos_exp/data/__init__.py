@@ -1,12 +1,14 @@
-"""Data layer: CSV files -> validated series -> leak-free, normalized windows.
+"""Data layer: CSV, Parquet and Feather/Arrow files -> validated series -> leak-free, normalized windows.
 
     from kronos_exp.data import DataConfig, build_datasets
     splits = build_datasets(DataConfig(path="prices/*.csv"))
     x, stamp = splits.train[0]          # [L+P, 6] normalized OHLCV+amount, [L+P, 5] calendar
 
 Modules: config (schema, DataError), frame (column names, amount rule, normalization, calendar
-features), paths (which files), reading (CSV -> Series) with columns, timestamps, checks and
-assembly, cache (validated series kept on disk), windows (splits, WindowDataset), sample (bundled sample generator).
+features), paths (which files), reading (files -> Series: CSV, with csv_scan for its bytes;
+tables for Parquet/Arrow) through collect (chunks -> checked compact columns -> series) with
+columns, timestamps, checks and assembly, cache (validated series kept on disk), windows (splits,
+WindowDataset), sample (bundled sample generator).
 """
 
 from .assembly import DuplicateTimestampError, Series

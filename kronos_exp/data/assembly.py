@@ -4,7 +4,8 @@ volume/amount rules.
 Unsorted input is sorted (stable), with one warning per file. Duplicate timestamps (within a
 series) are an error. Missing numbers follow `cfg.nan_policy`: `ffill` (leading gaps that cannot
 be filled are dropped), `drop` the row, or `error`; the count is logged once per file. `volume`
-missing -> 0; `amount` missing -> volume x mean(open, high, low, close) (`frame.volume_and_amount`).
+missing -> 0; `amount` missing -> volume x mean(open, high, low, close) (`frame.volume_and_amount`), of
+the float32 values the series keeps.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .checks import check_magnitude, where
+from .checks import check_magnitude, line_word, where
 from .config import DataConfig, DataError
 from .frame import FEATURES, PRICE_COLUMNS, volume_and_amount
 
@@ -49,8 +50,16 @@ class FileReport:
     nan_cells: dict[str, int] = field(default_factory=dict)
     nan_rows: int = 0
     dropped: int = 0
+    clipped: Optional[list[int]] = None  # data.repair=clip: bars swapped, opens and closes clipped
+
+    def add_clipped(self, counts: Optional[tuple[int, int, int]]) -> None:
+        if counts is not None:
+            self.clipped = [a + b for a, b in zip(self.clipped or [0, 0, 0], counts)]
 
     def log_to(self, file: str, c: DataConfig, by_symbol: bool) -> None:
+        if self.clipped:
+            log.warning("%s: data.repair=clip: %d bar(s) with high < low (swapped), %d open and %d close outside "
+                        "[low, high] (clipped)", file, *self.clipped)
         if self.unsorted:
             names = ", ".join(self.unsorted[:5]) + (", ..." if len(self.unsorted) > 5 else "")
             which = f" (series {names})" if by_symbol else ""
@@ -97,7 +106,7 @@ def _sort(rows: _Rows, name: str, report: FileReport) -> None:
         report.unsorted.append(name)
 
 
-def _check_duplicates(rows: _Rows, label: str) -> None:
+def _check_duplicates(rows: _Rows, label: str, file: str) -> None:
     if len(rows.ts) < 2:
         return
     dup = np.diff(rows.ts) == np.timedelta64(0, "ns")
@@ -105,7 +114,7 @@ def _check_duplicates(rows: _Rows, label: str) -> None:
         j = int(np.argmax(dup))
         stamp = pd.Timestamp(rows.ts[j] + rows.offsets[j])
         raise DuplicateTimestampError(
-            f"{label}: duplicate timestamp {stamp} at lines {rows.lines[j]} and {rows.lines[j + 1]} "
+            f"{label}: duplicate timestamp {stamp} at {line_word(file)}s {rows.lines[j]} and {rows.lines[j + 1]} "
             f"({int(dup.sum())} duplicate(s)); each timestamp may appear once per series"
         )
 
@@ -155,14 +164,17 @@ def assemble_series(
         offsets = np.zeros(len(ts), dtype="timedelta64[ns]")
     rows = _Rows(ts, lines, offsets, matrix, names)
     _sort(rows, name, report)
-    _check_duplicates(rows, label)
+    _check_duplicates(rows, label, file)
     _apply_nan_policy(rows, name, file, c, report)
 
     col = {k: rows.matrix[:, i] for i, k in enumerate(names)}
     n = len(rows.ts)
-    out = np.empty((n, len(FEATURES)), dtype=np.float64)
+    out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
     for i, k in enumerate(PRICE_COLUMNS):
         out[:, i] = col[k]
-    out[:, 4], out[:, 5] = volume_and_amount(col, n)
-    check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col)
-    return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32))
+    with np.errstate(over="ignore"):  # a value float32 cannot hold: check_magnitude names it
+        if "amount" not in col:  # in float64, from the float32 values the series keeps (whichever read gave them)
+            col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
+        out[:, 4], out[:, 5] = volume_and_amount(col, n)
+    check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col, file=file)
+    return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32, copy=False))

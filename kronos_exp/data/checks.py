@@ -1,19 +1,16 @@
 """The checks that stop malformed input before training instead of training on garbage (or NaN).
 
 Each raises a one-line DataError naming file, column and line (line numbers count the header as
-line 1) and what would be valid: files that are not UTF-8 text (UTF-16/32, binary, other
-encodings: the byte position), rows with more or fewer fields than the header, non-numeric text,
+line 1; Parquet/Arrow tables: row, the first row is row 1) and what would be valid: non-numeric text,
 true/false values and +-inf in numeric columns, prices <= 0, negative volume/amount, bars with
 high < low or open/close outside [low, high] (`cfg.repair=clip` clips them, with a warning), and
-values too large or too small for float32 windows. Timestamp checks live in `timestamps`.
+values too large or too small for float32 windows. Timestamp checks live in `timestamps`, the
+checks of a CSV's bytes (encoding, fields per line) in `csv_scan`.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
-import csv
-import logging
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,81 +18,21 @@ import pandas as pd
 from .config import DataConfig, DataError
 from .frame import FEATURES, PRICE_COLUMNS
 
-log = logging.getLogger(__name__)
-
 BAR_TOLERANCE = 1e-6  # relative: exported prices that differ by float rounding are consistent
+
+
+TABLE_SUFFIXES = (".parquet", ".feather", ".arrow")  # files read through pyarrow
+
+
+def line_word(file: str) -> str:
+    """What messages count: lines of a CSV (the header is line 1), rows of a Parquet/Arrow table
+    (the first row is row 1)."""
+    return "row" if file.lower().endswith(TABLE_SUFFIXES) else "line"
 
 
 def where(file: str, column: str, line: int) -> str:
     """The start of an error message about one cell."""
-    return f"{file}: column {column!r}, line {line}"
-
-
-def check_encoding(content: bytes, file: str, chunk: int = 1 << 20) -> None:
-    """Refuse UTF-16/32, binary and non-UTF-8 files, naming the byte position (0-based) and line."""
-    head = content[:4]
-    for bom, name in (
-        (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-        (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
-    ):
-        if head.startswith(bom):
-            raise DataError(f"{file}: byte 0: a {name} byte-order mark; save the file as UTF-8")
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, newlines = 0, 0  # bytes and line breaks before this chunk
-    with io.BytesIO(content) as fh:
-        while block := fh.read(chunk):
-            nul = block.find(b"\x00")
-            if nul >= 0:
-                line = newlines + block.count(b"\n", 0, nul) + 1
-                raise DataError(
-                    f"{file}: byte {offset + nul} (line {line}): a NUL byte; "
-                    "this is a binary or UTF-16 file, not CSV text: save it as UTF-8"
-                )
-            carried = decoder.getstate()[0]  # the start of a character split across chunks
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as e:
-                seen = carried + block
-                line = newlines + seen.count(b"\n", 0, e.start) + 1
-                raise DataError(
-                    f"{file}: byte {offset - len(carried) + e.start} (line {line}): 0x{seen[e.start]:02x} is not UTF-8; "
-                    "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-                ) from None
-            offset += len(block)
-            newlines += block.count(b"\n")
-    carried = decoder.getstate()[0]
-    if carried:
-        raise DataError(
-            f"{file}: byte {offset - len(carried)} (line {newlines + 1}): 0x{carried[0]:02x} begins a character that "
-            "the end of the file cuts off; save the file as UTF-8"
-        )
-
-
-def check_fields(content: bytes, sep: str, file: str) -> None:
-    """Every non-blank row has as many fields as the header.
-
-    pandas fills a short row with NaN (which ffill then hides), drops the extra fields of a long
-    one, and takes the first column as the index when every row is one field longer.
-    """
-    ragged: list[tuple[int, int]] = []  # (line, fields)
-    with io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        try:
-            expected = len(next(reader))
-            start = reader.line_num + 1
-            for row in reader:
-                if len(row) != expected and any(field.strip() for field in row):
-                    ragged.append((start, len(row)))
-                start = reader.line_num + 1
-        except csv.Error as e:
-            raise DataError(f"{file}: line {reader.line_num}: cannot split the line into fields ({e})") from None
-    if ragged:
-        line, n = ragged[0]
-        which = "" if len(ragged) == 1 else ", lines " + ", ".join(str(l) for l, _ in ragged[:5]) + (", ..." if len(ragged) > 5 else "")
-        raise DataError(
-            f"{file}: line {line} has {n} fields but the header has {expected} ({len(ragged)} such line(s){which}); "
-            "every row needs one value per header column (leave missing values empty, not out)"
-        )
+    return f"{file}: column {column!r}, {line_word(file)} {line}"
 
 
 def parse_numeric(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> np.ndarray:
@@ -162,8 +99,9 @@ def check_prices(feats: dict[str, np.ndarray], cols: dict[str, str], file: str, 
             )
 
 
-def check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: DataConfig) -> None:
-    """high >= low and open, close inside [low, high]; `data.repair=clip` repairs `feats`."""
+def check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: DataConfig) -> Optional[tuple[int, int, int]]:
+    """high >= low and open, close inside [low, high]; `data.repair=clip` repairs `feats` and
+    returns the counts it repaired (bars swapped, opens and closes clipped) for one warning per file."""
     o, h, l, cl = (feats[k] for k in PRICE_COLUMNS)
     tol = BAR_TOLERANCE * np.fmax(np.abs(h), np.abs(l))
     swapped = h < l - tol
@@ -171,7 +109,7 @@ def check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: Da
     outside = {name: (v < lo - tol) | (v > hi + tol) for name, v in (("open", o), ("close", cl))}
     bad = swapped | outside["open"] | outside["close"]
     if not bad.any():
-        return
+        return None
     counts = (
         f"{int(swapped.sum())} with high < low, {int(outside['open'].sum())} open and "
         f"{int(outside['close'].sum())} close outside [low, high]"
@@ -180,9 +118,7 @@ def check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: Da
         feats["high"], feats["low"] = np.where(swapped, hi, h), np.where(swapped, lo, l)
         for name, v in (("open", o), ("close", cl)):
             feats[name] = np.where(outside[name], np.clip(v, lo, hi), v)
-        log.warning("%s: data.repair=clip: %s bar(s) with high < low (swapped), %d open and %d close outside "
-                    "[low, high] (clipped)", file, int(swapped.sum()), int(outside["open"].sum()), int(outside["close"].sum()))
-        return
+        return int(swapped.sum()), int(outside["open"].sum()), int(outside["close"].sum())
     i = int(np.argmax(bad))
     if swapped[i]:
         what = f"high {h[i]:g} is below low {l[i]:g}"
@@ -190,12 +126,13 @@ def check_bars(feats: dict[str, np.ndarray], file: str, lines: np.ndarray, c: Da
         name, v = ("open", o) if outside["open"][i] else ("close", cl)
         what = f"{name} {v[i]:g} is outside [low {l[i]:g}, high {h[i]:g}]"
     raise DataError(
-        f"{file}: line {lines[i]}: {what} ({int(bad.sum())} bar(s) inconsistent: {counts}); "
+        f"{file}: {line_word(file)} {lines[i]}: {what} ({int(bad.sum())} bar(s) inconsistent: {counts}); "
         "fix the data or set data.repair=clip to clip them"
     )
 
 
-def check_magnitude(label: str, values: np.ndarray, lines: np.ndarray, c: DataConfig, computed_amount: bool) -> None:
+def check_magnitude(label: str, values: np.ndarray, lines: np.ndarray, c: DataConfig, computed_amount: bool,
+                    file: str = "") -> None:
     """Values [T, 6] (FEATURES order, float64) that float32 windows hold, and their way back.
 
     Windows are float32 and a forecast is mapped back as x * std + mean with |x| <= clip and
@@ -207,7 +144,7 @@ def check_magnitude(label: str, values: np.ndarray, lines: np.ndarray, c: DataCo
         row, k = (int(v) for v in np.argwhere(big)[0])
         column = repr(FEATURES[k]) + (" (volume x mean price)" if k == 5 and computed_amount else "")
         raise DataError(
-            f"{label}: column {column}, line {lines[row]}: value {values[row, k]:g} is too large "
+            f"{label}: column {column}, {line_word(file)} {lines[row]}: value {values[row, k]:g} is too large "
             f"({int(big[:, k].sum())} such value(s)); values must stay below {limit:.3g} in magnitude so that float32 "
             f"windows and their de-normalisation (x * std + mean, |x| <= data.clip={c.clip:g}) stay finite; "
             "rescale the column"
@@ -217,7 +154,7 @@ def check_magnitude(label: str, values: np.ndarray, lines: np.ndarray, c: DataCo
     if small.any():
         row, k = (int(v) for v in np.argwhere(small)[0])
         raise DataError(
-            f"{label}: column {FEATURES[k]!r}, line {lines[row]}: value {values[row, k]:g} is too small "
+            f"{label}: column {FEATURES[k]!r}, {line_word(file)} {lines[row]}: value {values[row, k]:g} is too small "
             f"({int(small[:, k].sum())} such value(s)); float32 windows hold nonzero values from {tiny:.3g} in magnitude; "
             "rescale the column"
         )

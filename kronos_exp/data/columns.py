@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import pandas as pd
+
 from .config import DataConfig, DataError
 from .frame import FEATURES, PRICE_COLUMNS, TIMESTAMP
 
@@ -115,3 +117,19 @@ def resolve_columns(header: list[str], c: DataConfig, file: str) -> tuple[dict[s
     if key not in renamed:
         raise DataError(f"{file}: symbol column {c.symbol_column!r} (data.symbol_column) not found; columns are {found}")
     return cols, renamed[key]
+
+
+def symbol_column_hint(others: Optional[pd.DataFrame]) -> str:
+    """For duplicate timestamps in a file read as one series: the file's other columns of
+    repeated text, which look like a symbol, named with the data.symbol_column setting that
+    splits the file by them."""
+    candidates = []
+    for name in [] if others is None else others.columns:
+        values = others[name].dropna().astype(str).str.strip()
+        numeric = pd.to_numeric(values, errors="coerce").notna().all()
+        if len(values) and not numeric and values.nunique() < len(values):
+            candidates.append(name)
+    if not candidates:
+        return "; if the file holds several series, name the column that tells them apart with data.symbol_column"
+    return (f"; the file looks like several series in one: set data.symbol_column="
+            f"{candidates[0]} (columns of repeated text: {', '.join(candidates)})")

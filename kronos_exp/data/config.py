@@ -30,7 +30,8 @@ class DataError(UserError, ValueError):
 
 @dataclass
 class DataConfig:
-    # Inputs: one CSV or a glob (`path`), or an explicit list (`paths`, used when non-empty).
+    # Inputs: one file (CSV, Parquet, Feather/Arrow), a glob or a folder (`path`), or an explicit list
+    # (`paths`, used when non-empty).
     # path=None and paths=[] means the bundled sample (kronos_exp/data/bundled/sample_5min.csv).
     path: Optional[str] = None
     paths: List[str] = field(default_factory=list)

@@ -1,7 +1,7 @@
 """Which files a data config names, and what each series read from them is called.
 
 `cfg.paths` (a list; entries may be globs) when non-empty, else `cfg.path` (a file, a glob or a
-directory meaning `<dir>/*.csv`), else the bundled sample. Series names: the file stem (the path
+directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled sample. Series names: the file stem (the path
 relative to the files' common folder when two stems clash); with a symbol column, the symbol
 when one file is read and `stem:symbol` when several are.
 """
@@ -13,11 +13,14 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from .checks import TABLE_SUFFIXES
 from .config import DataConfig, DataError, validate_config
+
+DATA_SUFFIXES = (".csv",) + TABLE_SUFFIXES  # the files of a directory that are read
 
 
 def resolve_paths(cfg: Any) -> list[Path]:
-    """The CSV files `cfg` refers to, sorted and de-duplicated.
+    """The data files `cfg` refers to, sorted and de-duplicated.
 
     Raises DataError "no CSV matches '<pattern>'" when a path or glob matches nothing.
     """
@@ -34,7 +37,7 @@ def resolve_paths(cfg: Any) -> list[Path]:
     for pattern in patterns:
         expanded = os.path.expanduser(str(pattern))
         if os.path.isdir(expanded):
-            matches = glob.glob(os.path.join(expanded, "*.csv"))
+            matches = [m for suffix in DATA_SUFFIXES for m in glob.glob(os.path.join(expanded, "*" + suffix))]
         elif glob.has_magic(expanded):
             matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
         else:

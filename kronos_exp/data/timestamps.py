@@ -16,12 +16,15 @@ from __future__ import annotations
 import calendar
 import logging
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.tseries.api import guess_datetime_format
 
-from .checks import where
+from .checks import line_word, where
 from .config import DataConfig, DataError
 from .frame import TIMESTAMP
 
@@ -49,7 +52,12 @@ def raw_timestamps(df: pd.DataFrame, cols: dict[str, str], file: str, lines: np.
 
 def parse_timestamps(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> np.ndarray:
     """Parse a timestamp column to naive datetime64[ns] (UTC for zone-aware input)."""
-    if pd.api.types.is_numeric_dtype(raw):
+    if _is_datetime(raw):
+        out = pd.DatetimeIndex(raw)
+        if out.tz is not None:
+            out = out.tz_convert("UTC").tz_localize(None)
+        _check_range(out, raw, file, column, lines)
+    elif pd.api.types.is_numeric_dtype(raw):
         out = _parse_numbers(raw, file, column, lines)
     else:
         out = _parse_text(raw, c, file, column, lines)
@@ -74,21 +82,48 @@ def _parse_numbers(raw: pd.Series, file: str, column: str, lines: np.ndarray) ->
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"{where(file, column, lines[i])}: empty timestamp; every row needs a time")
-    if (values == np.round(values)).all() and ((values >= 1e7) & (values < 1e8)).all():
+    unit = _number_unit(values)
+    if unit == "YYYYMMDD":
         parsed = pd.to_datetime(raw.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce")
     else:
-        magnitude = float(np.median(np.abs(values)))
-        unit = "ns" if magnitude >= 1e17 else "us" if magnitude >= 1e14 else "ms" if magnitude >= 1e11 else "s"
         parsed = pd.to_datetime(values, unit=unit, errors="coerce")
     out = pd.DatetimeIndex(parsed)
     _check_range(out, raw, file, column, lines)
     return out
 
 
+def _number_unit(values: np.ndarray) -> str:
+    """YYYYMMDD when every value is an 8-digit integer, else the epoch unit their median suggests."""
+    if (values == np.round(values)).all() and ((values >= 1e7) & (values < 1e8)).all():
+        return "YYYYMMDD"
+    magnitude = float(np.median(np.abs(values)))
+    return "ns" if magnitude >= 1e17 else "us" if magnitude >= 1e14 else "ms" if magnitude >= 1e11 else "s"
+
+
+def _is_datetime(raw: pd.Series) -> bool:
+    """A typed timestamp column (Parquet/Arrow), naive or zone-aware: no text to parse."""
+    return isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw)
+
+
+def timestamp_kind(raw: pd.Series, c: DataConfig) -> tuple:
+    """What decides how a timestamp column is read: its type, the unit of numbers, the format
+    pandas infers from the first text value. Chunks of one file read alike when their kinds match."""
+    if _is_datetime(raw):
+        return ("datetime", str(raw.dtype))
+    if pd.api.types.is_numeric_dtype(raw):
+        values = raw.to_numpy(dtype=np.float64)
+        return ("number", _number_unit(values) if np.isfinite(values).all() else None)
+    present = raw.dropna()
+    first = str(present.iloc[0]) if len(present) else ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Parsing dates in %d/%m/%Y format when dayfirst=False"
+        return ("text", c.timestamp_format or guess_datetime_format(first, dayfirst=bool(c.dayfirst)))
+
+
 def _parse_text(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> pd.DatetimeIndex:
     """Text in one format (inferred or `cfg.timestamp_format`); zone-aware text as UTC instants."""
     fmt = c.timestamp_format
-    dayfirst = _date_order(raw, c, file, column, lines)
+    dayfirst = date_order(raw, c, file, column, lines)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format": our own error says more
         try:
@@ -112,22 +147,38 @@ def _parse_text(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np
     return out
 
 
-_UTC_OFFSET = r"(?<=\d)(Z|[+-]\d{2}:?\d{2})$"
+_UTC_OFFSET = r"\d(?P<zone>Z|[+-]\d{2}:?\d{2})$"  # after a digit, at the end (RE2: no look-behind)
+
+
+def _arrow_text(raw: pd.Series) -> Any:
+    """A column as Arrow strings (missing values null), for pyarrow's vectorised regex: an Array
+    or a ChunkedArray (pandas' own text columns are Arrow arrays already)."""
+    return pa.array(raw.astype(str), from_pandas=True, type=pa.large_string())
+
+
+def _groups(raw: pd.Series, pattern: str, names: tuple[str, ...]) -> list[Any]:
+    """The named groups of `pattern` in each stripped value (null where it does not match)."""
+    found = pc.extract_regex(pc.utf8_trim_whitespace(_arrow_text(raw)), pattern)
+    return [pc.struct_field(found, name) for name in names]
 
 
 def utc_offsets(raw: pd.Series) -> Optional[np.ndarray]:
-    """Each text timestamp's UTC offset as timedelta64[ns] (0 where none is written), or None
-    when no row carries one: the wall-clock time as written is the UTC instant plus this."""
-    if pd.api.types.is_numeric_dtype(raw):
-        return None  # epoch numbers are instants with no wall clock of their own
-    found = raw.astype(str).str.strip().str.extract(_UTC_OFFSET, expand=False)
-    if found.isna().all():
+    """Each timestamp's UTC offset as timedelta64[ns] (0 where none is written), or None when no
+    row carries one: the wall-clock time as written is the UTC instant plus this."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        index = pd.DatetimeIndex(raw)
+        return (index.tz_localize(None) - index.tz_convert("UTC").tz_localize(None)).to_numpy().astype("timedelta64[ns]")
+    if pd.api.types.is_numeric_dtype(raw) or _is_datetime(raw):
+        return None  # epoch numbers and naive types are instants with no written offset
+    (zone,) = _groups(raw, _UTC_OFFSET, ("zone",))
+    if zone.null_count == len(zone):
         return None
-    text = found.fillna("Z").str.replace(":", "", regex=False)
-    zulu = np.asarray(text == "Z")
-    digits = text.where(~zulu, "+0000")
-    sign = np.where(digits.str[0] == "-", -1, 1)
-    minutes = sign * (digits.str[1:3].astype(int).to_numpy() * 60 + digits.str[3:5].astype(int).to_numpy())
+    text = pc.replace_substring(pc.fill_null(zone, "Z"), ":", "")
+    digits = pc.if_else(pc.equal(text, "Z"), "+0000", text)
+    sign = np.where(pc.equal(pc.utf8_slice_codeunits(digits, 0, 1), "-").to_numpy(zero_copy_only=False), -1, 1)
+    hours, mins = (pc.cast(pc.utf8_slice_codeunits(digits, a, a + 2), pa.int64()).to_numpy(zero_copy_only=False)
+                   for a in (1, 3))
+    minutes = sign * (hours * 60 + mins)
     return (minutes.astype(np.int64) * 60_000_000_000).astype("timedelta64[ns]")
 
 
@@ -144,15 +195,19 @@ def _check_zones(raw: pd.Series, file: str, column: str, lines: np.ndarray) -> N
     if aware.any() and naive.any():
         a, n = int(np.argmax(aware)), int(np.argmax(naive))
         raise DataError(
-            f"{file}: column {column!r}: line {lines[a]} has a UTC offset or zone ({text.iloc[a]!r}) but line "
+            f"{file}: column {column!r}: {line_word(file)} {lines[a]} has a UTC offset or zone ({text.iloc[a]!r}) but {line_word(file)} "
             f"{lines[n]} has none ({text.iloc[n]!r}; {int(naive.sum())} of {int(present.sum())} timestamps have none); "
             "give every timestamp an offset, or none"
         )
 
 
 def _check_range(parsed: pd.DatetimeIndex, raw: pd.Series, file: str, column: str, lines: np.ndarray) -> None:
-    """Timestamps pandas holds only at a coarser unit than nanoseconds would wrap around when cast."""
-    outside = np.asarray((parsed < pd.Timestamp.min) | (parsed > pd.Timestamp.max))
+    """Timestamps pandas holds only at a coarser unit than nanoseconds would wrap around when cast
+    (compared as integers in their own unit: the nanosecond bounds rounded inwards)."""
+    per = int(np.timedelta64(1, parsed.unit) // np.timedelta64(1, "ns"))
+    ticks = parsed.asi8
+    low, high = -(-pd.Timestamp.min.value // per), pd.Timestamp.max.value // per
+    outside = ((ticks < low) | (ticks > high)) & (ticks != np.iinfo(np.int64).min)  # NaT is no timestamp
     if outside.any():
         i = int(np.argmax(outside))
         value = raw.iloc[i]
@@ -164,10 +219,10 @@ def _check_range(parsed: pd.DatetimeIndex, raw: pd.Series, file: str, column: st
 
 
 # Day and month in either order, then the year: 02/01/2024, 2.1.24, 02-01-2024 09:30.
-_DMY = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](?:\d{4}|\d{2})(?!\d)"
+_DMY = r"^\s*(?P<first>\d{1,2})[/.\-](?P<second>\d{1,2})[/.\-](?:\d{4}|\d{2})(?:\D|$)"
 
 
-def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> bool:
+def date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> bool:
     """Whether dates like 02/01/2024 are day-first: `data.dayfirst`, else what the file proves.
 
     A first number above 12 proves day-first, a second one above 12 month-first; a file with
@@ -178,15 +233,15 @@ def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np
     present = raw.dropna()
     if present.empty or not pd.Series(present.iloc[:1]).astype(str).str.match(_DMY).iloc[0]:
         return False  # year first (ISO): the order is fixed; pandas would apply dayfirst to it as %Y-%d-%m
-    parts = raw.astype(str).str.extract(_DMY)
-    first, second = pd.to_numeric(parts[0]).to_numpy(), pd.to_numeric(parts[1]).to_numpy()
+    first, second = (pc.cast(part, pa.float64()).to_numpy(zero_copy_only=False)
+                     for part in _groups(raw, _DMY, ("first", "second")))
     day_first = np.flatnonzero((first > 12) & (second <= 12))
     month_first = np.flatnonzero((second > 12) & (first <= 12))
     show = lambda i: str(raw.iloc[i]).strip()  # noqa: E731
     if len(day_first) and len(month_first):
         d, m = int(day_first[0]), int(month_first[0])
         raise DataError(
-            f"{file}: column {column!r}: line {lines[d]} has {show(d)!r} (day first) but line {lines[m]} has "
+            f"{file}: column {column!r}: {line_word(file)} {lines[d]} has {show(d)!r} (day first) but {line_word(file)} {lines[m]} has "
             f"{show(m)!r} (month first); use one date order in the file"
         )
     proven = True if len(day_first) else False if len(month_first) else None
@@ -196,7 +251,7 @@ def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np
             number = int((first if proven else second)[i])
             order = "day-first" if proven else "month-first"
             raise DataError(
-                f"{file}: column {column!r}, line {lines[i]}: {show(i)!r} has no month {number}, so the dates are "
+                f"{file}: column {column!r}, {line_word(file)} {lines[i]}: {show(i)!r} has no month {number}, so the dates are "
                 f"{order}, but data.dayfirst={str(c.dayfirst).lower()}; set data.dayfirst={str(proven).lower()} "
                 "(or null to detect it)"
             )
@@ -204,7 +259,8 @@ def _date_order(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np
     if proven is None:
         matched = np.flatnonzero(~np.isnan(first))
         i, last = int(matched[0]), int(matched[-1])
-        span = f"line {lines[i]}" if i == last else f"lines {lines[i]}-{lines[last]}"
+        word = line_word(file)
+        span = f"{word} {lines[i]}" if i == last else f"{word}s {lines[i]}-{lines[last]}"
         a, b = int(first[i]), int(second[i])
         raise DataError(
             f"{file}: column {column!r}, {span}: dates such as {show(i)!r} read as day/month or month/day "

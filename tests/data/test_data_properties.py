@@ -5,17 +5,23 @@ DataError, never another exception.
 The CSVs are mutations of a small valid file: corrupted cells, swapped or deleted columns, garbage
 lines, ragged rows, duplicated and shuffled rows, other timestamp formats and zones, extreme or
 constant values, NaN bursts, other separators, line endings and encodings, stray or truncated bytes.
+The same mutations as Parquet tables (text or typed columns) obey the same property and, as text,
+load exactly as their CSV does; and the chunked read (pyarrow, float32) gives exactly what the
+whole-file read (pandas, float64) gives.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from kronos_exp.data import DataConfig, DataError, build_datasets
+import kronos_exp.data.collect as collect
+from kronos_exp.data import DataConfig, DataError, build_datasets, load_series
 from kronos_exp.data.checks import BAR_TOLERANCE
 
 COLUMNS = ["timestamps", "open", "high", "low", "close", "volume", "amount"]
@@ -62,7 +68,8 @@ def _reformat_times(rows: list[list[str]], fmt: str) -> None:
 
 
 @st.composite
-def malformed_csv(draw, frame) -> bytes:
+def malformed_rows(draw, frame) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a small valid file after 0-3 mutations, as text cells."""
     header, rows = _base(frame, draw(st.integers(0, 3)), draw(st.sampled_from(["5min", "1D", "1h"])))
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from([
@@ -125,7 +132,12 @@ def malformed_csv(draw, frame) -> bytes:
         elif kind == "every_row_extra":
             for row in rows:
                 row.insert(0, str(len(row)))
+    return header, rows
 
+
+@st.composite
+def malformed_csv(draw, frame) -> bytes:
+    header, rows = draw(malformed_rows(frame))
     sep = draw(st.sampled_from([",", ";", "\t"]))
     newline = draw(st.sampled_from(["\n", "\r\n"]))
     text = newline.join(sep.join(r) for r in [header] + rows) + newline
@@ -165,21 +177,21 @@ def csv_path(tmp_path_factory):
     return tmp_path_factory.mktemp("property") / "prices.csv"
 
 
-@settings(
+# `frame` is a stateless helper; `csv_path` is rewritten by every example.
+PROPERTY = settings(
     max_examples=80,
     deadline=None,
-    # `frame` is a stateless helper; `csv_path` is rewritten by every example.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
-@given(
-    data=st.data(),
+POLICIES = dict(
     nan_policy=st.sampled_from(["ffill", "drop", "error"]),
     repair=st.sampled_from(["none", "clip"]),
     dayfirst=st.sampled_from([None, True, False]),
 )
-def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, nan_policy, repair, dayfirst):
-    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
-    cfg = DataConfig(path=str(csv_path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
+
+
+def _valid_windows_or_a_one_line_error(path, nan_policy, repair, dayfirst) -> None:
+    cfg = DataConfig(path=str(path), lookback_window=4, predict_window=2, train_ratio=0.6, val_ratio=0.2,
                      test_ratio=0.2, clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
     try:
         splits = build_datasets(cfg)
@@ -188,6 +200,97 @@ def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_p
         assert message.strip() and "\n" not in message, message
         return
     _check_valid(splits, cfg)
+
+
+@PROPERTY
+@given(data=st.data(), **POLICIES)
+def test_malformed_csv_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, nan_policy, repair, dayfirst):
+    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
+    _valid_windows_or_a_one_line_error(csv_path, nan_policy, repair, dayfirst)
+
+
+def _column(cells: list[str], typed: bool, timestamps: bool) -> pa.Array:
+    """A table column of text cells: as text, or (typed) as numbers or a naive timestamp type
+    when every cell converts ("" is missing)."""
+    if typed and timestamps:
+        try:
+            parsed = pd.to_datetime(pd.Series(cells).replace("", None), format="ISO8601")
+            if parsed.dt.tz is None:
+                return pa.array(parsed, type=pa.timestamp("ns"))
+        except (ValueError, TypeError, OverflowError):
+            pass
+    if typed and not timestamps:
+        try:
+            return pa.array([float(c) if c != "" else None for c in cells], type=pa.float64())
+        except ValueError:
+            pass
+    return pa.array(cells, type=pa.string())
+
+
+@PROPERTY
+@given(data=st.data(), typed=st.booleans(), **POLICIES)
+def test_malformed_parquet_gives_valid_windows_or_a_one_line_data_error(frame, csv_path, data, typed, nan_policy,
+                                                                       repair, dayfirst):
+    """The same mutations as a Parquet table, where the format can hold them: a row of another
+    length than the header is padded with empty cells or cut (a table has no ragged rows), and
+    separators, line ends, encodings and stray bytes have no equivalent (a damaged Parquet file
+    has its own test in test_data_tables.py)."""
+    header, rows = data.draw(malformed_rows(frame), label="rows")
+    assume(len(set(header)) == len(header))  # a table's column names are distinct
+    rows = [(row + [""] * len(header))[: len(header)] for row in rows]
+    columns = [_column([row[j] for row in rows], typed, j == 0) for j in range(len(header))]
+    path = csv_path.with_suffix(".parquet")
+    pq.write_table(pa.Table.from_arrays(columns, names=header), path)
+    _valid_windows_or_a_one_line_error(path, nan_policy, repair, dayfirst)
+
+
+def _outcome(cfg: DataConfig):
+    """What load_series gives: ("error", message) or ("series", names, timestamps, values)."""
+    try:
+        series = load_series(cfg)
+    except DataError as e:
+        return ("error", str(e))
+    return ("series", [s.name for s in series], [s.timestamps.tolist() for s in series],
+            [s.values.tobytes() for s in series])
+
+
+@PROPERTY
+@given(data=st.data(), chunk=st.sampled_from([1, 5, 16, 10**6]), **POLICIES)
+def test_the_chunked_read_gives_what_a_whole_file_read_gives(frame, csv_path, data, nan_policy, repair, dayfirst, chunk):
+    """The chunked read (pyarrow, float32, chunks of `chunk` rows) loads a file only where the
+    whole-file read (pandas, float64) loads it, to the same series; otherwise it gives the
+    whole-file read's error."""
+    csv_path.write_bytes(data.draw(malformed_csv(frame), label="csv"))
+    cfg = DataConfig(path=str(csv_path), clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
+    whole_file_read = collect._collect
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(collect, "CHUNK_ROWS", chunk)
+        chunked = _outcome(cfg)
+        mp.setattr(collect, "_collect", lambda chunks, layout, c, chunked: whole_file_read(chunks, layout, c, False))
+        whole = _outcome(cfg)
+    assert chunked == whole
+
+
+@PROPERTY
+@given(data=st.data(), **POLICIES)
+def test_a_parquet_table_of_text_loads_as_the_csv_of_the_same_cells(frame, csv_path, data, nan_policy, repair, dayfirst):
+    """The same cells as a CSV and as a Parquet table of text columns give the same series, or
+    both an error (rows of another length than the header are evened out first, as above)."""
+    header, rows = data.draw(malformed_rows(frame), label="rows")
+    assume(len(set(header)) == len(header))
+    rows = [(row + [""] * len(header))[: len(header)] for row in rows]
+    assume(all('"' not in cell and "," not in cell and "\n" not in cell and "\r" not in cell for r in [header] + rows for cell in r))
+    csv_path.write_text("\n".join(",".join(r) for r in [header] + rows) + "\n", encoding="utf-8", errors="surrogatepass")
+    table_path = csv_path.with_suffix(".parquet")
+    pq.write_table(pa.Table.from_arrays([pa.array([r[j] for r in rows], type=pa.string()) for j in range(len(header))],
+                                        names=header), table_path)
+    settings_ = dict(clip=CLIP, nan_policy=nan_policy, repair=repair, dayfirst=dayfirst)
+    from_csv = _outcome(DataConfig(path=str(csv_path), **settings_))
+    from_table = _outcome(DataConfig(path=str(table_path), **settings_))
+    event(from_csv[0])
+    assert from_csv[0] == from_table[0], (from_csv[:2], from_table[:2])
+    if from_csv[0] == "series":
+        assert from_csv[2:] == from_table[2:]
 
 
 def test_the_unmutated_file_builds(frame, csv_path):
