@@ -40,7 +40,7 @@ class JobInfo:
     num: int | None
     overrides: list[str]
     sweep_id: str | None
-    parallel_jobs: int = 1  # jobs the launcher runs at once (joblib's n_jobs)
+    parallel_jobs: int = 1  # jobs the launcher runs at once here (_parallel_jobs)
 
     @classmethod
     def current(cls) -> "JobInfo":
@@ -48,10 +48,9 @@ class JobInfo:
             return cls(False, None, [], None)
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
-        n_jobs = int(hc.launcher.get("n_jobs", 1) or 1) if multirun else 1
         return cls(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
                    os.environ.get(SWEEP_ID_ENV) if multirun else None,
-                   n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+                   _parallel_jobs(hc.launcher) if multirun else 1)
 
     def label_log_lines(self) -> None:
         """Prefix this job's log lines with ``[job N]``: parallel jobs write to one terminal, and
@@ -70,6 +69,17 @@ class JobInfo:
             if self.sweep_id:
                 tags["sweep_id"] = self.sweep_id
         return tags
+
+
+def _parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's ``n_jobs`` (-1: one per
+    core); submitit_local starts every job at once, each with ``cpus_per_task`` when given, else one
+    core; a SLURM job has its own CPUs (one)."""
+    cores = os.cpu_count() or 1
+    if str(launcher.get("_target_", "")).endswith("submitit_launcher.LocalLauncher"):
+        return max(1, cores // int(launcher.get("cpus_per_task") or 1))
+    n_jobs = int(launcher.get("n_jobs", 1) or 1)
+    return n_jobs if n_jobs > 0 else cores
 
 
 def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> None:
