@@ -98,6 +98,22 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     client.set_terminated(run.info.run_id, "FAILED")
 
 
+NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, and how to resume
+
+
+def record_job_tag(tracking_uri: str | None, job_num: int, key: str, value: str) -> None:
+    """Set a tag on the newest run of this sweep's job ``job_num`` (after the job's own run ended)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job_num}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if runs:
+        client.set_tag(runs[0].info.run_id, key, value[:5000])
+
+
 # Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary):
 # the validation error that chose, the test error it reports, and the test verdicts against each reference.
 EVAL_COLUMNS = {"eval_val_close_mae": "val_close_mae", "eval_test_close_mae": "test_close_mae"}
@@ -185,16 +201,22 @@ class SweepRun:
             if sys.exc_info()[0] is None:
                 raise SystemExit("error: the sweep ended without running a job; see the messages above")
             return
+        for row in failed:
+            if NOT_REQUEUED_TAG in row:
+                log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
         if failed:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
 
     def job_rows(self) -> list[dict[str, Any]]:
-        """One row per job run of this sweep, best objective first (unfinished jobs last)."""
+        """One row per job of this sweep, best objective first (unfinished jobs last). A job that ran
+        again (requeued by SLURM) is its newest run."""
         runs = self.tracker.client.search_runs([self.tracker.experiment_id],
-                                               filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
+                                               filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+                                               order_by=["attributes.start_time ASC"])
+        newest = {r.data.tags.get("job_num", r.info.run_id): r for r in runs}
         rows = []
-        for r in runs:
+        for r in newest.values():
             end = r.info.end_time or r.info.start_time
             # The job's own measure (its "done in"), else the run's wall time (a job that failed).
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
@@ -202,7 +224,7 @@ class SweepRun:
                          "duration_s": round(seconds, 1), "status": r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
-                         **{k: r.data.tags[k] for k in VERDICT_COLUMNS if k in r.data.tags}})
+                         **{k: r.data.tags[k] for k in (*VERDICT_COLUMNS, NOT_REQUEUED_TAG) if k in r.data.tags}})
         sign = -1.0 if self.maximise else 1.0
 
         def rank(row: dict[str, Any]) -> tuple:
