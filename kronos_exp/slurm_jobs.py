@@ -114,8 +114,8 @@ def _not_requeued(launcher: Any, sweep_overrides: Sequence[str], job_num: int, r
     """Tag the job's run with why it stopped and how to resume it; the sweep goes on."""
     reason = reason.removeprefix("Job not requeued because: ").rstrip(".")
     note = (f"stopped by SLURM and not requeued ({reason}; hydra.launcher.max_num_timeout="
-            f"{launcher.params.get('max_num_timeout', 0)}); its training state is saved: run the same command "
-            "again to resume it")
+            f"{launcher.params.get('max_num_timeout', 0)}); run the same command again to resume it from its "
+            "last training state")
     log.warning("job %s: %s", job_num, note)
     with contextlib.suppress(Exception):  # the store may be out of reach: the line above still says it
         cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(sweep_overrides))
