@@ -89,10 +89,15 @@ def _banner_lines(cli) -> list[str]:
 
 
 def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
-    """timeout_min=1 on a run of about a minute's training: SLURM's warning (signal_delay_s before
-    the limit) stops it at a step with its state saved, the job requeues itself and resumes."""
-    proc = _sweep(cli, slurm, "tokenizer.epochs=30", "hydra.launcher.timeout_min=1",
-                  "hydra.launcher.signal_delay_s=10")
+    """timeout_min=1 on a run of more than a minute: SLURM's warning (signal_delay_s before the
+    limit) stops it at a step with its state saved, the job requeues itself and resumes.
+
+    SLURM checks time limits every 30 s, so the warning comes 20-50 s into each attempt, and an
+    attempt trains for about 10-40 s: 60 epochs (about 45 s on a quiet machine, more on a busy one)
+    outlast the first attempt and may need a few more; max_num_timeout=6 leaves room for a slow
+    machine (the preset's 3 is checked in tests/test_launchers.py)."""
+    proc = _sweep(cli, slurm, "tokenizer.epochs=60", "hydra.launcher.timeout_min=1",
+                  "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=6", timeout=900)
     _assert_clean(proc)
     runs = cli.runs()
     phase_runs = [r for r in runs if r.data.tags.get("phase") == "tokenizer"]
