@@ -1,30 +1,42 @@
-"""Throughput of the data layer alone (no model).
+"""Throughput and memory of the data layer alone (no model).
 
-    python benchmarks/bench_dataset.py [--rows 1000000] [--symbols 4] [--samples 20000]
+    python benchmarks/bench_dataset.py [--rows 1000000] [--symbols 500] [--dir FOLDER] [--samples 20000]
 
-Writes a --rows-row CSV (--symbols series in one file, 1-minute bars) to a temporary folder, then
-times load_series (read + validate), build_datasets (loading + splitting + indexing), random
-__getitem__ over the train split, the batched fast path, and a torch DataLoader (batch_size 64,
-num_workers 0, shuffled). Prints a small table.
+Writes a --rows-row CSV (--symbols series in one file, a `symbol` column, 1-minute bars) and the
+same rows as Parquet, in a temporary folder (or --dir, kept and reused by later runs), then runs
+each step in a child process of its own, so each peak RSS is that step's alone:
+
+    pandas.read_csv        pd.read_csv(parse_dates=["timestamps"]) of the same file: the baseline
+    load_series CSV        read + validate (kronos_exp.data.load_series)
+    pandas.read_parquet    the Parquet baseline
+    load_series Parquet    ours on the .parquet file ("not supported" while the reader lacks it)
+    first load, cached     load_series + writing the cache of validated series (data/cache.py)
+    cached load            a later job's load: the cache, memory-mapped; then every page read
+    build_datasets         load + split + index, then random __getitem__, batch(), a DataLoader
+
+and prints a table: time, time / pandas.read_csv, peak RSS, the RSS after the imports (python,
+numpy, pandas, pyarrow, torch), and the peak above those imports over the size of the final
+arrays (6 features + 5 calendar features, float32: 44 bytes a row).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
-from kronos_exp.data import DataConfig, build_datasets, load_series
+ARRAY_BYTES_PER_ROW = (6 + 5) * 4
 
 
-def write_csv(path: Path, rows: int, symbols: int, seed: int = 0) -> None:
+def write_frame(rows: int, symbols: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     per = rows // symbols
     frames = []
@@ -48,7 +60,7 @@ def write_csv(path: Path, rows: int, symbols: int, seed: int = 0) -> None:
                 }
             )
         )
-    pd.concat(frames).to_csv(path, index=False)
+    return pd.concat(frames, ignore_index=True)
 
 
 def timed(fn):
@@ -57,56 +69,141 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+# -- the steps, each run in a child process ----------------------------------------------------------
+
+def _config(path: str):
+    from kronos_exp.data import DataConfig
+
+    return DataConfig(path=path, symbol_column="symbol", lookback_window=64, predict_window=16)
+
+
+def _ours(path: str) -> dict:
+    from kronos_exp.data import load_series
+
+    try:
+        series, seconds = timed(lambda: load_series(_config(path)))
+    except Exception as err:  # noqa: BLE001 - a reader without Parquet says so in its own words
+        return {"note": f"not supported ({type(err).__name__}: {str(err)[:70]})"}
+    return {"seconds": seconds, "rows": sum(len(s) for s in series), "note": f"{len(series)} series"}
+
+
+def _cached(path: str, cache: str) -> dict:
+    from kronos_exp.data.cache import cached_series
+
+    series, seconds = timed(lambda: cached_series(_config(path), Path(cache)))
+    _, touch = timed(lambda: [(float(s.values.sum()), s.timestamps.max()) for s in series])
+    return {"seconds": seconds, "rows": sum(len(s) for s in series), "note": f"then every page read: {touch:.2f} s"}
+
+
+def _windows(path: str, samples: int, batches: int) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kronos_exp.data import build_datasets
+
+    splits, seconds = timed(lambda: build_datasets(_config(path)))
+    ds = splits.train
+    rng = np.random.default_rng(0)
+    ds[0]  # warm-up
+    _, t_item = timed(lambda: [ds[int(i)] for i in rng.integers(0, len(ds), samples)])
+    _, t_batch = timed(lambda: [ds.batch(b) for b in rng.integers(0, len(ds), (batches, 64))])
+    loader = iter(DataLoader(ds, batch_size=64, shuffle=True, num_workers=0))
+    torch.manual_seed(0)
+    _, t_loader = timed(lambda: [next(loader) for _ in range(batches)])
+    return {"seconds": seconds, "rows": int(sum(d.lengths.sum() for d in (splits.train, splits.val, splits.test))),
+            "note": f"{len(splits.train):,} train windows; {samples / t_item:,.0f} items/s, "
+                    f"{batches * 64 / t_batch:,.0f} batch()/s, {batches * 64 / t_loader:,.0f} DataLoader/s"}
+
+
+def _step(args: argparse.Namespace) -> dict:
+    import pyarrow.parquet  # noqa: F401 - imports are not the step's time or memory
+    import kronos_exp.data  # noqa: F401
+
+    imports_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.step == "pandas_csv":
+        frame, seconds = timed(lambda: pd.read_csv(args.path, parse_dates=["timestamps"]))
+        out = {"seconds": seconds, "rows": len(frame)}
+    elif args.step == "pandas_parquet":
+        frame, seconds = timed(lambda: pd.read_parquet(args.path))
+        out = {"seconds": seconds, "rows": len(frame)}
+    elif args.step == "ours":
+        out = _ours(args.path)
+    elif args.step == "cached":
+        out = _cached(args.path, args.cache)
+    else:
+        out = _windows(args.path, args.samples, args.batches)
+    return {**out, "imports_mb": imports_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child(args: argparse.Namespace, step: str, path: Path, cache: Path | None = None) -> dict:
+    command = [sys.executable, __file__, "--step", step, "--path", str(path), "--samples", str(args.samples),
+               "--batches", str(args.batches)] + (["--cache", str(cache)] if cache else [])
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"note": f"failed: {proc.stderr.strip().splitlines()[-1][:90]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the parent: files, children, table ---------------------------------------------------------------
+
+def _files(folder: Path, rows: int, symbols: int) -> tuple[Path, Path, str]:
+    csv, parquet = folder / f"bench_{rows}_{symbols}.csv", folder / f"bench_{rows}_{symbols}.parquet"
+    if csv.exists() and parquet.exists():
+        return csv, parquet, "reused"
+    frame, seconds = timed(lambda: write_frame(rows, symbols))
+    _, t_csv = timed(lambda: frame.to_csv(csv, index=False))
+    frame.to_parquet(parquet, index=False)
+    return csv, parquet, f"written in {seconds + t_csv:.0f} s"
+
+
+def _table(results: list[tuple[str, dict]], baseline: float | None, array_mb: float) -> None:
+    header = ("step", "time s", "vs read_csv", "peak RSS MB", "imports MB", "above/arrays", "notes")
+    rows = [header]
+    for name, r in results:
+        s = r.get("seconds")
+        rows.append((name, "-" if s is None else f"{s:.2f}" if s >= 0.1 else f"{s:.3f}",
+                     f"{s / baseline:.2f}x" if s is not None and baseline else "-",
+                     f"{r['peak_mb']:,.0f}" if "peak_mb" in r else "-",
+                     f"{r['imports_mb']:,.0f}" if "imports_mb" in r else "-",
+                     f"{(r['peak_mb'] - r['imports_mb']) / array_mb:.2f}x" if "seconds" in r else "-",
+                     r.get("note", "")))
+    w = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    for r in rows:
+        print("  ".join(f"{c:<{w[i]}}" if i == 0 else f"{c:>{w[i]}}" for i, c in enumerate(r[:-1])) + "  " + r[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--symbols", type=int, default=4)
+    p.add_argument("--symbols", type=int, default=500)
+    p.add_argument("--dir", help="keep the files here and reuse them on the next run (default: a temporary folder)")
     p.add_argument("--samples", type=int, default=20_000, help="random __getitem__ calls")
-    p.add_argument("--batches", type=int, default=300, help="DataLoader batches of 64")
+    p.add_argument("--batches", type=int, default=300, help="batches of 64 (batch() and DataLoader)")
+    p.add_argument("--step", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    p.add_argument("--cache", help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
+    if args.step:
+        print(json.dumps(_step(args)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.csv"
-        _, t_write = timed(lambda: write_csv(path, args.rows, args.symbols))
-        size_mb = path.stat().st_size / 1e6
-        cfg = DataConfig(path=str(path), symbol_column="symbol", lookback_window=64, predict_window=16)
-        series, t_load = timed(lambda: load_series(cfg))
-        splits, t_build = timed(lambda: build_datasets(cfg))
-
-    ds = splits.train
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(ds), args.samples)
-    ds[0]  # warm-up
-    _, t_item = timed(lambda: [ds[int(i)] for i in idx])
-    batches = rng.integers(0, len(ds), (args.batches, 64))
-    _, t_batch = timed(lambda: [ds.batch(b) for b in batches])
-    loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=0)
-
-    def run_loader() -> int:
-        n = 0
-        for k, (x, stamp) in enumerate(loader):
-            n += len(x)
-            if k + 1 == args.batches:
-                break
-        return n
-
-    n_loader, t_loader = timed(run_loader)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    rows = [
-        ("CSV written (not timed work)", f"{size_mb:.0f} MB, {args.rows:,} rows", f"{t_write:.2f} s"),
-        ("load_series (read+validate)", f"{len(series)} series", f"{t_load:.2f} s"),
-        ("build_datasets (load+split+index)", f"{len(splits.train):,}/{len(splits.val):,}/{len(splits.test):,} windows", f"{t_build:.2f} s"),
-        ("__getitem__, random", f"{args.samples:,} samples", f"{args.samples / t_item:,.0f} samples/s"),
-        ("batch(64 indices)", f"{args.batches * 64:,} samples", f"{args.batches * 64 / t_batch:,.0f} samples/s"),
-        ("DataLoader bs=64 workers=0", f"{n_loader:,} samples", f"{n_loader / t_loader:,.0f} samples/s"),
-        ("peak RSS", "", f"{peak_mb:,.0f} MB"),
-    ]
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"{'step':<{w[0]}}  {'size':<{w[1]}}  {'result':>{w[2]}}")
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}")
+        folder = Path(args.dir) if args.dir else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        csv, parquet, how = _files(folder, args.rows, args.symbols)
+        cache = Path(tmp) / "cache"  # always empty at first: the first cached load writes it
+        results = [(name, _child(args, step, path, cache if step == "cached" else None)) for name, step, path in [
+            ("pandas.read_csv", "pandas_csv", csv),
+            ("load_series CSV", "ours", csv),
+            ("pandas.read_parquet", "pandas_parquet", parquet),
+            ("load_series Parquet", "ours", parquet),
+            ("first load, cached", "cached", csv),
+            ("cached load", "cached", csv),
+            ("build_datasets", "windows", csv),
+        ]]
+        array_mb = args.rows * ARRAY_BYTES_PER_ROW / 2**20
+        print(f"{args.rows:,} rows, {args.symbols} series; CSV {csv.stat().st_size / 1e6:,.0f} MB, Parquet "
+              f"{parquet.stat().st_size / 1e6:,.0f} MB ({how}); final arrays {array_mb:,.0f} MB; one process per step")
+        _table(results, results[0][1].get("seconds"), array_mb)
 
 
 if __name__ == "__main__":

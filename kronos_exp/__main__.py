@@ -16,14 +16,17 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float] | None:
     # Heavy imports (torch, mlflow) only once Hydra has parsed the command line: --help stays quick.
-    from .errors import UserError, user_message
+    from .errors import TrialPruned, UserError, user_message
     from .pipeline import run
 
     hydra_cfg = HydraConfig.get()
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir))
+    except TrialPruned as pruned:  # the sweep goes on; Optuna already holds the trial as pruned
+        print(f"job {hydra_cfg.job.num}: {pruned}", file=sys.stderr)
+        return None
     except (UserError, OSError) as err:
         message = user_message(err)
         if message is None:  # an OSError that is no user's doing: a bug, with its traceback

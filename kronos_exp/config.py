@@ -210,9 +210,9 @@ class RunConfig:
     # Reuse a registered checkpoint with the same fingerprint; null = true in sweeps, false otherwise.
     skip_existing: Optional[bool] = None
     # returned to sweepers: any metric a phase reports on validation data (<phase>_val_loss,
-    # eval_val_close_mae, ...; never a test one); null = the last phase's own (its val_loss;
-    # eval_val_<eval.metric> for the eval phase)
-    objective: Optional[str] = None
+    # eval_val_close_mae, ...; never a test one), or a list of them for a search on several at
+    # once ([a,b]); null = the last phase's own (its val_loss; eval_val_<eval.metric> for the eval phase)
+    objective: Any = None
 
 
 @dataclass(frozen=True)
@@ -316,26 +316,43 @@ def _invocation_id() -> str:
     """``<pid>-<random>``: the run-folder suffix that keeps two invocations started in the same
     second apart. Cached in the config (like ``${now:}``), so sweep workers see the same value."""
     return f"{os.getpid()}-{secrets.token_hex(2)}"
-def objective_metric(cfg: Any) -> str:
-    """The metric a run returns to sweepers: ``objective``, else the last phase's own (its
-    ``<phase>_val_loss``; ``eval_val_<eval.metric>``, on the validation split, for the eval phase)."""
+def objective_metrics(cfg: Any) -> list[str]:
+    """The metrics a run returns to sweepers: ``objective`` (one name or a list), else the last
+    phase's own (its ``<phase>_val_loss``; ``eval_val_<eval.metric>``, on the validation split, for
+    the eval phase)."""
     objective = OmegaConf.select(cfg, "objective")
     if objective is not None:
-        return str(objective)
+        names = list(objective) if OmegaConf.is_list(objective) or isinstance(objective, list) else [objective]
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"objective={objective}; valid: a metric name, a list of them ([a,b]), or null")
+        return names
     last = list(OmegaConf.select(cfg, "phases") or {"": None})[-1]
-    return f"eval_val_{OmegaConf.select(cfg, 'eval.metric')}" if last == "eval" else f"{last}_val_loss"
+    return [f"eval_val_{OmegaConf.select(cfg, 'eval.metric')}" if last == "eval" else f"{last}_val_loss"]
 
 
-def objective_direction(cfg: Any) -> str:
-    """``maximize`` or ``minimize``: which way the run's objective improves, for the sweepers'
-    ranking (Optuna's ``hydra.sweeper.direction``, the sweep's job table)."""
-    name = objective_metric(cfg)
-    better = maximised(name)
-    if better is None:
-        raise ConfigError(f"objective {name} has no better direction (a calibrated 10-90% band covers 80%, so "
-                          "neither more nor less coverage is better); set objective= to another metric, e.g. "
-                          "eval_crps, or give the direction yourself (hydra.sweeper.direction=maximize|minimize)")
-    return "maximize" if better else "minimize"
+def objective_metric(cfg: Any) -> str:
+    """The first of ``objective_metrics``: the one a search on a single objective optimises."""
+    return objective_metrics(cfg)[0]
+
+
+def objective_directions(cfg: Any) -> list[str]:
+    """``maximize`` or ``minimize`` for each objective metric: which way it improves, for the
+    sweepers (the Optuna sweeper's ``hydra.sweeper.direction`` when null, the sweep's job table)."""
+    directions = []
+    for name in objective_metrics(cfg):
+        better = maximised(name)
+        if better is None:
+            raise ConfigError(f"objective {name} has no better direction (a calibrated 10-90% band covers 80%, so "
+                              "neither more nor less coverage is better); set objective= to another metric, e.g. "
+                              "eval_crps, or give the direction yourself (hydra.sweeper.direction=maximize|minimize)")
+        directions.append("maximize" if better else "minimize")
+    return directions
+
+
+def objective_direction(cfg: Any) -> str | list[str]:
+    """The direction of a single objective, or the list of them for several."""
+    directions = objective_directions(cfg)
+    return directions[0] if len(directions) == 1 else directions
 
 
 def _open_maps(node: DictConfig, *keys: str) -> DictConfig:

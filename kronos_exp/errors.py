@@ -25,6 +25,12 @@ class TrainingFailed(UserError, RuntimeError):
     says which settings to change."""
 
 
+class TrialPruned(Exception):
+    """Not an error: a search's pruner stopped this trial early (its validation loss is hopeless
+    beside other trials'). Its runs end KILLED with a ``stopped`` tag giving this message; what
+    it registered before (a tokenizer) stays reusable."""
+
+
 # Write failures the user fixes outside the program: a full disk, a quota, a read-only or foreign folder.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 

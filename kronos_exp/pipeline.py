@@ -14,12 +14,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import check_known_keys, check_settings, objective_metric
-from .data import build_datasets
-from .errors import ConfigError, UserError
+from .config import check_known_keys, check_settings, objective_metrics
+from .data import build_datasets, default_cache_dir
+from .errors import ConfigError, TrialPruned, UserError
 from .model.checkpoint import CONFIG_NAME, CheckpointError, resolve_checkpoint_dir
 from .phases import Phase
 from .runner import MeasuringStep, RunContext, run_step
+from .search.trial import TrialLink
 from .tracking import Tracker, TrackingUnavailable
 from .tracking.fingerprint import data_fingerprint as fingerprint_data
 from .tracking.lifecycle import PhaseResult, PhaseRuns
@@ -64,27 +65,45 @@ def use_pretrained_architectures(cfg: DictConfig) -> None:
 
 
 def check_objective(cfg: DictConfig, phases: list) -> None:
-    """``objective`` must name a metric a phase of this run reports, checked before any training."""
-    names = [name for p in phases for name in p.reported_metrics(cfg)]
-    objective = cfg.objective
-    if objective is None:
+    """``objective`` must name metrics a phase of this run reports, checked before any training."""
+    if cfg.objective is None:
         return
-    if objective.startswith("eval_test_"):
-        raise ConfigError(f"objective={objective} is measured on the test split, which reports and never "
-                          f"chooses (a search that chose by it would report an optimistic test error); use the "
-                          f"validation split's objective={objective.replace('eval_test_', 'eval_val_', 1)}")
-    if objective not in names:
-        hint = (f"eval metrics are named by their split now: objective=eval_val_{objective[len('eval_'):]}"
-                if f"eval_val_{objective[len('eval_'):]}" in names else
-                f"this run reports only {', '.join(n for n in names if not n.startswith('eval_test_'))}")
-        raise ConfigError(f"objective={objective} is not a metric of this run; {hint}; "
-                          "or objective=null for the last phase's own")
+    names = [name for p in phases for name in p.reported_metrics(cfg)]
+    for objective in objective_metrics(cfg):
+        if objective.startswith("eval_test_"):
+            raise ConfigError(f"objective={objective} is measured on the test split, which reports and never "
+                              f"chooses (a search that chose by it would report an optimistic test error); use the "
+                              f"validation split's objective={objective.replace('eval_test_', 'eval_val_', 1)}")
+        renamed = f"eval_val_{objective[len('eval_'):]}"
+        if objective not in names and renamed in names:
+            raise ConfigError(f"objective={objective}: eval metrics are named by their split now; the validation "
+                              f"split's is objective={renamed} (test metrics report and never choose)")
+        if objective not in names:
+            choices = ", ".join(n for n in names if not n.startswith("eval_test_"))
+            raise ConfigError(f"objective={objective} but this run reports only {choices}; use one of those, or "
+                              "objective=null for the last phase's own")
 
 
-def objective_value(cfg: DictConfig, reported: dict[str, float]) -> float:
-    """The number sweepers optimise (in the direction config.objective_direction gives):
-    ``cfg.objective``, or the last phase's own metric."""
-    return reported[objective_metric(cfg)]
+def objective_value(cfg: DictConfig, reported: dict[str, float]) -> float | list[float]:
+    """What sweepers optimise (in the directions config.objective_directions gives): the metric
+    ``cfg.objective`` names, else the last phase's own; a list of values for a list of metrics."""
+    values = [reported[name] for name in objective_metrics(cfg)]
+    return values[0] if OmegaConf.select(cfg, "objective") is None or isinstance(cfg.objective, str) else values
+
+
+def objective_metrics_logged(objective: float | list[float]) -> dict[str, float]:
+    """The job run's ``objective`` metric (the first of several), and ``objective_<i>`` for each of several."""
+    if not isinstance(objective, list):
+        return {"objective": objective}
+    return {"objective": objective[0], **{f"objective_{i}": v for i, v in enumerate(objective)}}
+
+
+def reported_phase(cfg: DictConfig, phases: list) -> str | None:
+    """The training phase whose epochs a search's pruner watches: the one whose val_loss is the
+    objective, else the last one that trains (the eval step trains nothing)."""
+    trained = [p.name for p in phases if isinstance(p, Phase)]
+    named = [m[:-len("_val_loss")] for m in objective_metrics(cfg) if m.endswith("_val_loss")]
+    return next((n for n in named if n in trained), trained[-1] if trained else None)
 
 
 def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str, threads: tuple[int, str]) -> str:
@@ -103,8 +122,9 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str, threads
     return "\n".join(lines)
 
 
-def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float, seconds: float) -> str:
-    lines = [f"done in {seconds:.1f}s; objective {objective:.5f}"]
+def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float | list[float], seconds: float) -> str:
+    shown = ", ".join(f"{v:.5f}" for v in (objective if isinstance(objective, list) else [objective]))
+    lines = [f"done in {seconds:.1f}s; objective {shown}"]
     for name, r in results.items():
         how = f"reused {r.version.label}" if r.skipped else (
             f"trained, registered {r.version.label}" if r.version else "trained")
@@ -117,9 +137,9 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float,
     return "\n".join(lines)
 
 
-def run(cfg: DictConfig, output_dir: Path) -> float:
-    """Run every configured phase; returns the objective (a validation loss or an eval metric) for
-    sweepers.
+def run(cfg: DictConfig, output_dir: Path) -> float | list[float]:
+    """Run every configured phase; returns the objective (a validation loss or an eval metric; a
+    list of them for several) for sweepers. A trial its search prunes raises ``TrialPruned``.
     Under torchrun every rank runs this; rank 0 alone tracks, checkpoints and registers."""
     world = World.from_env()
     device = distributed.device_for(world, resolve_device(cfg.device))
@@ -134,6 +154,8 @@ def run(cfg: DictConfig, output_dir: Path) -> float:
             raise
         distributed.report_stop(world)
         raise SystemExit(exit_code(stop)) from None  # stopped with rank 0, which says so once
+    except TrialPruned:  # every rank heard it at the same epoch
+        raise
     except UserError:
         if world.is_main:
             raise
@@ -157,7 +179,7 @@ def _raise_if_a_peer_failed(world: World) -> None:
         raise SystemExit(f"error: {failure}; {runs_ended('FAILED')}" if world.is_main else 1) from None
 
 
-def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> float:
+def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) -> float | list[float]:
     started = time.perf_counter()
     job = JobInfo.current()
     job.label_log_lines()
@@ -172,6 +194,10 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     threads = resolve_threads(cfg.threads, parallel_jobs=job.parallel_jobs, distributed=world.distributed)
     if torch.get_num_threads() != threads[0]:  # share the cores instead of oversubscribing them
         torch.set_num_threads(threads[0])
+    trial = TrialLink.current() if job.multirun else None
+    watched = reported_phase(cfg, phases)
+    if trial is not None and watched is not None:
+        ctx.on_epoch_end = trial.epoch_hook(world, watched)
     # Every rank writes where rank 0's Hydra folder is, and takes rank 0's reuse decisions.
     ctx.output_dir, skip_existing = world.share((output_dir, skip_existing))
     if not world.is_main:
@@ -187,7 +213,7 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     ctx.runs = PhaseRuns(tracker, ctx.output_dir, skip_existing=skip_existing, resume=cfg.resume,
                          heartbeat_s=cfg.mlflow.heartbeat_s)
     try:
-        return _tracked(cfg, ctx, phases, job, started, threads)
+        return _tracked(cfg, ctx, phases, job, started, trial, threads)
     except Exception as err:
         lost = tracker.lost_server_message(ctx.output_dir)
         if lost:
@@ -205,26 +231,33 @@ def _prepare(cfg: DictConfig, output_dir: Path, world: World, device: torch.devi
         phase.check(cfg)
     check_objective(cfg, phases)
     check_settings(cfg, [p.name for p in phases])
-    data = build_datasets(cfg.data)
+    data = build_datasets(cfg.data, cache_dir=default_cache_dir())
     data_fingerprint = fingerprint_data(data.file_digests, OmegaConf.to_container(cfg.data, resolve=True))
     return phases, RunContext(cfg=cfg, data=data, data_fingerprint=data_fingerprint, device=device,
                               output_dir=output_dir, precision=precision, world=world)
 
 
 def _tracked(cfg: DictConfig, ctx: RunContext, phases: list, job: JobInfo, started: float,
-             threads: tuple[int, str]) -> float:
-    """Rank 0: the phases in order inside the job run, and the objective for sweepers."""
-    tags = {**job.tags(), "threads": str(threads[0])}
+             trial: TrialLink | None, threads: tuple[int, str]) -> float | list[float]:
+    """Rank 0: the phases in order inside the job run (linked to its Optuna trial in a search),
+    and the objective for sweepers."""
+    tags = {**job.tags(), **(trial.tags() if trial else {}), "threads": str(threads[0])}
     with sigterm_stops(), ctx.tracker.job_run(cfg, ctx.output_dir, tags=tags) as job_run:
         log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id, threads))
+        if trial is not None:
+            trial.link(job_run.info.run_id)
         mlflow.log_dict(ctx.data.summary, "data_summary.json")
         reported: dict[str, float] = {}
         for phase in phases:
-            ctx.results[phase.name] = run_step(phase, ctx)
+            try:
+                ctx.results[phase.name] = run_step(phase, ctx)
+            except TrialPruned:
+                mlflow.set_tag("pruned", "true")
+                raise
             reported.update(phase.report(ctx.results[phase.name]))
             mlflow.set_tags({f"{phase.name}_{k}": v for k, v in ctx.results[phase.name].tags.items()})
         objective = objective_value(cfg, reported)
-        mlflow.log_metrics({**reported, "objective": objective})
+        mlflow.log_metrics({**reported, **objective_metrics_logged(objective)})
         mlflow.set_tag("phases", ",".join(ctx.results))
         seconds = time.perf_counter() - started
         mlflow.log_metric("duration_s", seconds)  # what the sweep table shows, the same as "done in"

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +56,8 @@ class RunContext:
     precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
     world: World = field(default_factory=World)
     results: dict[str, PhaseResult] = field(default_factory=dict)
+    # Every rank: hears (phase, epoch, val_loss) after each epoch; may stop the phase (a search's pruner).
+    on_epoch_end: Callable[[str, int, float], None] | None = None
 
     @property
     def tracker(self) -> Tracker:
@@ -115,9 +117,11 @@ def _train(phase: Phase, ctx: RunContext, pctx: PhaseContext, plan: Plan, run: P
     log.info("%s: training %s parameters on %d windows for %d epochs", phase.name, f"{n_params:,}",
              len(ctx.data.train), phase.settings(ctx.cfg).epochs)
     train_set, val_set = phase.datasets(pctx)
+    hook = ctx.on_epoch_end
     return fit(model, phase, train_set, val_set, fit_settings(phase, ctx, plan, seed),
                log_metrics=run.log_metrics if run else _ignore, on_best=run.save_best(plan) if run else _ignore,
-               desc=phase.name, on_state_saved=run.record_state if run else None)
+               desc=phase.name, on_state_saved=run.record_state if run else None,
+               on_epoch_end=(lambda epoch, loss: hook(phase.name, epoch, loss)) if hook else None)
 
 
 def _ignore(*args) -> None:

@@ -6,10 +6,11 @@
 
 Modules: config (schema, DataError), frame (column names, amount rule, normalization, calendar
 features), paths (which files), reading (CSV -> Series) with columns, timestamps, checks and
-assembly, windows (splits, WindowDataset), sample (bundled sample generator).
+assembly, cache (validated series kept on disk), windows (splits, WindowDataset), sample (bundled sample generator).
 """
 
 from .assembly import DuplicateTimestampError, Series
+from .cache import default_cache_dir
 from .config import NAN_POLICIES, REPAIRS, DataConfig, DataError, schema_node, validate_config
 from .frame import (
     EPS,
@@ -51,6 +52,7 @@ __all__ = [
     "WindowDataset",
     "DataSplits",
     "build_datasets",
+    "default_cache_dir",
     "generate_sample",
     "sample_path",
 ]

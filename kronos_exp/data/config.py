@@ -64,6 +64,9 @@ class DataConfig:
     # Cap on windows per epoch (deterministic even subsampling); None keeps all.
     max_train_windows: Optional[int] = None
     max_eval_windows: Optional[int] = None  # applies to val and to test
+    # Keep the validated series in outputs/cache/series and read them from there while the files
+    # and the reading settings are unchanged (data/cache.py); false: read the files every time.
+    cache: bool = True
 
 
 MISSING = "???"  # OmegaConf's marker of a mandatory value
@@ -133,6 +136,8 @@ def validate_config(cfg: Any) -> DataConfig:
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise DataError(f"data.{name}={value!r} is not valid; use null (all windows) or an integer >= 1")
+    if not isinstance(c.cache, bool):
+        raise DataError(f"data.cache={c.cache!r} is not valid; use true or false")
     if not c.clip > 0:
         raise DataError(f"data.clip={c.clip!r} is not valid; it must be > 0")
     ratios = {"train_ratio": c.train_ratio, "val_ratio": c.val_ratio, "test_ratio": c.test_ratio}

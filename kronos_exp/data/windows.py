@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from .assembly import Series
 from .config import DataConfig, DataError, validate_config
 from .frame import FEATURES, TIME_FEATURES, lookback_normalize, time_features
 from .paths import resolve_paths
-from .reading import load_series
+from .cache import cached_series
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +279,17 @@ def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
     )
 
 
-def build_datasets(cfg: Any) -> DataSplits:
+def build_datasets(cfg: Any, cache_dir: Optional[Path] = None) -> DataSplits:
     """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
+
+    With ``cache_dir`` (and data.cache true) the validated series are read from and kept in that
+    cache (data/cache.py); without, the files are read.
 
     Raises DataError when a series is too short for a window plus one row in any split, or its
     prices never change.
     """
     c = validate_config(cfg)
-    series = load_series(c)
+    series = cached_series(c, cache_dir if c.cache else None)
     need = c.lookback_window + c.predict_window + 1
     parts, too_short = _split_series(series, c, need)
     if too_short:

@@ -6,12 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from .predictor import Kronos
+from .quantizer import BatchMean, codebook_batch_mean
 from .tokenizer import KronosTokenizer
 
 
-def tokenizer_loss(model: KronosTokenizer, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """loss = (mse(recon from s1 bits) + mse(recon from all bits) + bsq_loss) / 2, computed in fp32."""
-    (recon_s1, recon_full), bsq_loss, _, _ = model(x)
+def tokenizer_loss(model: KronosTokenizer, x: torch.Tensor,
+                   batch_mean: BatchMean | None = None) -> dict[str, torch.Tensor]:
+    """loss = (mse(recon from s1 bits) + mse(recon from all bits) + bsq_loss) / 2, computed in fp32;
+    ``batch_mean``: the batch the codebook entropy is taken over (default: ``x``)."""
+    with codebook_batch_mean(model, batch_mean):
+        (recon_s1, recon_full), bsq_loss, _, _ = model(x)
     recon_s1_loss = F.mse_loss(recon_s1.float(), x)
     recon_full_loss = F.mse_loss(recon_full.float(), x)
     recon_loss = recon_s1_loss + recon_full_loss

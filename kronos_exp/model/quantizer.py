@@ -5,11 +5,17 @@ and a fine token (the rest). Bit i of a token has weight 2**i (little-endian).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+
+# The mean over a batch of per-code rows [N, D] -> [D].
+BatchMean = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _binary_entropy_sum(p: torch.Tensor) -> torch.Tensor:
@@ -22,7 +28,9 @@ class BinarySphericalQuantizer(nn.Module):
     """Sign quantizer on the unit sphere with commitment and entropy regularisation.
 
     loss = beta * commitment + zeta * (gamma0 * per-sample entropy - gamma * codebook entropy),
-    with the entropies in their analytical per-bit form.
+    with the entropies in their analytical per-bit form. The codebook entropy is that of the mean
+    bit probabilities over the batch: the batch at hand, or the one ``batch_mean`` averages
+    (set for a call by ``codebook_batch_mean``).
     """
 
     def __init__(self, embed_dim: int, beta: float, gamma0: float, gamma: float, zeta: float,
@@ -33,6 +41,7 @@ class BinarySphericalQuantizer(nn.Module):
         self.embed_dim = embed_dim
         self.beta, self.gamma0, self.gamma, self.zeta = beta, gamma0, gamma, zeta
         self.group_size = group_size
+        self.batch_mean: BatchMean | None = None
         # Saved in published checkpoints; kept so the key set matches.
         self.register_buffer("basis", 2 ** torch.arange(embed_dim - 1, -1, -1))
         self.register_buffer("group_basis", 2 ** torch.arange(group_size - 1, -1, -1))
@@ -44,9 +53,11 @@ class BinarySphericalQuantizer(nn.Module):
 
     def loss(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
         commitment = ((zq.detach() - z) ** 2).sum(dim=-1).mean()
-        p = torch.sigmoid(-4 * z.float() / self.embed_dim ** 0.5)  # P(bit = -1), per dimension
+        # P(bit = -1), per dimension, in fp32 (or float64 for a float64 z: exact gradient checks)
+        p = torch.sigmoid(-4 * z.to(torch.promote_types(z.dtype, torch.float32)) / self.embed_dim ** 0.5)
         per_sample = _binary_entropy_sum(p).mean()
-        codebook = _binary_entropy_sum(p.reshape(-1, self.embed_dim).mean(dim=0))
+        rows = p.reshape(-1, self.embed_dim)
+        codebook = _binary_entropy_sum(rows.mean(dim=0) if self.batch_mean is None else self.batch_mean(rows))
         return self.beta * commitment + self.zeta * (self.gamma0 * per_sample - self.gamma * codebook)
 
 
@@ -77,3 +88,19 @@ class BSQuantizer(nn.Module):
         quantized = self.bsq.quantize(z)
         loss = self.bsq.loss(z, quantized) if with_loss else None
         return loss, quantized, self.indices(quantized, half)
+
+
+@contextmanager
+def codebook_batch_mean(model: nn.Module, mean: BatchMean | None) -> Iterator[None]:
+    """Within the block the quantizers of ``model`` (wrapped or not: DDP, ``torch.compile``) take
+    their codebook entropy over the batch that ``mean`` averages (None: the batch at hand). A
+    data-parallel trainer passes the mean over every process's batch (train/distributed.py). Set
+    for the call, not passed as an argument, so the published ``forward(x)`` keeps its signature."""
+    quantizers = [m for m in model.modules() if isinstance(m, BinarySphericalQuantizer)]
+    for quantizer in quantizers:
+        quantizer.batch_mean = mean
+    try:
+        yield
+    finally:
+        for quantizer in quantizers:
+            quantizer.batch_mean = None

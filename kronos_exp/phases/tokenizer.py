@@ -7,6 +7,7 @@ import torch
 
 from ..model import KronosTokenizer
 from ..model.losses import tokenizer_loss
+from ..train.distributed import global_batch_mean
 from .base import Phase, PhaseContext
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,11 @@ class TokenizerPhase(Phase):
         return KronosTokenizer(**settings.arch)
 
     def loss(self, model: KronosTokenizer, batch) -> dict[str, torch.Tensor]:
+        """In training the codebook entropy is taken over the global batch (all ranks'), as one
+        process with that batch takes it; validation, whose shards may differ in length between
+        ranks, keeps each batch's own (no collective there)."""
         x, _stamp = batch
-        return tokenizer_loss(model, x)
+        return tokenizer_loss(model, x, batch_mean=global_batch_mean if model.training else None)
 
     @torch.no_grad()
     def epoch_metrics(self, model: KronosTokenizer, loader) -> dict[str, float]:

@@ -26,7 +26,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 # Settings that change how a run is reported or how fast it goes, not the weights it trains.
 NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")  # reporting and memory, not results
-DATA_NOT_FINGERPRINTED = ("path", "paths")  # where the files live; their contents are hashed
+DATA_NOT_FINGERPRINTED = ("path", "paths", "cache")  # where the files live (their contents are hashed); caching
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:

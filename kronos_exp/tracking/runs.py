@@ -20,10 +20,11 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import UserError
+from ..errors import TrialPruned, UserError
 from .buffer import MetricBuffer
 from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
                     process_tags, record_unended, unended_folder)
+from .ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LOCAL_UI, ensure_training_kind, runs_page
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,20 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    """Experiment id for ``name``; local stores keep artifacts beside the database under outputs/."""
+    """Experiment id for ``name``, of the training kind (an existing one without a kind gets it);
+    local stores keep artifacts beside the database under outputs/."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:///"):
-        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        location = None
+        if tracking_uri.startswith("sqlite:///"):
+            location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+            experiment = client.get_experiment_by_name(name)
+    ensure_training_kind(client, experiment.experiment_id, experiment.tags)
+    return experiment.experiment_id
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
@@ -172,12 +176,15 @@ class Tracker:
 
     @contextlib.contextmanager
     def _closing(self, run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
-        """End ``run`` as FINISHED, KILLED (interrupt) or FAILED (exception, or a failure elsewhere)."""
+        """End ``run`` as FINISHED, KILLED (interrupt, or a search pruned the trial) or FAILED
+        (exception, or a failure elsewhere)."""
         try:
             yield run
         except BaseException as err:
             elsewhere = self.failure_elsewhere()
-            if isinstance(err, KeyboardInterrupt) and elsewhere is None:
+            if isinstance(err, TrialPruned):  # stopped by a search, not failed
+                self._end(Unended(run.info.run_id, "KILLED", str(err)))
+            elif isinstance(err, KeyboardInterrupt) and elsewhere is None:
                 self._end(Unended(run.info.run_id, "KILLED", f"interrupted ({err or 'Ctrl-C'})"))
             else:
                 self._end(Unended(run.info.run_id, "FAILED", elsewhere or f"{type(err).__name__}: {err}"[:5000]))
@@ -199,10 +206,13 @@ class Tracker:
             if run.status == "FINISHED":
                 raise
 
-    def ui_command(self) -> str:
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return f"open {self.tracking_uri}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+    def ui_command(self, view: str | None = None) -> str:
+        """How to see this experiment's runs (in a saved ``view``): the server's page, or the command
+        that serves a local store and the page it then shows."""
+        if is_remote(self.tracking_uri):
+            return f"open {runs_page(self.tracking_uri, self.experiment_id, view)}"
+        return (f"mlflow ui --backend-store-uri {self.tracking_uri}, then "
+                f"{runs_page(LOCAL_UI, self.experiment_id, view)}")
 
     @contextlib.contextmanager
     def job_run(self, cfg: DictConfig, output_dir: Path, tags: dict[str, str] | None = None):

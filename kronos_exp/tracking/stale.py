@@ -35,7 +35,7 @@ def process_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +50,7 @@ def find_dead_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
     host = socket.gethostname().replace("'", "")
     runs = client.search_runs([experiment_id], max_results=1000,
                               filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
-    return [r for r in runs if r.data.tags.get(PID_TAG, "").isdigit() and not _alive(int(r.data.tags[PID_TAG]))]
+    return [r for r in runs if r.data.tags.get(PID_TAG, "").isdigit() and not process_alive(int(r.data.tags[PID_TAG]))]
 
 
 def find_taken_over_jobs(client: MlflowClient, experiment_id: str) -> list[Run]:

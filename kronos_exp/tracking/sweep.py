@@ -23,10 +23,11 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import objective_direction
+from ..config import objective_directions
 from ..errors import UserError
 from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
 from .stale import process_tags
+from .ui import column, save_runs_view
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,16 @@ class JobInfo:
             if not fmt.startswith("[job "):
                 handler.setFormatter(logging.Formatter(f"[job {self.num}]{fmt}"))
 
+    @property
+    def run_name(self) -> str:
+        """``<sweep_id>-job-N``: unique across sweeps, so a compare view of jobs from several sweeps
+        tells them apart."""
+        return f"{self.sweep_id}-job-{self.num}" if self.sweep_id else f"job-{self.num}"
+
     def tags(self) -> dict[str, str]:
         tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
         if self.multirun:
-            tags.update({"job_num": str(self.num), "mlflow.runName": f"job-{self.num}"})
+            tags.update({"job_num": str(self.num), "mlflow.runName": self.run_name})
             if self.sweep_id:
                 tags["sweep_id"] = self.sweep_id
         return tags
@@ -93,7 +100,7 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     mine = f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job.num}'"
     if client.search_runs([experiment_id], filter_string=mine):
         return  # its run exists and was ended FAILED by the run itself
-    run = client.create_run(experiment_id, run_name=f"job-{job.num}",
+    run = client.create_run(experiment_id, run_name=job.run_name,
                             tags={**job.tags(), "mlflow.parentRunId": parent, "error": message[:5000], **process_tags()})
     client.set_terminated(run.info.run_id, "FAILED")
 
@@ -121,48 +128,105 @@ VERDICT_COLUMNS = {f"eval_verdict_vs_{ref}": f"test_vs_{ref}" for ref in ("last_
 SHORT_VERDICTS = {"no significant difference": "n.s."}
 
 
+def _given(row: dict[str, Any]) -> dict[str, str]:
+    """A row's overrides, ``k=v`` separated by spaces, as ``{k: v}``."""
+    return dict(o.split("=", 1) for o in row.get("overrides", "").split() if "=" in o)
+
+
+def _override_value(value: str) -> str:
+    """An override's value as the table shows it: a float to 4 significant digits (Optuna suggests
+    values like 0.0012345678901), anything else as given."""
+    if value.lstrip("+-").isdigit():
+        return value
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
+def _cell(key: str, value: Any) -> str:
+    """Floats to 4 significant digits (enough to rank and to read across a row), except the job's
+    ``duration_s``, which is its log line's "done in" to a tenth of a second; several objectives
+    side by side."""
+    if isinstance(value, list):
+        return ", ".join(_cell(key, v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.1f}" if key == "duration_s" else f"{value:.4g}"
+    return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
+
+
+def split_overrides(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(the keys whose override differs between jobs, in the order they first appear; the overrides
+    every job shares, as given)."""
+    jobs = [_given(r) for r in rows]
+    keys = list(dict.fromkeys(k for job in jobs for k in job))
+    swept = [k for k in keys if len({job.get(k) for job in jobs}) > 1]
+    return swept, [f"{k}={jobs[0][k]}" for k in keys if k not in swept]
+
+
 def _format_table(rows: list[dict[str, Any]]) -> str:
+    """The job table: a column per swept parameter, the overrides every job shares on one line above."""
+    swept, constant = split_overrides(rows)
     shown = {**EVAL_COLUMNS, **VERDICT_COLUMNS}
     extra = [k for k in shown if any(r.get(k, "") != "" for r in rows)]
-    keys = ["job", "objective", *extra, "duration_s", "status", "overrides"]
+    front = ["pareto"] if any("pareto" in r for r in rows) else []  # several objectives: * on the Pareto front
+    keys = ["job", *swept, *front, "objective", *extra, "duration_s", "status"]
     headers = [shown.get(k, k) for k in keys]
-    formats = {"objective": "{:.5f}", "duration_s": "{:.1f}", **dict.fromkeys(EVAL_COLUMNS, "{:.4f}")}
-
-    def cell(key: str, value: Any) -> str:
-        if key in formats and isinstance(value, float):
-            return formats[key].format(value)
-        return SHORT_VERDICTS.get(value, str(value)) if key in VERDICT_COLUMNS else str(value)
-
-    cells = [[cell(k, r.get(k, "")) for k in keys] for r in rows]
+    cells = [[_override_value(_given(r).get(k, "")) if k in swept else _cell(k, r.get(k, "")) for k in keys]
+             for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     table = [line(headers), line(["-" * w for w in widths]), *map(line, cells)]
+    if constant:
+        table.insert(0, f"every job: {' '.join(constant)}")
     if any(k in VERDICT_COLUMNS for k in extra):
         table.append("test_vs_*: the test verdict on eval.metric against that forecaster (better / worse / n.s. = "
                      "no significant difference: its 95% interval contains 0); the order is the objective's alone")
     return "\n".join(table)
 
 
-def sweep_direction(config: DictConfig) -> str:
-    """``maximize`` or ``minimize``: the sweeper's own direction where it has one (Optuna's
-    ``hydra.sweeper.direction``), else the one the objective's metric improves in."""
+_NOTHING_DUE: list[str] = []  # why a sweeper of this process launched no job, on purpose
+
+
+def nothing_due(reason: str) -> None:
+    """A sweeper launched no job because none was due (its study holds its ``n_trials``
+    already): the sweep run then ends FINISHED, not as a sweep that failed to start."""
+    _NOTHING_DUE.append(reason)
+    log.warning("%s", reason)
+
+
+def sweep_directions(config: DictConfig) -> list[str]:
+    """``maximize`` or ``minimize`` for each objective: the sweeper's own directions where it has
+    them (Optuna's ``hydra.sweeper.direction``, one or a list), else those the metrics improve in."""
     given = OmegaConf.select(config, "hydra.sweeper.direction")
-    given = getattr(given, "name", given)  # Optuna's config holds its Direction enum
-    return given if given in ("maximize", "minimize") else objective_direction(config)
+    listed = [given] if isinstance(given, str) else list(given) if OmegaConf.is_list(given) else []
+    return listed if listed and set(listed) <= {"maximize", "minimize"} else objective_directions(config)
+
+
+def pareto_front(rows: list[dict[str, Any]], directions: list[str]) -> set[int]:
+    """The jobs no other job beats on every objective (better on one, as good on the rest)."""
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    scored = {r["job"]: [s * v for s, v in zip(signs, r["objective"])] for r in rows
+              if isinstance(r["objective"], list) and all(math.isfinite(v) for v in r["objective"])}
+
+    def beaten(a: list[float]) -> bool:
+        return any(all(x <= y for x, y in zip(b, a)) and b != a for b in scored.values())
+    return {job for job, values in scored.items() if not beaten(values)}
 
 
 class SweepRun:
     """A sweep's parent run in MLflow, from the multirun's start (``start``) to its end (``end``)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, maximise: bool) -> None:
-        self.tracker, self.run_id, self.maximise = tracker, run_id, maximise
+    def __init__(self, tracker: Tracker, run_id: str, directions: list[str], sweep_id: str) -> None:
+        self.tracker, self.run_id, self.directions, self.sweep_id = tracker, run_id, directions, sweep_id
+        self.maximise = directions[0] == "maximize"  # the order of the table: by the first objective
 
     @classmethod
     def start(cls, config: DictConfig) -> "SweepRun":
         """Create the sweep run and hand its id to the jobs. Refuses an objective with no better
         direction before any job runs."""
         try:
-            maximise = sweep_direction(config) == "maximize"
+            directions = sweep_directions(config)
         except UserError as err:
             raise SystemExit(f"error: {err}") from None
         # Creating the store here also runs its migrations once, before parallel jobs open it.
@@ -174,7 +238,7 @@ class SweepRun:
             tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
                   **process_tags()})
-        sweep = cls(tracker, run.info.run_id, maximise)
+        sweep = cls(tracker, run.info.run_id, directions, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
         log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.tracking_uri)
@@ -184,17 +248,21 @@ class SweepRun:
         """Log the job table (best first), close the run, and exit non-zero if a job did not finish."""
         rows = self.job_rows()
         table = _format_table(rows)
-        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", os.environ.get(SWEEP_ID_ENV),
-                 len(rows), table, self.tracker.ui_command())
+        self.save_ui_view(rows)
+        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", self.sweep_id,
+                 len(rows), table, self.tracker.ui_command(view=self.sweep_id))
         client = self.tracker.client
         client.log_text(self.run_id, table + "\n", "sweep_summary.txt")
         client.log_dict(self.run_id, rows, "sweep_summary.json")
-        finished = [r for r in rows if r["objective"] != ""]
+        finished = [r for r in rows if r["objective"] != "" and r["status"] == "FINISHED"]
         if finished:
-            client.log_metric(self.run_id, "best_objective", finished[0]["objective"])
+            best = finished[0]["objective"]
+            client.log_metric(self.run_id, "best_objective", best[0] if isinstance(best, list) else best)
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
-        failed = [r for r in rows if r["status"] != "FINISHED"]
-        self.close("FAILED" if failed or not rows else "FINISHED")
+        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
+        self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
+        if not rows and _NOTHING_DUE:
+            return  # the sweeper said why (a stored study that holds its n_trials already)
         if not rows:
             # A sweeper that stopped before its first job (a config that does not compose, say).
             # Hydra may call this while that error is on its way up: then let it through.
@@ -208,6 +276,17 @@ class SweepRun:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
 
+    def save_ui_view(self, rows: list[dict[str, Any]]) -> None:
+        """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs, best first, with the
+        swept parameters, the objective and the eval columns of the table as columns."""
+        metrics = ["objective", *(k for k in EVAL_COLUMNS if any(k in r for r in rows))]
+        params = [k.lstrip("+~") for k in split_overrides(rows)[0]]
+        columns = [*(column("metrics", k) for k in metrics), *(column("params", k) for k in params),
+                   column("attributes", "Duration")]
+        save_runs_view(self.tracker.client, self.tracker.experiment_id, self.sweep_id,
+                       f"tags.sweep_id = '{self.sweep_id}' and tags.job_num LIKE '%'", columns,
+                       column("metrics", "objective"), not self.maximise)
+
     def job_rows(self) -> list[dict[str, Any]]:
         """One row per job of this sweep, best objective first (unfinished jobs last). A job that ran
         again (requeued by SLURM) is its newest run."""
@@ -220,17 +299,24 @@ class SweepRun:
             end = r.info.end_time or r.info.start_time
             # The job's own measure (its "done in"), else the run's wall time (a job that failed).
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
-            rows.append({"job": int(r.data.tags.get("job_num", -1)), "objective": r.data.metrics.get("objective", ""),
-                         "duration_s": round(seconds, 1), "status": r.info.status,
+            several = [r.data.metrics[f"objective_{i}"] for i in range(len(self.directions))
+                       if f"objective_{i}" in r.data.metrics]
+            pruned = r.data.tags.get("pruned") == "true"
+            rows.append({"job": int(r.data.tags.get("job_num", -1)),
+                         "objective": "" if pruned else several or r.data.metrics.get("objective", ""),
+                         "duration_s": round(seconds, 1), "status": "PRUNED" if pruned else r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
                          **{k: r.data.tags[k] for k in (*VERDICT_COLUMNS, NOT_REQUEUED_TAG) if k in r.data.tags}})
         sign = -1.0 if self.maximise else 1.0
+        front = pareto_front(rows, self.directions) if len(self.directions) > 1 else set()
+        for row in rows if front else ():
+            row["pareto"] = "*" if row["job"] in front else ""
 
         def rank(row: dict[str, Any]) -> tuple:
-            value = row["objective"]
+            value = row["objective"][0] if isinstance(row["objective"], list) else row["objective"]
             unranked = value == "" or math.isnan(value)  # failed, or an undefined metric (a constant's IC)
-            return unranked, 0.0 if unranked else sign * value, row["job"]
+            return unranked, row.get("pareto") != "*", 0.0 if unranked else sign * value, row["job"]
 
         return sorted(rows, key=rank)
 

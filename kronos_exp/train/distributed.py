@@ -163,6 +163,15 @@ def broadcast(obj: T) -> T:
     return box[0]
 
 
+def all_gather(obj: T) -> list[T]:
+    """Every rank's (picklable) ``obj``, in rank order (``[obj]`` in a world of one)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over all ranks (``t`` itself in a world of one), on ``t``'s device."""
     if not dist.is_initialized():
@@ -171,6 +180,24 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     on = t if dist.get_backend() == "nccl" else t.detach().cpu().clone()
     dist.all_reduce(on)
     return on.to(t.device)
+
+
+def global_batch_mean(rows: torch.Tensor) -> torch.Tensor:
+    """The mean of ``rows`` [N, D] over every rank's rows (each rank weighted by its N), with the
+    gradient of this rank's share: ``d mean / d rows`` on each rank is ``world_size`` times its part
+    of the global mean's, so DDP's averaging of the ranks' gradients gives exactly the gradient of
+    one process over the global batch. One all-reduce in the forward pass, none in the backward
+    (DDP's own stay the only collectives there). In a world of one: ``rows.mean(dim=0)`` itself.
+
+    Every rank must call it at the same point (the training step, which every rank runs in step)."""
+    local = rows.mean(dim=0)
+    if not dist.is_initialized():
+        return local
+    n = rows.shape[0]
+    sums = all_reduce_sum(torch.cat([local.detach() * n, local.new_tensor([n])]))
+    share = dist.get_world_size() * n / sums[-1]
+    # Its value is the global mean exactly; its gradient flows through this rank's rows only.
+    return (sums[:-1] / sums[-1]).detach() + share * (local - local.detach())
 
 
 class EpochSampler(DistributedSampler):

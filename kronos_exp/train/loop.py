@@ -26,11 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .batches import Batches, to_device
-from .distributed import EpochSampler, World, all_reduce_sum, shard
+from .distributed import EpochSampler, World, all_gather, all_reduce_sum, shard
 from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary
 from .optim import make_optimizer, make_scheduler, param_groups
 from .precision import autocast, grad_scaler
-from .state import StateUnreadable, TrainingState, restore_rng_states, rng_states
+from .state import (StateUnreadable, TrainingState, global_rng_states, restore_rng_states, rng_states,
+                    seed_training_noise)
 from .sums import Sums
 
 log = logging.getLogger(__name__)
@@ -184,14 +185,18 @@ def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSet
 
 def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings,
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
-        desc: str = "train", on_state_saved: Callable[[str], None] | None = None) -> FitResult:
+        desc: str = "train", on_state_saved: Callable[[str], None] | None = None,
+        on_epoch_end: Callable[[int, float], None] | None = None) -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
     validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
     optimizer step, after saving the training state (when ``state_path`` is set).
     ``on_state_saved(sha256)`` hears of each new state once it is on disk, before it replaces the
-    previous one (the caller records the digest it will accept when resuming)."""
+    previous one (the caller records the digest it will accept when resuming).
+    ``on_epoch_end(epoch, val_loss)`` hears each epoch's validation loss, after ``on_best``; an
+    exception it raises stops training (a search's pruner does so)."""
     with stops_at_step_boundary():
-        return _Training(model, objective, train_set, val_set, s, desc, on_state_saved).run(log_metrics, on_best)
+        return _Training(model, objective, train_set, val_set, s, desc, on_state_saved,
+                         on_epoch_end).run(log_metrics, on_best)
 
 
 
@@ -209,9 +214,11 @@ class _Training:
     the ``last`` state, then run epoch by epoch, each a training pass and a validation pass."""
 
     def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings, desc: str,
-                 on_state_saved: Callable[[str], None] | None = None):
+                 on_state_saved: Callable[[str], None] | None = None,
+                 on_epoch_end: Callable[[int, float], None] | None = None):
         self.model, self.objective, self.s, self.desc, world = model, objective, s, desc, s.world
-        self.on_state_saved = on_state_saved
+        self.on_state_saved, self.on_epoch_end = on_state_saved, on_epoch_end
+        seed_training_noise(s.seed, world.rank)  # the model is built: from here on each rank draws its own
         self.generator = torch.Generator().manual_seed(s.seed)  # the loaders' own: iterating draws nothing global
         self.sampler = EpochSampler(train_set, world, s.seed)
         self.train_loader, self.val_loader = make_loaders(train_set, val_set, s, self.sampler, self.generator)
@@ -229,6 +236,7 @@ class _Training:
         self.samples, self.step, self.first_epoch, self.batches_done, prior_seconds = 0, 0, 0, 0, 0.0
         self.window = Sums()
         self.epoch_clock, self.epoch_rate = EpochClock(), 0.0
+        self.peers_after_training: list[dict[str, Any]] = []
         source = s.resume_from or s.state_path
         if s.resume and source is not None and source.is_file():
             prior_seconds = self.resume(load_state(source), source)
@@ -246,7 +254,7 @@ class _Training:
         self.scheduler.load_state_dict(state.scheduler)
         if state.scaler:
             self.scaler.load_state_dict(state.scaler)
-        restore_rng_states(state.rng, self.generator)
+        restore_rng_states(state.rng, self.generator, s.world.rank)
         self.first_epoch, self.batches_done, self.step, self.samples = (state.epoch, state.batches_done, state.step,
                                                                         state.samples)
         self.window = Sums.from_state(state.window, s.device)
@@ -294,6 +302,7 @@ class _Training:
                 self.after_step(epoch, i + 1, last_in_epoch, bar, log_metrics)
         self.epoch_rate = self.epoch_clock.rate(self.samples)
         self.batches_done = 0
+        self.peers_after_training = self.peer_rng_states()  # for a stop during validation
 
     def after_step(self, epoch: int, done: int, last_in_epoch: bool, bar, log_metrics) -> None:
         """Step the optimizer and schedule; log, stop or save the state where due."""
@@ -341,7 +350,7 @@ class _Training:
             # compiled validation ever saves (validation is a few % of an epoch's work).
             val = evaluate(self.model, self.objective, self.val_loader, s, self.metrics_loader)
         except Interrupted:  # evaluating changes nothing: the state is the end of this epoch's training
-            self.save_state(epoch, self.n_batches)
+            self.save_state(epoch, self.n_batches, self.peers_after_training)
             raise
         result.val_duration_s += time.perf_counter() - val_started
         val_loss = val[self.objective.val_key]
@@ -352,17 +361,31 @@ class _Training:
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(self.model, epoch, val_loss)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, val_loss)
 
-    def save_state(self, epoch: int, done: int) -> None:
-        """The resumable ``last`` state at an optimizer-step boundary; one writer: every rank
-        holds the same state."""
+    def peer_rng_states(self) -> list[dict[str, Any]]:
+        """The global generators of ranks 1, 2, ... (on every rank; a collective under DDP, so
+        every rank calls it at the same point); none when no state is kept."""
+        if self.s.state_path is None or not self.s.world.distributed:
+            return []
+        return all_gather(global_rng_states())[1:]
+
+    def save_state(self, epoch: int, done: int, peers: list[dict[str, Any]] | None = None) -> None:
+        """The resumable ``last`` state at an optimizer-step boundary; one writer: every rank holds
+        the same state but its own random generators, which rank 0 gathers (``peers``: gathered
+        earlier, when the ranks may not all be here)."""
         s, result = self.s, self.result
+        peers = self.peer_rng_states() if peers is None else peers
         if s.state_path is None or not s.world.is_main:
             return
+        rng = {**rng_states(self.generator), "loader": self.loader_rng}
+        if s.world.distributed:
+            rng["peers"] = peers
         TrainingState(epoch=epoch, batches_done=done, step=self.step, world_size=s.world.world_size,
                       model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                       scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
-                      rng={**rng_states(self.generator), "loader": self.loader_rng},
+                      rng=rng,
                       best_val_loss=result.best_val_loss, best_epoch=result.best_epoch,
                       val_history=list(result.val_history), train_history=list(result.train_history),
                       samples=self.samples, train_seconds=time.perf_counter() - self.started,

@@ -50,23 +50,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
-    """Python, NumPy, torch (CPU and every CUDA device) and the DataLoader's own generator."""
+# Rank r > 0 of a data-parallel run draws its dropout and sampling from seed + RANK_SEED_STRIDE * r.
+RANK_SEED_STRIDE = 1_000_003
+
+
+def seed_training_noise(seed: int, rank: int) -> None:
+    """Give each rank its own dropout masks and sampled draws, after the model is built from
+    ``seed`` (the same weights on every rank). Rank 0 carries on from where the model's
+    initialisation left the generators, so a single process draws exactly what it always drew;
+    rank r > 0 reseeds them from ``seed + RANK_SEED_STRIDE * r``."""
+    if rank:
+        seed_everything(seed + RANK_SEED_STRIDE * rank)
+
+
+def global_rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and every CUDA device): this process's dropout and sampling."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": loader_generator.get_state(),
     }
 
 
-def restore_rng_states(states: dict[str, Any], loader_generator: torch.Generator) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
+    """The global generators and the DataLoader's own generator."""
+    return {**global_rng_states(), "loader": loader_generator.get_state()}
+
+
+def restore_rng_states(states: dict[str, Any], loader_generator: torch.Generator, rank: int = 0) -> None:
+    """Rank r > 0 takes its own generators from ``states["peers"][r - 1]`` (a state saved under
+    DDP); a state without them (a single process's, or one saved before ranks drew apart) gives
+    every rank rank 0's. The loader's generator is the same on every rank."""
+    own = states["peers"][rank - 1] if rank and "peers" in states else states
+    random.setstate(own["python"])
+    np.random.set_state(own["numpy"])
+    torch.set_rng_state(own["torch"])
+    if own["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(own["cuda"])
     loader_generator.set_state(states["loader"])
 
 
@@ -156,7 +177,8 @@ class TrainingState:
 
     ``epoch`` is the epoch in progress and ``batches_done`` the batches of it already trained on
     (0 at an epoch's start); ``rng`` is taken at that same boundary, except ``rng["loader"]``, which
-    is the DataLoader generator as it was when the epoch's iterator was created.
+    is the DataLoader generator as it was when the epoch's iterator was created. Under DDP,
+    ``rng["peers"]`` holds the global generators of ranks 1, 2, ... (each rank draws its own).
     """
     epoch: int
     batches_done: int

@@ -85,7 +85,11 @@ def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(modu
     client = module_cli.client()
     plots = {a.path for a in client.list_artifacts(phases["eval"].info.run_id, "plots")}
     assert {"plots/fan_ACME.png", "plots/fan_GLOBEX.png", "plots/fan_INITECH.png",
-            "plots/metrics_by_horizon.png"} <= plots
+            "plots/metrics_by_horizon.png", "plots/backtest_equity.png"} <= plots
+    for strategy in ("", "pretrained_", "drift_", "buy_and_hold_"):  # the test forecasts traded
+        assert {f"test_{strategy}backtest_{m}" for m in ("sharpe", "sharpe_low", "sharpe_high", "cumulative_return",
+                                                         "annualised_return", "max_drawdown", "turnover")} <= set(ev)
+    assert "backtest (k=1, 5 bp per turnover), annualised Sharpe: model" in evaluated.stdout + evaluated.stderr
 
 
 def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli, evaluated, tmp_path):
@@ -111,6 +115,17 @@ def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli,
         np.testing.assert_allclose(mine.actual_close, closes.loc[mine.timestamp].to_numpy(), rtol=1e-6)
     last = rows[rows.forecaster == "last_value"].groupby("origin").close.nunique()
     assert (last == 1).all()  # a random walk repeats the last close
+
+
+def test_the_pretrained_forecaster_sees_the_same_origins_and_draws(module_cli, evaluated):
+    """Evaluating the published weights against themselves: identical forecasts, a difference of exactly 0."""
+    fixture = [f"eval.predictor={FIXTURE / 'predictor'}", f"eval.tokenizer={FIXTURE / 'tokenizer'}"]
+    before = len(module_cli.runs())
+    module_cli.run("phases=eval", *SMALL, *EVAL, *PRETRAINED, *fixture, "eval.alias=null", fast=False)
+    ev = _by_phase(module_cli.runs()[before:])["eval"].data.metrics
+    assert ev["test_close_mae"] == ev["test_pretrained_close_mae"]
+    assert ev["test_close_mae_vs_pretrained"] == ev["test_close_mae_vs_pretrained_low"] == 0.0
+    assert ev["test_backtest_sharpe"] == ev["test_pretrained_backtest_sharpe"]
 
 
 def test_eval_alone_evaluates_the_registered_predictor_and_sets_the_best_alias(module_cli, evaluated):

@@ -80,20 +80,24 @@ def _sweep_dir(cli) -> Path:
     return dirs[0]
 
 
-def _table(output: str) -> list[list[str]]:
-    """Rows of the job table logged at the end of a multirun, as printed."""
+def _table(output: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(the overrides every job shares, one dict per row by column) of the job table logged at the
+    end of a multirun, as printed."""
     lines = output.splitlines()
     start = [i for i, line in enumerate(lines) if re.search(r"sweep \S+: \d+ jobs, best first", line)]
     assert len(start) == 1, output[-3000:]
-    header, rule = lines[start[0] + 1], lines[start[0] + 2]
-    assert re.fullmatch(r"job\s+objective\s+duration_s\s+status\s+overrides", header), header
+    shared = lines[start[0] + 1]
+    assert shared.startswith("every job: "), shared
+    header, rule = lines[start[0] + 2], lines[start[0] + 3]
+    columns = re.split(r"\s{2,}", header)
+    assert columns[0] == "job" and columns[-3:] == ["objective", "duration_s", "status"], header
     assert set(rule) <= {"-", " "}, rule
     rows = []
-    for line in lines[start[0] + 3:]:
+    for line in lines[start[0] + 4:]:
         if not re.match(r"\d+\s", line):
             break
-        rows.append(re.split(r"\s{2,}", line.strip(), maxsplit=4))
-    return rows
+        rows.append(dict(zip(columns, re.split(r"\s{2,}", line.strip()))))
+    return shared[len("every job: "):].split(), rows
 
 
 def _assert_nothing_running(cli) -> None:
@@ -146,7 +150,7 @@ def test_grid_is_one_mlflow_tree(grid):
         tags, params, metrics = job.data.tags, job.data.params, job.data.metrics
         assert job.info.status == "FINISHED"
         assert tags["sweep_id"] == sweep_id
-        assert tags["mlflow.runName"] == f"job-{tags['job_num']}"
+        assert tags["mlflow.runName"] == f"{sweep_id}-job-{tags['job_num']}"  # unique across sweeps
         # The swept overrides as a tag, and the whole config as params.
         assert f"predictor.lr={params['predictor.lr']}" in tags["overrides"].split()
         assert f"data.lookback_window={params['data.lookback_window']}" in tags["overrides"].split()
@@ -179,22 +183,35 @@ def test_grid_sweep_run_summarises_jobs_best_first(grid, tmp_path):
     assert all(r["status"] == "FINISHED" for r in rows)
     assert sorted(r["job"] for r in rows) == [0, 1, 2, 3]
     text = _download(cli, sweep.info.run_id, "sweep_summary.txt", tmp_path / "txt").read_text()
-    assert re.match(r"job\s+objective\s+duration_s\s+status\s+overrides\n", text), text
+    assert re.match(r"every job: .*\njob\s+predictor.lr\s+data.lookback_window\s+objective\s+duration_s\s+status\n",
+                    text), text
 
 
 def test_grid_prints_the_job_table_sorted_by_objective(grid):
     cli, proc = grid
-    _, jobs, _ = _parts(cli)
-    rows = _table(_output(proc))
+    sweep, jobs, _ = _parts(cli)
+    output = _output(proc)
+    shared, rows = _table(output)
     by_num = {r.data.tags["job_num"]: r for r in jobs}
-    assert sorted(row[0] for row in rows) == ["0", "1", "2", "3"]
-    printed = [float(row[1]) for row in rows]
+    assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
+    printed = [float(row["objective"]) for row in rows]
     assert printed == sorted(printed)
-    for job, objective, duration, status, overrides in rows:
-        assert objective and float(objective) == pytest.approx(by_num[job].data.metrics["objective"], abs=1e-5)
-        assert float(duration) > 0 and status == "FINISHED"
-        assert overrides == by_num[job].data.tags["overrides"]
-    assert re.search(r"sweep sweep-\S+: 4 jobs, best first", _output(proc))
+    # The swept parameters have a column each; what every job shares is printed once, above.
+    assert shared[:len(SMALL)] == SMALL and not [o for o in shared if o.split("=")[0] in ("predictor.lr",
+                                                                                          "data.lookback_window")]
+    assert list(rows[0]) == ["job", "predictor.lr", "data.lookback_window", "objective", "duration_s", "status"]
+    for row in rows:
+        job = by_num[row["job"]]
+        assert float(row["predictor.lr"]) == float(job.data.params["predictor.lr"])
+        assert row["data.lookback_window"] == job.data.params["data.lookback_window"]
+        objective = job.data.metrics["objective"]
+        assert row["objective"] == f"{objective:.4g}"  # 4 significant digits
+        assert float(row["duration_s"]) > 0 and row["status"] == "FINISHED"
+    assert re.search(r"sweep sweep-\S+: 4 jobs, best first", output)
+    assert "\x1b[" not in output  # no colour codes in output that is not a terminal
+    view = (f"http://127.0.0.1:5000/#/experiments/{sweep.info.experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={sweep.data.tags['sweep_id']}")
+    assert f"open the MLflow UI: mlflow ui --backend-store-uri {cli.tracking_uri}, then {view}" in output
 
 
 def test_grid_trains_each_tokenizer_once(grid):
@@ -226,14 +243,27 @@ def _rendered(url: str, profile: Path) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs a Chromium binary (Debian package chromium)")
 def test_mlflow_ui_in_a_headless_browser_shows_one_sweep_of_four_jobs(grid, serve, tmp_path):
-    cli, _ = grid
+    cli, proc = grid
     sweep, jobs, _ = _parts(cli)
     url = serve(["ui", "--backend-store-uri", cli.tracking_uri], cli.root, cli.env())
-    experiment = sweep.info.experiment_id
+    experiment, sweep_id = sweep.info.experiment_id, sweep.data.tags["sweep_id"]
     runs_page = _rendered(f"{url}/#/experiments/{experiment}/runs", tmp_path / "profile-runs")
     # Top level: the sweep run alone; its jobs and phases are nested under it.
     assert sweep.info.run_name in runs_page
-    assert not re.search(r">job-\d<", runs_page)
+    assert not re.search(rf">{sweep_id}-job-\d<", runs_page)
+    # The page the sweep prints opens on the runs as model training, not on MLflow's GenAI overview,
+    # with the sweep's four jobs, best first, and their objective as a column.
+    printed = re.search(r"open the MLflow UI: mlflow ui .*, then http://127\.0\.0\.1:5000(/\S+viewStateShareKey=\S+)",
+                        _output(proc))
+    view = _rendered(url + printed.group(1), tmp_path / "profile-view")
+    assert "<strong>4</strong> matching runs" in view
+    for genai in ("Detect Issues", ">Overview<", "No data available"):
+        assert genai not in view
+    best_first = sorted(jobs, key=lambda j: j.data.metrics["objective"])
+    assert [m.group(1) for m in re.finditer(rf">({sweep_id}-job-\d)<", view)] == [j.info.run_name for j in best_first]
+    for job in jobs:
+        assert f">{job.data.metrics['objective']!r}<" in view  # the metric column
+        assert f">{job.data.params['data.lookback_window']}<" in view  # a swept parameter's column
     ids = urllib.parse.quote(json.dumps([j.info.run_id for j in jobs]))
     compare = _rendered(f"{url}/#/compare-runs?runs={ids}&experiments=%5B%22{experiment}%22%5D",
                         tmp_path / "profile-compare")
@@ -243,6 +273,7 @@ def test_mlflow_ui_in_a_headless_browser_shows_one_sweep_of_four_jobs(grid, serv
     for name in ("predictor.lr", "data.lookback_window", "objective", "predictor_val_loss"):
         assert name in compare
     assert len({j.data.metrics["objective"] for j in jobs}) == 4  # the metrics the view charts differ
+
 
 def _assert_tokenizer_trained_once(cli) -> None:
     sweep, jobs, phases = _parts(cli)
@@ -267,9 +298,31 @@ def _assert_tokenizer_trained_once(cli) -> None:
     assert len({r.data.params["predictor.lr"] for r in jobs}) == 4
 
 
-def test_lr_grid_trains_the_tokenizer_once(cli):
-    _sweep(cli, *LR_GRID)
+def _csv_folder(folder: Path) -> None:
+    """The bundled sample as a folder of CSVs, one series per file."""
+    import pandas as pd
+
+    from kronos_exp.data import sample_path
+
+    folder.mkdir()
+    for symbol, rows in pd.read_csv(sample_path()).groupby("symbol"):
+        rows.drop(columns="symbol").to_csv(folder / f"{symbol}.csv", index=False)
+
+
+DATA_FOLDERS = {"csv": _csv_folder}  # format -> writer of the sample as a folder of such files
+
+
+@pytest.mark.parametrize("data_format", sorted(DATA_FOLDERS))
+def test_lr_grid_trains_the_tokenizer_once_and_reads_the_data_once(cli, data_format):
+    DATA_FOLDERS[data_format](cli.root / "prices")
+    _sweep(cli, *LR_GRID, "data=csv", f"data.path={cli.root / 'prices'}")
     _assert_tokenizer_trained_once(cli)
+    # Job 0 validated the files and cached the series; the later jobs read them from that cache.
+    logs = [next(_sweep_dir(cli).glob(f"{num}/*.log")).read_text() for num in range(4)]
+    (entry,) = (cli.root / "outputs" / "cache" / "series").iterdir()
+    assert f"data: cached the validated series in {entry}" in logs[0] and "read from the cache" not in logs[0]
+    for log in logs[1:]:
+        assert f"data: read from the cache {entry} (3 series, " in log and "cached the validated" not in log
 
 
 def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
@@ -287,7 +340,7 @@ def test_parallel_jobs_share_the_store_and_train_the_tokenizer_once(cli):
     assert "another job is producing fingerprint" in logs
     assert {(j.data.params["predictor.lr"]) for j in jobs} == {"0.001", "0.002", "0.003", "0.004"}
     # Each job's lines carry its number, and the table's duration is the job's own "done in".
-    durations = {row[0]: row[2] for row in _table(output)}
+    durations = {row["job"]: row["duration_s"] for row in _table(output)[1]}
     for num in range(4):
         log = next(_sweep_dir(cli).glob(f"{num}/*.log")).read_text()
         assert all(line.startswith(f"[job {num}][") for line in log.splitlines() if line.startswith("[")), log[:500]
@@ -326,18 +379,23 @@ def test_optuna_search_reports_its_best_trial(cli):
     assert results["best_params"]["tokenizer.lr"] == pytest.approx(float(best.data.params["tokenizer.lr"]))
     assert results["best_params"]["predictor.lr"] == pytest.approx(float(best.data.params["predictor.lr"]))
     assert "Best parameters" in output and "Best value" in output
+    assert "\x1b[" not in output  # Optuna's log lines uncoloured in output that is not a terminal
     assert sweep.data.metrics["best_objective"] == pytest.approx(results["best_value"])
     assert sweep.data.tags["best_job"] == best.data.tags["job_num"]
 
 
 def test_optuna_maximises_a_higher_is_better_objective(cli, tmp_path):
-    """objective=eval_ic (a correlation): Optuna's study maximises it and the job table ranks the
+    """objective=eval_val_ic (a correlation): Optuna's study maximises it and the job table ranks the
     highest first (issue 17, defect 7)."""
-    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all", "objective=eval_ic",
+    import optuna
+
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all", "objective=eval_val_ic",
                   "eval.windows=8", "eval.sample_count=1", "eval.pred_len=8", multirun=False)
     assert "Directions: ['maximize']" in _output(proc)
+    study = optuna.load_study(study_name="kronos_exp", storage=f"sqlite:///{cli.root / 'optuna.db'}")
+    assert study.direction.name == "MAXIMIZE"
     sweep, jobs, _ = _parts(cli)
-    ics = [j.data.metrics["eval_ic"] for j in jobs]
+    ics = [j.data.metrics["eval_val_ic"] for j in jobs]
     assert [j.data.metrics["objective"] for j in jobs] == pytest.approx(ics)
     assert len(jobs) == 2 and ics[0] != pytest.approx(ics[1])  # two values, so the order says something
     results = yaml.safe_load((_sweep_dir(cli) / "optimization_results.yaml").read_text())

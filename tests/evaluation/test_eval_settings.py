@@ -37,7 +37,7 @@ def test_objective_may_name_any_reported_validation_metric():
     cfg = _cfg("objective=eval_val_rank_ic")
     check_objective(cfg, build_phases(cfg))
     cfg = _cfg("phases=both", "objective=eval_val_close_mae")
-    with pytest.raises(ValueError, match="eval_val_close_mae is not a metric of this run; this run reports only"):
+    with pytest.raises(ValueError, match="eval_val_close_mae but this run reports only"):
         check_objective(cfg, build_phases(cfg))
     cfg = _cfg("objective=eval_val_pretrained_close_mae")  # no predictor.pretrained: never reported
     with pytest.raises(ValueError, match="reports only"):
@@ -53,7 +53,7 @@ def test_a_test_metric_never_chooses():
 
 def test_an_objective_by_its_old_name_is_told_the_new_one():
     cfg = _cfg("objective=eval_close_mae")
-    with pytest.raises(ValueError, match="named by their split now: objective=eval_val_close_mae"):
+    with pytest.raises(ValueError, match="named by their split now; the validation split's is objective=eval_val_close_mae"):
         check_objective(cfg, build_phases(cfg))
 
 

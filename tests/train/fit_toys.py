@@ -3,6 +3,9 @@ a step (SIGTERM, as a user's Ctrl-C or a scheduler would) to test resuming. Torc
 CUDA tests run on an image without MLflow or Hydra."""
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,3 +41,14 @@ def fit_stopping_at(model, s, train_set, val_set, stop_at_step=None, logged=None
             os.kill(os.getpid(), signal.SIGTERM)
 
     return fit(model, Regression(), train_set, val_set, s, log_metrics, on_best=lambda *a: None)
+
+
+def torchrun_two(script: str, folder: Path, timeout: float) -> None:
+    """Run ``script`` (Python source) in ``folder`` as two gloo processes under ``torchrun``, one
+    thread each; fails with their output unless both succeed."""
+    path = folder / "two_ranks.py"
+    path.write_text(script)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(path)], cwd=folder,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

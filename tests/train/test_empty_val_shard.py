@@ -3,13 +3,12 @@ processes) takes part in the same collectives as the others, and every rank repo
 over all ranks' windows. Two real gloo processes on the CPU."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from fit_toys import torchrun_two
 
 _SCRIPT = textwrap.dedent("""
     import sys
@@ -37,12 +36,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_a_rank_with_no_validation_windows_validates_with_the_others(tmp_path):
-    script = tmp_path / "fit_two.py"
-    script.write_text(_SCRIPT.format(tests=str(Path(__file__).parent)))
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script)], cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=110)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun_two(_SCRIPT.format(tests=str(Path(__file__).parent)), tmp_path, timeout=110)
     for rank in (0, 1):  # the mean over the one window, on the rank that has it and the one that has none
         val_loss, expected = map(float, (tmp_path / f"rank{rank}.txt").read_text().split())
         assert val_loss == pytest.approx(expected, rel=1e-6)

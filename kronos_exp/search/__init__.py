@@ -1,0 +1,3 @@
+"""Hyperparameter search with Optuna: the search space in Hydra's syntax, the shared study and
+its workers (the sweeper in hydra_plugins/kronos_optuna_sweeper drives them), and a job's link to
+its trial (reporting epochs, pruning). Optuna is imported only where it is used."""

@@ -1,0 +1,91 @@
+"""The Optuna study a search runs in: stored beside the MLflow store by default (SQLite), so a
+killed search continues when rerun and several processes or hosts can share it; a database URL
+(``hydra.sweeper.storage``) for a team. Its sampler, pruner and directions come from the
+sweeper's settings.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..tracking.runs import resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+PRUNERS = ("median", "hyperband", "none")
+DIRECTIONS = ("minimize", "maximize")
+
+
+def default_storage(tracking_uri: str | None) -> str:
+    """``sqlite:///<folder>/optuna.db``: beside a SQLite MLflow store, else (a tracking server)
+    in ./outputs, where the local store would be."""
+    uri = resolve_tracking_uri(tracking_uri)
+    folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else Path.cwd() / "outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def rdb_storage(url: str):
+    """Optuna's database storage for ``url``; SQLite waits for a writer of another process
+    instead of failing with "database is locked"."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # sqlalchemy: no such driver, host or database
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"hydra.sweeper.storage={url}: cannot open it as an Optuna study database ({reason}); "
+                          "give a database URL (sqlite:///path/optuna.db, postgresql://user@host/db, ...) or "
+                          "null for SQLite beside the MLflow store") from None
+
+
+def check_directions(given: Any, metrics: list[str]) -> list[str]:
+    """``hydra.sweeper.direction`` as the study's directions: one, or a list for several objectives."""
+    listed = [str(d).lower() for d in ([given] if isinstance(given, str) else given)]
+    if any(d not in DIRECTIONS for d in listed) or len(listed) != len(metrics):
+        raise ConfigError(f"hydra.sweeper.direction={given}; valid: minimize or maximize, one per objective "
+                          f"({len(metrics)}: {', '.join(metrics)}), or null for the objectives' own")
+    return listed
+
+
+def make_sampler(name: str, seed: int | None):
+    import optuna
+
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
+                "gp": optuna.samplers.GPSampler}
+    if name not in samplers:
+        raise ConfigError(f"hydra.sweeper.sampler.name={name}; valid: {', '.join(samplers)}")
+    return samplers[name](seed=seed)
+
+
+def make_pruner(name: str, startup_trials: int, warmup_epochs: int):
+    """``median`` (a trial whose validation loss at an epoch is worse than the median of earlier
+    trials' at that epoch stops), ``hyperband``, or ``none``."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"hydra.sweeper.pruner={name}; valid: {', '.join(PRUNERS)}")
+
+
+def open_study(name: str, url: str, study_directions: list[str], sampler=None, pruner=None):
+    """Create the study, or load it when it exists: a rerun or another process joins it. Its
+    directions must be the ones asked for."""
+    import optuna
+
+    study = optuna.create_study(storage=rdb_storage(url), study_name=name, sampler=sampler, pruner=pruner,
+                                directions=study_directions, load_if_exists=True)
+    stored = [d.name.lower() for d in study.directions]
+    if stored != study_directions:
+        raise ConfigError(f"study '{name}' in {url} has the directions {stored}, and this search asks for "
+                          f"{study_directions} (another objective?); give "
+                          "this search its own hydra.sweeper.study_name=<name>")
+    return study

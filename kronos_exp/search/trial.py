@@ -1,0 +1,99 @@
+"""A sweep job's side of its Optuna trial: the sweeper names the trial in the job's environment
+(``KRONOS_EXP_TRIAL=<study>:<number>`` and the study's storage URL), which reaches the job with
+the basic launcher and in joblib or submitit processes alike. The job links its MLflow run and
+the trial both ways, reports each epoch's validation loss, and stops when the pruner says so.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import TrialPruned
+from ..train.distributed import World
+from .study import make_pruner, rdb_storage
+
+log = logging.getLogger(__name__)
+
+TRIAL_ENV = "KRONOS_EXP_TRIAL"
+STORAGE_ENV = "KRONOS_EXP_TRIAL_STORAGE"
+RUN_ID_ATTR = "mlflow_run_id"  # on the trial: its job run
+PRUNER_ATTR = "kronos_pruner"  # on the trial: [name, startup trials, warm-up epochs] of the sweeper that asked it
+TRIAL_TAG, STUDY_TAG = "optuna_trial", "optuna_study"  # on the job run: its trial
+
+
+@dataclass
+class TrialLink:
+    """The trial this job runs (``number`` in study ``study_name`` at ``storage``)."""
+    study_name: str
+    number: int
+    storage: str
+    _opened: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def current(cls) -> "TrialLink | None":
+        """The trial the environment names, or None outside an Optuna sweep."""
+        named, storage = os.environ.get(TRIAL_ENV), os.environ.get(STORAGE_ENV)
+        if not named or not storage or ":" not in named:
+            return None
+        study, number = named.rsplit(":", 1)
+        return cls(study, int(number), storage)
+
+    def tags(self) -> dict[str, str]:
+        return {TRIAL_TAG: str(self.number), STUDY_TAG: self.study_name}
+
+    def _trial(self):
+        """The live trial, opened once (rank 0 only: the other ranks never touch the study)."""
+        if self._opened is None:
+            import optuna
+
+            storage = rdb_storage(self.storage)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(self.study_name), self.number)
+            study = optuna.load_study(study_name=self.study_name, storage=storage,
+                                      sampler=optuna.samplers.RandomSampler())
+            self._opened = optuna.trial.Trial(study, trial_id)
+            name, startup, warmup = self._opened.user_attrs.get(PRUNER_ATTR, ["none", 0, 0])
+            study.pruner = make_pruner(name, startup, warmup)
+        return self._opened
+
+    def link(self, run_id: str) -> None:
+        self._trial().set_user_attr(RUN_ID_ATTR, run_id)
+
+    def prunable(self) -> bool:
+        """Whether epochs are reported: one objective, minimised (a validation loss falls as it
+        improves), and a pruner other than ``none``."""
+        trial = self._trial()
+        pruner = trial.user_attrs.get(PRUNER_ATTR, ["none"])
+        return len(trial.study.directions) == 1 and trial.study.direction.name == "MINIMIZE" and pruner[0] != "none"
+
+    def report(self, val_loss: float, epoch: int) -> str | None:
+        """Report one epoch's validation loss; the reason when the trial is pruned (it is then
+        told PRUNED in the study), else None. A loss that is not finite (diverged) prunes at once."""
+        from optuna.trial import TrialState
+
+        trial = self._trial()
+        trial.report(val_loss, epoch)
+        if math.isfinite(val_loss) and not trial.should_prune():
+            return None
+        trial.study.tell(self.number, state=TrialState.PRUNED)
+        return (f"pruned: trial {self.number} of study '{self.study_name}' had validation loss {val_loss:.5g} "
+                f"after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
+
+    def epoch_hook(self, world: World, phase: str) -> Callable[[str, int, float], None]:
+        """What the runner calls after each epoch of every phase: ``phase``'s epochs are reported
+        (on rank 0; every rank hears the verdict), and a pruned trial stops by ``TrialPruned``."""
+        reported = world.share(self.prunable() if world.is_main else None)
+        if not reported:
+            log.info("trial %d: epochs are not reported for pruning (several objectives, a maximised one, or "
+                     "hydra.sweeper.pruner=none)", self.number)
+
+        def hook(name: str, epoch: int, val_loss: float) -> None:
+            if not reported or name != phase:
+                return
+            reason = world.share(self.report(val_loss, epoch) if world.is_main else None)
+            if reason:
+                raise TrialPruned(reason)
+        return hook
