@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
+PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scontrol", "scancel", "runuser")
 
 SLURM_CONF = """\
 ClusterName=kronos-test
@@ -54,7 +54,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
 def missing() -> str | None:
     """Why no SLURM can start here (a program absent, not root), or None."""
-    absent = [name for name in DAEMONS if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
+    absent = [name for name in PROGRAMS if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
     if absent:
         return f"{', '.join(absent)} not installed (apt-get install -y slurm-wlm munge)"
     if os.geteuid() != 0:
