@@ -199,6 +199,9 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 where the hardware runs it fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
     compile: bool = False  # torch.compile the model (warm-up of tens of seconds; falls back with a warning)
     num_workers: int = 0  # DataLoader workers
+    # torch's CPU threads in this process; null = automatic (kronos_exp/train/threads.py): the CPUs
+    # SLURM granted, else this process's cores, shared among parallel jobs; 1 per torchrun process
+    threads: Optional[int] = None
     # Resume a phase from the `last` training state of an unfinished run with its fingerprint;
     # null = whenever the store holds one, false = always start afresh.
     resume: Optional[bool] = None
@@ -243,6 +246,7 @@ RANGES: dict[str, Range] = {
     **{f"serving.{key}": _AT_LEAST_ONE for key in ("max_pred_len", "max_sample_count", "max_history_rows")},
     "serving.timeout_s": _POSITIVE,
     "num_workers": Range(lambda v: v >= 0, "an integer >= 0"),
+    "threads": Range(lambda v: v is None or v >= 1, "an integer >= 1, or null (automatic)"),
     "mlflow.experiment_name": Range(lambda v: bool(str(v).strip()), "a non-empty name"),
     "mlflow.http_timeout_s": _AT_LEAST_ONE,
     "mlflow.http_max_retries": Range(lambda v: v >= 0, "an integer >= 0"),

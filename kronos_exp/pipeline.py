@@ -30,6 +30,7 @@ from .tracking.sweep import SWEEP_ID_ENV, JobInfo
 from .train import distributed, resolve_device, resolve_precision
 from .train.distributed import World
 from .train.interrupt import exit_code, sigterm_stops
+from .train.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def reported_phase(cfg: DictConfig, phases: list) -> str | None:
     return next((n for n in named if n in trained), trained[-1] if trained else None)
 
 
-def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str) -> str:
+def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str, threads: tuple[int, str]) -> str:
     s = ctx.data.summary
     lines = [
         "kronos_exp " + " -> ".join(p.name for p in phases),
@@ -114,6 +115,7 @@ def _banner(cfg: DictConfig, ctx: RunContext, phases: list, run_id: str) -> str:
         f"(lookback {cfg.data.lookback_window} + predict {cfg.data.predict_window})",
         f"  device   {ctx.device} ({ctx.precision})" + (
             f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
+        f"  threads  {threads[0]} ({threads[1]})",
         f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
@@ -186,11 +188,12 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
             os.environ.pop(name, None)
     # skip_existing=null (the default): reuse registered phases in sweeps, retrain in single runs.
     skip_existing = job.multirun if cfg.skip_existing is None else bool(cfg.skip_existing)
-    if job.parallel_jobs > 1:  # share the cores instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.parallel_jobs))
     if not world.is_main:  # one voice: the other ranks log warnings and errors only
         logging.getLogger().setLevel(logging.WARNING)
-    phases, ctx = _prepare(cfg, output_dir, world, device)
+    phases, ctx = _prepare(cfg, output_dir, world, device)  # (checks `threads` among the settings)
+    threads = resolve_threads(cfg.threads, parallel_jobs=job.parallel_jobs, distributed=world.distributed)
+    if torch.get_num_threads() != threads[0]:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(threads[0])
     trial = TrialLink.current() if job.multirun else None
     watched = reported_phase(cfg, phases)
     if trial is not None and watched is not None:
@@ -210,7 +213,7 @@ def _run(cfg: DictConfig, output_dir: Path, world: World, device: torch.device) 
     ctx.runs = PhaseRuns(tracker, ctx.output_dir, skip_existing=skip_existing, resume=cfg.resume,
                          heartbeat_s=cfg.mlflow.heartbeat_s)
     try:
-        return _tracked(cfg, ctx, phases, job, started, trial)
+        return _tracked(cfg, ctx, phases, job, started, trial, threads)
     except Exception as err:
         lost = tracker.lost_server_message(ctx.output_dir)
         if lost:
@@ -235,12 +238,12 @@ def _prepare(cfg: DictConfig, output_dir: Path, world: World, device: torch.devi
 
 
 def _tracked(cfg: DictConfig, ctx: RunContext, phases: list, job: JobInfo, started: float,
-             trial: TrialLink | None) -> float | list[float]:
+             trial: TrialLink | None, threads: tuple[int, str]) -> float | list[float]:
     """Rank 0: the phases in order inside the job run (linked to its Optuna trial in a search),
     and the objective for sweepers."""
-    tags = {**job.tags(), **(trial.tags() if trial else {})}
+    tags = {**job.tags(), **(trial.tags() if trial else {}), "threads": str(threads[0])}
     with sigterm_stops(), ctx.tracker.job_run(cfg, ctx.output_dir, tags=tags) as job_run:
-        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id))
+        log.info("\n%s", _banner(cfg, ctx, phases, job_run.info.run_id, threads))
         if trial is not None:
             trial.link(job_run.info.run_id)
         mlflow.log_dict(ctx.data.summary, "data_summary.json")

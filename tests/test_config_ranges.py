@@ -18,7 +18,7 @@ negative = st.one_of(st.floats(max_value=-1e-12, allow_infinity=True), st.just(N
 not_a_probability = st.one_of(st.floats(max_value=-1e-12), st.floats(min_value=1.0), st.just(NAN))
 
 # Bad values per key, written from the issue, independently of the table in kronos_exp/config.py.
-BAD: dict[str, st.SearchStrategy] = {"num_workers": st.integers(max_value=-1),
+BAD: dict[str, st.SearchStrategy] = {"num_workers": st.integers(max_value=-1), "threads": below_one,
                                      "mlflow.experiment_name": st.sampled_from(["", " ", "\t"])}
 for phase in PHASES:
     BAD.update({f"{phase}.{k}": below_one for k in ("epochs", "batch_size", "accumulation_steps", "log_interval")})

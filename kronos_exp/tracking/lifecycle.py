@@ -108,7 +108,7 @@ class PhaseRun:
             mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
             log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
             earlier_best = unfinished.state_path.parent / self.name  # the best checkpoint before the stop
-            if earlier_best.is_dir():
+            if earlier_best.is_dir() and earlier_best.resolve() != own.resolve():  # (a requeued job: one folder)
                 shutil.copytree(earlier_best, own, dirs_exist_ok=True)
             return self._training(Plan(own, resume_from=unfinished.state_path))
         if decided.action == "reuse":

@@ -41,7 +41,7 @@ class JobInfo:
     num: int | None
     overrides: list[str]
     sweep_id: str | None
-    parallel_jobs: int = 1  # jobs the launcher runs at once (joblib's n_jobs)
+    parallel_jobs: int = 1  # jobs the launcher runs at once here (_parallel_jobs)
 
     @classmethod
     def current(cls) -> "JobInfo":
@@ -49,10 +49,9 @@ class JobInfo:
             return cls(False, None, [], None)
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
-        n_jobs = int(hc.launcher.get("n_jobs", 1) or 1) if multirun else 1
         return cls(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
                    os.environ.get(SWEEP_ID_ENV) if multirun else None,
-                   n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+                   _parallel_jobs(hc.launcher) if multirun else 1)
 
     def label_log_lines(self) -> None:
         """Prefix this job's log lines with ``[job N]``: parallel jobs write to one terminal, and
@@ -79,6 +78,17 @@ class JobInfo:
         return tags
 
 
+def _parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's ``n_jobs`` (-1: one per
+    core); submitit_local starts every job at once, each with ``cpus_per_task`` when given, else one
+    core; a SLURM job has its own CPUs (one)."""
+    cores = os.cpu_count() or 1
+    if str(launcher.get("_target_", "")).endswith("submitit_launcher.LocalLauncher"):
+        return max(1, cores // int(launcher.get("cpus_per_task") or 1))
+    n_jobs = int(launcher.get("n_jobs", 1) or 1)
+    return n_jobs if n_jobs > 0 else cores
+
+
 def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> None:
     """A sweep job that failed before its MLflow run started (a bad setting for that job) still gets
     a FAILED run under the sweep, so the sweep's summary counts it and the sweep exits non-zero."""
@@ -93,6 +103,22 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
     run = client.create_run(experiment_id, run_name=job.run_name,
                             tags={**job.tags(), "mlflow.parentRunId": parent, "error": message[:5000], **process_tags()})
     client.set_terminated(run.info.run_id, "FAILED")
+
+
+NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, and how to resume
+
+
+def record_job_tag(tracking_uri: str | None, job_num: int, key: str, value: str) -> None:
+    """Set a tag on the newest run of this sweep's job ``job_num`` (after the job's own run ended)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent:
+        return
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    runs = client.search_runs([client.get_run(parent).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job_num}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if runs:
+        client.set_tag(runs[0].info.run_id, key, value[:5000])
 
 
 # Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary):
@@ -243,6 +269,9 @@ class SweepRun:
             if sys.exc_info()[0] is None:
                 raise SystemExit("error: the sweep ended without running a job; see the messages above")
             return
+        for row in failed:
+            if NOT_REQUEUED_TAG in row:
+                log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
         if failed:
             raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
                              f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
@@ -259,11 +288,14 @@ class SweepRun:
                        column("metrics", "objective"), not self.maximise)
 
     def job_rows(self) -> list[dict[str, Any]]:
-        """One row per job run of this sweep, best objective first (unfinished jobs last)."""
+        """One row per job of this sweep, best objective first (unfinished jobs last). A job that ran
+        again (requeued by SLURM) is its newest run."""
         runs = self.tracker.client.search_runs([self.tracker.experiment_id],
-                                               filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
+                                               filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+                                               order_by=["attributes.start_time ASC"])
+        newest = {r.data.tags.get("job_num", r.info.run_id): r for r in runs}
         rows = []
-        for r in runs:
+        for r in newest.values():
             end = r.info.end_time or r.info.start_time
             # The job's own measure (its "done in"), else the run's wall time (a job that failed).
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
@@ -275,7 +307,7 @@ class SweepRun:
                          "duration_s": round(seconds, 1), "status": "PRUNED" if pruned else r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
-                         **{k: r.data.tags[k] for k in VERDICT_COLUMNS if k in r.data.tags}})
+                         **{k: r.data.tags[k] for k in (*VERDICT_COLUMNS, NOT_REQUEUED_TAG) if k in r.data.tags}})
         sign = -1.0 if self.maximise else 1.0
         front = pareto_front(rows, self.directions) if len(self.directions) > 1 else set()
         for row in rows if front else ():

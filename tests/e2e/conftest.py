@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -100,3 +102,24 @@ def serve():
     for proc in started:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real single-node SLURM (tests/e2e/slurm_cluster.py) for the session; skipped, saying why,
+    where slurm-wlm and munge are not installed (.ci/run installs them)."""
+    from slurm_cluster import SlurmCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"no single-node SLURM here: {why}")
+    # Not under pytest's tmp folders (mode 700): munged runs as user munge and must reach its socket.
+    root = Path(tempfile.mkdtemp(prefix="kronos-slurm-"))
+    root.chmod(0o755)
+    cluster = SlurmCluster(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)

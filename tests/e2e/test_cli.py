@@ -44,6 +44,7 @@ def test_help_and_config_printout(cli):
                                cwd=cli.root, env=cli.env(), timeout=120).stdout
     for group in ("data:", "tokenizer:", "predictor:", "phases:"):
         assert group in help_text
+    assert "threads: null" in help_text and "threads=N: torch's CPU threads" in help_text
     job = subprocess.run([sys.executable, "-m", "kronos_exp", "--cfg", "job", "predictor=small"],
                          capture_output=True, text=True, cwd=cli.root, env=cli.env(), timeout=120).stdout
     assert "d_model: 512" in job and "max_context: 512" in job
@@ -181,10 +182,14 @@ def _yahoo_daily(path: Path, days: int = 1000) -> None:
 
 def test_yahoo_export_trains_without_column_config(cli):
     _yahoo_daily(cli.root / "AAPL.csv")
-    cli.run("phases=tokenizer", "data=csv", "data.path=AAPL.csv", "tokenizer.epochs=1", "data.lookback_window=32",
-            "data.predict_window=8", fast=False)
+    proc = cli.run("phases=tokenizer", "data=csv", "data.path=AAPL.csv", "tokenizer.epochs=1",
+                   "data.lookback_window=32", "data.predict_window=8", "threads=1", fast=False)
     (run,) = [r for r in cli.runs() if r.data.tags.get("phase") == "tokenizer"]
     assert run.info.status == "FINISHED" and "val_loss" in run.data.metrics
+    # The thread count chosen (here given) is said once, in the banner, and kept on the job run.
+    assert (proc.stdout + proc.stderr).count("  threads  1 (threads=1)") == 1
+    (job,) = [r for r in cli.runs() if "phase" not in r.data.tags]
+    assert job.data.tags["threads"] == "1"
 
 
 def test_readme_ui_command_serves_a_shared_tracking_server(cli, serve):

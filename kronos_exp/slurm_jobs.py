@@ -1,0 +1,123 @@
+"""SLURM jobs as their users expect, for the ``hydra/launcher=slurm`` launcher
+(``hydra_plugins/kronos_slurm_launcher``: hydra-submitit-launcher's, calling these; imported only
+when a sweep uses it, since Hydra imports every plugin module on every start).
+
+- **Requeue at the time limit or on preemption.** SLURM sends submitit's signal (USR2)
+  ``signal_delay_s`` before a job's time limit. Here it means what SIGTERM means to the run at that
+  moment: training stops at its next optimizer step and saves its state, the runs end KILLED. Then
+  submitit's own handler checkpoints the job and requeues it (``max_num_timeout`` times at most for
+  time limits); started again, the job resumes the phase from that state (``resumed_from``).
+- **A job that cannot be requeued** ends without a traceback: its job run gets the tag
+  ``not_requeued``, which the sweep's summary prints as one line saying how to resume.
+- **Clusters without accounting** (no slurmdbd): submitit polls job states with ``sacct``, which
+  then fails on every poll with a warning. The first poll finds that out, says it once, and
+  later polls ask ``squeue``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import subprocess
+from typing import Any, Callable, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from submitit.core.job_environment import JobEnvironment, SignalHandler
+from submitit.core.utils import UncompletedJobError
+from submitit.slurm import slurm
+
+from .tracking.sweep import NOT_REQUEUED_TAG, record_job_tag
+
+log = logging.getLogger(__name__)
+
+
+class _AccountingOrQueueWatcher(slurm.SlurmInfoWatcher):
+    """Job states from ``sacct``, or from ``squeue`` where SLURM keeps no accounting."""
+
+    accounting: bool | None = None  # unknown until the first poll
+
+    def update(self) -> None:
+        if self.accounting is None:
+            command = super()._make_command()
+            if command is None:
+                return
+            probe = subprocess.run(command, capture_output=True, text=True, check=False)
+            self.accounting = probe.returncode == 0 or "accounting storage is disabled" not in probe.stderr
+            if not self.accounting:
+                log.info("SLURM keeps no job accounting here (%s): job states come from squeue",
+                         probe.stderr.strip())
+        super().update()
+
+    def _make_command(self) -> list[str] | None:
+        command = super()._make_command()
+        if command is None or self.accounting:
+            return command
+        ids = [command[i + 1] for i, word in enumerate(command) if word == "-j"]
+        return ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
+
+    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+        if not self.accounting:  # squeue's lines, under sacct's header
+            string = "JobID|State|NodeList\n" + (string if isinstance(string, str) else string.decode())
+        return super().read_info(string)
+
+
+class _StopForRequeue:
+    """submitit's signal, taken as what SIGTERM means to the run at that moment (a stop at the
+    next step, its state saved, the runs ended KILLED); before the run has a stop of its own,
+    submitit's handler acts at once (checkpoint and requeue: nothing trained yet)."""
+
+    def __init__(self, requeue: Callable[[int, Any], None]) -> None:
+        self.requeue, self.signum, self.requeued = requeue, None, False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        stop = signal.getsignal(signal.SIGTERM)
+        if isinstance(getattr(stop, "__self__", None), SignalHandler):  # submitit's own: no run yet
+            self.requeued = True
+            self.requeue(signum, frame)
+        elif callable(stop):
+            stop(signum, frame)
+
+
+def watch_jobs() -> None:
+    """Poll this sweep's SLURM jobs through ``_AccountingOrQueueWatcher`` (submitit keeps one
+    watcher for every SLURM job, on its job class)."""
+    slurm.SlurmJob.watcher = _AccountingOrQueueWatcher(delay_s=600)
+
+
+def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides: Sequence[str],
+                    job_num: int) -> JobReturn:
+    """``run()`` the job (in the SLURM job); stopped by submitit's signal, requeue it through
+    submitit's handler, or, when it may not be requeued again, say so and let the sweep go on."""
+    usr = JobEnvironment._usr_sig()
+    requeue = signal.getsignal(usr)  # submitit's: checkpoint, then requeue and exit
+    if not callable(requeue):  # (not a submitit job)
+        return run()
+    handler = _StopForRequeue(requeue)
+    signal.signal(usr, handler)
+    try:
+        return run()
+    except (SystemExit, KeyboardInterrupt):
+        if handler.signum is None or handler.requeued:
+            raise
+    finally:
+        signal.signal(usr, requeue)
+    try:
+        requeue(handler.signum, None)  # requeues the job and exits this process
+    except UncompletedJobError as err:
+        return _not_requeued(launcher, sweep_overrides, job_num, str(err))
+    raise SystemExit(1)  # (submitit's handler always exits or raises)
+
+
+def _not_requeued(launcher: Any, sweep_overrides: Sequence[str], job_num: int, reason: str) -> JobReturn:
+    """Tag the job's run with why it stopped and how to resume it; the sweep goes on."""
+    reason = reason.removeprefix("Job not requeued because: ").rstrip(".")
+    note = (f"stopped by SLURM and not requeued ({reason}; hydra.launcher.max_num_timeout="
+            f"{launcher.params.get('max_num_timeout', 0)}); run the same command again to resume it from its "
+            "last training state")
+    log.warning("job %s: %s", job_num, note)
+    with contextlib.suppress(Exception):  # the store may be out of reach: the line above still says it
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(sweep_overrides))
+        record_job_tag(cfg.mlflow.tracking_uri, job_num, NOT_REQUEUED_TAG, note)
+    return JobReturn(overrides=list(sweep_overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
