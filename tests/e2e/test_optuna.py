@@ -132,9 +132,11 @@ def test_a_diverging_learning_rate_is_pruned(store):
     phase = next(r for r in store.runs() if r.data.tags.get("mlflow.parentRunId") == job.info.run_id)
     assert phase.info.status == "KILLED" and phase.data.tags["stopped"].startswith("pruned: trial 2")
     assert trials[2].user_attrs["mlflow_run_id"] == job.info.run_id
-    row = next(line for line in (proc.stdout + proc.stderr).splitlines() if "predictor.lr=5" in line and
-               re.match(r"\d+\s", line))
-    assert re.search(r"\sPRUNED\s", row), row
+    lines = (proc.stdout + proc.stderr).splitlines()
+    header = next(line.split() for line in lines if line.startswith("job ") and "predictor.lr" in line)
+    rows = [line.split() for line in lines if re.match(r"\d+\s", line)]
+    row = next(r for r in rows if r[header.index("predictor.lr")] == "5")  # a column per swept parameter
+    assert row[-1] == "PRUNED", row  # the status, the last column
 
 
 def test_direction_from_the_metrics_and_a_pareto_front_of_two_objectives(store):
@@ -149,8 +151,10 @@ def test_direction_from_the_metrics_and_a_pareto_front_of_two_objectives(store):
     assert "Directions: ['minimize', 'maximize']" in output
     assert _states(study) == ["COMPLETE"] * 3
     lines = output.splitlines()
-    header = next(i for i, line in enumerate(lines) if re.search(r"sweep \S+: 3 jobs, best first", line)) + 1
-    assert lines[header].split()[:3] == ["job", "pareto", "objective"], lines[header]
+    start = next(i for i, line in enumerate(lines) if re.search(r"sweep \S+: 3 jobs, best first", line))
+    assert lines[start + 1].startswith("every job: ")  # the overrides all jobs share, once
+    header = start + 2
+    assert lines[header].split()[:4] == ["job", "predictor.lr", "pareto", "objective"], lines[header]
     rows = lines[header + 2:header + 5]
     front = {t.number for t in study.best_trials}
     assert sum(" * " in row for row in rows) == len(front) >= 1, rows
