@@ -115,11 +115,20 @@ def _windows(path: str, samples: int, batches: int) -> dict:
                     f"{batches * 64 / t_batch:,.0f} batch()/s, {batches * 64 / t_loader:,.0f} DataLoader/s"}
 
 
+def _peak_mb() -> float:
+    """This process image's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across exec from the
+    parent, which here holds the generated frame, so every step would seem to peak at the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _step(args: argparse.Namespace) -> dict:
     import pyarrow.parquet  # noqa: F401 - imports are not the step's time or memory
     import kronos_exp.data  # noqa: F401
 
-    imports_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    imports_mb = _peak_mb()
     if args.step == "pandas_csv":
         frame, seconds = timed(lambda: pd.read_csv(args.path, parse_dates=["timestamps"]))
         out = {"seconds": seconds, "rows": len(frame)}
@@ -132,7 +141,7 @@ def _step(args: argparse.Namespace) -> dict:
         out = _cached(args.path, args.cache)
     else:
         out = _windows(args.path, args.samples, args.batches)
-    return {**out, "imports_mb": imports_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {**out, "imports_mb": imports_mb, "peak_mb": _peak_mb()}
 
 
 def _child(args: argparse.Namespace, step: str, path: Path, cache: Path | None = None) -> dict:
