@@ -26,7 +26,7 @@ def _ends_with(name: str, words: tuple[str, ...]) -> bool:
 
 def maximised(name: str) -> bool | None:
     """Whether a reported metric is better higher (True) or lower (False), by how its name ends:
-    ``eval_ic``, ``eval_drift_close_mae_skill`` -> True; ``eval_close_mae``, ``tokenizer_val_loss``
+    ``eval_val_ic``, ``eval_val_drift_close_mae_skill`` -> True; ``eval_val_close_mae``, ``tokenizer_val_loss``
     -> False. None for a band's coverage, which has no better direction (a calibrated 10-90% band
     covers 80%, so neither more nor less is better). Any other name (a loss, an error, a fact such as
     ``flat_share``) counts as lower-is-better (False)."""

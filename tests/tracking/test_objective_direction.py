@@ -15,10 +15,11 @@ from kronos_exp.tracking.sweep import SWEEP_ID_ENV, SweepRun
 
 
 @pytest.mark.parametrize("name, better_higher", [
-    ("tokenizer_val_loss", False), ("predictor_val_loss", False), ("eval_close_mae", False), ("eval_crps", False),
-    ("eval_last_value_close_rmse", False), ("eval_ic", True), ("eval_rank_ic", True), ("eval_pretrained_ic", True),
-    ("eval_direction_accuracy", True), ("eval_drift_close_mae_skill", True),
-    ("eval_drift_direction_accuracy_excess", True), ("eval_coverage_10_90", None)])
+    ("tokenizer_val_loss", False), ("predictor_val_loss", False), ("eval_val_close_mae", False),
+    ("eval_val_crps", False), ("eval_test_last_value_close_rmse", False), ("eval_val_ic", True),
+    ("eval_val_rank_ic", True), ("eval_test_pretrained_ic", True),
+    ("eval_val_direction_accuracy", True), ("eval_val_drift_close_mae_skill", True),
+    ("eval_val_direction_accuracy_excess", True), ("eval_val_coverage_10_90", None)])
 def test_metric_names_say_which_way_is_better(name, better_higher):
     assert maximised(name) is better_higher
 
@@ -29,10 +30,10 @@ def _compose(*overrides: str):
 
 
 @pytest.mark.parametrize("overrides, direction", [
-    (["objective=eval_ic"], "maximize"), (["objective=eval_close_mae"], "minimize"),
+    (["objective=eval_val_ic"], "maximize"), (["objective=eval_val_close_mae"], "minimize"),
     (["phases=both"], "minimize"), (["phases=all"], "minimize"),  # null: the last phase's own metric
     (["phases=all", "eval.metric=rank_ic"], "maximize"),
-    (["objective=eval_ic", "hydra.sweeper.direction=minimize"], "minimize")])  # the user's word stands
+    (["objective=eval_val_ic", "hydra.sweeper.direction=minimize"], "minimize")])  # the user's word stands
 def test_optuna_direction_follows_the_objective(overrides, direction):
     cfg = _compose(*overrides)
     assert OmegaConf.select(cfg, "hydra.sweeper.direction") == direction
