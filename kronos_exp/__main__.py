@@ -1,6 +1,5 @@
 """``python -m kronos_exp``: compose the config with Hydra and run the pipeline."""
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -51,31 +50,5 @@ def main(cfg: DictConfig) -> float | list[float] | None:
         raise SystemExit(exit_code(stop)) from None
 
 
-def _exit_without_teardown(code: int | str | None) -> None:
-    """Exit once everything is recorded, skipping the interpreter's teardown of torch and MLflow objects:
-    1-2 s a run, which every trial of a search paid. What exit would still do runs first: the atexit
-    handlers (a sweep's closing, MLflow's), and a flush of the logs and streams. A thread still at
-    work (none should be) gets the ordinary exit, which waits for it."""
-    import atexit
-    import logging
-    import threading
-
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if others:
-        sys.exit(code)
-    atexit._run_exitfuncs()  # noqa: SLF001 (CPython's own exit path calls it; os._exit would skip it)
-    logging.shutdown()
-    if isinstance(code, str):  # what SystemExit("error: ...") prints before it exits 1
-        print(code, file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as stop:
-        _exit_without_teardown(stop.code)
-    _exit_without_teardown(0)
+    main()
