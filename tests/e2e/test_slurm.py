@@ -93,10 +93,11 @@ def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
     limit) stops it at a step with its state saved, the job requeues itself and resumes.
 
     SLURM checks time limits every 30 s, so the warning comes 20-50 s into each attempt, and an
-    attempt trains for about 10-40 s: 60 epochs (about 45 s on a quiet machine, more on a busy one)
-    outlast the first attempt and may need a few more; max_num_timeout=6 leaves room for a slow
-    machine (the preset's 3 is checked in tests/test_launchers.py)."""
-    proc = _sweep(cli, slurm, "tokenizer.epochs=60", "hydra.launcher.timeout_min=1",
+    attempt trains for about 10-40 s: 150 epochs (about 65 s on a quiet machine, where 60 once
+    finished in 26 s, before any warning; more on a busy one) outlast the first attempt and may need
+    a few more; max_num_timeout=6 leaves room for a slow machine (the preset's 3 is checked in
+    tests/test_launchers.py)."""
+    proc = _sweep(cli, slurm, "tokenizer.epochs=150", "hydra.launcher.timeout_min=1",
                   "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=6", timeout=900)
     _assert_clean(proc)
     runs = cli.runs()
