@@ -7,8 +7,10 @@ lookback 64, predict 8, batch 16, 1 epoch per phase, Kronos-Tokenizer-base and K
 architectures, random init. Each case runs the real CLI (Hydra, MLflow with a fresh SQLite store)
 in a new temporary folder and reports wall time, the CPU seconds it used (what compares on a
 machine shared with other jobs), the seconds spent training (the phases' ``duration_s``, read from
-the run's store: their epochs, validation included) and the rest of the wall time (process start,
-imports, Hydra, data, the store, packaging and registering), each phase's samples/s and the peak RSS.
+the run's store: their epochs, validation included, plus the predictor's ``datasets_s``: its token
+cache, encoding the reference scripts do inside their epochs) and the rest of the wall time (process
+start, imports, Hydra, data, the store, building the models and optimizers, packaging and
+registering, exit), each phase's samples/s and the peak RSS.
 A new store is copied from the empty migrated store in the user cache (tracking/store_template.py);
 ``--cold-store`` gives each run an empty cache, as on a machine's first run, so it migrates afresh.
 """
@@ -56,10 +58,12 @@ def rates(log: str) -> dict[str, str]:
 
 def training_seconds(cwd: Path) -> float:
     """The phases' training time from the run's own store: the duration_s that each trained phase's
-    run logs with its samples_per_second (the job run's own duration_s is the whole run)."""
+    run logs with its samples_per_second (the job run's own duration_s is the whole run), plus its
+    datasets_s, the predictor's token cache: encoding the reference scripts do inside their epochs."""
     with sqlite3.connect(cwd / "outputs" / "mlflow.db") as db:
-        return db.execute("SELECT COALESCE(SUM(value), 0) FROM metrics WHERE key = 'duration_s' AND run_uuid IN "
-                          "(SELECT run_uuid FROM metrics WHERE key = 'samples_per_second')").fetchone()[0]
+        return db.execute("SELECT COALESCE(SUM(value), 0) FROM metrics WHERE key IN ('duration_s', 'datasets_s') "
+                          "AND run_uuid IN (SELECT run_uuid FROM metrics WHERE key = 'samples_per_second')"
+                          ).fetchone()[0]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -116,7 +117,10 @@ def _train(phase: Phase, ctx: RunContext, pctx: PhaseContext, plan: Plan, run: P
         run.log_param("n_parameters", n_params)
     log.info("%s: training %s parameters on %d windows for %d epochs", phase.name, f"{n_params:,}",
              len(ctx.data.train), phase.settings(ctx.cfg).epochs)
+    building = time.perf_counter()
     train_set, val_set = phase.datasets(pctx)
+    if run is not None:  # the predictor's token cache: encoding the reference does inside its epochs
+        run.log_metrics({"datasets_s": time.perf_counter() - building}, 0)
     hook = ctx.on_epoch_end
     return fit(model, phase, train_set, val_set, fit_settings(phase, ctx, plan, seed),
                log_metrics=run.log_metrics if run else _ignore, on_best=run.save_best(plan) if run else _ignore,

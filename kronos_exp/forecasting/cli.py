@@ -173,17 +173,16 @@ def _tables(series, y_ts, paths, sample_count: int, raw: bool):
 def _chart(path: Path, series, y_ts, paths, lookback: int, pred_len: int, model: str) -> None:
     """A fan chart per series, one under the other, as a PNG."""
     from ..data import FEATURES
-    from ..tracking.plots import fan_chart, pyplot
+    from ..tracking.plots import fan_chart, figure
 
-    plt = pyplot()
     close = FEATURES.index("close")
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3 * len(series)), squeeze=False)
+    fig = figure(figsize=(8, 3 * len(series)))
+    axes = fig.subplots(len(series), 1, squeeze=False)
     for ax, s, p, stamps in zip(axes[:, 0], series, paths, y_ts):
         fan_chart(ax, s.values[-lookback:, close], p[:, :, close],
                   title=f"{s.name}: {model}, {pred_len} steps from {stamps[0]}", show_history=4 * pred_len)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def histories(series: list, lookback: int, freq: str) -> list:

@@ -43,7 +43,8 @@ def test_both_phases_land_in_mlflow(module_cli, first_run):
     }
     for name, run in phases.items():
         metrics = set(run.data.metrics)
-        assert {"train_loss", "lr", "val_loss", "samples_per_second", "duration_s", "best_val_loss"} <= metrics
+        assert {"train_loss", "lr", "val_loss", "samples_per_second", "duration_s", "datasets_s",
+                "best_val_loss"} <= metrics
         assert expected[name] <= metrics
         val = client.get_metric_history(run.info.run_id, "val_loss")
         assert [m.step for m in val] == [0, 1]  # one per epoch, step = epoch
