@@ -1,6 +1,7 @@
 """``python -m kronos_exp``: compose the config with Hydra and run the pipeline."""
 import atexit
 import contextlib
+import functools
 import gc
 import sys
 from pathlib import Path
@@ -64,9 +65,11 @@ def main(cfg: DictConfig) -> float | list[float] | None:
         raise SystemExit(exit_code(stop)) from None
 
 
+@functools.cache
 def started() -> None:
     """The imports are done: what they left moves to the collector's permanent generation (never
-    scanned again) and collection resumes for what the run allocates."""
+    scanned again) and collection resumes for what the run allocates. Once per process: the jobs
+    of a sweep in this process come later, and what they leave is the collector's to free."""
     gc.freeze()
     if _COLLECTING:
         gc.enable()
