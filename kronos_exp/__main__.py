@@ -6,11 +6,16 @@ import gc
 import sys
 from pathlib import Path
 
-# Importing torch, MLflow and Hydra allocates about a million objects that live as long as the
-# process; the cyclic collector's passes over them while they are created cost about 2 s of every
-# run and trial and free nothing. The collector is off until the imports are done (started()).
+# Run as the program (python -m kronos_exp, or runpy as __main__): importing torch, MLflow and
+# Hydra allocates about a million objects that live as long as the process, and the cyclic
+# collector's passes over them while they are created cost about 2 s of every run and trial while
+# freeing nothing, so it is off until the imports are done (started()). At exit the same passes
+# cost another 1.8 s: freezing everything as the last exit handler (registered first; MLflow's
+# flush and logging's have run by then) skips them, and the OS takes the memory back.
 _COLLECTING = gc.isenabled()
-gc.disable()
+if __name__ == "__main__":
+    gc.disable()
+    atexit.register(gc.freeze)
 
 import hydra  # noqa: E402 (the imports below run with the collector off)
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -22,11 +27,6 @@ from .config import register_configs  # noqa: E402
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # also reachable as ./conf in a checkout
 
 register_configs()
-# Registered first, so it runs last of the exit handlers (MLflow's flush and logging's have run):
-# the interpreter's teardown then skips the collector's passes over the million objects torch and
-# MLflow leave (about 1.8 s of every run and trial at config P); the OS takes the memory back.
-# A process that runs this module in-process (runpy) gets control back as before.
-atexit.register(gc.freeze)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -68,8 +68,8 @@ def main(cfg: DictConfig) -> float | list[float] | None:
 @functools.cache
 def started() -> None:
     """The imports are done: what they left moves to the collector's permanent generation (never
-    scanned again) and collection resumes for what the run allocates. Once per process: the jobs
-    of a sweep in this process come later, and what they leave is the collector's to free."""
+    scanned again) and collection resumes for what the run allocates. Once per program run: what
+    the jobs of a sweep in this process leave is the collector's to free."""
     gc.freeze()
     if _COLLECTING:
         gc.enable()
