@@ -1,23 +1,14 @@
 """``python -m kronos_exp``: compose the config with Hydra and run the pipeline."""
-import atexit
 import contextlib
-import functools
-import gc
 import sys
 from pathlib import Path
 
-# Run as the program (python -m kronos_exp, or runpy as __main__): importing torch, MLflow and
-# Hydra allocates about a million objects that live as long as the process, and the cyclic
-# collector's passes over them while they are created cost about 2 s of every run and trial while
-# freeing nothing, so it is off until the imports are done (started()). At exit the same passes
-# cost another 1.8 s: freezing everything as the last exit handler (registered first; MLflow's
-# flush and logging's have run by then) skips them, and the OS takes the memory back.
-_COLLECTING = gc.isenabled()
-if __name__ == "__main__":
-    gc.disable()
-    atexit.register(gc.freeze)
+from . import collector
 
-import hydra  # noqa: E402 (the imports below run with the collector off)
+if __name__ == "__main__":  # run as the program: the imports below run without the collector's passes
+    collector.pause_for_imports()
+
+import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -35,7 +26,7 @@ def main(cfg: DictConfig) -> float | list[float] | None:
     from .errors import TrialPruned, UserError, user_message
     from .pipeline import run
 
-    started()
+    collector.imports_done()
     hydra_cfg = HydraConfig.get()
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir))
@@ -65,19 +56,8 @@ def main(cfg: DictConfig) -> float | list[float] | None:
         raise SystemExit(exit_code(stop)) from None
 
 
-@functools.cache
-def started() -> None:
-    """The imports are done: what they left moves to the collector's permanent generation (never
-    scanned again) and collection resumes for what the run allocates. Once per program run: what
-    the jobs of a sweep in this process leave is the collector's to free."""
-    gc.freeze()
-    if _COLLECTING:
-        gc.enable()
-
-
 if __name__ == "__main__":
     try:
         main()
-    finally:  # --help or a bad override ends before main's body: never leave a caller without collection
-        if _COLLECTING:
-            gc.enable()
+    finally:  # --help or a bad override ends before main's body
+        collector.resume()

@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from . import collector
 from .tracking.sweep import SweepRun
 
 
@@ -42,6 +43,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep = SweepRun.start(config)
+        collector.imports_done()  # the sweeping process runs no job itself under parallel launchers
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep is not None:

@@ -55,12 +55,23 @@ print(len(collections), gc.isenabled())
 
 _FREEZE = """
 import gc
-import kronos_exp.__main__ as cli
-cli.started()
+from kronos_exp import collector
+collector.pause_for_imports()
+import torch, mlflow
+paused = gc.isenabled()
+collector.imports_done()
 frozen = gc.get_freeze_count()
 leftovers = [[] for _ in range(1000)]
-cli.started()  # a later job of a sweep in this process: its leftovers are not frozen
-print(frozen > 100_000, gc.get_freeze_count() == frozen, gc.isenabled())
+collector.imports_done()  # a later job of a sweep in this process: its leftovers are not frozen
+print(paused, frozen > 100_000, gc.get_freeze_count() == frozen, gc.isenabled())
+"""
+
+_NEVER_PAUSED = """
+import gc
+from kronos_exp import collector
+gc.disable()  # a host process's own choice
+collector.imports_done()
+print(gc.isenabled())
 """
 
 _IN_PROCESS = """
@@ -90,7 +101,12 @@ def test_the_cli_imports_with_the_collector_off_and_gives_it_back():
 
 
 def test_what_the_imports_left_is_frozen_once():
-    assert _python(_FREEZE) == ["True", "True", "True"]
+    assert _python(_FREEZE) == ["False", "True", "True", "True"]
+
+
+def test_a_process_that_never_paused_the_collector_keeps_its_own_setting():
+    """A launcher's worker runs the CLI's main without the program's start."""
+    assert _python(_NEVER_PAUSED) == ["False"]
 
 
 def test_a_caller_running_the_cli_in_process_gets_its_collector_back_after_a_bad_override():

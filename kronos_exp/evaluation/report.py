@@ -2,6 +2,7 @@
 forecaster's scores, the comparisons' differences, the backtests and the closing summary."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,10 @@ class SplitOrigins:
     def last(self) -> np.ndarray:
         return self.raws[:, self.lookback - 1, CLOSE]
 
-    @property
+    @functools.cached_property
     def trades(self) -> B.Origins:
-        """Each origin as the backtest trades it: from the last observed close to the horizon's last."""
+        """Each origin as the backtest trades it: from the last observed close to the horizon's last
+        (built once: the backtests of every forecaster and the intervals read it)."""
         end = self.lookback + self.pred_len - 1
         return B.Origins(self.names, [s[self.lookback - 1] for s in self.stamps], [s[end] for s in self.stamps],
                          self.last, self.actual[:, -1])
