@@ -36,7 +36,8 @@ class Server:
     def start(self) -> None:
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         self.proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-                                      "--host", "127.0.0.1", "--port", str(self.port)], cwd=self.root, env=self.env,
+                                      "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                                     cwd=self.root, env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -51,4 +51,5 @@ def torchrun_two(script: str, folder: Path, timeout: float) -> None:
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(path)], cwd=folder,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in folder.iterdir())  # which ranks got as far as writing their results
+    assert proc.returncode == 0, f"files: {written}\n" + proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -115,6 +115,7 @@ _SCRIPT = textwrap.dedent("""
     resumed = noise_draws(world, state, resume=True)[1]
     torch.save({{"gradients": phase_gradients(world), "weights": weights, "draws": draws,
                 "stopped": stopped, "resumed": resumed}}, f"rank{{world.rank}}.pt")
+    torch.distributed.barrier()  # both past their last collective before either closes its connections
     stop()
 """)
 

@@ -31,6 +31,7 @@ _SCRIPT = textwrap.dedent("""
         expected = Regression().loss(model, val.tensors)["loss"].item()
     with open(f"rank{{world.rank}}.txt", "w") as out:  # a file each: lines on a shared stdout interleave
         out.write(f"{{result.val_history[-1]!r}} {{expected!r}}")
+    torch.distributed.barrier()  # both past their last collective before either closes its connections
     stop()
 """)
 
