@@ -37,6 +37,7 @@ import numpy as np
 
 from .assembly import Series
 from .config import DataConfig
+from .digest import file_sha256
 from .paths import resolve_paths
 from .reading import load_series
 
@@ -86,14 +87,6 @@ def _stats(paths: list[Path]) -> list[dict[str, Any]]:
 def cache_key(stats: list[dict[str, Any]], c: DataConfig) -> str:
     payload = {"format": FORMAT, "files": stats, "settings": reading_settings(c), "code": _code_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Collect(logging.Handler):

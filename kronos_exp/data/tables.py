@@ -9,7 +9,6 @@ Messages count rows from 1. A file pyarrow cannot open is one DataError naming i
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -25,21 +24,11 @@ from . import collect
 from .collect import Chunks, Layout, collect_series
 from .columns import resolve_columns, symbol_column_hint
 from .config import DataConfig, DataError
+from .digest import file_sha256
 
 # What pandas.read_csv reads as missing by default: a text column of a table follows the same rule.
 NA_TEXT = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
            "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-_BLOCK = 1 << 24
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _kind(path: Path) -> str:
     return "Parquet" if path.suffix.lower() == ".parquet" else "Arrow/Feather"
 
@@ -111,7 +100,7 @@ def _chunks(table: _Table, columns: list[str], file: str) -> Chunks:
 
 def read_table(path: Path, file: str, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     """Read and validate one Parquet or Feather/Arrow file: (symbol or None, series) pairs."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     try:
         table = _Table(path)
     except (pa.ArrowException, OSError) as e:

@@ -1,7 +1,7 @@
 """MLflow tracking: runs, fingerprints and the registry behind skip_existing."""
-from .fingerprint import file_digest, fingerprint, folder_digests
+from .fingerprint import fingerprint, folder_digests
 from .registry import RegisteredCheckpoint, Registry
 from .runs import PARENT_RUN_ENV, Tracker, TrackingUnavailable, default_tracking_uri, flatten
 
-__all__ = ["file_digest", "fingerprint", "folder_digests", "RegisteredCheckpoint", "Registry", "PARENT_RUN_ENV", "Tracker", "TrackingUnavailable",
+__all__ = ["fingerprint", "folder_digests", "RegisteredCheckpoint", "Registry", "PARENT_RUN_ENV", "Tracker", "TrackingUnavailable",
            "default_tracking_uri", "flatten"]

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from omegaconf import OmegaConf
 
 from ..config import phase_seed
+from ..data.digest import file_sha256
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 
 # The package folders whose source decides what a phase trains (models, data, losses, loop).
@@ -29,18 +30,10 @@ NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")  # reporting and memory, 
 DATA_NOT_FINGERPRINTED = ("path", "paths", "cache")  # where the files live (their contents are hashed); caching
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def folder_digests(folder: str | Path) -> dict[str, str]:
     """sha256 of every file under ``folder``, by relative path: what a checkpoint is, byte for byte."""
     root = Path(folder)
-    return {p.relative_to(root).as_posix(): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
@@ -134,7 +127,7 @@ def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
     """sha256 of a pretrained weights file, once per process while its size and mtime stay: a
     run asks for it several times (fingerprints, the tokenizer's lookup, evaluation), and a
     Kronos-base file takes a second or more to hash."""
-    return file_digest(path)
+    return file_sha256(path)
 
 
 def phase_fingerprint_inputs(cfg: Any, name: str, *, data: Mapping[str, Any], precision: str, world_size: int = 1,

@@ -24,7 +24,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .fingerprint import file_digest
+from ..data.digest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def state_problem(old: Unfinished, phase: str) -> str | None:
         return f"its {STATE_TAG} tag points at {path}, not at a run folder's checkpoints/{phase}{STATE_SUFFIX}"
     if not old.digests:
         return f"its run recorded no sha256 of {path}"
-    actual = file_digest(path)
+    actual = file_sha256(path)
     if actual not in old.digests:
         return (f"{path} is not the file its run saved (sha256 {actual[:12]}, recorded {old.digests[0][:12]}): "
                 "truncated, altered or replaced since")

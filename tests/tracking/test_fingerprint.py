@@ -11,9 +11,10 @@ from omegaconf import OmegaConf
 
 from kronos_exp.__main__ import CONFIG_DIR
 from kronos_exp.data import resolve_paths
+from kronos_exp.data.digest import file_sha256
 from kronos_exp.data.sample import sample_path
 from kronos_exp.model import KronosTokenizer
-from kronos_exp.tracking.fingerprint import (PACKAGE_ROOT, code_digest, data_fingerprint, file_digest, fingerprint,
+from kronos_exp.tracking.fingerprint import (PACKAGE_ROOT, code_digest, data_fingerprint, fingerprint,
                                              phase_fingerprint_inputs)
 
 
@@ -45,7 +46,7 @@ def _fp(place: Path, overrides: tuple[str, ...], phase: str) -> str:
         cfg = compose("config", overrides=["data=csv", "data.symbol_column=symbol", *overrides])
     if OmegaConf.is_missing(cfg.data, "path") and not cfg.data.paths:
         cfg.data.path = str(place / "a" / "prices.csv")
-    data = data_fingerprint([file_digest(p) for p in resolve_paths(cfg.data)], OmegaConf.to_container(cfg.data, resolve=True))
+    data = data_fingerprint([file_sha256(p) for p in resolve_paths(cfg.data)], OmegaConf.to_container(cfg.data, resolve=True))
     upstream = {"tokenizer_fingerprint": "t"} if phase == "predictor" else None
     return fingerprint(phase_fingerprint_inputs(cfg, phase, data=data, precision=cfg.precision, upstream=upstream))
 
