@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kronos_exp.tracking.uris import default_tracking_uri, sqlite_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "kronos_exp" / "data" / "bundled" / "sample_5min.csv"
 CONFIG_P = ["tokenizer=base", "predictor=mini", "data=csv", "data.lookback_window=64", "data.predict_window=8",
@@ -60,7 +62,7 @@ def training_seconds(cwd: Path) -> float:
     """The phases' training time from the run's own store: the duration_s that each trained phase's
     run logs with its samples_per_second (the job run's own duration_s is the whole run), plus its
     datasets_s, the predictor's token cache: encoding the reference scripts do inside their epochs."""
-    with sqlite3.connect(cwd / "outputs" / "mlflow.db") as db:
+    with sqlite3.connect(sqlite_path(default_tracking_uri(cwd))) as db:
         return db.execute("SELECT COALESCE(SUM(value), 0) FROM metrics WHERE key IN ('duration_s', 'datasets_s') "
                           "AND run_uuid IN (SELECT run_uuid FROM metrics WHERE key = 'samples_per_second')"
                           ).fetchone()[0]

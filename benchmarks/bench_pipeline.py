@@ -18,6 +18,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from kronos_exp.tracking.uris import default_tracking_uri
+
 
 def timed_run(cwd: Path, overrides: list[str]) -> float:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -28,7 +30,7 @@ def timed_run(cwd: Path, overrides: list[str]) -> float:
 
 
 def phase_metrics(cwd: Path) -> dict[str, dict[str, float]]:
-    client = MlflowClient(f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}")
+    client = MlflowClient(default_tracking_uri(cwd))
     runs = client.search_runs([client.get_experiment_by_name("kronos_exp").experiment_id],
                               filter_string="tags.skipped = 'false'")
     return {r.data.tags["phase"]: r.data.metrics for r in runs}

@@ -10,9 +10,9 @@ CONF = ROOT / "kronos_exp" / "conf"
 
 
 def schema_defaults(group: str) -> dict:
-    """Defaults of the arch schema in kronos_exp/config.py, read without importing Hydra."""
+    """Defaults of the arch schema in kronos_exp/schemas.py, read without importing the package."""
     cls = {"tokenizer": "TokenizerArch", "predictor": "PredictorArch"}[group]
-    tree = ast.parse((ROOT / "kronos_exp" / "config.py").read_text())
+    tree = ast.parse((ROOT / "kronos_exp" / "schemas.py").read_text())
     body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
     out = {}
     for node in body:

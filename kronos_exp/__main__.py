@@ -23,7 +23,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | list[float] | None:
     # Heavy imports (torch, mlflow) only once Hydra has parsed the command line: --help stays quick.
-    from .errors import TrialPruned, UserError, user_message
+    from .errors import TrialPruned, UserError, error_line, user_message
     from .pipeline import run
 
     collector.imports_done()
@@ -40,13 +40,14 @@ def main(cfg: DictConfig) -> float | list[float] | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # One bad job must not take down the jobs beside it: report it, let the sweep go on.
             # The sweep's summary lists it as FAILED and the sweep exits non-zero at the end.
-            print(f"error: job {hydra_cfg.job.num}: {message}", file=sys.stderr)
-            from .tracking.sweep import JobInfo, record_failed_job
+            print(error_line(f"job {hydra_cfg.job.num}: {message}"), file=sys.stderr)
+            from .hydra_job import current_job, mlflow_settings
+            from .tracking.sweep import record_failed_job
 
             with contextlib.suppress(Exception):  # the store itself may be what failed
-                record_failed_job(cfg.mlflow.tracking_uri, JobInfo.current(), message)
+                record_failed_job(mlflow_settings(cfg), current_job(), message)
             return float("nan")
-        raise SystemExit(f"error: {message}") from None
+        raise SystemExit(error_line(message)) from None
     except KeyboardInterrupt as stop:
         from .tracking.stale import runs_ended
         from .train.interrupt import exit_code

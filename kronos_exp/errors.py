@@ -35,6 +35,11 @@ class TrialPruned(Exception):
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def error_line(message: str) -> str:
+    """The one line the command line ends with when it stops for a reason the user can fix."""
+    return f"error: {message}"
+
+
 def user_message(err: BaseException) -> str | None:
     """The line the CLI prints for an error the user can fix; None for a bug (shown with its traceback)."""
     if isinstance(err, UserError):

@@ -10,6 +10,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from . import collector
+from .errors import UserError, error_line
+from .hydra_job import mlflow_settings, sweep_directions, task_overrides
 from .tracking.sweep import SweepRun
 
 
@@ -20,8 +22,8 @@ def check_writable(folder: Path, key: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise SystemExit(f"error: cannot write the run folder {folder} ({err.strerror}); run from a folder you can "
-                         f"write, or set {key}=<a writable folder>") from None
+        raise SystemExit(error_line(f"cannot write the run folder {folder} ({err.strerror}); run from a folder you "
+                                    f"can write, or set {key}=<a writable folder>")) from None
 
 
 class RunFolderCheck(Callback):
@@ -42,7 +44,11 @@ class MlflowSweepCallback(Callback):
         self.sweep: SweepRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep = SweepRun.start(config)
+        try:  # an objective with no better direction is refused before any job runs
+            directions = sweep_directions(config)
+        except UserError as err:
+            raise SystemExit(error_line(str(err))) from None
+        self.sweep = SweepRun.start(mlflow_settings(config), directions, task_overrides(config))
         collector.imports_done()  # the sweeping process runs no job itself under parallel launchers
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

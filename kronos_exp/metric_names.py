@@ -3,21 +3,25 @@ nothing of the package: the evaluation metrics, the config's objective checks an
 table all read it."""
 from __future__ import annotations
 
+# A sampled forecast's band: its lower and upper quantile (coverage, forecast tables, fan charts).
+BAND = (0.1, 0.9)
+# The share of actuals a calibrated band covers, and the metric that measures it ("coverage_10_90").
+NOMINAL_COVERAGE = round(BAND[1] - BAND[0], 12)
+COVERAGE = f"coverage_{round(100 * BAND[0])}_{round(100 * BAND[1])}"
+
 # Lower is better; skill = 1 - metric / the last value's metric (1 = perfect, 0 = no better, < 0 worse).
 ERROR_METRICS = ("close_mae", "close_rmse", "close_mape", "crps")
 # Higher is better; compared with the drift forecast as a difference ("<name>_excess").
 SCORE_METRICS = ("direction_accuracy",)
 CORRELATION_METRICS = ("ic", "rank_ic")
-INTERVAL_METRICS = ("coverage_10_90",)
+INTERVAL_METRICS = (COVERAGE,)
 POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
-SAMPLE_METRICS = ("crps", "coverage_10_90")  # need sample_count > 1
+SAMPLE_METRICS = ("crps", COVERAGE)  # need sample_count > 1
 # Facts about the actuals, the same for every forecaster, reported beside the metrics but never an
 # objective: the share of flat steps (excluded from direction accuracy) and the zero actuals MAPE skips.
 ACTUAL_FACTS = ("flat_share", "close_mape_skipped")
 # Names that end so are better higher: a skill or an excess over a baseline, a score, a correlation.
 HIGHER_IS_BETTER = ("skill", "excess", *SCORE_METRICS, *CORRELATION_METRICS)
-# What a calibrated band covers: the upper minus the lower quantile of data.frame.BAND (0.9 - 0.1).
-NOMINAL_COVERAGE = 0.8
 
 
 def _ends_with(name: str, words: tuple[str, ...]) -> bool:

@@ -27,6 +27,7 @@ from submitit.core.job_environment import JobEnvironment, SignalHandler
 from submitit.core.utils import UncompletedJobError
 from submitit.slurm import slurm
 
+from .hydra_job import mlflow_settings
 from .tracking.sweep import NOT_REQUEUED_TAG, record_job_tag
 
 log = logging.getLogger(__name__)
@@ -119,5 +120,5 @@ def _not_requeued(launcher: Any, sweep_overrides: Sequence[str], job_num: int, r
     log.warning("job %s: %s", job_num, note)
     with contextlib.suppress(Exception):  # the store may be out of reach: the line above still says it
         cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(sweep_overrides))
-        record_job_tag(cfg.mlflow.tracking_uri, job_num, NOT_REQUEUED_TAG, note)
+        record_job_tag(mlflow_settings(cfg), job_num, NOT_REQUEUED_TAG, note)
     return JobReturn(overrides=list(sweep_overrides), status=JobStatus.COMPLETED, _return_value=math.nan)

@@ -9,11 +9,14 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from kronos_exp.__main__ import CONFIG_DIR
-from kronos_exp.evaluation.step import EvalStep
+from kronos_exp.config import TRAINING_PHASES, resolve
+from kronos_exp.eval_step import EvalStep
 from kronos_exp.phases import PredictorPhase, TokenizerPhase
 from kronos_exp.runner import RunContext, run_step
+from kronos_exp.schemas import RunConfig
 from kronos_exp.tracking.lifecycle import PhaseResult
 from kronos_exp.train.distributed import World
+from kronos_exp.window import WindowSpec
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,23 @@ class ScriptedRank(World):
         return self.replies.pop(0)
 
 
-def _context(world: World) -> RunContext:
+def _settings() -> RunConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["phases=all"])
+        return resolve(compose("config", overrides=["phases=all"]))
+
+
+def _context(world: World) -> RunContext:
+    run = _settings()
     # runs=None: any look at the tracking store from this rank fails loudly.
-    return RunContext(cfg=cfg, data=None, data_fingerprint={}, device=torch.device("cpu"), output_dir=Path("."),
-                      runs=None, world=world)
+    return RunContext(data=None, data_fingerprint={}, window=WindowSpec(), device=torch.device("cpu"),
+                      sections={name: getattr(run, name) for name in TRAINING_PHASES},
+                      model_names={name: name for name in TRAINING_PHASES}, output_dir=Path("."), runs=None,
+                      world=world)
 
 
 def test_a_reused_phase_is_two_broadcasts_on_every_phase():
-    for phase in (TokenizerPhase(), PredictorPhase()):  # with and without something to build on
+    run = _settings()
+    for phase in (TokenizerPhase(run.tokenizer), PredictorPhase(run.predictor)):  # with and without an upstream
         result = PhaseResult(phase.name, Path("ckpt"), "fp", 0.5, None, skipped=True)
         world = ScriptedRank(rank=1, world_size=2, replies=[None, result])
         assert run_step(phase, _context(world)) is result
@@ -46,5 +56,5 @@ def test_a_reused_phase_is_two_broadcasts_on_every_phase():
 def test_evaluation_runs_on_rank_0_alone():
     result = PhaseResult("eval", Path("ckpt"), "fp", 0.5, None, skipped=False, metrics={"close_mae": 0.5})
     world = ScriptedRank(rank=1, world_size=2, replies=[result])
-    assert run_step(EvalStep(), _context(world)) is result
+    assert run_step(EvalStep(_settings().eval), _context(world)) is result
     assert world.shared == [None]

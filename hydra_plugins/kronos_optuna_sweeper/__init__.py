@@ -1,8 +1,9 @@
 """kronos_exp's Optuna sweeper for Hydra (``hydra/sweeper: kronos_optuna``), on current Optuna.
 
 Hydra finds sweepers in the ``hydra_plugins`` namespace package and imports every module in it at
-startup, so this package registers its config here and imports nothing heavy: Optuna and the
-kronos_exp search code are imported when a sweep starts (sweeper.py).
+startup, so this package registers its config here and imports nothing heavy: the search space
+(space.py) reads Hydra's own override parser; Optuna and the kronos_exp search code are imported
+when a sweep starts (sweeper.py).
 """
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional

@@ -40,9 +40,9 @@ class KronosOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
-        from kronos_exp.config import objective_directions, objective_metrics
-        from kronos_exp.errors import ConfigError
-        from kronos_exp.search.space import search_space
+        from kronos_exp.objective import objective_directions, objective_metrics
+        from kronos_exp.errors import ConfigError, error_line
+        from .space import search_space
         from kronos_exp.search.study import check_directions, default_storage, make_pruner, make_sampler, open_study
         from kronos_exp.search.workers import Worker
 
@@ -57,7 +57,7 @@ class KronosOptunaSweeper(Sweeper):
             make_sampler(self.sampler.get("name", "tpe"), None)  # a name it knows, before joining the study
             study = open_study(self.study_name, url, wanted)
         except ConfigError as err:
-            raise SystemExit(f"error: {err}") from None
+            raise SystemExit(error_line(str(err))) from None
         worker = Worker.join(study, self.heartbeat_s)
         seed = self.sampler.get("seed")  # each process of a shared study its own: no two sample alike
         study.sampler = make_sampler(self.sampler.get("name", "tpe"), None if seed is None else int(seed) + worker.index)
@@ -79,7 +79,7 @@ class KronosOptunaSweeper(Sweeper):
         self._write_results(study, metrics)
 
     def _run_trials(self, study, space, url: str, to_run: int, worker_id: str) -> None:
-        from kronos_exp.search.space import format_value
+        from .space import format_value
         from kronos_exp.search.trial import PRUNER_ATTR, STORAGE_ENV, TRIAL_ENV
         from kronos_exp.search.workers import TRIAL_WORKER_ATTR
 

@@ -25,7 +25,7 @@ from .frame import (
     time_features,
     volume_and_amount,
 )
-from .paths import data_fingerprint_inputs, resolve_paths
+from .paths import resolve_paths
 from .reading import load_series
 from .windows import DataSplits, WindowDataset, build_datasets, split_sizes
 
@@ -44,7 +44,6 @@ __all__ = [
     "Series",
     "load_series",
     "resolve_paths",
-    "data_fingerprint_inputs",
     "time_features",
     "amount_from_volume",
     "volume_and_amount",

@@ -2,7 +2,7 @@
 volume/amount rules.
 
 Unsorted input is sorted (stable), with one warning per file. Duplicate timestamps (within a
-series) are an error. Missing numbers follow `cfg.nan_policy`: `ffill` (leading gaps that cannot
+series) are an error. Missing numbers follow `data.nan_policy`: `ffill` (leading gaps that cannot
 be filled are dropped), `drop` the row, or `error`; the count is logged once per file. `volume`
 missing -> 0; `amount` missing -> volume x mean(open, high, low, close) (`frame.volume_and_amount`), of
 the float32 values the series keeps.

@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..outputs import outputs_root
 from .assembly import Series
 from .config import DataConfig
 from .digest import file_sha256
@@ -60,7 +61,7 @@ class Unusable(Exception):
 def default_cache_dir() -> Path:
     """outputs/cache/series under the working folder, beside the default MLflow store: shared by
     a sweep's jobs and by later runs started in the same folder."""
-    return Path.cwd() / "outputs" / "cache" / "series"
+    return outputs_root() / "cache" / "series"
 
 
 def reading_settings(c: DataConfig) -> dict[str, Any]:

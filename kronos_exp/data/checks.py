@@ -3,7 +3,7 @@
 Each raises a one-line DataError naming file, column and line (line numbers count the header as
 line 1; Parquet/Arrow tables: row, the first row is row 1) and what would be valid: non-numeric text,
 true/false values and +-inf in numeric columns, prices <= 0, negative volume/amount, bars with
-high < low or open/close outside [low, high] (`cfg.repair=clip` clips them, with a warning), and
+high < low or open/close outside [low, high] (`data.repair=clip` clips them, with a warning), and
 values too large or too small for float32 windows. Timestamp checks live in `timestamps`, the
 checks of a CSV's bytes (encoding, fields per line) in `csv_scan`.
 """

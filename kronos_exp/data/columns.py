@@ -1,7 +1,7 @@
 """Which header column is which: the separator, `data.column_map`, and the detection of the
 timestamp, price, volume/amount and symbol columns.
 
-Header names are stripped and lower-cased, then `cfg.column_map` renames them (its keys match
+Header names are stripped and lower-cased, then `data.column_map` renames them (its keys match
 case-insensitively; its values are canonical names: timestamps, open, high, low, close, volume,
 amount). Without config, the timestamp column is the first of timestamps, timestamp, datetime,
 date, time (so Yahoo's `Date`/`Datetime` and the reference `timestamps` need no override); a file

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import UserError
+from ..window import WindowSpec
 
 NAN_POLICIES = ("ffill", "drop", "error")
 REPAIRS = ("none", "clip")
@@ -58,8 +59,8 @@ class DataConfig:
     train_ratio: float = 0.8
     val_ratio: float = 0.1
     test_ratio: float = 0.1
-    # Normalized values are clipped to [-clip, clip].
-    clip: float = 5.0
+    # Normalized values are clipped to [-clip, clip] (the published models': kronos_exp.window).
+    clip: float = WindowSpec.clip
     # Step between consecutive window starts.
     stride: int = 1
     # Cap on windows per epoch (deterministic even subsampling); None keeps all.
@@ -87,28 +88,21 @@ def schema_node() -> DataConfig:
 _FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 
 
-def _to_plain(cfg: Any) -> dict[str, Any]:
-    """A DataConfig, a mapping or an OmegaConf DictConfig as a plain dict."""
-    if isinstance(cfg, DataConfig):
-        return dataclasses.asdict(cfg)
-    try:  # a DictConfig (Hydra's `cfg.data`); OmegaConf is optional for this package
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise TypeError(f"expected a DataConfig, a DictConfig or a mapping, got {type(cfg).__name__}")
+def _to_plain(settings: DataConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A DataConfig (what the pipeline hands down, resolved) or a mapping of its fields as a plain dict."""
+    if isinstance(settings, DataConfig):
+        return dataclasses.asdict(settings)
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    raise TypeError(f"expected a DataConfig or a mapping of its fields, got {type(settings).__name__}")
 
 
-def validate_config(cfg: Any) -> DataConfig:
-    """Check `cfg` (DataConfig, DictConfig or dict) and return it as a `DataConfig`.
+def validate_config(settings: DataConfig | Mapping[str, Any]) -> DataConfig:
+    """Check `settings` (a DataConfig or a mapping of its fields) and return it as a `DataConfig`.
 
-    Raises DataError naming the offending field and value.
+    Raises DataError naming each offending field and value (every one found, one per line).
     """
-    raw = _to_plain(cfg)
+    raw = _to_plain(settings)
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         raise DataError(f"unknown data config field(s) {unknown}; valid fields: {sorted(_FIELDS)}")
@@ -119,34 +113,41 @@ def validate_config(cfg: Any) -> DataConfig:
     c = DataConfig(**raw)
     c.paths = list(c.paths or [])
     c.column_map = {str(k): str(v) for k, v in dict(c.column_map or {}).items()}
+    problems = _problems(c)
+    if problems:
+        raise DataError("\n".join(problems) if len(problems) == 1 else
+                        f"{len(problems)} data settings cannot work:\n" + "\n".join(f"  - {p}" for p in problems))
+    return c
 
+
+def _problems(c: DataConfig) -> list[str]:
+    problems = []
     if c.nan_policy not in NAN_POLICIES:
-        raise DataError(f"data.nan_policy={c.nan_policy!r} is not valid; use one of {', '.join(NAN_POLICIES)}")
+        problems.append(f"data.nan_policy={c.nan_policy!r} is not valid; use one of {', '.join(NAN_POLICIES)}")
     if c.repair not in REPAIRS:
-        raise DataError(f"data.repair={c.repair!r} is not valid; use one of {', '.join(REPAIRS)}")
+        problems.append(f"data.repair={c.repair!r} is not valid; use one of {', '.join(REPAIRS)}")
     if c.dayfirst is not None and c.timestamp_format is not None:
-        raise DataError(
+        problems.append(
             f"data.dayfirst={str(c.dayfirst).lower()} and data.timestamp_format={c.timestamp_format!r} are both set; "
-            "the format already fixes the date order: set only one"
-        )
+            "the format already fixes the date order: set only one")
     for name in ("lookback_window", "predict_window", "stride"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise DataError(f"data.{name}={value!r} is not valid; it must be an integer >= 1")
+            problems.append(f"data.{name}={value!r} is not valid; it must be an integer >= 1")
     for name in ("max_train_windows", "max_eval_windows"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise DataError(f"data.{name}={value!r} is not valid; use null (all windows) or an integer >= 1")
+            problems.append(f"data.{name}={value!r} is not valid; use null (all windows) or an integer >= 1")
     if not isinstance(c.cache, bool):
-        raise DataError(f"data.cache={c.cache!r} is not valid; use true or false")
+        problems.append(f"data.cache={c.cache!r} is not valid; use true or false")
     if not c.clip > 0:
-        raise DataError(f"data.clip={c.clip!r} is not valid; it must be > 0")
+        problems.append(f"data.clip={c.clip!r} is not valid; it must be > 0")
     ratios = {"train_ratio": c.train_ratio, "val_ratio": c.val_ratio, "test_ratio": c.test_ratio}
     shown = ", ".join(f"{k}={v}" for k, v in ratios.items())
-    if not (c.train_ratio > 0 and c.val_ratio > 0 and c.test_ratio >= 0):
-        raise DataError(f"data split ratios: train_ratio and val_ratio must be > 0 and test_ratio >= 0 "
-                        f"(0: no test split); got {shown}")
     total = sum(ratios.values())
-    if abs(total - 1.0) > 1e-6:
-        raise DataError(f"data split ratios must sum to 1; got {shown} (sum {total:.6g})")
-    return c
+    if not (c.train_ratio > 0 and c.val_ratio > 0 and c.test_ratio >= 0):
+        problems.append(f"data split ratios: train_ratio and val_ratio must be > 0 and test_ratio >= 0 "
+                        f"(0: no test split); got {shown}")
+    elif abs(total - 1.0) > 1e-6:
+        problems.append(f"data split ratios must sum to 1; got {shown} (sum {total:.6g})")
+    return problems

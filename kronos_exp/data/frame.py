@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FEATURES = PRICE_COLUMNS + ("volume", "amount")  # model input order
 TIMESTAMP = "timestamps"  # canonical name of the timestamp column
 TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 EPS = 1e-5  # added to the lookback std, so a constant column normalizes to 0, not NaN
-BAND = (0.1, 0.9)  # a sampled forecast's band: lower and upper quantile (coverage, forecast tables, fan charts)
 
 _TORCH_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 

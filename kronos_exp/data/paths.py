@@ -1,6 +1,6 @@
 """Which files a data config names, and what each series read from them is called.
 
-`cfg.paths` (a list; entries may be globs) when non-empty, else `cfg.path` (a file, a glob or a
+`data.paths` (a list; entries may be globs) when non-empty, else `data.path` (a file, a glob or a
 directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled sample. Series names: the file stem (the path
 relative to the files' common folder when two stems clash); with a symbol column, the symbol
 when one file is read and `stem:symbol` when several are.
@@ -19,12 +19,12 @@ from .config import DataConfig, DataError, validate_config
 DATA_SUFFIXES = (".csv",) + TABLE_SUFFIXES  # the files of a directory that are read
 
 
-def resolve_paths(cfg: Any) -> list[Path]:
-    """The data files `cfg` refers to, sorted and de-duplicated.
+def resolve_paths(settings: Any) -> list[Path]:
+    """The data files `settings` refers to, sorted and de-duplicated.
 
-    Raises DataError "no CSV matches '<pattern>'" when a path or glob matches nothing.
+    Raises DataError "no data file matches '<pattern>'" when a path or glob matches nothing.
     """
-    c = cfg if isinstance(cfg, DataConfig) else validate_config(cfg)
+    c = settings if isinstance(settings, DataConfig) else validate_config(settings)
     if c.paths:
         patterns = list(c.paths)
     elif c.path is not None:
@@ -44,14 +44,10 @@ def resolve_paths(cfg: Any) -> list[Path]:
             matches = [expanded] if os.path.isfile(expanded) else []
         if not matches:
             where = f" (relative to {os.getcwd()})" if not os.path.isabs(expanded) else ""
-            raise DataError(f"no CSV matches {str(pattern)!r}{where}; set data.path to a file, a glob or a directory")
+            raise DataError(f"no data file matches {str(pattern)!r}{where}; set data.path to a file (CSV, Parquet, "
+                            "Feather/Arrow), a glob or a directory")
         found.update(Path(m).resolve() for m in matches)
     return sorted(found)
-
-
-def data_fingerprint_inputs(cfg: Any) -> list[str]:
-    """The files `load_series(cfg)` reads, as sorted absolute path strings (for content hashing)."""
-    return [str(p) for p in resolve_paths(cfg)]
 
 
 def series_stems(paths: list[Path]) -> list[str]:

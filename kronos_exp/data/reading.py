@@ -2,10 +2,10 @@
 C parser for the whole-file read that names an error), Parquet and Feather/Arrow through pyarrow
 (`tables`), all checked the same way (`collect`).
 
-Each file is one series, or, with `cfg.symbol_column`, one series per symbol value (see `paths`
+Each file is one series, or, with `data.symbol_column`, one series per symbol value (see `paths`
 for their names). The CSV separator (`,` `;` tab `|`) is sniffed from the header line; blank
 lines are skipped; an optional column (volume, amount) that is entirely empty counts as missing.
-Missing numbers ("", "null", "NaN", ...; Yahoo writes "null") follow `cfg.nan_policy`.
+Missing numbers ("", "null", "NaN", ...; Yahoo writes "null") follow `data.nan_policy`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ Opener = Callable[[], BinaryIO]
 ARROW_BLOCK = 1 << 22  # bytes per block of the fast CSV reader (joined into chunks of CHUNK_ROWS rows)
 
 
-def load_series(cfg: Any) -> list[Series]:
-    """Read every file `cfg` refers to and return its validated series (file order, then symbol order)."""
-    c = validate_config(cfg)
+def load_series(settings: Any) -> list[Series]:
+    """Read every file `settings` refers to and return its validated series (file order, then symbol order)."""
+    c = validate_config(settings)
     paths = resolve_paths(c)
     series: list[Series] = []
     for stem, path in zip(series_stems(paths), paths):

@@ -1,6 +1,6 @@
 """Timestamp columns -> instants and wall-clock times, with the checks that belong to them.
 
-Text is parsed with `pandas.to_datetime` (format inferred, or `cfg.timestamp_format`); an
+Text is parsed with `pandas.to_datetime` (format inferred, or `data.timestamp_format`); an
 ISO-8601 column may mix dates and date-times. Timestamps with a UTC offset (`...-05:00`, `Z`)
 keep their wall-clock time as written, as the published Kronos code reads them (a New York 09:30
 bar is hour 9 in winter and in summer); rows are ordered and checked for duplicates by the true
@@ -121,7 +121,7 @@ def timestamp_kind(raw: pd.Series, c: DataConfig) -> tuple:
 
 
 def _parse_text(raw: pd.Series, c: DataConfig, file: str, column: str, lines: np.ndarray) -> pd.DatetimeIndex:
-    """Text in one format (inferred or `cfg.timestamp_format`); zone-aware text as UTC instants."""
+    """Text in one format (inferred or `data.timestamp_format`); zone-aware text as UTC instants."""
     fmt = c.timestamp_format
     dayfirst = date_order(raw, c, file, column, lines)
     with warnings.catch_warnings():

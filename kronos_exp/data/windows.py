@@ -122,19 +122,6 @@ class WindowDataset(Dataset):
         self._first_row = self.offsets[self.index[:, 0]] + self.index[:, 1]  # [M] row in the contiguous array
         self._arange = np.arange(self.window, dtype=np.int64)
 
-    @classmethod
-    def from_series(cls, series: Sequence[Series], lookback_window: int, predict_window: int, **kwargs: Any) -> "WindowDataset":
-        """Windows over whole series (no split), e.g. for evaluation on a file of its own."""
-        return cls(
-            [s.values for s in series],
-            [time_features(s.timestamps) for s in series],
-            lookback_window,
-            predict_window,
-            names=[s.name for s in series],
-            timestamps=[s.timestamps for s in series],
-            **kwargs,
-        )
-
     def __len__(self) -> int:
         return len(self.index)
 
@@ -183,11 +170,6 @@ class WindowDataset(Dataset):
     def raw(self, i: int | tuple[int, int]) -> np.ndarray:
         """Window i before normalization, float32 [L+P, 6]."""
         return self._values[self._rows(i)].copy()
-
-    def norm_stats(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) float32 [6] of window i's lookback rows: raw = x * (std + 1e-5) + mean."""
-        _, mean, std = lookback_normalize(self._values[self._rows(i)], self.lookback_window, self.clip, dtype=np.float64)
-        return mean[0], std[0]
 
     def timestamps(self, i: int | tuple[int, int]) -> np.ndarray:
         """datetime64[ns] [L+P] of window i (needs `timestamps` at construction)."""
@@ -279,8 +261,8 @@ def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
     )
 
 
-def build_datasets(cfg: Any, cache_dir: Optional[Path] = None) -> DataSplits:
-    """Load the CSVs `cfg` names, split each series by time and build the three window datasets.
+def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplits:
+    """Load the CSVs `settings` names, split each series by time and build the three window datasets.
 
     With ``cache_dir`` (and data.cache true) the validated series are read from and kept in that
     cache (data/cache.py); without, the files are read.
@@ -288,7 +270,7 @@ def build_datasets(cfg: Any, cache_dir: Optional[Path] = None) -> DataSplits:
     Raises DataError when a series is too short for a window plus one row in any split, or its
     prices never change.
     """
-    c = validate_config(cfg)
+    c = validate_config(settings)
     series = cached_series(c, cache_dir if c.cache else None)
     need = c.lookback_window + c.predict_window + 1
     parts, too_short = _split_series(series, c, need)

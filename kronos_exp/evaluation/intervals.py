@@ -33,10 +33,6 @@ class Interval:
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
-    def describe(self) -> str:
-        return (f"{self.estimate:+.4g} [{self.low:+.4g}, {self.high:+.4g}] ({100 * self.level:.0f}% {METHOD}, "
-                f"block {self.block}, {self.resamples} resamples)")
-
 
 def block_length(n: int) -> int:
     """n^(1/3) origins, the usual rate for a block bootstrap of a mean, at least 1."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.frame import BAND
+from ..metric_names import BAND
 from ..metric_names import (ACTUAL_FACTS, CORRELATION_METRICS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS,
                             SCORE_METRICS)
 

@@ -1,5 +1,6 @@
 """What the eval step reports, as numbers and lines: each split's origins in price units, every
-forecaster's scores, the comparisons' differences, the backtests and the closing summary."""
+forecaster's scores, the comparisons' differences, the backtests and the closing summary, and the
+outcome of an evaluation as plain values (Validation, Evaluation) for whoever records it."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..data import FEATURES
-from ..metric_names import ACTUAL_FACTS, POINT_METRICS, SAMPLE_METRICS
+from ..metric_names import ACTUAL_FACTS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS
+from ..schemas import EvalConfig
+from ..window import WindowSpec
 from . import backtest as B
 from . import metrics as M
 from .comparisons import Comparison, Forecasts
@@ -25,6 +28,34 @@ VAL, TEST = "val", "test"  # the split that chooses, the split that reports
 def metric_name(forecaster: str, metric: str) -> str:
     """``close_mae`` for the evaluated model, ``last_value_close_mae`` for the others."""
     return metric if forecaster == MODEL else f"{forecaster}_{metric}"
+
+
+def forecasters(split: str, published: bool) -> list[str]:
+    """Who forecasts a split: the published weights (when compared) only report, on test; they choose nothing."""
+    return [MODEL, *([PRETRAINED] if published and split == TEST else []), *BASELINES]
+
+
+def reported_metrics(settings: EvalConfig, published: bool) -> list[str]:
+    """Every ``eval_<split>_...`` metric an evaluation with ``settings`` reports to the job run."""
+    base = POINT_METRICS + (SAMPLE_METRICS if settings.sample_count > 1 else ())
+    names = []
+    for split in (VAL, TEST):
+        for forecaster in forecasters(split, published):
+            names += [f"eval_{split}_{metric_name(forecaster, m)}" for m in base]
+            if forecaster != "last_value":
+                names += [f"eval_{split}_{metric_name(forecaster, m)}_skill" for m in ERROR_METRICS if m in base]
+            if forecaster not in BASELINES:  # excess over drift: not for drift itself
+                names += [f"eval_{split}_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
+    for reference in forecasters(TEST, published)[1:]:
+        difference = f"eval_{TEST}_{settings.metric}_vs_{reference}"
+        names += [difference, f"{difference}_low", f"{difference}_high"]
+    return list(dict.fromkeys(names))
+
+
+def describe(window: WindowSpec) -> str:
+    """``lookback 48, clip 2.0, max_context 512``: the window a forecaster normalised with."""
+    lookback = "all rows" if window.lookback is None else window.lookback
+    return f"lookback {lookback}, clip {window.clip}, max_context {window.max_context}"
 
 
 @dataclass
@@ -141,3 +172,65 @@ def fan_chart_windows(o: SplitOrigins, limit: int) -> list[int]:
     for pos, name in enumerate(o.names):
         by_series.setdefault(name, []).append(pos)
     return [positions[len(positions) // 2] for positions in list(by_series.values())[:limit]]
+
+
+def forecasts_table(o: SplitOrigins, forecasts: dict[str, Forecasts]) -> pd.DataFrame:
+    """One row per origin, step and forecaster (point, and the band when sampled): forecasts.csv."""
+    rows = []
+    for k in range(len(o.chosen)):
+        for h, ts in enumerate(o.y_timestamps[k]):
+            for name, f in forecasts.items():
+                row = {"origin": k, "series": o.names[k], "step": h + 1, "timestamp": str(ts),
+                       "forecaster": name, "actual_close": o.actual[k, h], "close": f.point[k, h]}
+                if f.paths is not None and f.paths.shape[1] > 1:
+                    row["close_q10"], row["close_q90"] = np.quantile(f.paths[k, :, h], M.BAND)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Validation:
+    """What chooses: the validation split's origins and every forecaster's scores, overall and by
+    step; ``headline`` is ``eval.metric``'s (what ranks versions and is the default objective)."""
+    origins: SplitOrigins
+    scores: dict[str, float]
+    steps: dict[str, np.ndarray]
+    headline: float
+
+
+@dataclass
+class Evaluation:
+    """An evaluation's outcome, as plain values: what chose (``validation``), the test split's
+    origins, forecasts, scores (unprefixed, overall and by step), comparisons and trades; every
+    metric by its logged name, the summary lines, and the window each sampling forecaster used."""
+    label: str
+    windows: dict[str, WindowSpec]
+    validation: Validation
+    test: SplitOrigins
+    forecasts: dict[str, Forecasts]
+    scores: dict[str, float]
+    steps: dict[str, np.ndarray]
+    comparisons: list[Comparison]
+    trades: dict[str, B.BacktestResult]
+    metrics: dict[str, float]
+    summary: list[str]
+
+    @property
+    def headline(self) -> float:
+        return self.validation.headline
+
+    @property
+    def steps_by_split(self) -> dict[str, dict[str, np.ndarray]]:
+        return {VAL: self.validation.steps, TEST: self.steps}
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """``verdict_vs_<reference>``: better, worse or no significant difference."""
+        return {f"verdict_vs_{c.reference}": c.verdict for c in self.comparisons}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """What was evaluated, on how many origins, with which intervals and windows."""
+        windows = {f"eval_window{'' if name == MODEL else f'_{name}'}": describe(w) for name, w in self.windows.items()}
+        return {"evaluated": self.label, "eval_origins": f"val {len(self.validation.origins.chosen)}, test "
+                f"{len(self.test.chosen)}", "eval_intervals": METHOD, **windows}

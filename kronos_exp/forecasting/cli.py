@@ -4,9 +4,11 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 
   model        models:/<name>/<version>, models:/<name>@<alias> or a packaged predictor folder (required)
   data.<key>   how to read the CSV, as in training (data.path, data.symbol_column, data.column_map, ...)
-  pred_len     steps to forecast (default 16)          lookback   history rows used (default 512)
+  pred_len     steps to forecast (default 16)
+  lookback     history rows used: those the model was trained to normalise over (its package's window;
+               another value is refused); for a model packaged without one, default its max_context
   sample_count sampled paths (default 8; > 1 adds close_q10/close_q90 and the band)
-  T, top_p, top_k, seed    sampling (defaults 1.0, 0.9, 0, 0)
+  T, top_p, top_k, seed    sampling (defaults 1.0, 0.9, 0, 0: forecasting.generation's)
   freq         spacing of the future timestamps (default: each series' median step), e.g. 5min, 1D
   out          the CSV to write (default forecast.csv); the chart goes beside it as <out>.png
   raw          true: the model's raw bars; false (default): valid bars (forecasting.candles.valid_candles:
@@ -21,10 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, error_line
+from .generation import T_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT
 
-DEFAULTS = {"model": None, "pred_len": "16", "lookback": "512", "sample_count": "8", "T": "1.0", "top_p": "0.9",
-            "top_k": "0", "seed": "0", "freq": "", "out": "forecast.csv", "raw": "false", "tracking_uri": None}
+# lookback "": the packaged model's (resolve_lookback)
+DEFAULTS = {"model": None, "pred_len": "16", "lookback": "", "sample_count": "8", "T": str(T_DEFAULT),
+            "top_p": str(TOP_P_DEFAULT), "top_k": str(TOP_K_DEFAULT), "seed": "0", "freq": "", "out": "forecast.csv",
+            "raw": "false", "tracking_uri": None}
 
 
 class ForecastError(UserError):
@@ -63,17 +68,30 @@ def _number(settings: dict[str, str], key: str, kind=int, valid=lambda v: True, 
     return value
 
 
-def sampling(settings: dict[str, str]) -> dict[str, int | float]:
-    """The numeric settings, each checked against what the predictor can use."""
+def sampling(settings: dict[str, str]) -> dict[str, int | float | None]:
+    """The numeric settings, each checked against what the predictor can use (lookback None: the model's)."""
     return {
         "pred_len": _number(settings, "pred_len", int, lambda v: v >= 1, ">= 1"),
-        "lookback": _number(settings, "lookback", int, lambda v: v >= 2, ">= 2"),
+        "lookback": _number(settings, "lookback", int, lambda v: v >= 2, ">= 2") if settings["lookback"] else None,
         "sample_count": _number(settings, "sample_count", int, lambda v: v >= 1, ">= 1"),
         "T": _number(settings, "T", float, lambda v: v > 0, "> 0 (the sampling temperature)"),
         "top_p": _number(settings, "top_p", float, lambda v: 0 < v <= 1, "in (0, 1]"),
         "top_k": _number(settings, "top_k", int, lambda v: v >= 0, ">= 0 (0: no top-k cut)"),
         "seed": _number(settings, "seed", int),
     }
+
+
+def resolve_lookback(asked: int | None, predictor, model: str) -> int:
+    """The history rows to forecast from: the rows the model was trained to normalise over when its
+    package records them (any other number would feed it inputs normalised unlike its training),
+    else ``asked``, else the model's max_context."""
+    trained = predictor.lookback
+    if trained is None:
+        return predictor.max_context if asked is None else asked
+    if asked is not None and asked != trained:
+        raise ForecastError(f"lookback={asked}, but model={model} was trained normalising over {trained} rows of "
+                            f"history; leave lookback out (or set lookback={trained})")
+    return trained
 
 
 def raw_bars(settings: dict[str, str]) -> bool:
@@ -116,24 +134,23 @@ def writable(out: Path) -> Path:
 def load_model(uri: str, tracking_uri: str | None, download_to: Path):
     """The KronosPredictor inside a packaged predictor (registry URI or folder); a registered
     version's files are checked against its registered digests first, and nothing in it is run."""
-    import mlflow
-
     from ..model.checkpoint import CheckpointError, CheckpointNotFound
     from ..tracking.registry import Registry
-    from ..tracking.runs import bound_http_retries, resolve_tracking_uri
+    from ..tracking.runs import bound_http_retries
+    from ..tracking.uris import resolve_tracking_uri, sqlite_path
     from .pyfunc import load_predictor
 
     registered = None
     if uri.startswith("models:/"):
         store = resolve_tracking_uri(tracking_uri)
-        if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
+        database = sqlite_path(store)
+        if database is not None and not database.is_file():
             raise ForecastError(f"no MLflow store at {store}; pass tracking_uri=<the store your runs used> "
                                 "(or set MLFLOW_TRACKING_URI)")
         bound_http_retries(timeout_s=10, max_retries=0)  # a dead server fails now, not in minutes
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # an error stays the first line
-        mlflow.set_tracking_uri(store)
         try:
-            folder, version = Registry(mlflow.MlflowClient(store)).download(uri, download_to)
+            version, folder = Registry.of_store(store).download(uri, download_to)
         except CheckpointNotFound as err:  # "cannot load <uri> from <store>: <why>"
             raise ForecastError(str(err).replace(uri, f"model={uri}", 1)) from None
         registered = version.tags
@@ -154,7 +171,7 @@ def _tables(series, y_ts, paths, sample_count: int, raw: bool):
     import pandas as pd
 
     from ..data import FEATURES
-    from ..data.frame import BAND
+    from ..metric_names import BAND
     from .candles import valid_candles
     from .pyfunc import TIMESTAMP_COLUMN
 
@@ -173,7 +190,7 @@ def _tables(series, y_ts, paths, sample_count: int, raw: bool):
 def _chart(path: Path, series, y_ts, paths, lookback: int, pred_len: int, model: str) -> None:
     """A fan chart per series, one under the other, as a PNG."""
     from ..data import FEATURES
-    from ..tracking.plots import fan_chart, figure
+    from .plots import fan_chart, figure
 
     close = FEATURES.index("close")
     fig = figure(figsize=(8, 3 * len(series)))
@@ -213,12 +230,13 @@ def main(argv: list[str]) -> Path:
     from ..data import FEATURES, load_series
     from ..train.state import seed_everything
     from .horizon import future_timestamps
-    from .paths import sample_paths
+    from .sampling import sample_paths
 
     with tempfile.TemporaryDirectory(prefix="kronos-forecast-") as download_to:
         predictor = load_model(settings["model"], settings["tracking_uri"], Path(download_to))
-    series = histories(load_series(data_settings), n["lookback"], settings["freq"])  # DataError names the file
-    lookback, pred_len, sample_count = n["lookback"], n["pred_len"], n["sample_count"]
+    lookback = resolve_lookback(n["lookback"], predictor, settings["model"])
+    series = histories(load_series(data_settings), lookback, settings["freq"])  # DataError names the file
+    pred_len, sample_count = n["pred_len"], n["sample_count"]
     frames = [pd.DataFrame(s.values[-lookback:], columns=list(FEATURES)) for s in series]
     x_ts = [pd.Series(s.timestamps[-lookback:]) for s in series]
     y_ts = [future_timestamps(pd.DatetimeIndex(s.timestamps[-lookback:]), pred_len, settings["freq"]) for s in series]
@@ -242,4 +260,4 @@ def run(argv: list[str]) -> None:
     try:
         main(argv)
     except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(error_line(str(err))) from None

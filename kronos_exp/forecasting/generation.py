@@ -11,6 +11,13 @@ import torch.nn.functional as F
 from tqdm.auto import trange
 
 from ..model import Kronos, KronosTokenizer
+from ..schemas import EvalConfig
+from ..window import WindowSpec
+
+# The sampling defaults (the published KronosPredictor.predict's: temperature, top-k (0: off), nucleus
+# mass), written once as the eval settings' defaults; KronosPredictor, the pyfunc signature and the
+# forecast command take them from here.
+T_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT = EvalConfig.T, EvalConfig.top_k, EvalConfig.top_p
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,8 +73,9 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 @torch.no_grad()
 def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: torch.Tensor, pred_len: int,
-                    max_context: int, T: float = 1.0, top_k: int = 0, top_p: float = 0.99, sample_count: int = 1,
-                    verbose: bool = False, use_cache: bool = True, generator: Optional[torch.Generator] = None,
+                    max_context: int, T: float = T_DEFAULT, top_k: int = TOP_K_DEFAULT, top_p: float = TOP_P_DEFAULT,
+                    sample_count: int = 1, verbose: bool = False, use_cache: bool = True,
+                    generator: Optional[torch.Generator] = None,
                     stop: Optional[Callable[[], str]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """History tokens s1, s2 [B, L] -> (s1, s2) [B * sample_count, L + pred_len], the history included.
 
@@ -120,9 +128,9 @@ def generate_tokens(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: t
 
 @torch.no_grad()
 def generate(tokenizer: KronosTokenizer, model: Kronos, x: torch.Tensor, x_stamp: torch.Tensor,
-             y_stamp: torch.Tensor, pred_len: int, max_context: int, clip: float = 5.0, T: float = 1.0,
-             top_k: int = 0, top_p: float = 0.99, sample_count: int = 1, verbose: bool = False,
-             use_cache: bool = True, generator: Optional[torch.Generator] = None,
+             y_stamp: torch.Tensor, pred_len: int, max_context: int, clip: float = WindowSpec.clip,
+             T: float = T_DEFAULT, top_k: int = TOP_K_DEFAULT, top_p: float = TOP_P_DEFAULT, sample_count: int = 1,
+             verbose: bool = False, use_cache: bool = True, generator: Optional[torch.Generator] = None,
              stop: Optional[Callable[[], str]] = None) -> torch.Tensor:
     """Normalised history x [B, L, 6] -> normalised forecast [B, pred_len, 6], averaged over samples.
 

@@ -6,6 +6,10 @@ at its top, ``MLmodel`` and the model code (served_model.py, MLflow's models-fro
 beside them, the tokenizer under ``artifacts/tokenizer``. So
 ``mlflow models serve -m models:/kronos-predictor/<v> --env-manager local`` serves it, and
 ``load_predictor`` reads it without running any of its files.
+
+What the model was trained to see (``WindowSpec``: lookback, horizon, clip, max_context) is the
+MLmodel file's own ``kronos`` flavor block, and ``window.json`` beside the weights; every forecast
+from the package (served, the forecast command, evaluation) normalises with it.
 """
 from __future__ import annotations
 
@@ -29,31 +33,35 @@ from mlflow.models import Model, ModelSignature
 from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from .. import __version__
 from ..model import Kronos, KronosTokenizer
 from ..model.checkpoint import CONFIG_NAME, CheckpointError, CheckpointNotFound
 from ..tracking.registry import integrity_problem
+from ..window import WindowSpec, WindowSpecError
 from .candles import valid_candles
-from .generation import GenerationStopped
+from .generation import T_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT, GenerationStopped
 from .horizon import future_timestamps
+from .package_layout import TOKENIZER_ARTIFACT, tokenizer_dir
 from .predictor import COLUMNS, KronosPredictor
 from .requests import Limits, RequestRefused, check_forecast, check_params, read_history, stopper
 
-TOKENIZER_ARTIFACT = "tokenizer"
 TIMESTAMP_COLUMN = "timestamps"
 MLMODEL = "MLmodel"
 MODEL_CODE = Path(__file__).with_name("served_model.py")
+FLAVOR = "kronos"  # the MLmodel block holding the window: {"window": {...}, "kronos_exp_version": ...}
 
 
-def tokenizer_dir(model_dir: Path) -> Path:
-    return Path(model_dir) / "artifacts" / TOKENIZER_ARTIFACT
-
-
-def package_config(model_dir: Path) -> dict[str, Any]:
-    """The ``model_config`` a package was saved with (max_context, limits); {} for older packages."""
-    try:
-        return dict(Model.load(str(Path(model_dir) / MLMODEL)).flavors["python_function"].get("config") or {})
-    except (OSError, KeyError):
-        return {}
+def package_window(model_dir: str | Path) -> WindowSpec:
+    """The window a packaged predictor was trained with: its MLmodel's ``kronos`` block, else its
+    window.json, else (packages made before either existed) the published defaults."""
+    mlmodel = Path(model_dir) / MLMODEL
+    block = Model.load(str(mlmodel)).flavors.get(FLAVOR) if mlmodel.is_file() else None
+    if block is None:
+        return WindowSpec.load(model_dir)
+    if not isinstance(block, dict) or "window" not in block:
+        raise WindowSpecError(f"{mlmodel}: flavors.{FLAVOR} must be a mapping with a 'window' key, "
+                              f"got {str(block)[:80]}")
+    return WindowSpec.from_mapping(block["window"], f"{mlmodel} (flavors.{FLAVOR}.window)")
 
 
 def load_predictor(model_dir: str | Path, registered: dict[str, str] | None = None,
@@ -69,16 +77,19 @@ def load_predictor(model_dir: str | Path, registered: dict[str, str] | None = No
     if not (tok / CONFIG_NAME).is_file():
         raise CheckpointNotFound(f"'{model_dir}' holds no packaged tokenizer ({tok}); it was registered "
                                  "before predictor versions carried their tokenizer, or is not a predictor")
-    max_context = int(package_config(model_dir).get("max_context", 512))
-    return KronosPredictor(Kronos.from_pretrained(model_dir), KronosTokenizer.from_pretrained(tok), device=device,
-                           max_context=max_context)
+    try:
+        window = package_window(model_dir)
+    except WindowSpecError as err:
+        raise CheckpointError(f"{model_dir}: its window cannot be used: {err}") from None
+    return KronosPredictor.from_window(Kronos.from_pretrained(model_dir), KronosTokenizer.from_pretrained(tok),
+                                       window, device=device)
 
 
 def signature(pred_len: int) -> ModelSignature:
     """Params only: the history's columns are found as training finds a CSV's (forecasting.requests),
     which a column schema would pre-empt (Yahoo's ``Date,Open,...`` would be refused)."""
-    params = ParamSchema([ParamSpec("pred_len", "long", pred_len), ParamSpec("T", "double", 1.0),
-                          ParamSpec("top_p", "double", 0.9), ParamSpec("top_k", "long", 0),
+    params = ParamSchema([ParamSpec("pred_len", "long", pred_len), ParamSpec("T", "double", T_DEFAULT),
+                          ParamSpec("top_p", "double", TOP_P_DEFAULT), ParamSpec("top_k", "long", TOP_K_DEFAULT),
                           ParamSpec("sample_count", "long", 1), ParamSpec("freq", "string", ""),
                           ParamSpec("seed", "long", -1), ParamSpec("raw_candles", "boolean", False)])
     outputs = Schema([ColSpec("datetime", TIMESTAMP_COLUMN)] + [ColSpec("double", c) for c in COLUMNS])
@@ -198,19 +209,29 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()
 
 
-def _save(path: Path, tokenizer: Path, max_context: int, pred_len: int, limits: Limits) -> None:
+def _save(path: Path, tokenizer: Path, window: WindowSpec, limits: Limits) -> None:
+    mlmodel = Model()
+    mlmodel.add_flavor(FLAVOR, window=window.to_dict(), kronos_exp_version=__version__)
     mlflow.pyfunc.save_model(
         path=str(path), python_model=str(MODEL_CODE), artifacts={TOKENIZER_ARTIFACT: str(tokenizer)},
-        model_config={"max_context": max_context, "limits": dataclasses.asdict(limits)},
-        signature=signature(pred_len),
+        model_config={"limits": dataclasses.asdict(limits)}, mlflow_model=mlmodel,
+        signature=signature(window.horizon),
         # Serve with --env-manager local: kronos_exp is installed where it runs, not on PyPI.
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", "kronos_exp"])
 
 
-def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, pred_len: int,
-            limits: Limits = Limits()) -> None:
-    """Make the predictor checkpoint folder an MLflow pyfunc model with its tokenizer inside."""
+def package(predictor_dir: Path, tokenizer_checkpoint: Path, window: WindowSpec, limits: Limits = Limits()) -> None:
+    """Make the predictor checkpoint folder an MLflow pyfunc model with its tokenizer inside and the
+    window it was trained with (the MLmodel's ``kronos`` block and window.json); ``window.horizon``
+    is the signature's default pred_len."""
     predictor_dir = Path(predictor_dir)
+    if window.horizon is None:
+        raise ValueError(f"package({predictor_dir}): window.horizon is None; it is the served pred_len default "
+                         "(the training predict_window)")
+    saved = WindowSpec.load(predictor_dir)
+    if (predictor_dir / WindowSpec.FILE).is_file() and saved != window:
+        raise ValueError(f"{predictor_dir / WindowSpec.FILE} holds {saved.to_dict()}, not the window being packaged "
+                         f"{window.to_dict()}")
     staging = Path(tempfile.mkdtemp(prefix=".pyfunc.", dir=predictor_dir.parent))
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
@@ -222,11 +243,12 @@ def package(predictor_dir: Path, tokenizer_checkpoint: Path, max_context: int, p
         pyfunc_log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            _save(staging / "model", staging / TOKENIZER_ARTIFACT, max_context, pred_len, limits)
+            _save(staging / "model", staging / TOKENIZER_ARTIFACT, window, limits)
         for entry in (staging / "model").iterdir():
             if (predictor_dir / entry.name).exists():
                 raise FileExistsError(f"{predictor_dir / entry.name} already exists; packaging would overwrite it")
             shutil.move(str(entry), predictor_dir / entry.name)
+        window.save(predictor_dir)
     finally:
         pyfunc_log.setLevel(level)
         shutil.rmtree(staging, ignore_errors=True)

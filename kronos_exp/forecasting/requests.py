@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..config import ServingConfig
+from ..schemas import ServingConfig
 from ..data import FEATURES, DataConfig, DataError
 from ..data.reading import read_bytes
 from ..errors import UserError

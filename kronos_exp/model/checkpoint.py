@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -69,11 +70,19 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike) -> Path:
 
 
 def constructor_keys(cls) -> list[str]:
+    """The arguments of ``cls``'s constructor, in order: the keys of its config.json."""
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
+def constructor_config(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The config of a ``cls`` built with ``arguments`` (its constructor's ``locals()``): its
+    constructor's arguments by name, so config.json holds exactly what the constructor takes."""
+    return {key: arguments[key] for key in constructor_keys(cls)}
+
+
 class PretrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` for a module whose config is its constructor kwargs."""
+    """``from_pretrained`` / ``save_pretrained`` for a module whose config is its constructor kwargs
+    (set by its constructor with ``constructor_config``)."""
 
     config: dict
 

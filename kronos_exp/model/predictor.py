@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import CrossAttention, KVCache, RMSNorm, TransformerBlock
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, constructor_config
 from .decoding import DecodeCache, step_hidden, step_s2_hidden
 
 # minute, hour, weekday, day of month, month: the order of the stamp's last axis.
@@ -107,9 +107,7 @@ class Kronos(PretrainedMixin, nn.Module):
     def __init__(self, s1_bits, s2_bits, n_layers, d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p,
                  resid_dropout_p, token_dropout_p, learn_te):
         super().__init__()
-        self.config = dict(s1_bits=s1_bits, s2_bits=s2_bits, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                           ff_dim=ff_dim, ffn_dropout_p=ffn_dropout_p, attn_dropout_p=attn_dropout_p,
-                           resid_dropout_p=resid_dropout_p, token_dropout_p=token_dropout_p, learn_te=learn_te)
+        self.config = constructor_config(Kronos, locals())
         self.s1_vocab_size = 2 ** s1_bits
         self.embedding = HierarchicalEmbedding(s1_bits, s2_bits, d_model)
         self.time_emb = TemporalEmbedding(d_model, learn_te)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .blocks import TransformerBlock
-from .checkpoint import PretrainedMixin
+from .checkpoint import PretrainedMixin, constructor_config
 from .quantizer import BSQuantizer
 
 
@@ -19,10 +19,7 @@ class KronosTokenizer(PretrainedMixin, nn.Module):
     def __init__(self, d_in, d_model, n_heads, ff_dim, n_enc_layers, n_dec_layers, ffn_dropout_p,
                  attn_dropout_p, resid_dropout_p, s1_bits, s2_bits, beta, gamma0, gamma, zeta, group_size):
         super().__init__()
-        self.config = dict(d_in=d_in, d_model=d_model, n_heads=n_heads, ff_dim=ff_dim,
-                           n_enc_layers=n_enc_layers, n_dec_layers=n_dec_layers, ffn_dropout_p=ffn_dropout_p,
-                           attn_dropout_p=attn_dropout_p, resid_dropout_p=resid_dropout_p, s1_bits=s1_bits,
-                           s2_bits=s2_bits, beta=beta, gamma0=gamma0, gamma=gamma, zeta=zeta, group_size=group_size)
+        self.config = constructor_config(KronosTokenizer, locals())
         self.s1_bits, self.s2_bits = s1_bits, s2_bits
         self.codebook_dim = s1_bits + s2_bits
 

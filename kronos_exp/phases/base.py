@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from ..data import DataSplits
+from ..schemas import TrainConfig
 from ..train.distributed import World
+from ..window import WindowSpec
 
 
 @dataclass(frozen=True)
@@ -21,32 +22,32 @@ class Upstream:
     identify it (``tokenizer_fingerprint``, and ``tokenizer_version`` when it is registered)."""
     folder: Path
     tags: dict[str, str]
+    pretrained: str | None = None  # the run's ``<phase>.pretrained`` (the advice of a mismatch names it)
 
 
 @dataclass
 class PhaseContext:
-    """What a phase is built from, the same on every rank."""
-    cfg: DictConfig
+    """What a phase is built from at run time, the same on every rank (its settings it was built with)."""
     data: DataSplits
+    window: WindowSpec
     device: torch.device
-    precision: str = "fp32"  # cfg.precision with ``auto`` resolved for this device
+    precision: str = "fp32"  # the run's precision with ``auto`` resolved for this device
     world: World = field(default_factory=World)
     upstream: dict[str, Upstream] = field(default_factory=dict)  # by the name of the phase it comes from
 
 
 class Phase:
-    """A training phase. Subclasses set ``name`` and ``val_key`` and implement ``build_model`` and
-    ``loss`` (the Objective the shared loop calls)."""
+    """A training phase, built with its own section of the config (``settings``). Subclasses set
+    ``name`` and ``val_key`` and implement ``build_model`` and ``loss`` (the Objective the shared
+    loop calls)."""
 
     name: ClassVar[str]
     val_key: ClassVar[str]
     builds_on: ClassVar[tuple[str, ...]] = ()  # phases whose checkpoint this one needs (in ``ctx.upstream``)
+    servable: ClassVar[bool] = False  # its registered versions are packaged as a servable MLflow model
 
-    def check(self, cfg: DictConfig) -> None:
-        """Refuse settings this phase cannot run with, before any phase starts."""
-
-    def settings(self, cfg: DictConfig) -> DictConfig:
-        return cfg[self.name]
+    def __init__(self, settings: TrainConfig) -> None:
+        self.settings = settings
 
     def build_model(self, ctx: PhaseContext) -> nn.Module:
         raise NotImplementedError
@@ -61,10 +62,7 @@ class Phase:
         """(train, val) the loop iterates; after ``build_model``, so a phase may derive them from it."""
         return ctx.data.train, ctx.data.val
 
-    def package_checkpoint(self, ctx: PhaseContext, folder: Path) -> None:
-        """Add files to the best checkpoint folder before it is logged and registered."""
-
-    def reported_metrics(self, cfg: DictConfig) -> list[str]:
+    def reported_metrics(self) -> list[str]:
         """Names of the job-run metrics this phase will report (an ``objective`` must be one);
         the first is the phase's own objective."""
         return [f"{self.name}_val_loss"]

@@ -1,18 +1,14 @@
 """Phase 2: fine-tune the predictor on next-token cross-entropy, tokenizer frozen."""
 from __future__ import annotations
 
+import dataclasses
 import logging
-from pathlib import Path
 
 import torch
 
-from ..config import bits_advice
-from ..errors import ConfigError
-from ..forecasting import pyfunc
-from ..forecasting.requests import Limits
 from ..model import Kronos, KronosTokenizer
-from ..model.checkpoint import resolve_checkpoint_dir
 from ..model.losses import predictor_loss
+from ..schemas import PredictorConfig, bits_mismatch
 from ..train.precision import full_precision
 from ..train.token_cache import tokenize_within
 from .base import Phase, PhaseContext
@@ -30,38 +26,32 @@ class PredictorPhase(Phase):
     name = "predictor"
     val_key = "loss"
     builds_on = ("tokenizer",)
+    servable = True  # a registered version is a servable MLflow model, its tokenizer inside
 
-    def __init__(self) -> None:
+    def __init__(self, settings: PredictorConfig) -> None:
+        super().__init__(settings)
         self.tokenizer: KronosTokenizer | None = None
-
-    def package_checkpoint(self, ctx: PhaseContext, folder: Path) -> None:
-        """The registered version is also a servable MLflow pyfunc model, its tokenizer inside."""
-        pyfunc.package(folder, resolve_checkpoint_dir(ctx.upstream["tokenizer"].folder),
-                       self.settings(ctx.cfg).max_context, ctx.cfg.data.predict_window,
-                       Limits.from_mapping(ctx.cfg.get("serving")))
 
     def build_model(self, ctx: PhaseContext) -> Kronos:
         folder = ctx.upstream["tokenizer"].folder
         tokenizer = KronosTokenizer.from_pretrained(folder).to(ctx.device).eval()
         for p in tokenizer.parameters():
             p.requires_grad_(False)
-        settings = self.settings(ctx.cfg)
+        settings = self.settings
         if settings.pretrained:
             model = Kronos.from_pretrained(settings.pretrained)
             log.info("predictor: starting from the pretrained weights %s (its config.json sets the architecture: %s)",
                      settings.pretrained, ", ".join(f"{k}={v}" for k, v in model.config.items()))
         else:
-            model = Kronos(**settings.arch)
+            model = Kronos(**dataclasses.asdict(settings.arch))
         for bits in ("s1_bits", "s2_bits"):
             if model.config[bits] != tokenizer.config[bits]:
-                raise ConfigError(
-                    f"predictor {bits}={model.config[bits]} but the tokenizer ({folder}) has {bits}="
-                    f"{tokenizer.config[bits]}; the predictor's vocabulary must match the tokenizer's codes "
-                    f"({bits_advice(ctx.cfg, bits, tokenizer.config[bits])})")
-        window = ctx.cfg.data.lookback_window + ctx.cfg.data.predict_window
-        if window - 1 > settings.max_context:
-            log.warning("predictor: training windows (%d tokens) exceed predictor.max_context=%d", window - 1,
-                        settings.max_context)
+                raise bits_mismatch(model.config[bits], tokenizer.config[bits], bits, f"the tokenizer ({folder})",
+                                    settings.pretrained, ctx.upstream["tokenizer"].pretrained)
+        tokens = ctx.window.lookback + ctx.window.horizon - 1
+        if tokens > ctx.window.max_context:
+            log.warning("predictor: training windows (%d tokens) exceed predictor.max_context=%d", tokens,
+                        ctx.window.max_context)
         self.tokenizer = tokenizer
         self.teacher_forcing = bool(settings.teacher_forcing)
         return model
@@ -76,8 +66,8 @@ class PredictorPhase(Phase):
 
     def datasets(self, ctx: PhaseContext):
         splits = {"train": ctx.data.train, "val": ctx.data.val}
-        cfg = self.tokenizer.config
-        out = tokenize_within(self.settings(ctx.cfg).token_cache_mb, splits, self.encode, cfg["s1_bits"], cfg["s2_bits"],
+        codes = self.tokenizer.config
+        out = tokenize_within(self.settings.token_cache_mb, splits, self.encode, codes["s1_bits"], codes["s2_bits"],
                               device=ctx.device)
         return out["train"], out["val"]
 

@@ -1,6 +1,7 @@
 """Phase 1: fine-tune the tokenizer on reconstruction + quantizer loss."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -21,11 +22,11 @@ class TokenizerPhase(Phase):
     val_key = "recon_full_loss"
 
     def build_model(self, ctx: PhaseContext) -> KronosTokenizer:
-        settings = self.settings(ctx.cfg)
+        settings = self.settings
         if settings.pretrained:
             log.info("tokenizer: starting from %s (its config.json sets the architecture)", settings.pretrained)
             return KronosTokenizer.from_pretrained(settings.pretrained)
-        return KronosTokenizer(**settings.arch)
+        return KronosTokenizer(**dataclasses.asdict(settings.arch))
 
     def loss(self, model: KronosTokenizer, batch) -> dict[str, torch.Tensor]:
         """In training the codebook entropy is taken over the global batch (all ranks'), as one

@@ -6,11 +6,11 @@ sweeper's settings.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tracking.runs import resolve_tracking_uri
+from ..outputs import outputs_root
+from ..tracking.uris import resolve_tracking_uri, sqlite_path, sqlite_uri
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,10 @@ DIRECTIONS = ("minimize", "maximize")
 def default_storage(tracking_uri: str | None) -> str:
     """``sqlite:///<folder>/optuna.db``: beside a SQLite MLflow store, else (a tracking server)
     in ./outputs, where the local store would be."""
-    uri = resolve_tracking_uri(tracking_uri)
-    folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else Path.cwd() / "outputs"
+    database = sqlite_path(resolve_tracking_uri(tracking_uri))
+    folder = database.parent if database is not None else outputs_root()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+    return sqlite_uri((folder / "optuna.db").resolve())
 
 
 def rdb_storage(url: str):

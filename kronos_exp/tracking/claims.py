@@ -20,6 +20,7 @@ from typing import Iterator
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from .fingerprint import fingerprint_filter
 from .resume import Unfinished, done_in_unfinished_job, find_unfinished, refuse, state_problem, take
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Claims:
         mine = self.client.get_run(run_id).info
         runs = self.client.search_runs(
             [self.experiment_id],
-            f"tags.fingerprint = '{fingerprint}' and tags.phase = '{phase}' and attributes.status = 'RUNNING'",
+            f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status = 'RUNNING'",
             max_results=100)
         now = time.time()
         return [r for r in runs if r.info.run_id != run_id and self.alive(r, now)

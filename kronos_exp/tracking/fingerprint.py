@@ -8,16 +8,15 @@ it. Every rule about what enters a fingerprint lives in this module.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import OmegaConf
-
-from ..config import phase_seed
 from ..data.digest import file_sha256
+from ..schemas import EvalConfig, TrainConfig
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 
 # The package folders whose source decides what a phase trains (models, data, losses, loop).
@@ -28,6 +27,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # Settings that change how a run is reported or how fast it goes, not the weights it trains.
 NOT_FINGERPRINTED = ("log_interval", "token_cache_mb")  # reporting and memory, not results
 DATA_NOT_FINGERPRINTED = ("path", "paths", "cache")  # where the files live (their contents are hashed); caching
+
+FINGERPRINT_TAG = "fingerprint"  # on a phase run and on a registered version: the fingerprint of what it trained
+
+
+def fingerprint_filter(fp: str) -> str:
+    """The MLflow search filter (runs or model versions) for what carries fingerprint ``fp``."""
+    return f"tags.{FINGERPRINT_TAG} = '{fp}'"
 
 
 def folder_digests(folder: str | Path) -> dict[str, str]:
@@ -55,11 +61,11 @@ def code_digest(root: Path = PACKAGE_ROOT) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(file_digests: list[str], data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+def data_fingerprint(file_digests: list[str], data_settings: Mapping[str, Any]) -> dict[str, Any]:
     """The data part: the sha256 of each file's bytes as they were read for training (in load
     order) and the data settings, without the strings that only say where the files are."""
     return {"files": list(file_digests),
-            "config": {k: v for k, v in data_cfg.items() if k not in DATA_NOT_FINGERPRINTED}}
+            "config": {k: v for k, v in data_settings.items() if k not in DATA_NOT_FINGERPRINTED}}
 
 
 def data_files_digest(data: Mapping[str, Any]) -> str:
@@ -130,25 +136,25 @@ def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def phase_fingerprint_inputs(cfg: Any, name: str, *, data: Mapping[str, Any], precision: str, world_size: int = 1,
-                             upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What determines phase ``name``'s checkpoint in a run of ``cfg``: data, its settings, initial
-    weights, its seed, precision, the training code and (for later phases) the fingerprint of
-    what they build on."""
-    settings = OmegaConf.to_container(cfg[name], resolve=True)
+def phase_fingerprint_inputs(name: str, section: TrainConfig | EvalConfig, *, data: Mapping[str, Any], precision: str,
+                             world_size: int = 1, upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What determines phase ``name``'s checkpoint, trained with ``section`` (resolved: its seed
+    set): data, its settings, initial weights, its seed, precision, the training code and (for
+    later phases) the fingerprint of what they build on."""
+    settings = dataclasses.asdict(section)
     if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
         settings["batch_size"] *= world_size
     pretrained = settings.get("pretrained")
-    return fingerprint_inputs(name, settings, data=data, seed=phase_seed(cfg, name), precision=precision,
+    return fingerprint_inputs(name, settings, data=data, seed=section.seed, precision=precision,
                               initial_weights=checkpoint_digest(pretrained) if pretrained else None,
                               upstream=upstream)
 
 
-def eval_setup_fingerprint(cfg: Any, data: Mapping[str, Any], pred_len: int) -> str:
-    """Same data and same forecasting settings: evaluation scores that may be ranked against each other."""
-    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+def eval_setup_fingerprint(settings: EvalConfig, data: Mapping[str, Any], pred_len: int) -> str:
+    """Same data and same forecasting settings (``settings`` resolved: its seed set): evaluation
+    scores that may be ranked against each other."""
+    kept = dataclasses.asdict(settings)
     for key in ("predictor", "tokenizer", "alias", "plot_series"):
-        settings.pop(key)
-    settings["pred_len"] = pred_len
-    settings["seed"] = cfg.eval.seed if cfg.eval.seed is not None else cfg.seed
-    return fingerprint({"data": dict(data), "eval": settings})
+        kept.pop(key)
+    kept["pred_len"] = pred_len
+    return fingerprint({"data": dict(data), "eval": kept})

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import TrainingFailed
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
-from .fingerprint import data_files_digest, fingerprint, folder_digests
+from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder_digests
 from .plots import log_loss_curve
 from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
 from .resume import RESUMED_FROM_TAG, STATE_SHA_TAG, STATE_TAG, lineage, state_file
@@ -63,8 +63,9 @@ class Plan:
         return state_file(self.best_dir.parent.parent, self.best_dir.name)
 
 
-class PhaseRuns:
-    """Opens the phase runs of one invocation and decides each one's fate by the same policy."""
+class PhaseRunFactory:
+    """Opens the phase runs (PhaseRun) of one invocation, each decided by the same policy
+    (``skip_existing``, ``resume``) against the same registry and claims."""
 
     def __init__(self, tracker: Tracker, output_dir: Path, *, skip_existing: bool, resume: bool | None,
                  heartbeat_s: float):
@@ -80,7 +81,7 @@ class PhaseRuns:
         its first moment (the heartbeat tag is set at creation) until it ends."""
         fp = fingerprint(inputs)
         first_beat = self.claims.first_beat() if claims else {}
-        with self.tracker.phase_run(name, tags={"fingerprint": fp, **first_beat, **tags}) as run:
+        with self.tracker.nested_run(name, tags={FINGERPRINT_TAG: fp, **first_beat, **tags}) as run:
             beating = self.claims.heartbeat(run.info.run_id) if claims else contextlib.nullcontext()
             with beating:
                 mlflow.log_params(flatten({name: settings}))
@@ -91,7 +92,7 @@ class PhaseRuns:
 class PhaseRun:
     """One phase run on rank 0, from its decision to its registered checkpoint."""
 
-    def __init__(self, runs: PhaseRuns, name: str, fp: str, inputs: dict[str, Any], run_id: str):
+    def __init__(self, runs: PhaseRunFactory, name: str, fp: str, inputs: dict[str, Any], run_id: str):
         self.runs, self.name, self.fingerprint, self.inputs, self.run_id = runs, name, fp, inputs, run_id
         self._saved: dict[str, str] = {}  # sha256 of each best-checkpoint file as this process wrote it
         self._states: tuple[str, ...] = ()  # sha256 of the newest training states it wrote

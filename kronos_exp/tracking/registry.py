@@ -16,9 +16,9 @@ from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FIL
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointNotFound
-from .fingerprint import data_files_digest, differences, folder_digests
+from .fingerprint import FINGERPRINT_TAG, data_files_digest, differences, fingerprint_filter, folder_digests
 
-FINGERPRINT_ARTIFACT = "fingerprint.json"  # a phase run's fingerprint inputs, logged by Phase.run
+FINGERPRINT_ARTIFACT = "fingerprint.json"  # a phase run's fingerprint inputs, logged when it opens (lifecycle.py)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ class Registry:
     def __init__(self, client: MlflowClient):
         self.client = client
 
+    @classmethod
+    def of_store(cls, tracking_uri: str) -> "Registry":
+        """The registry of the store at ``tracking_uri`` (also the store ``models:/`` URIs download from)."""
+        mlflow.set_tracking_uri(tracking_uri)
+        return cls(MlflowClient(tracking_uri))
+
     def register(self, name: str, run_id: str, artifact_path: str, digests: dict[str, str], fingerprint: str,
                  tags: dict[str, str]) -> RegisteredCheckpoint:
         """Register the checkpoint already logged under ``artifact_path`` of ``run_id``, with the
@@ -80,7 +86,7 @@ class Registry:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-        all_tags = {**tags, "fingerprint": fingerprint, "sha256": digests[WEIGHTS_NAME],
+        all_tags = {**tags, FINGERPRINT_TAG: fingerprint, "sha256": digests[WEIGHTS_NAME],
                     FILES_TAG: json.dumps(digests, sort_keys=True)}
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=all_tags)
         return RegisteredCheckpoint(name, mv.version, fingerprint, run_id, source, all_tags)
@@ -88,7 +94,7 @@ class Registry:
     def find(self, name: str, fingerprint: str) -> list[RegisteredCheckpoint]:
         """Versions of ``name`` tagged with ``fingerprint``, newest first."""
         try:
-            found = self.client.search_model_versions(f"name = '{name}' and tags.fingerprint = '{fingerprint}'")
+            found = self.client.search_model_versions(f"name = '{name}' and {fingerprint_filter(fingerprint)}")
         except MlflowException:
             return []
         found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
@@ -113,8 +119,9 @@ class Registry:
             lines.append(f"{name} v{mv.version} differs in {diff}")
         return lines
 
-    def download(self, uri: str, dst: Path) -> tuple[Path, RegisteredCheckpoint]:
-        """A local copy of ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` and its version."""
+    def download(self, uri: str, dst: Path) -> tuple[RegisteredCheckpoint, Path]:
+        """The version ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` names, and a local copy
+        of its files (the same order as ``fetch``)."""
         ref = uri[len("models:/"):]
         name, sep, which = ref.partition("@") if "@" in ref else ref.rpartition("/")
         try:
@@ -125,8 +132,9 @@ class Registry:
         except Exception as err:
             raise CheckpointNotFound(f"cannot load {uri} from {self.client.tracking_uri}: "
                                      f"{str(err).splitlines()[0]}") from None
-        return Path(local), RegisteredCheckpoint(name, str(mv.version), mv.tags.get("fingerprint", ""), mv.run_id,
-                                                 mv.source, dict(mv.tags))
+        version = RegisteredCheckpoint(name, str(mv.version), mv.tags.get(FINGERPRINT_TAG, ""), mv.run_id, mv.source,
+                                       dict(mv.tags))
+        return version, Path(local)
 
     def rank(self, version: RegisteredCheckpoint, key: str, score: float, alias: str | None,
              badness: Callable[[float], float]) -> tuple[int, float] | None:

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..data.digest import file_sha256
+from .fingerprint import fingerprint_filter
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, finger
     and whose process is not ``alive`` (still training it), newest first."""
     runs = client.search_runs(
         [experiment_id],
-        f"tags.fingerprint = '{fingerprint}' and tags.phase = '{phase}' and attributes.status != 'FINISHED'",
+        f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     found = []
     for run in runs:
@@ -129,7 +130,7 @@ def done_in_unfinished_job(client: MlflowClient, experiment_id: str, phase: str,
     with ``fingerprint`` (trained or reused it): rerunning that job reuses it, never trains it twice."""
     runs = client.search_runs(
         [experiment_id],
-        f"tags.fingerprint = '{fingerprint}' and tags.phase = '{phase}' and attributes.status = 'FINISHED'",
+        f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         parent_id = run.data.tags.get("mlflow.parentRunId")

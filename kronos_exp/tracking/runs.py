@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import mlflow
+import yaml
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
 
 from ..errors import TrialPruned, UserError
+from ..schemas import MlflowConfig
 from .buffer import MetricBuffer
 from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
                     process_tags, record_unended, unended_folder)
 from .store_template import seed_new_store
+from .uris import is_remote, resolve_tracking_uri, sqlite_path
 from .ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LOCAL_UI, ensure_training_kind, runs_page
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ PARENT_RUN_ENV = "KRONOS_EXP_PARENT_RUN_ID"  # set by a sweep to nest its jobs u
 
 class TrackingUnavailable(UserError, RuntimeError):
     """The MLflow tracking server does not answer (at start, or lost during the run)."""
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
 
 
 def server_answers(uri: str, timeout_s: float = 3.0) -> bool:
@@ -60,23 +58,13 @@ def bound_http_retries(timeout_s: int, max_retries: int) -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
-def default_tracking_uri(root: Path | None = None) -> str:
-    """An embedded SQLite store under ./outputs, so a first run needs no server."""
-    return f"sqlite:///{((root or Path.cwd()) / 'outputs' / 'mlflow.db').resolve()}"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """Experiment id for ``name``, of the training kind (an existing one without a kind gets it);
     local stores keep artifacts beside the database under outputs/."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        location = None
-        if tracking_uri.startswith("sqlite:///"):
-            location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        database = sqlite_path(tracking_uri)
+        location = (database.parent / "mlartifacts").resolve().as_uri() if database is not None else None
         try:
             return client.create_experiment(name, artifact_location=location,
                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
@@ -86,16 +74,16 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     return experiment.experiment_id
 
 
-def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
+def flatten(values: Any, prefix: str = "") -> dict[str, str]:
     """``{"tokenizer.arch.d_model": "32", ...}`` for MLflow params."""
     out: dict[str, str] = {}
-    if isinstance(cfg, dict):
-        for k, v in cfg.items():
+    if isinstance(values, dict):
+        for k, v in values.items():
             out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(cfg, list):
-        out[prefix[:-1]] = ",".join(map(str, cfg))
+    elif isinstance(values, list):
+        out[prefix[:-1]] = ",".join(map(str, values))
     else:
-        out[prefix[:-1]] = str(cfg)
+        out[prefix[:-1]] = str(values)
     return out
 
 
@@ -113,8 +101,9 @@ class Tracker:
                     f"no MLflow tracking server answers at mlflow.tracking_uri={self.tracking_uri}; start it "
                     "(mlflow server ...), fix the address, or use mlflow.tracking_uri=null for the local store")
         mlflow.set_tracking_uri(self.tracking_uri)
-        if self.tracking_uri.startswith("sqlite:///"):
-            self._open_sqlite_store(Path(self.tracking_uri[len("sqlite:///"):]), experiment_name)
+        database = sqlite_path(self.tracking_uri)
+        if database is not None:
+            self._open_sqlite_store(database, experiment_name)
         else:
             self.client = MlflowClient(self.tracking_uri)
             self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
@@ -123,6 +112,12 @@ class Tracker:
         self._unended = unended_folder(self.tracking_uri)
         # Set by the pipeline: the failure elsewhere (another torchrun process) that an error or stop here follows.
         self.failure_elsewhere: Callable[[], str | None] = lambda: None
+
+    @classmethod
+    def from_settings(cls, settings: MlflowConfig) -> "Tracker":
+        """The tracker of the ``mlflow`` section: its store, experiment and how long a remote server may take."""
+        return cls(settings.tracking_uri, settings.experiment_name, settings.http_timeout_s, settings.http_max_retries,
+                   settings.offline_wait_s)
 
     @property
     def metrics(self) -> MetricBuffer:
@@ -217,16 +212,15 @@ class Tracker:
                 f"{runs_page(LOCAL_UI, self.experiment_id, view)}")
 
     @contextlib.contextmanager
-    def job_run(self, cfg: DictConfig, output_dir: Path, tags: dict[str, str] | None = None):
-        """The parent run of one invocation: params, resolved config and Hydra files."""
+    def job_run(self, resolved: dict[str, Any], output_dir: Path, tags: dict[str, str] | None = None):
+        """The parent run of one invocation: params, the resolved config (plain values) and Hydra files."""
         parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
                                run_name=tags.get("mlflow.runName") if tags else None,
                                tags={**(tags or {}), **process_tags()})
         with self._closing(run):
-            resolved = OmegaConf.to_container(cfg, resolve=True)
             mlflow.log_params(flatten(resolved))
-            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
+            mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config/resolved.yaml")
             hydra_dir = output_dir / ".hydra"
             if hydra_dir.is_dir():
                 mlflow.log_artifacts(str(hydra_dir), "config/hydra")
@@ -234,6 +228,16 @@ class Tracker:
                 yield run
             finally:
                 self._log_log_files(output_dir)
+
+    def record(self, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+               documents: dict[str, Any] | None = None) -> None:
+        """Metrics, tags and JSON documents (by artifact name) on the run active in this process."""
+        if metrics:
+            mlflow.log_metrics(metrics)
+        if tags:
+            mlflow.set_tags(tags)
+        for name, document in (documents or {}).items():
+            mlflow.log_dict(document, name)
 
     def _live_sweep(self, run_id: str | None) -> str | None:
         """``run_id`` if it names a sweep run that is still RUNNING; a stale id left in the
@@ -256,7 +260,8 @@ class Tracker:
                 mlflow.log_artifact(str(path), "logs")
 
     @contextlib.contextmanager
-    def phase_run(self, name: str, tags: dict[str, str] | None = None):
+    def nested_run(self, name: str, tags: dict[str, str] | None = None):
+        """A phase's run, nested in the job run: ended like every run here, its metrics on the server first."""
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
                                tags={"phase": name, **(tags or {}), **process_tags()})
         with self._closing(run):

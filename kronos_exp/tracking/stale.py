@@ -21,7 +21,9 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from ..outputs import outputs_root
 from .resume import RESUMED_BY_TAG
+from .uris import sqlite_path
 
 HOST_TAG = "kronos_exp.host"
 PID_TAG = "kronos_exp.pid"
@@ -87,10 +89,11 @@ class Unended:
 def unended_folder(tracking_uri: str) -> Path:
     """Where this machine keeps the runs of ``tracking_uri`` still to end: beside a SQLite store,
     else under ./outputs (where the default store is), one folder per server."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "unended_runs"
+    database = sqlite_path(tracking_uri)
+    if database is not None:
+        return database.resolve().parent / "unended_runs"
     name = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
-    return Path.cwd() / "outputs" / "unended_runs" / name
+    return outputs_root() / "unended_runs" / name
 
 
 _recorded_here: set[str] = set()  # runs this process recorded and has not ended since

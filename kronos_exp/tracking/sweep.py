@@ -1,6 +1,7 @@
 """Sweeps in MLflow: one parent run per Hydra multirun, each job a child of it, and a summary
 table of the jobs, best first, at the end. The Hydra callback that drives it is in
-kronos_exp/hydra_callbacks.py.
+kronos_exp/hydra_callbacks.py; what Hydra says about a job and its sweep (kronos_exp/hydra_job.py)
+arrives here as plain values.
 
 The fluent MLflow API keeps its active run per process, and launchers run jobs in this process
 (basic) or in workers (joblib), so the sweep run is created with the client and its id reaches
@@ -17,15 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
 
-from ..config import objective_directions
-from ..errors import UserError
-from .runs import PARENT_RUN_ENV, Tracker, resolve_tracking_uri
+from ..errors import error_line
+from ..schemas import MlflowConfig
+from .runs import PARENT_RUN_ENV, Tracker
 from .stale import process_tags
 from .ui import column, save_runs_view
 
@@ -36,22 +33,12 @@ SWEEP_ID_ENV = "KRONOS_EXP_SWEEP_ID"
 
 @dataclass
 class JobInfo:
-    """How Hydra launched this job: single run or job ``num`` of a sweep."""
+    """How this job was launched (kronos_exp.hydra_job.current_job): single run or job ``num`` of a sweep."""
     multirun: bool
     num: int | None
     overrides: list[str]
     sweep_id: str | None
-    parallel_jobs: int = 1  # jobs the launcher runs at once here (_parallel_jobs)
-
-    @classmethod
-    def current(cls) -> "JobInfo":
-        if not HydraConfig.initialized():
-            return cls(False, None, [], None)
-        hc = HydraConfig.get()
-        multirun = hc.mode == RunMode.MULTIRUN
-        return cls(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
-                   os.environ.get(SWEEP_ID_ENV) if multirun else None,
-                   _parallel_jobs(hc.launcher) if multirun else 1)
+    parallel_jobs: int = 1  # jobs the launcher runs at once here (hydra_job.parallel_jobs)
 
     def label_log_lines(self) -> None:
         """Prefix this job's log lines with ``[job N]``: parallel jobs write to one terminal, and
@@ -78,24 +65,13 @@ class JobInfo:
         return tags
 
 
-def _parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once on this machine: joblib's ``n_jobs`` (-1: one per
-    core); submitit_local starts every job at once, each with ``cpus_per_task`` when given, else one
-    core; a SLURM job has its own CPUs (one)."""
-    cores = os.cpu_count() or 1
-    if str(launcher.get("_target_", "")).endswith("submitit_launcher.LocalLauncher"):
-        return max(1, cores // int(launcher.get("cpus_per_task") or 1))
-    n_jobs = int(launcher.get("n_jobs", 1) or 1)
-    return n_jobs if n_jobs > 0 else cores
-
-
-def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> None:
+def record_failed_job(settings: MlflowConfig, job: JobInfo, message: str) -> None:
     """A sweep job that failed before its MLflow run started (a bad setting for that job) still gets
     a FAILED run under the sweep, so the sweep's summary counts it and the sweep exits non-zero."""
     parent = os.environ.get(PARENT_RUN_ENV)
     if not job.multirun or not parent:
         return
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    client = Tracker.from_settings(settings).client
     experiment_id = client.get_run(parent).info.experiment_id
     mine = f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job.num}'"
     if client.search_runs([experiment_id], filter_string=mine):
@@ -108,12 +84,12 @@ def record_failed_job(tracking_uri: str | None, job: JobInfo, message: str) -> N
 NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, and how to resume
 
 
-def record_job_tag(tracking_uri: str | None, job_num: int, key: str, value: str) -> None:
+def record_job_tag(settings: MlflowConfig, job_num: int, key: str, value: str) -> None:
     """Set a tag on the newest run of this sweep's job ``job_num`` (after the job's own run ended)."""
     parent = os.environ.get(PARENT_RUN_ENV)
     if not parent:
         return
-    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    client = Tracker.from_settings(settings).client
     runs = client.search_runs([client.get_run(parent).info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job_num}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
@@ -195,14 +171,6 @@ def nothing_due(reason: str) -> None:
     log.warning("%s", reason)
 
 
-def sweep_directions(config: DictConfig) -> list[str]:
-    """``maximize`` or ``minimize`` for each objective: the sweeper's own directions where it has
-    them (Optuna's ``hydra.sweeper.direction``, one or a list), else those the metrics improve in."""
-    given = OmegaConf.select(config, "hydra.sweeper.direction")
-    listed = [given] if isinstance(given, str) else list(given) if OmegaConf.is_list(given) else []
-    return listed if listed and set(listed) <= {"maximize", "minimize"} else objective_directions(config)
-
-
 def pareto_front(rows: list[dict[str, Any]], directions: list[str]) -> set[int]:
     """The jobs no other job beats on every objective (better on one, as good on the rest)."""
     signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
@@ -222,22 +190,15 @@ class SweepRun:
         self.maximise = directions[0] == "maximize"  # the order of the table: by the first objective
 
     @classmethod
-    def start(cls, config: DictConfig) -> "SweepRun":
-        """Create the sweep run and hand its id to the jobs. Refuses an objective with no better
-        direction before any job runs."""
-        try:
-            directions = sweep_directions(config)
-        except UserError as err:
-            raise SystemExit(f"error: {err}") from None
+    def start(cls, settings: MlflowConfig, directions: list[str], overrides: list[str]) -> "SweepRun":
+        """Create the sweep run in the store ``settings`` name and hand its id to the jobs;
+        ``directions``: each objective's (the first orders the table); ``overrides``: the command line's."""
         # Creating the store here also runs its migrations once, before parallel jobs open it.
-        m = config.mlflow
-        http = {k: m[k] for k in ("http_timeout_s", "http_max_retries", "offline_wait_s") if k in m}
-        tracker = Tracker(m.tracking_uri, m.experiment_name, **http)
+        tracker = Tracker.from_settings(settings)
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
         run = tracker.client.create_run(
             tracker.experiment_id, run_name=sweep_id,
-            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(config.hydra.overrides.task),
-                  **process_tags()})
+            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(overrides), **process_tags()})
         sweep = cls(tracker, run.info.run_id, directions, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
@@ -267,14 +228,14 @@ class SweepRun:
             # A sweeper that stopped before its first job (a config that does not compose, say).
             # Hydra may call this while that error is on its way up: then let it through.
             if sys.exc_info()[0] is None:
-                raise SystemExit("error: the sweep ended without running a job; see the messages above")
+                raise SystemExit(error_line("the sweep ended without running a job; see the messages above"))
             return
         for row in failed:
             if NOT_REQUEUED_TAG in row:
                 log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
         if failed:
-            raise SystemExit(f"error: {len(failed)} of {len(rows)} sweep jobs did not finish "
-                             f"(jobs {', '.join(str(r['job']) for r in failed)}); their errors are printed above")
+            raise SystemExit(error_line(f"{len(failed)} of {len(rows)} sweep jobs did not finish (jobs "
+                                        f"{', '.join(str(r['job']) for r in failed)}); their errors are printed above"))
 
     def save_ui_view(self, rows: list[dict[str, Any]]) -> None:
         """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs, best first, with the

@@ -1,17 +1,20 @@
-"""Data-parallel training under torchrun: process group, sampler, rank-0 gate, metric all-reduce.
+"""Data-parallel training under torchrun: process group, sampler, metric all-reduce, and how
+ranks hear of one another (``World.share``, a failure or a stop elsewhere, ``wait_for_rank_zero``).
 
 torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them this is a world of one
-and nothing here talks to ``torch.distributed``. Only rank 0 touches the tracking store: work
-that does goes through :meth:`World.rank_zero`, which runs it there and hands every rank the
-result, so all ranks take the same decision.
+and nothing here talks to ``torch.distributed``. Only rank 0 touches the tracking store; the ranks
+meet around each phase in kronos_exp/runner.py, where rank 0 decides and ``World.share`` hands
+every rank its decision and its result, so all ranks take the same path.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -39,10 +42,6 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-    def rank_zero(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn`` runs on rank 0 only (tracking, registry); every rank gets its (picklable) result."""
-        return self.share(fn(*args, **kwargs) if self.is_main else None)
 
     def share(self, obj: T) -> T:
         """Rank 0's ``obj`` on every rank (what the others pass is ignored)."""
@@ -73,15 +72,38 @@ def start(world: World, device: torch.device, backend: str | None) -> None:
     _set(_PROCESS_KEY.format(world.rank), f"{socket.gethostname()} {os.getpid()}")
 
 
-def stop() -> None:
+def stop(world: World) -> None:
+    """Leave the process group; rank 0 first tells the ranks waiting on it (wait_for_rank_zero)."""
+    if world.distributed and world.is_main:
+        _set(_ENDED_KEY, "1", _store() or _launcher_store())
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wait_for_rank_zero(world: World, timeout_s: float = 600.0) -> None:
+    """A rank other than 0 waits until rank 0 has ended: an error every rank meets alike (a bad
+    setting) is reported once, by rank 0, which also ends the runs, before torchrun stops the group."""
+    store = _store() or _launcher_store()
+    if not world.is_main and store is not None:
+        with contextlib.suppress(Exception):  # a store that is gone: rank 0 and torchrun are gone too
+            store.wait([_ENDED_KEY], datetime.timedelta(seconds=timeout_s))
+
+
+def _launcher_store():
+    """torchrun's key-value store, reached before (or without) a process group: a setting may be
+    refused before the ranks join one."""
+    try:
+        return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                             timeout=datetime.timedelta(seconds=30))
+    except Exception:  # not under torchrun
+        return None
 
 
 # What the ranks tell each other through torchrun's store about how they end.
 _FAILED_KEY = "kronos_exp/failed_rank"  # a rank failing with an error of its own (it prints it)
 _PROCESS_KEY = "kronos_exp/process/{}"  # "<host> <pid>" of each rank, set when it joins
 _STOPPED_KEY = "kronos_exp/stopped/{}"  # a rank that stops for an interrupt, not a failure
+_ENDED_KEY = "kronos_exp/rank0_ended"  # rank 0 is leaving (set last)
 
 
 def _store():
@@ -94,8 +116,8 @@ def _store():
         return None
 
 
-def _set(key: str, value: str) -> None:
-    store = _store()
+def _set(key: str, value: str, store=None) -> None:
+    store = store or _store()
     if store is not None:
         try:
             store.set(key, value)

@@ -107,7 +107,7 @@ class EpochClock:
         return (samples - self.samples) / max(time.perf_counter() - self.started, 1e-9)
 
 
-class Runner:
+class CompiledModel:
     """The module the loss calls: ``torch.compile`` of the model where asked, falling back to the
     eager model, with one warning, if compiling fails (no compiler, an unsupported op ...)."""
 
@@ -226,7 +226,7 @@ class _Training:
         model.to(s.device)
         self.trained = (DistributedDataParallel(model, device_ids=[s.device] if s.device.type == "cuda" else None)
                         if world.distributed else model)
-        self.runner = Runner(self.trained, s.compile)
+        self.compiled = CompiledModel(self.trained, s.compile)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(param_groups(model, s.no_decay_groups), s)
         self.n_batches = len(self.train_loader)
@@ -296,7 +296,7 @@ class _Training:
             boundary = not (i + 1) % s.accumulation_steps or last_in_epoch
             # Micro-batches before a step's last keep their gradients local: one all-reduce per step.
             with contextlib.nullcontext() if boundary or not world.distributed else self.trained.no_sync():
-                self.window.add(self.runner(lambda m: forward_backward(m, self.objective, batch, s, self.scaler)))
+                self.window.add(self.compiled(lambda m: forward_backward(m, self.objective, batch, s, self.scaler)))
             self.samples += batch[0].shape[0] * world.world_size
             if boundary:
                 self.after_step(epoch, i + 1, last_in_epoch, bar, log_metrics)

@@ -1,19 +1,38 @@
 """The optimizer and the learning-rate schedule the loop steps, built from ``_partial_`` configs.
 
-A phase's ``optimizer`` and ``scheduler`` config nodes (conf/optimizer/, conf/scheduler/) are
-instantiated by Hydra into partials (train/settings.py); here the loop completes them with what
-only it knows: the parameters (grouped for weight decay), the fused kernel on CUDA, the number
+A phase's ``optimizer`` and ``scheduler`` config nodes (conf/optimizer/, conf/scheduler/) become
+partials here (``partial_of``), and the loop completes them with what only it knows: the parameters (grouped for weight decay), the fused kernel on CUDA, the number
 of optimizer steps. Without them (FitSettings built in code) the loop uses AdamW + OneCycle from
 the settings' own ``lr``, ``adam_betas``, ``weight_decay`` and ``pct_start``: the reference recipe.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
+from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+from ..schemas import OneCycleConfig
+
+
+def partial_of(node: Mapping[str, Any] | None) -> functools.partial | None:
+    """A ``_partial_`` config node (``_target_`` + keyword arguments) as the callable it names,
+    waiting for what only the loop knows (the parameters, the number of steps)."""
+    if not node:
+        return None
+    target = str(node.get("_target_", ""))
+    module, _, name = target.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"_target_={target!r} names nothing importable; valid: a dotted path to a callable, "
+                          "e.g. torch.optim.AdamW") from None
+    return functools.partial(factory, **{k: v for k, v in node.items() if not k.startswith("_")})
 
 
 def param_groups(model: nn.Module, no_decay_groups: bool) -> list:
@@ -44,7 +63,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, s, batches_per_epoch: int):
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / s.accumulation_steps))
     total_steps = s.epochs * steps_per_epoch
     factory = s.scheduler or functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=s.lr,
-                                               pct_start=s.pct_start, div_factor=10, final_div_factor=100)
+                                               pct_start=s.pct_start, div_factor=OneCycleConfig.div_factor,
+                                               final_div_factor=OneCycleConfig.final_div_factor)
     return factory(optimizer, total_steps=total_steps), total_steps
 
 

@@ -57,7 +57,8 @@ def test_yaml_files_merge_into_the_schema():
     OmegaConf = pytest.importorskip("omegaconf").OmegaConf
     schema = OmegaConf.structured(schema_node())
     sample = OmegaConf.merge(schema, _yaml("sample"))
-    c = validate_config(sample)
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731 (what validate_config takes)
+    c = validate_config(plain(sample))
     assert c.path is None and c.symbol_column == "symbol"
     assert (c.lookback_window, c.predict_window, c.max_train_windows, c.max_eval_windows) == (64, 16, 2048, 512)
     assert isinstance(OmegaConf.to_object(sample), DataConfig)
@@ -65,11 +66,11 @@ def test_yaml_files_merge_into_the_schema():
     csv = OmegaConf.merge(schema, _yaml("csv"))
     assert OmegaConf.is_missing(csv, "path")  # Hydra reports "Missing mandatory value: data.path"
     with pytest.raises(DataError, match=r"data.path is required"):
-        validate_config(csv)
+        validate_config(plain(csv))
     given = OmegaConf.merge(csv, OmegaConf.from_dotlist(["path=prices.csv", "stride=4"]))
-    assert validate_config(given).path == "prices.csv" and validate_config(given).stride == 4
+    assert validate_config(plain(given)).path == "prices.csv" and validate_config(plain(given)).stride == 4
     listed = OmegaConf.merge(csv, OmegaConf.from_dotlist(["paths=[a.csv,b.csv]"]))
-    assert validate_config(listed).paths == ["a.csv", "b.csv"]
+    assert validate_config(plain(listed)).paths == ["a.csv", "b.csv"]
 
 
 def test_hydra_composes_the_data_group(tmp_path):
@@ -89,12 +90,12 @@ def test_hydra_composes_the_data_group(tmp_path):
     ConfigStore.instance().store(group=group, name="schema", node=schema_node())
     with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
         sample = compose("config")[group]
-        assert validate_config(sample).symbol_column == "symbol" and sample.path is None
+        assert validate_config(OmegaConf.to_object(sample)).symbol_column == "symbol" and sample.path is None
         csv = compose("config", overrides=[f"{group}=csv"])[group]
         with pytest.raises(MissingMandatoryValue):
             csv.path
         given = compose("config", overrides=[f"{group}=csv", f"{group}.path=x/*.csv", f"{group}.lookback_window=32"])
-        c = validate_config(given[group])
+        c = validate_config(OmegaConf.to_object(given[group]))
         assert (c.path, c.lookback_window, c.symbol_column) == ("x/*.csv", 32, None)
         with pytest.raises(Exception, match="stride"):
             compose("config", overrides=[f"{group}.stride=abc"])

@@ -1,11 +1,11 @@
 import logging
-import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_exp.data import DataConfig, DataError, data_fingerprint_inputs, load_series, resolve_paths
+from kronos_exp.data import DataConfig, DataError, load_series, resolve_paths
 from kronos_exp.data.assembly import ffill_rows
 
 YAHOO_DAILY = """Date,Open,High,Low,Close,Adj Close,Volume
@@ -128,7 +128,7 @@ def test_glob_list_and_folder(write_csv, frame, tmp_path):
     by_list = load_series(DataConfig(paths=[p2, p1]))
     assert [s.name for s in by_list] == ["x", "y"] and by_list[0].source == p1
     assert [s.name for s in load(str(tmp_path / "d"))] == ["x", "y"]
-    assert data_fingerprint_inputs(DataConfig(paths=[p2, p1, p1])) == [p1, p2]
+    assert resolve_paths(DataConfig(paths=[p2, p1, p1])) == [Path(p1), Path(p2)]
 
 
 def test_symbol_names_with_several_files(write_csv, frame):
@@ -140,9 +140,9 @@ def test_symbol_names_with_several_files(write_csv, frame):
 
 def test_nothing_matches(tmp_path):
     pattern = str(tmp_path / "nope" / "*.csv")
-    with pytest.raises(DataError, match=r"no CSV matches '.*nope/\*\.csv'"):
+    with pytest.raises(DataError, match=r"no data file matches '.*nope/\*\.csv'"):
         resolve_paths(DataConfig(path=pattern))
-    with pytest.raises(DataError, match=r"no CSV matches 'missing\.csv' \(relative to "):
+    with pytest.raises(DataError, match=r"no data file matches 'missing\.csv' \(relative to "):
         resolve_paths(DataConfig(path="missing.csv"))
 
 
@@ -298,4 +298,4 @@ def test_same_column_twice_is_an_error(write_csv):
 def test_relative_path_resolves_from_cwd(write_csv, frame, tmp_path, monkeypatch):
     write_csv("rel.csv", frame(5))
     monkeypatch.chdir(tmp_path)
-    assert data_fingerprint_inputs(DataConfig(path="rel.csv")) == [os.path.join(str(tmp_path.resolve()), "rel.csv")]
+    assert resolve_paths(DataConfig(path="rel.csv")) == [tmp_path.resolve() / "rel.csv"]

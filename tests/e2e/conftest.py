@@ -1,7 +1,7 @@
-"""End-to-end helpers: run the real CLI in a subprocess against a SQLite MLflow store in tmp_path."""
+"""End-to-end helpers: servers (``serve``) and a single-node SLURM (``slurm``); the ``cli`` fixture
+(the real CLI in a subprocess) is in tests/conftest.py."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -9,65 +9,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
-# Small enough that one run of both phases takes seconds, big enough that losses fall.
-FAST = [
-    "data.max_train_windows=384",
-    "data.max_eval_windows=96",
-    "tokenizer.epochs=2",
-    "predictor.epochs=2",
-]
-
-
-@dataclass
-class Cli:
-    root: Path
-
-    @property
-    def tracking_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KRONOS_EXP_"))}
-        env.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-        return env
-
-    def command(self, *overrides: str, fast: bool = True) -> list[str]:
-        return [sys.executable, "-m", "kronos_exp", *(FAST if fast else []), *overrides,
-                f"mlflow.tracking_uri={self.tracking_uri}"]
-
-    def run(self, *overrides: str, fast: bool = True, check: bool = True, timeout: int = 300):
-        proc = subprocess.run(self.command(*overrides, fast=fast), cwd=self.root, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}")
-        return proc
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
-
-    def runs(self, experiment: str = "kronos_exp"):
-        client = self.client()
-        exp = client.get_experiment_by_name(experiment)
-        return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-
-    def versions(self, name: str):
-        return sorted(self.client().search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-
-
-@pytest.fixture
-def cli(tmp_path) -> Cli:
-    return Cli(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def module_cli(tmp_path_factory) -> Cli:
-    return Cli(tmp_path_factory.mktemp("store"))
 
 
 def _free_port() -> int:

@@ -25,6 +25,8 @@ class ModelServer:
             port = s.getsockname()[1]
         env = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("MLFLOW_")}
         env.update(MLFLOW_TRACKING_URI=store, MLFLOW_DISABLE_TELEMETRY="true")
+        # `mlflow models serve` starts `uvicorn` by name: this interpreter's bin/ first on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(root / "server.log", "w")
         self.proc = subprocess.Popen(
@@ -38,8 +40,9 @@ class ModelServer:
                 return
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:
+                    log = self.tail()
                     self.stop()
-                    raise AssertionError(f"mlflow models serve did not come up: {self.tail()}")
+                    raise AssertionError(f"mlflow models serve did not come up: {log}")
                 time.sleep(0.3)
 
     def tail(self) -> str:

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
+from harness import Outcome, Pipeline
 from kronos_exp.tracking.stale import PID_TAG
-
 from planted_pickle import planted_pickle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SAME_JOB = ["phases=both", "skip_existing=true", "mlflow.heartbeat_s=1", "checkpoint_every_steps=1",
             "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=2", "predictor.epochs=3",
@@ -73,22 +76,22 @@ def test_two_hosts_train_once_and_take_over_a_killed_claim(cli, serve, tmp_path)
     assert len(client.search_model_versions("name = 'kronos-predictor'")) == 1
 
 
-
 TOKENIZER_ONLY = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
 
-def test_a_planted_resume_tag_on_a_shared_server_runs_nothing_and_writes_nothing_outside(cli, serve, tmp_path):
+def test_a_planted_resume_tag_on_a_shared_server_runs_nothing_and_writes_nothing_outside(cli, serve, tmp_path,
+                                                                                        monkeypatch):
     """Anyone who can write to the server can create a KILLED run with a victim's fingerprint and a
     ``last_state`` tag (and its digest) pointing at a pickle of theirs."""
     url = serve(["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                  "--artifacts-destination", str(tmp_path / "artifacts")], cwd=tmp_path, env=cli.env())
     victim, evil, marker = tmp_path / "victim", tmp_path / "evil", tmp_path / "pwned"
     victim.mkdir()
-    command = [sys.executable, "-m", "kronos_exp", *TOKENIZER_ONLY, f"mlflow.tracking_uri={url}"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-    def normal_command() -> subprocess.CompletedProcess:
-        return subprocess.run(command, cwd=victim, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
-                              text=True, timeout=300)
+    def normal_command() -> Outcome:
+        """The victim's ``python -m kronos_exp <TOKENIZER_ONLY> mlflow.tracking_uri=<url>``, in this process."""
+        return Pipeline(victim).run(*TOKENIZER_ONLY, fast=False, check=False, tracking_uri=url)
 
     assert normal_command().returncode == 0
     client = MlflowClient(url)

@@ -5,12 +5,19 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from harness import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 # A real CLI process, held after its imports until the test says go, so that two of them enter
 # Hydra (which names the run folder) within the same millisecond.
 _HELD_CLI = """
 import os, runpy, sys, time
 import hydra, mlflow, torch  # the slow imports, before the start line
-go = sys.argv.pop(1)
+ready, go = sys.argv.pop(1), sys.argv.pop(1)
+open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
 sys.argv[0] = "kronos_exp"
@@ -29,15 +36,18 @@ def _registered_sha(cli, lr: str) -> list[str]:
             if cli.client().get_run(v.run_id).data.params.get("tokenizer.lr") == lr]
 
 
-def test_same_second_invocations_register_their_own_checkpoints(cli, tmp_path):
+def test_same_second_invocations_register_their_own_checkpoints(cli, tmp_path, monkeypatch):
     go = tmp_path / "go"
     cli.client().search_experiments()  # an initialised store: this test is about the run folders
     lrs = ["0.001", "0.0005"]
-    procs = [subprocess.Popen([sys.executable, "-c", _HELD_CLI, str(go),
+    ready = [tmp_path / f"ready-{lr}" for lr in lrs]
+    procs = [subprocess.Popen([sys.executable, "-c", _HELD_CLI, str(flag), str(go),
                                *cli.command(*TOKENIZER_ONLY, f"tokenizer.lr={lr}", fast=False)[3:]],
                               cwd=cli.root, env=_env(cli), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for lr in lrs]
-    time.sleep(15)  # both are past their imports
+             for lr, flag in zip(lrs, ready)]
+    while not all(flag.exists() for flag in ready):  # both are past their imports
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        time.sleep(0.05)
     time.sleep(1.05 - time.time() % 1)  # early in a second: both name their folder within it
     go.touch()
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -46,13 +56,13 @@ def test_same_second_invocations_register_their_own_checkpoints(cli, tmp_path):
     run_dirs = sorted(p for p in (cli.root / "outputs" / "runs").glob("*/*") if p.is_dir())
     assert len(run_dirs) == 2, run_dirs  # one folder per invocation
     together = {lr: _registered_sha(cli, lr) for lr in lrs}
-    # The same settings alone, in a fresh store: the checkpoint each invocation should have registered.
+    # The same settings alone, in a fresh store (run in this process, on one thread as the two were): the
+    # checkpoint each invocation should have registered.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for lr in lrs:
-        solo = type(cli)(tmp_path / f"solo-{lr}")
+        solo = Pipeline(tmp_path / f"solo-{lr}")
         solo.root.mkdir()
-        proc = subprocess.run(solo.command(*TOKENIZER_ONLY, f"tokenizer.lr={lr}", fast=False), cwd=solo.root,
-                              env=_env(solo), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        solo.run(*TOKENIZER_ONLY, f"tokenizer.lr={lr}", fast=False)
         assert together[lr] == _registered_sha(solo, lr), lr
     assert together[lrs[0]] != together[lrs[1]]
 

@@ -1,11 +1,16 @@
 """A run whose process was killed (kill -9) does not stay RUNNING: the next invocation on the
-store ends it FAILED and says so."""
+store (here in this process) ends it FAILED and says so."""
 from __future__ import annotations
 
 import signal
 import subprocess
 
+import pytest
+
+from harness import Pipeline
 from kronos_exp.tracking.stale import HOST_TAG, PID_TAG
+
+pytestmark = pytest.mark.e2e
 
 QUICK = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
@@ -26,7 +31,7 @@ def test_runs_of_a_killed_process_are_marked_failed_by_the_next_invocation(cli):
     assert sorted(r.info.status for r in killed) == ["RUNNING", "RUNNING"]
     assert {r.data.tags[PID_TAG] for r in killed} == {str(proc.pid)}
 
-    later = cli.run(*QUICK, fast=False)
+    later = Pipeline(cli.root).run(*QUICK, fast=False)  # the next invocation, in this process
     output = later.stdout + later.stderr
     notices = [line for line in output.splitlines() if "marked FAILED" in line]
     assert len(notices) == 1 and str(proc.pid) in notices[0], output[-3000:]
@@ -37,20 +42,3 @@ def test_runs_of_a_killed_process_are_marked_failed_by_the_next_invocation(cli):
         assert f"process {proc.pid}" in run.data.tags["error"]
     assert sorted(r.info.status for r in runs.values()) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
     assert all(r.data.tags[HOST_TAG] for r in runs.values())
-
-
-def test_a_job_whose_phase_was_taken_over_is_ended_failed_by_the_next_invocation(tmp_path):
-    """A job on a lost host keeps its job run RUNNING after another host took its phase over
-    (tracking/resume.take tags it resumed_by); the next invocation on the store ends it FAILED."""
-    from kronos_exp.tracking import Tracker
-    from kronos_exp.tracking.resume import RESUMED_BY_TAG
-
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "kronos_exp")
-    client = tracker.client
-    lost = client.create_run(tracker.experiment_id, tags={HOST_TAG: "lost-host", PID_TAG: "4242"}).info.run_id
-    alive = client.create_run(tracker.experiment_id, tags={HOST_TAG: "other-host", PID_TAG: "4243"}).info.run_id
-    client.set_tag(lost, RESUMED_BY_TAG, "taker")
-    tracker.end_dead_runs()
-    assert client.get_run(alive).info.status == "RUNNING"  # another host's run, not taken over: alive for all we know
-    ended = client.get_run(lost)
-    assert ended.info.status == "FAILED" and "taken over by run taker" in ended.data.tags["error"]

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.ddp, pytest.mark.slow]
+
 TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32", "tokenizer.epochs=1",
         "predictor.epochs=1"]
 # Same batches either way; only the float summation order differs. The predictor also inherits the
@@ -35,15 +39,13 @@ def torchrun_cli(cli, *overrides: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_two_gloo_processes_match_one_with_the_same_global_batch(cli, tmp_path):
+def test_two_gloo_processes_match_one_with_the_same_global_batch(cli, tmp_path, monkeypatch):
     proc = torchrun_cli(cli)
     assert "x 2 processes" in proc.stdout
-    one = type(cli)(tmp_path / "one")
+    one = Pipeline(tmp_path / "one")  # one process (this one), on one thread as each rank
     one.root.mkdir()
-    single = subprocess.run(one.command(*TINY, "tokenizer.batch_size=8", "predictor.batch_size=8", fast=False),
-                            cwd=one.root, env={**one.env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one.run(*TINY, "tokenizer.batch_size=8", "predictor.batch_size=8", fast=False)
     two, reference = job_metrics(cli), job_metrics(one)
     for key, tolerance in TOLERANCE.items():
         assert two[key] == pytest.approx(reference[key], rel=tolerance), key
@@ -161,3 +163,16 @@ def test_a_stopped_two_process_run_resumes_with_two_processes(cli):
     predictors = [r for r in cli.runs() if r.data.tags.get("phase") == "predictor"]
     assert sorted(r.info.status for r in predictors) == ["FINISHED", "KILLED"]
     assert len(cli.versions("kronos-tokenizer")) == len(cli.versions("kronos-predictor")) == 1
+
+
+def test_a_setting_every_rank_refuses_is_said_once_by_rank_0(cli):
+    """Both ranks meet the bad value before they join a process group; rank 1 waits on torchrun's
+    store until rank 0 has said it (no sleep), and the run ends with rank 0's line alone."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc_per_node=2", *cli.command(*TINY, "data.clip=-1", fast=False)[1:]]
+    proc = subprocess.run(command, cwd=cli.root, env={**cli.env(), "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert output.count("error: data.clip=-1.0 is not valid; it must be > 0") == 1, output[-5000:]
+    assert "Traceback" not in output.split("error: data.clip")[0], output[-5000:]  # rank 1 ended quietly first

@@ -1,38 +1,21 @@
-"""The eval phase, the servable predictor and the forecast command, end to end: one `phases=all`
-run (fine-tuned from a published-layout checkpoint, so the pretrained weights are measured too)
-serves every test here."""
+"""The trained predictor as a user reaches it through processes: `mlflow models serve`, the forecast
+command (the README's), and an eval metric as a sweep's objective (`-m`), on the session's trained
+store (tests/conftest.py ``trained_store``: one `phases=all` run, fine-tuned from the parity checkpoints)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_exp.data import DataConfig, build_datasets, sample_path
-from kronos_exp.tracking.registry import version_files
+from harness import Cli, TrainedStore
+from kronos_exp.data import sample_path
 from model_server import ModelServer
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
-SMALL = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
-EVAL = ["eval.windows=8", "eval.sample_count=4", "eval.pred_len=8"]
-PRETRAINED = [f"tokenizer.pretrained={FIXTURE / 'tokenizer'}", f"predictor.pretrained={FIXTURE / 'predictor'}"]
-POINT = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
-SAMPLED = ("crps", "coverage_10_90")
-
-
-def _by_phase(runs):
-    return {r.data.tags.get("phase"): r for r in runs if "phase" in r.data.tags}
-
-
-@pytest.fixture(scope="module")
-def evaluated(module_cli):
-    return module_cli.run("phases=all", *SMALL, *EVAL, *PRETRAINED, fast=False)
+pytestmark = pytest.mark.e2e
 
 
 def _history(symbol: str = "ACME", rows: int = 64) -> pd.DataFrame:
@@ -42,113 +25,13 @@ def _history(symbol: str = "ACME", rows: int = 64) -> pd.DataFrame:
     return df[df["symbol"] == symbol].tail(rows).drop(columns=["symbol"]).reset_index(drop=True)
 
 
-def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(module_cli, evaluated):
-    runs = module_cli.runs()
-    phases = _by_phase(runs)
-    assert set(phases) == {"tokenizer", "predictor", "eval"}
-    assert all(r.info.status == "FINISHED" for r in runs)
-    ev = phases["eval"].data.metrics
-    for prefix in ("test_", "test_pretrained_"):
-        assert {prefix + m for m in POINT + SAMPLED} <= set(ev)
-        assert {prefix + "close_mae_skill", prefix + "crps_skill", prefix + "direction_accuracy_excess"} <= set(ev)
-    for prefix in ("test_last_value_", "test_drift_", "val_last_value_", "val_drift_"):
-        assert {prefix + m for m in ("close_mae", "close_rmse", "close_mape", "direction_accuracy")} <= set(ev)
-    assert "test_drift_ic" in ev and "test_last_value_ic" not in ev  # a constant return forecast has no correlation
-    assert ev["test_close_mae_skill"] == pytest.approx(1 - ev["test_close_mae"] / ev["test_last_value_close_mae"])
-    assert 0 <= ev["test_coverage_10_90"] <= 1 and ev["test_crps"] > 0
-    assert {f"val_{m}" for m in POINT + SAMPLED} <= set(ev)  # the split that chooses
-    assert not any(k.startswith("val_pretrained") for k in ev)  # the published weights choose nothing
-    by_step = module_cli.client().get_metric_history(phases["eval"].info.run_id, "test_close_mae_by_step")
-    assert sorted(m.step for m in by_step) == list(range(1, 9))
-
-    # The model against each reference on the test split: the difference, its interval, a verdict.
-    job_run = next(r for r in runs if "phase" not in r.data.tags)
-    for reference in ("last_value", "drift", "pretrained"):
-        name = f"test_close_mae_vs_{reference}"
-        assert ev[name] == pytest.approx(ev["test_close_mae"] - ev[f"test_{reference}_close_mae"])
-        assert ev[f"{name}_low"] <= ev[name] <= ev[f"{name}_high"]
-        verdict = job_run.data.tags[f"eval_verdict_vs_{reference}"]
-        assert verdict == ("better" if ev[f"{name}_high"] < 0 else "worse" if ev[f"{name}_low"] > 0
-                           else "no significant difference")
-        assert f"vs {reference}" in evaluated.stdout + evaluated.stderr
-    assert "moving-block bootstrap" in phases["eval"].data.tags["eval_intervals"]
-
-    # Summarised on the job run, where the compare view and the sweep table read them.
-    job = job_run.data.metrics
-    assert job["eval_test_close_mae"] == pytest.approx(ev["test_close_mae"])
-    assert job["eval_test_pretrained_close_mae"] == pytest.approx(ev["test_pretrained_close_mae"])
-    assert job["objective"] == pytest.approx(ev["val_close_mae"])  # chosen on validation, never on test
-    assert {"tokenizer_val_loss", "predictor_val_loss", "eval_test_last_value_close_mae"} <= set(job)
-    assert "chooses on val" in evaluated.stdout + evaluated.stderr
-    assert "reports on test" in evaluated.stdout + evaluated.stderr
-
-    client = module_cli.client()
-    plots = {a.path for a in client.list_artifacts(phases["eval"].info.run_id, "plots")}
-    assert {"plots/fan_ACME.png", "plots/fan_GLOBEX.png", "plots/fan_INITECH.png",
-            "plots/metrics_by_horizon.png", "plots/backtest_equity.png"} <= plots
-    for strategy in ("", "pretrained_", "drift_", "buy_and_hold_"):  # the test forecasts traded
-        assert {f"test_{strategy}backtest_{m}" for m in ("sharpe", "sharpe_low", "sharpe_high", "cumulative_return",
-                                                         "annualised_return", "max_drawdown", "turnover")} <= set(ev)
-    assert "backtest (k=1, 5 bp per turnover), annualised Sharpe: model" in evaluated.stdout + evaluated.stderr
-
-
-def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(module_cli, evaluated, tmp_path):
-    eval_run = _by_phase(module_cli.runs())["eval"]
-    local = module_cli.client().download_artifacts(eval_run.info.run_id, "forecasts.csv", str(tmp_path))
-    rows = pd.read_csv(local, parse_dates=["timestamp"])
-    assert len(rows) == 6 * 8 * 4  # origins (8 // 3 series each) x steps x (model, pretrained, last_value, drift)
-    ev = eval_run.data.metrics
-    for name, prefix in (("model", ""), ("pretrained", "pretrained_"), ("last_value", "last_value_")):
-        mine = rows[rows.forecaster == name]
-        assert (mine.close - mine.actual_close).abs().mean() == pytest.approx(ev[f"test_{prefix}close_mae"], rel=1e-5)
-    for _, origins in rows[rows.forecaster == "model"].groupby("series"):  # horizons do not overlap
-        starts = origins.groupby("origin").timestamp.min().sort_values()
-        ends = origins.groupby("origin").timestamp.max().loc[starts.index]
-        assert (starts.to_numpy()[1:] > ends.to_numpy()[:-1]).all()
-    # Every forecast step lies in the test split of its series, and the actuals are the data's closes.
-    data = build_datasets(DataConfig(symbol_column="symbol", stride=2, max_train_windows=128, max_eval_windows=32))
-    for series in data.series:
-        test_start = series.timestamps[len(series) - data.test.lengths[data.test.names.index(series.name)]]
-        mine = rows[rows.series == series.name]
-        assert len(mine) and (mine.timestamp.to_numpy() >= test_start).all()
-        closes = pd.Series(series.values[:, 3].astype(np.float64), index=pd.DatetimeIndex(series.timestamps))
-        np.testing.assert_allclose(mine.actual_close, closes.loc[mine.timestamp].to_numpy(), rtol=1e-6)
-    last = rows[rows.forecaster == "last_value"].groupby("origin").close.nunique()
-    assert (last == 1).all()  # a random walk repeats the last close
-
-
-def test_the_pretrained_forecaster_sees_the_same_origins_and_draws(module_cli, evaluated):
-    """Evaluating the published weights against themselves: identical forecasts, a difference of exactly 0."""
-    fixture = [f"eval.predictor={FIXTURE / 'predictor'}", f"eval.tokenizer={FIXTURE / 'tokenizer'}"]
-    before = len(module_cli.runs())
-    module_cli.run("phases=eval", *SMALL, *EVAL, *PRETRAINED, *fixture, "eval.alias=null", fast=False)
-    ev = _by_phase(module_cli.runs()[before:])["eval"].data.metrics
-    assert ev["test_close_mae"] == ev["test_pretrained_close_mae"]
-    assert ev["test_close_mae_vs_pretrained"] == ev["test_close_mae_vs_pretrained_low"] == 0.0
-    assert ev["test_backtest_sharpe"] == ev["test_pretrained_backtest_sharpe"]
-
-
-def test_eval_alone_evaluates_the_registered_predictor_and_sets_the_best_alias(module_cli, evaluated):
-    before = len(module_cli.runs())
-    module_cli.run("phases=eval", *SMALL, *EVAL, *PRETRAINED, fast=False)
-    new = _by_phase(module_cli.runs()[before:])
-    assert set(new) == {"eval"}
-    assert new["eval"].data.tags["evaluated"] == "kronos-predictor v1"
-    first = next(r for r in module_cli.runs()[:before]  # the first run's eval of this run's predictor
-                 if r.data.tags.get("phase") == "eval" and r.data.tags.get("evaluated") == "kronos-predictor v1")
-    assert new["eval"].data.metrics["val_close_mae"] == pytest.approx(first.data.metrics["val_close_mae"], rel=1e-6)
-    client = module_cli.client()
-    assert str(client.get_model_version_by_alias("kronos-predictor", "best").version) == "1"
-    scores = {k: v for k, v in client.get_model_version("kronos-predictor", "1").tags.items()
-              if k.startswith("eval_val_close_mae.")}  # the validation score ranks the versions
-    assert len(scores) == 1 and float(next(iter(scores.values()))) == pytest.approx(first.data.metrics["val_close_mae"])
-
-
-def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
-    before = len(module_cli.runs())
-    proc = module_cli.run("-m", "phases=all", "objective=eval_val_close_mae", "eval.top_p=0.5,0.9", *SMALL, *EVAL,
-                          *PRETRAINED, fast=False)
-    runs = module_cli.runs()[before:]
+@pytest.mark.slow
+def test_an_eval_metric_is_a_sweep_objective(trained):
+    cli = Cli(trained.root)
+    before = len(cli.runs())
+    proc = cli.run("-m", "phases=all", "objective=eval_val_close_mae", "eval.top_p=0.5,0.9", *TrainedStore.SETTINGS,
+                   fast=False)
+    runs = cli.runs()[before:]
     jobs = [r for r in runs if r.data.tags.get("job_num") is not None and "phase" not in r.data.tags]
     assert len(jobs) == 2
     for job in jobs:
@@ -164,39 +47,10 @@ def test_an_eval_metric_is_a_sweep_objective(module_cli, evaluated):
                                   "test_vs_last_value", "test_vs_drift", "test_vs_pretrained"]  # quality beside it
 
 
-def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(module_cli, evaluated):
+def test_mlflow_models_serve_answers_forecast_requests(trained_store, tmp_path):
     import mlflow
 
-    mlflow.set_tracking_uri(module_cli.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/kronos-predictor/1")
-    params = {p.name for p in model.metadata.signature.params}
-    assert {"pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed"} <= params
-    history = _history()
-    out = model.predict(history, params={"pred_len": 4, "seed": 0})
-    assert list(out.columns) == ["timestamps", "open", "high", "low", "close", "volume", "amount"]
-    step = pd.Timedelta(minutes=5)
-    assert list(out.timestamps) == [history.timestamps.iloc[-1] + step * (k + 1) for k in range(4)]
-    assert out.drop(columns="timestamps").notna().all().all()
-    again = model.predict(history, params={"pred_len": 4, "seed": 0})
-    pd.testing.assert_frame_equal(out, again)  # a seed makes a request reproducible
-    # The registered digest covers every file of the version, the pyfunc package included.
-    version = module_cli.client().get_model_version("kronos-predictor", "1")
-    stored = Path(urlparse(version.source).path)
-    assert {"MLmodel", "served_model.py", "artifacts/tokenizer/model.safetensors"} <= set(version_files(stored))
-    assert json.loads(version.tags["files_sha256"]) == version_files(stored)
-    assert not list(stored.rglob("*.pkl"))  # models from code: nothing to unpickle
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_mlflow_models_serve_answers_forecast_requests(module_cli, evaluated):
-    import mlflow
-
-    server = ModelServer(module_cli.root, module_cli.tracking_uri, module_cli.env())
+    server = ModelServer(tmp_path, trained_store.tracking_uri, Cli(tmp_path).env())
     try:
         history = _history()
         status, body, _ = server.ask(history, timeout=120, pred_len=4, seed=0)
@@ -205,51 +59,38 @@ def test_mlflow_models_serve_answers_forecast_requests(module_cli, evaluated):
     assert status == 200, body[:2000]
     answer = json.loads(body)["predictions"]
     assert len(answer) == 4 and set(answer[0]) == {"timestamps", "open", "high", "low", "close", "volume", "amount"}
-    mlflow.set_tracking_uri(module_cli.tracking_uri)
+    mlflow.set_tracking_uri(trained_store.tracking_uri)
     local = mlflow.pyfunc.load_model("models:/kronos-predictor/1").predict(history, params={"pred_len": 4, "seed": 0})
     np.testing.assert_allclose([row["close"] for row in answer], local.close, rtol=1e-5)
 
 
-def _forecast(module_cli, *args: str, store: str | None = None):
-    return subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", *args,
-                           f"tracking_uri={store or module_cli.tracking_uri}"], cwd=module_cli.root,
-                          env=module_cli.env(), capture_output=True, text=True, timeout=300)
+def _forecast(cwd, store: str, *args: str):
+    """``python -m kronos_exp.forecasting <args> tracking_uri=<store>`` in a subprocess started in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", *args, f"tracking_uri={store}"], cwd=cwd,
+                          env=Cli(cwd).env(), capture_output=True, text=True, timeout=300)
 
 
-def test_forecast_command_writes_a_csv_and_a_fan_chart(module_cli, evaluated):
+def test_forecast_command_writes_a_csv_and_a_fan_chart(trained_store, tmp_path):
     """The README's command, on a one-series CSV."""
-    _history(rows=600).to_csv(module_cli.root / "prices.csv", index=False)
-    proc = _forecast(module_cli, "model=models:/kronos-predictor/1", "data.path=prices.csv", "pred_len=24",
-                     "out=forecast.csv")
+    _history(rows=600).to_csv(tmp_path / "prices.csv", index=False)  # in the working folder; the model in the store
+    proc = _forecast(tmp_path, trained_store.tracking_uri, "model=models:/kronos-predictor/1", "data.path=prices.csv",
+                     "pred_len=24", "out=forecast.csv")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote forecast.csv (1 series x 24 steps) and forecast.png" in proc.stdout
-    table = pd.read_csv(module_cli.root / "forecast.csv", parse_dates=["timestamps"])
+    table = pd.read_csv(tmp_path / "forecast.csv", parse_dates=["timestamps"])
     assert len(table) == 24 and set(table.series) == {"prices"}
     assert {"open", "high", "low", "close", "volume", "amount", "close_q10", "close_q90"} <= set(table.columns)
     assert (table.close_q10 <= table.close_q90).all()
     assert table.timestamps.iloc[0] > _history().timestamps.iloc[-1]
-    assert (module_cli.root / "forecast.png").stat().st_size > 10_000
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
 
 
-def test_forecast_command_errors_are_one_line(module_cli, evaluated, tmp_path):
+def test_forecast_command_errors_are_one_line(trained_store, tmp_path):
+    """The command's user errors end it with exit status 1 and one `error:` line (its other errors,
+    in process: tests/forecasting/test_forecast_cli.py)."""
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamps,open,high,low\n2024-01-01,1,2,0.5\n")
-    cases = [
-        ("models:/kronos-predictor/9", None, "kronos-predictor, version=9"),
-        ("models:/kronos-predictor/1", None, "bad.csv"),
-        ("models:/kronos-predictor/1", f"sqlite:///{tmp_path}/none.db", "no MLflow store"),
-        ("models:/kronos-predictor/1", f"http://127.0.0.1:{_free_port()}", "cannot load model=models:/kronos-predictor/1 from http://"),
-    ]
-    for model, store, message in cases:
-        proc = _forecast(module_cli, f"model={model}", f"data.path={bad}", store=store)
-        assert proc.returncode == 1
-        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert proc.stderr.strip().startswith("error:")
-
-
-def test_eval_with_nothing_to_evaluate_says_what_to_do(cli):
-    proc = cli.run("phases=eval", *SMALL, fast=False, check=False)
+    proc = _forecast(tmp_path, trained_store.tracking_uri, "model=models:/kronos-predictor/9", f"data.path={bad}")
     assert proc.returncode == 1
-    assert "eval: no predictor to evaluate" in proc.stderr and "phases=all" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert {r.info.status for r in cli.runs()} == {"FAILED"}
+    assert "kronos-predictor, version=9" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().startswith("error:")

@@ -2,6 +2,10 @@
 own experiment and model names."""
 from __future__ import annotations
 
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 
 def test_the_smoke_preset_runs_through_the_cli(cli):
     cli.run("experiment=smoke", fast=False)

@@ -15,6 +15,10 @@ import optuna
 import pytest
 import yaml
 
+from harness import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 TINY = ["data.max_train_windows=64", "data.max_eval_windows=16", "tokenizer.epochs=1", "predictor.epochs=2"]
 
 
@@ -28,7 +32,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="module")
 def store(module_cli):
     """The module's store, with the tokenizer every search's predictor builds on."""
-    module_cli.run("phases=tokenizer", *TINY, fast=False)
+    Pipeline(module_cli.root).run("phases=tokenizer", *TINY, fast=False)  # in this process: no search in it
     return module_cli
 
 

@@ -1,7 +1,8 @@
 """A training process killed outright (SIGKILL) and run again carries on where its last saved
 state left it, and ends with the weights of a run never interrupted; killed at any step of
 registering its checkpoint, the rerun never registers a second version; a pickle planted where
-its state was runs nothing."""
+its state was runs nothing. The killed process is a real CLI; the rerun (the same command) and the
+never-interrupted reference run in this process (tests/harness.py Pipeline), on one thread as it."""
 from __future__ import annotations
 
 import signal
@@ -14,7 +15,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from harness import Outcome, Pipeline
 from planted_pickle import planted_pickle
+
+pytestmark = pytest.mark.e2e
 
 
 # Tiny and deterministic: one thread, so a rerun does the same float operations in the same order.
@@ -22,15 +26,20 @@ TINY = ["precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=32
         "predictor.epochs=2", "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(monkeypatch):
+    """One thread for the runs in this process too (OMP_NUM_THREADS, as for the subprocesses): the same
+    float operations in the same order wherever a run goes on."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def one_thread(cli) -> dict[str, str]:
     return {**cli.env(), "OMP_NUM_THREADS": "1"}
 
 
-def run(cli) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cli.command(*TINY, fast=False), cwd=cli.root, env=one_thread(cli), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+def run(store) -> Outcome:
+    """The same command, run in this process (Pipeline) on the store in ``store.root``."""
+    return Pipeline(store.root).run(*TINY, fast=False)
 
 
 def registered_weights(cli, name: str) -> bytes:
@@ -40,6 +49,7 @@ def registered_weights(cli, name: str) -> bytes:
     return (Path(local) / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(cli, tmp_path):
     reference = type(cli)(tmp_path / "reference")
     reference.root.mkdir()
@@ -58,7 +68,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_weights(cli, tmp_path)
     status = {r.data.tags.get("phase", "job"): r.info.status for r in cli.runs()}
     assert status == {"job": "RUNNING", "tokenizer": "FINISHED", "predictor": "RUNNING"}
 
-    rerun = run(cli)  # the same command
+    rerun = run(cli)  # the same command (in this process)
     assert "predictor: resuming run" in rerun.stdout + rerun.stderr
     runs = cli.runs()
     old, new = [r for r in runs if r.data.tags.get("phase") == "predictor"]
@@ -119,8 +129,8 @@ def killed_at(cli, step: str, *overrides: str) -> None:
 
 
 def rerun(cli, *overrides: str) -> tuple[int, str]:
-    proc = subprocess.run(cli.command(*TOKENIZER_ONLY, *overrides, fast=False), cwd=cli.root, env=one_thread(cli),
-                          capture_output=True, text=True, timeout=300)
+    """The same command, run in this process on the store."""
+    proc = Pipeline(cli.root).run(*TOKENIZER_ONLY, *overrides, fast=False, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import Cli
+from harness import Cli
 
 from kronos_exp.data import sample_path
 from kronos_exp.data.windows import split_sizes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SWEEP = ["-m", "phases=all", "predictor.lr=1e-4,3e-3", "data.max_train_windows=64", "data.max_eval_windows=24",
          "tokenizer.epochs=1", "predictor.epochs=1", "eval.windows=6", "eval.sample_count=2", "eval.pred_len=4"]

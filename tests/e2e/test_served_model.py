@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +28,11 @@ from kronos_exp.forecasting.candles import valid_candles
 from kronos_exp.forecasting import pyfunc
 from kronos_exp.forecasting.requests import Limits
 from kronos_exp.tracking import Registry, Tracker, folder_digests
+from kronos_exp.window import WindowSpec
+from harness import forecast_command
 from model_server import ModelServer
+
+pytestmark = pytest.mark.e2e
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 LIMITS = Limits(max_pred_len=1000, max_sample_count=4, max_history_rows=300, timeout_s=60.0)
@@ -37,13 +40,17 @@ LONG = dict(pred_len=1000, sample_count=4, seed=0)  # seconds of work on 2 idle 
 YAHOO = {"timestamps": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume"}
 
 
+def parity_window() -> WindowSpec:
+    """The parity checkpoints' window: published normalisation (whole history, clip 5), their max_context."""
+    return WindowSpec(horizon=8, max_context=json.loads((PARITY / "meta.json").read_text())["max_context"])
+
+
 def register_packaged_predictor(root: Path, limits: Limits = LIMITS) -> str:
     """The parity predictor packaged with its tokenizer and registered as kronos-predictor v1 in a
     SQLite store under ``root``; returns the store's URI."""
     folder = root / "predictor"
     shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", json.loads((PARITY / "meta.json").read_text())["max_context"], 8,
-                   limits)
+    pyfunc.package(folder, PARITY / "tokenizer", parity_window(), limits)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = Tracker(uri, "serving")
     with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
@@ -103,9 +110,8 @@ def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plan
     mlflow.set_tracking_uri(None)
     assert "kronos-predictor v1 is not reused: " in caplog.text
     history().to_csv(tmp_path / "prices.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "kronos_exp.forecasting", "model=models:/kronos-predictor/1",
-                           "data.path=prices.csv", f"tracking_uri={store}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    proc = forecast_command(tmp_path, "model=models:/kronos-predictor/1", "data.path=prices.csv",
+                            f"tracking_uri={store}")  # the command, in this process
     assert proc.returncode == 1 and not marker.exists()
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]  # one line
     assert proc.stderr.startswith("error: model=models:/kronos-predictor/1 is not a usable")
@@ -197,8 +203,7 @@ def test_answers_are_valid_bars_and_raw_candles_the_predictors_own(tmp_path, ser
     """In process through the pyfunc model's predict (as the server calls it), then once over HTTP."""
     folder = tmp_path / "predictor"
     shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", json.loads((PARITY / "meta.json").read_text())["max_context"], 8,
-                   LIMITS)  # as the server's
+    pyfunc.package(folder, PARITY / "tokenizer", parity_window(), LIMITS)  # as the server's
     model = mlflow.pyfunc.load_model(str(folder))
     valid = model.predict(history(), params={"pred_len": 8, "seed": 0})
     raw = model.predict(history(), params={"pred_len": 8, "seed": 0, "raw_candles": True})
@@ -225,7 +230,8 @@ def test_a_request_past_the_time_limit_is_stopped(tmp_path):
     below the request's work."""
     folder = tmp_path / "predictor"
     shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", 64, 8, Limits(max_pred_len=1000, timeout_s=0.2))
+    pyfunc.package(folder, PARITY / "tokenizer", WindowSpec(horizon=8, max_context=64),
+                   Limits(max_pred_len=1000, timeout_s=0.2))
     model = mlflow.pyfunc.load_model(str(folder))
     start = time.monotonic()
     with pytest.raises(pyfunc.Refusal) as refused:

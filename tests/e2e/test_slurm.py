@@ -10,6 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
+
 # The node has 2 CPUs and 1 GB per job is plenty for these tiny runs.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -43,6 +47,7 @@ def _assert_clean(proc) -> None:
     _assert_polls_quietly(out)
 
 
+@pytest.mark.timeout(720)  # up to 300 s for job 1 to start, 300 s for the sweep to end
 def test_jobs_run_at_the_threads_slurm_grants_and_one_not_requeued_says_how_to_resume(cli, slurm):
     """A 2-job sweep with cpus_per_task=1: each job trains at one thread. Job 1 (a long one) then
     gets SLURM's time-limit warning with no requeue left (max_num_timeout=0; sent here by
@@ -88,6 +93,7 @@ def _banner_lines(cli) -> list[str]:
     return sorted(lines)
 
 
+@pytest.mark.timeout(960)  # the sweep may take its 900 s: a few attempts, each requeue held ~2 minutes
 def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
     """timeout_min=1 on a run of more than a minute: SLURM's warning (signal_delay_s before the
     limit) stops it at a step with its state saved, the job requeues itself and resumes.

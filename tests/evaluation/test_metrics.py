@@ -7,9 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from kronos_exp.data.frame import BAND
 from kronos_exp.evaluation import metrics as m
-from kronos_exp.metric_names import ACTUAL_FACTS, NOMINAL_COVERAGE, maximised, ranking_value
+from kronos_exp.metric_names import ACTUAL_FACTS, BAND, NOMINAL_COVERAGE, maximised, ranking_value
 
 # Two windows, two horizon steps; last observed closes 10 and 20.
 LAST = np.array([10.0, 20.0])

@@ -35,7 +35,9 @@ def test_constructor_argument_names_are_the_published_ones():
     assert params(Kronos.__init__) == [
         "s1_bits", "s2_bits", "n_layers", "d_model", "n_heads", "ff_dim", "ffn_dropout_p", "attn_dropout_p",
         "resid_dropout_p", "token_dropout_p", "learn_te"]
-    assert params(KronosPredictor.__init__) == ["model", "tokenizer", "device", "max_context", "clip"]
+    # the published five, then lookback (None: the whole history, as published)
+    assert params(KronosPredictor.__init__) == ["model", "tokenizer", "device", "max_context", "clip", "lookback"]
+    assert defaults(KronosPredictor.__init__)["lookback"] is None
     assert defaults(KronosPredictor.__init__)["max_context"] == 512
     assert defaults(KronosPredictor.__init__)["clip"] == 5
 

@@ -86,7 +86,7 @@ def test_published_predictor_presets(name):
 
 def tiny_arch(group: str) -> dict:
     """The tiny preset completed by the schema's defaults, as Hydra composes it."""
-    from kronos_exp.config import PredictorArch, TokenizerArch
+    from kronos_exp.schemas import PredictorArch, TokenizerArch
     schema = OmegaConf.structured(TokenizerArch if group == "tokenizer" else PredictorArch)
     return OmegaConf.to_container(OmegaConf.merge(schema, load_preset(group, "tiny").arch), resolve=True)
 

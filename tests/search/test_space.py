@@ -1,11 +1,11 @@
-"""Hydra's sweep syntax as an Optuna search space (kronos_exp.search.space)."""
+"""Hydra's sweep syntax as an Optuna search space (the sweeper's space module)."""
 from __future__ import annotations
 
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from kronos_exp.errors import ConfigError
-from kronos_exp.search.space import format_value, search_space
+from hydra_plugins.kronos_optuna_sweeper.space import format_value, search_space
 
 
 def test_each_sweep_kind_becomes_its_distribution():

@@ -1,6 +1,7 @@
 """Fingerprints by content: what changes the trained weights changes the fingerprint, nothing else."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kronos_exp.__main__ import CONFIG_DIR
+from kronos_exp.config import resolve
 from kronos_exp.data import resolve_paths
 from kronos_exp.data.digest import file_sha256
 from kronos_exp.data.sample import sample_path
@@ -46,9 +48,11 @@ def _fp(place: Path, overrides: tuple[str, ...], phase: str) -> str:
         cfg = compose("config", overrides=["data=csv", "data.symbol_column=symbol", *overrides])
     if OmegaConf.is_missing(cfg.data, "path") and not cfg.data.paths:
         cfg.data.path = str(place / "a" / "prices.csv")
-    data = data_fingerprint([file_sha256(p) for p in resolve_paths(cfg.data)], OmegaConf.to_container(cfg.data, resolve=True))
+    run = resolve(cfg)
+    data = data_fingerprint([file_sha256(p) for p in resolve_paths(run.data)], dataclasses.asdict(run.data))
     upstream = {"tokenizer_fingerprint": "t"} if phase == "predictor" else None
-    return fingerprint(phase_fingerprint_inputs(cfg, phase, data=data, precision=cfg.precision, upstream=upstream))
+    return fingerprint(phase_fingerprint_inputs(phase, getattr(run, phase), data=data, precision=run.precision,
+                                                upstream=upstream))
 
 
 # (what changes, overrides ({p} = the folder of this test's files), phase, must the fingerprint differ)
@@ -113,7 +117,7 @@ def test_code_digest_follows_the_training_source_not_its_location(tmp_path):
     # Code that records or measures a checkpoint does not decide its weights: tracking, forecasting
     # (generation included) and the eval step may change without orphaning registered checkpoints.
     for measuring in ("tracking/plots.py", "forecasting/generation.py", "forecasting/predictor.py",
-                      "evaluation/step.py", "evaluation/metrics.py"):
+                      "evaluation/evaluate.py", "evaluation/metrics.py"):
         (copy / measuring).write_text("# changed\n")
         code_digest.cache_clear()
         assert code_digest(copy) == changed_loss, measuring

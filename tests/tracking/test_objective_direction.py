@@ -7,9 +7,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kronos_exp.__main__ import CONFIG_DIR
-from kronos_exp.config import objective_direction
+from kronos_exp.objective import objective_direction
 from kronos_exp.errors import ConfigError
+from kronos_exp.hydra_job import sweep_directions
 from kronos_exp.metric_names import maximised
+from kronos_exp.schemas import MlflowConfig
 from kronos_exp.tracking import PARENT_RUN_ENV
 from kronos_exp.tracking.sweep import SWEEP_ID_ENV, SweepRun
 
@@ -47,10 +49,9 @@ def test_coverage_has_no_direction_to_optimise():
 def test_the_job_table_ranks_a_higher_is_better_objective_highest_first(tmp_path, monkeypatch):
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     monkeypatch.delenv(SWEEP_ID_ENV, raising=False)
-    config = OmegaConf.create({"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                          "experiment_name": "kronos_exp"},
-                               "hydra": {"overrides": {"task": []}}, "objective": "eval_ic"})
-    sweep = SweepRun.start(config)
+    config = OmegaConf.create({"objective": "eval_ic"})
+    settings = MlflowConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = SweepRun.start(settings, sweep_directions(config), [])
     client = sweep.tracker.client
     for num, ic in enumerate([0.1, 0.5, float("nan"), 0.3]):
         job = client.create_run(sweep.tracker.experiment_id,

@@ -1,6 +1,6 @@
-"""tracking.plots: the backtest's equity curves reach the run as an artifact in a real MLflow store;
-the eval phase's fan chart has whole bars on the horizon axis and the pretrained weights' forecast
-beside the fine-tuned one when given."""
+"""tracking.plots logs the figures evaluation.plots draws: the backtest's equity curves reach the run as
+an artifact in a real MLflow store; the fan chart (forecasting.plots) has whole bars on the horizon axis
+and the pretrained weights' forecast beside the fine-tuned one when given."""
 from __future__ import annotations
 
 import matplotlib
@@ -13,7 +13,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from kronos_exp.tracking.plots import fan_chart, log_equity_curves, log_fan_charts  # noqa: E402
+from kronos_exp.evaluation.plots import BACKTEST_EQUITY, equity_curves, fan_charts  # noqa: E402
+from kronos_exp.forecasting.plots import fan_chart  # noqa: E402
+from kronos_exp.tracking.plots import log_figure  # noqa: E402
 
 
 def _run_in(tmp_path):
@@ -29,8 +31,9 @@ def test_equity_curves_are_logged_on_the_active_run(tmp_path):
     client, started = _run_in(tmp_path)
     try:
         with started as run:
-            log_equity_curves({"model": (times, np.array([1.0, 1.02, 0.99, 1.05])),
-                               "buy_and_hold": (times, np.array([1.0, 1.01, 1.0, 1.01]))}, "test split")
+            log_figure(equity_curves({"model": (times, np.array([1.0, 1.02, 0.99, 1.05])),
+                                      "buy_and_hold": (times, np.array([1.0, 1.01, 1.0, 1.01]))}, "test split"),
+                       BACKTEST_EQUITY)
     finally:
         mlflow.set_tracking_uri(None)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/backtest_equity.png"]
@@ -66,14 +69,16 @@ def test_the_pretrained_forecast_is_drawn_beside_the_fine_tuned_one():
                     "pretrained median forecast", "actual", "last value"]
 
 
-def test_log_fan_charts_passes_each_windows_pretrained_paths(tmp_path):
+def test_fan_charts_pass_each_windows_pretrained_paths(tmp_path):
     stamps = [pd.date_range("2024-01-01", periods=8, freq="D")]
     closes = np.concatenate([HISTORY, PATHS[0]])[None]
     client, started = _run_in(tmp_path)
     try:
         with started as run:
-            log_fan_charts([0], stamps, closes, 5, 3, PATHS[None], np.full((1, 3), HISTORY[-1]), ["ACME"], "v1",
-                           pretrained_paths=PRETRAINED[None])
+            charts = fan_charts([0], stamps, closes, 5, 3, PATHS[None], np.full((1, 3), HISTORY[-1]), ["ACME"], "v1",
+                                pretrained_paths=PRETRAINED[None])
+            for name, fig in charts.items():
+                log_figure(fig, name)
     finally:
         mlflow.set_tracking_uri(None)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/fan_ACME.png"]

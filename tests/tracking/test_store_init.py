@@ -10,7 +10,8 @@ import time
 _OPEN_STORE = """
 import os, sys, time
 from kronos_exp.tracking import Tracker
-uri, go = sys.argv[1:]
+uri, ready, go = sys.argv[1:]
+open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
 tracker = Tracker(uri, "race")
@@ -22,9 +23,12 @@ def test_three_first_runs_on_a_new_store_all_proceed(tmp_path):
     go = tmp_path / "go"
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, str(go)], env=env, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
-    time.sleep(12)  # all three are past their imports
+    ready = [tmp_path / f"ready-{n}" for n in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, str(flag), str(go)], env=env,
+                              stderr=subprocess.PIPE, text=True) for flag in ready]
+    while not all(flag.exists() for flag in ready):  # all three are past their imports
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-1500:] for p in procs]
+        time.sleep(0.05)
     go.touch()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(e[-1500:] for e in errors)

@@ -22,7 +22,7 @@ def uri(tmp_path, monkeypatch):
 
 def _config(uri):
     return OmegaConf.create({"mlflow": {"tracking_uri": uri, "experiment_name": "kronos_exp"},
-                             "hydra": {"overrides": {"task": []}}})
+                             "hydra": {"overrides": {"task": []}}, "objective": None, "phases": {"tokenizer": {}}})
 
 
 def test_a_sweep_that_ran_no_job_ends_failed_and_clears_its_environment(uri):
@@ -41,13 +41,13 @@ def test_a_stale_sweep_id_in_the_environment_is_ignored(uri, tmp_path, monkeypat
     stale = tracker.client.create_run(tracker.experiment_id, tags={"kind": "sweep"})
     tracker.client.set_terminated(stale.info.run_id, "FINISHED")
     monkeypatch.setenv(PARENT_RUN_ENV, stale.info.run_id)
-    with tracker.job_run(OmegaConf.create({"seed": 1}), tmp_path) as run:
+    with tracker.job_run({"seed": 1}, tmp_path) as run:
         run_id = run.info.run_id
     assert "mlflow.parentRunId" not in tracker.client.get_run(run_id).data.tags
     # A running sweep is still a parent.
     live = tracker.client.create_run(tracker.experiment_id, tags={"kind": "sweep"})
     monkeypatch.setenv(PARENT_RUN_ENV, live.info.run_id)
-    with tracker.job_run(OmegaConf.create({"seed": 1}), tmp_path) as run:
+    with tracker.job_run({"seed": 1}, tmp_path) as run:
         run_id = run.info.run_id
     assert tracker.client.get_run(run_id).data.tags["mlflow.parentRunId"] == live.info.run_id
     mlflow.set_tracking_uri("")

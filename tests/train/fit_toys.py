@@ -43,6 +43,17 @@ def fit_stopping_at(model, s, train_set, val_set, stop_at_step=None, logged=None
     return fit(model, Regression(), train_set, val_set, s, log_metrics, on_best=lambda *a: None)
 
 
+def end_rank() -> None:
+    """End this torchrun rank once it has written its results: meet the other rank at a barrier (both
+    are then past their last collective) and exit at once, leaving the gloo process group as it is.
+    Tearing it down races the peer's own teardown (gloo aborted rank 1 of a finished script in CI),
+    and that teardown is not what these tests check; the CLI's runs under torchrun close it."""
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def torchrun_two(script: str, folder: Path, timeout: float) -> None:
     """Run ``script`` (Python source) in ``folder`` as two gloo processes under ``torchrun``, one
     thread each; fails with their output unless both succeed."""

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 from fit_toys import Regression, data, torchrun_two
 from torch.nn.parallel import DistributedDataParallel
 
+from kronos_exp.schemas import TokenizerConfig
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.model.losses import predictor_loss
 from kronos_exp.phases.tokenizer import TokenizerPhase
 from kronos_exp.train import FitSettings, fit
 from kronos_exp.train.distributed import World
 from kronos_exp.train.state import seed_everything
+
+pytestmark = pytest.mark.ddp
 
 
 # Tiny float64 models, every dropout off; gamma > 0, so the codebook entropy counts.
@@ -53,7 +56,7 @@ def phase_gradients(world: World) -> dict[str, dict[str, torch.Tensor]]:
     s1, s2 = (torch.randint(0, 16, (GLOBAL_BATCH, TIME), generator=g) for _ in range(2))
     rows = slice(world.rank * GLOBAL_BATCH // world.world_size, (world.rank + 1) * GLOBAL_BATCH // world.world_size)
     torch.manual_seed(0)
-    tokenizer = _gradients(KronosTokenizer(**TOKENIZER), lambda m: TokenizerPhase().loss(m, (x[rows], stamp[rows])),
+    tokenizer = _gradients(KronosTokenizer(**TOKENIZER), lambda m: TokenizerPhase(TokenizerConfig()).loss(m, (x[rows], stamp[rows])),
                            world)
     torch.manual_seed(0)
     predictor = _gradients(Kronos(**PREDICTOR),
@@ -103,8 +106,9 @@ _SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
     import torch
-    from kronos_exp.train.distributed import World, start, stop
+    from kronos_exp.train.distributed import World, start
     sys.path.insert(0, {tests!r})
+    from fit_toys import end_rank
     from test_ddp_statistics import noise_draws, phase_gradients
 
     world = World.from_env()
@@ -115,8 +119,7 @@ _SCRIPT = textwrap.dedent("""
     resumed = noise_draws(world, state, resume=True)[1]
     torch.save({{"gradients": phase_gradients(world), "weights": weights, "draws": draws,
                 "stopped": stopped, "resumed": resumed}}, f"rank{{world.rank}}.pt")
-    torch.distributed.barrier()  # both past their last collective before either closes its connections
-    stop()
+    end_rank()
 """)
 
 

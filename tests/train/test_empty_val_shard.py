@@ -10,14 +10,16 @@ import pytest
 
 from fit_toys import torchrun_two
 
+pytestmark = pytest.mark.ddp
+
 _SCRIPT = textwrap.dedent("""
     import sys
     import torch
     from torch import nn
     from kronos_exp.train import FitSettings
-    from kronos_exp.train.distributed import World, start, stop
+    from kronos_exp.train.distributed import World, start
     sys.path.insert(0, {tests!r})
-    from fit_toys import Regression, data, fit_stopping_at
+    from fit_toys import Regression, data, end_rank, fit_stopping_at
 
     world = World.from_env()
     start(world, torch.device("cpu"), "gloo")
@@ -31,8 +33,7 @@ _SCRIPT = textwrap.dedent("""
         expected = Regression().loss(model, val.tensors)["loss"].item()
     with open(f"rank{{world.rank}}.txt", "w") as out:  # a file each: lines on a shared stdout interleave
         out.write(f"{{result.val_history[-1]!r}} {{expected!r}}")
-    torch.distributed.barrier()  # both past their last collective before either closes its connections
-    stop()
+    end_rank()
 """)
 
 

@@ -3,35 +3,37 @@ AdamW + OneCycle the loop built before they were configs; the cosine schedule an
 groups do what their configs say."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 
 from fit_toys import Regression, data
 from kronos_exp.__main__ import CONFIG_DIR
+from kronos_exp.config import resolve
 from kronos_exp.model.predictor import Kronos
 from kronos_exp.train import fit
 from kronos_exp.train.distributed import World
 from kronos_exp.train.optim import make_optimizer, param_groups
-from kronos_exp.train.settings import fit_settings
+from kronos_exp.train.settings import LoopOptions, fit_settings
 
 CPU = torch.device("cpu")
 
 
-def _section(phase: str, *overrides: str) -> dict:
+def _section(phase: str, *overrides: str):
+    """The phase's typed section, as the pipeline hands it to the phase."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg[phase], resolve=True)
+    return getattr(resolve(cfg), phase)
 
 
-def _settings(section: dict):
-    return fit_settings({**section, "epochs": 2, "batch_size": 8, "log_interval": 1}, device=CPU, precision="fp32",
-                        world=World(), seed=3, state_path=None, resume=False, num_workers=0,
-                        compile=False, checkpoint_every_steps=0)
+def _settings(section):
+    return fit_settings(dataclasses.replace(section, epochs=2, batch_size=8, log_interval=1, seed=3), device=CPU,
+                        precision="fp32", world=World(), state_path=None, resume=False,
+                        loop=LoopOptions(checkpoint_every_steps=0))
 
 
 def _trained(s) -> tuple[nn.Module, list[float]]:
@@ -59,7 +61,7 @@ def test_the_default_config_trains_bit_identically_to_the_old_hard_coded_adamw_a
 
 def test_one_override_gives_one_phase_the_cosine_schedule_with_linear_warmup():
     overrides = ("scheduler@predictor.scheduler=cosine", "predictor.pct_start=0.25")
-    assert _section("tokenizer", *overrides)["scheduler"]["_target_"].endswith("OneCycleLR")
+    assert _section("tokenizer", *overrides).scheduler["_target_"].endswith("OneCycleLR")
     s = _settings(_section("predictor", *overrides))
     _, lrs = _trained(s)  # 2 epochs of 8 steps, one lr logged per step
     peak, floor = s.lr, s.lr * 0.1

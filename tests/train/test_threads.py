@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from kronos_exp.__main__ import CONFIG_DIR
-from kronos_exp.tracking.sweep import _parallel_jobs
+from kronos_exp.hydra_job import parallel_jobs
 from kronos_exp.train.threads import available_cpus, resolve_threads
 
 CORES = len(os.sched_getaffinity(0))
@@ -56,11 +56,11 @@ def _launcher(*overrides: str):
 
 def test_the_setting_defaults_to_automatic_and_launchers_say_how_many_jobs_run_at_once():
     threads, basic = _launcher()
-    assert threads is None and _parallel_jobs(basic) == 1
+    assert threads is None and parallel_jobs(basic) == 1
     cores = os.cpu_count()
-    assert _parallel_jobs(_launcher("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")[1]) == 2
-    assert _parallel_jobs(_launcher("hydra/launcher=joblib", "hydra.launcher.n_jobs=-1")[1]) == cores
-    assert _parallel_jobs(_launcher("hydra/launcher=submitit_local")[1]) == cores  # every job at once, one core each
+    assert parallel_jobs(_launcher("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")[1]) == 2
+    assert parallel_jobs(_launcher("hydra/launcher=joblib", "hydra.launcher.n_jobs=-1")[1]) == cores
+    assert parallel_jobs(_launcher("hydra/launcher=submitit_local")[1]) == cores  # every job at once, one core each
     local = _launcher("hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=2")[1]
-    assert _parallel_jobs(local) == max(1, cores // 2)
-    assert _parallel_jobs(_launcher("hydra/launcher=slurm")[1]) == 1  # each SLURM job has CPUs of its own
+    assert parallel_jobs(local) == max(1, cores // 2)
+    assert parallel_jobs(_launcher("hydra/launcher=slurm")[1]) == 1  # each SLURM job has CPUs of its own

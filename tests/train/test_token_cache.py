@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from kronos_exp.schemas import PredictorConfig
 from kronos_exp.data.windows import WindowDataset
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.phases import PredictorPhase
@@ -37,7 +38,7 @@ class CountingTokenizer(KronosTokenizer):
 
 def _phase() -> PredictorPhase:
     torch.manual_seed(0)
-    phase = PredictorPhase()
+    phase = PredictorPhase(PredictorConfig())
     phase.tokenizer = CountingTokenizer(**TOKENIZER).eval().requires_grad_(False)
     phase.teacher_forcing = True
     return phase

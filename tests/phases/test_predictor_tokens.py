@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from kronos_exp.schemas import PredictorConfig
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.phases.predictor import PredictorPhase
 from kronos_exp.train.precision import autocast
@@ -28,7 +29,7 @@ def test_bf16_training_tokens_equal_fp32_encode_tokens():
 
     seen = []
     model.register_forward_pre_hook(lambda module, args: seen.append((args[0].clone(), args[1].clone())))
-    phase = PredictorPhase()
+    phase = PredictorPhase(PredictorConfig())
     phase.tokenizer, phase.teacher_forcing = tokenizer, True
     with autocast(torch.device("cpu"), "bf16"):
         phase.loss(model, (x, stamp))

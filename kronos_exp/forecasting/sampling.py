@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .generation import T_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT
 from .predictor import COLUMNS, KronosPredictor
 
 
 def sample_paths(predictor: KronosPredictor, frames: list[pd.DataFrame], x_timestamps: list, y_timestamps: list,
-                 pred_len: int, T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
+                 pred_len: int, T: float = T_DEFAULT, top_k: int = TOP_K_DEFAULT, top_p: float = TOP_P_DEFAULT,
                  sample_count: int = 1) -> np.ndarray:
     """Forecast paths [W, S, pred_len, 6] (COLUMNS order, price units) for W histories."""
     def repeat(items):

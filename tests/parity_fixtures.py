@@ -1,4 +1,5 @@
-"""Fixtures for the model tests: the parity fixture (tests/fixtures/parity) and tiny random models."""
+"""Fixtures for the model and forecasting tests (a pytest plugin: tests/conftest.py names it): the
+parity fixture (tests/fixtures/parity) and tiny random models."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 
 from kronos_exp.model import Kronos, KronosTokenizer
 
-PARITY_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+PARITY_DIR = Path(__file__).resolve().parent / "fixtures" / "parity"
 
 # Small architectures: fast on 2 CPU cores, every dropout 0 so train mode is deterministic.
 TINY_TOKENIZER = dict(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2,

@@ -3,9 +3,12 @@ Optuna distributions: ``choice(a, b)`` or ``a,b`` is categorical, ``interval(lo,
 range (``tag(int, ...)`` for whole numbers), ``range(start, stop[, step])`` evenly spaced values
 (stop excluded, as in Python); ``tag(log, ...)`` samples on a log scale. Anything that is not a
 sweep is a fixed override every trial gets.
-"""
-from __future__ import annotations
 
+Part of the sweeper (Hydra's glue): it reads Hydra's own parser, which nothing in kronos_exp below
+the pipeline imports. Optuna is imported only when a distribution is made. No ``from __future__
+import annotations``: Hydra's plugin scan runs this module before it is in ``sys.modules``, where
+a dataclass cannot resolve string annotations.
+"""
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-from ..errors import ConfigError
+from kronos_exp.errors import ConfigError
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""An evaluation's record, on rank 0: its numbers, tags, forecasts table and figures on the active
+(eval phase) run, and in the registry the evaluated version's scores, verdicts and the alias that
+points at the best-scoring version.
+
+It is handed plain values (kronos_exp.eval_step takes them from kronos_exp.evaluation), so
+tracking imports nothing of the evaluation, which forecasts through kronos_exp.forecasting.
+
+A version is ranked by its validation score under a key that names the data and the eval setup
+(``eval_val_<metric>.<setup>``): scores of different data or settings are never compared. The test
+report goes beside it (``eval_test_<metric>.<setup>``), never into the ranking.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ..metric_names import ranking_value
+from ..schemas import EvalConfig
+from .fingerprint import eval_setup_fingerprint
+from .plots import log_figure
+from .registry import RegisteredCheckpoint, Registry
+
+log = logging.getLogger(__name__)
+
+FORECASTS_ARTIFACT = "forecasts.csv"
+
+
+class EvalRecord:
+    """Where one evaluation of ``version`` (None: an unregistered folder, so nothing to rank or tag)
+    with ``settings`` (resolved) on data ``data_fingerprint`` forecasting ``pred_len`` steps goes."""
+
+    def __init__(self, registry: Registry, version: RegisteredCheckpoint | None, settings: EvalConfig,
+                 data_fingerprint: Mapping[str, Any], pred_len: int):
+        self.registry, self.version, self.settings, self.pred_len = registry, version, settings, pred_len
+        self.setup = eval_setup_fingerprint(settings, data_fingerprint, pred_len)[:12]
+
+    def key(self, split: str) -> str:
+        """``eval_<split>_<metric>.<setup>``: the registry tag of a score on this data and eval setup."""
+        return f"eval_{split}_{self.settings.metric}.{self.setup}"
+
+    def rank(self, headline: float) -> None:
+        """Tag the version with its validation score and point ``eval.alias`` at the best-scoring version
+        of this setup (a band's coverage: the closest to 0.8); the move is tagged on the active run."""
+        alias, version, metric = self.settings.alias, self.version, self.settings.metric
+        if version is None or not math.isfinite(headline):
+            return
+        best = self.registry.rank(version, self.key("val"), headline, alias,
+                                  badness=lambda score: ranking_value(metric, score))
+        if best is not None:
+            best_version, best_score = best
+            mlflow.set_tag("alias", f"{version.name}@{alias} -> v{best_version}")
+            log.info("eval: %s@%s -> v%d (validation %s %.5g on this data and eval setup)", version.name, alias,
+                     best_version, metric, best_score)
+
+    def log(self, metrics: dict[str, float], steps: dict[str, dict[str, np.ndarray]], tags: dict[str, str],
+            forecasts: pd.DataFrame, figures: dict[str, Any]) -> None:
+        """On the active run: the metrics (finite ones), each split's metrics by horizon step
+        (``<split>_<name>_by_step`` at steps 1..pred_len), the tags, forecasts.csv and the figures."""
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        for split, by_step in steps.items():
+            for h in range(self.pred_len):
+                mlflow.log_metrics({f"{split}_{k}_by_step": float(v[h]) for k, v in by_step.items()
+                                    if math.isfinite(v[h])}, step=h + 1)
+        mlflow.set_tags(tags)
+        mlflow.log_text(forecasts.to_csv(index=False), FORECASTS_ARTIFACT)
+        for name, fig in figures.items():
+            log_figure(fig, name)
+
+    def report_on_version(self, value: float, verdicts: dict[str, str]) -> None:
+        """The test report on the version, beside (never inside) the score that ranks it; ``verdicts``
+        as ``verdict_vs_<reference>`` become ``eval_verdict_vs_<reference>``."""
+        if self.version is None:
+            return
+        tags = {self.key("test"): repr(value), **{f"eval_{k}": v for k, v in verdicts.items()}}
+        self.registry.tag(self.version, tags)
