@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import LEAN_SERVER
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -29,9 +31,12 @@ def serve():
     def start(args: list[str], cwd: Path, env: dict[str, str]) -> str:
         port = _free_port()
         mlflow = str(Path(sys.executable).with_name("mlflow"))
-        # One worker for a test's server (MLflow starts 4, each importing MLflow: ~4 s more per start);
-        # `mlflow ui` keeps its defaults, as the README runs it.
+        # One worker for a test's server (MLflow starts 4, each importing MLflow: ~4 s more per start), and
+        # no job runner (MLflow's GenAI jobs: a process importing MLflow, ~1 s more); `mlflow ui` keeps its
+        # defaults, as the README runs it.
         workers = ["--workers", "1"] if args[0] == "server" else []
+        if args[0] == "server":
+            env = {**env, **LEAN_SERVER}
         proc = subprocess.Popen([mlflow, *args, *workers, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         started.append(proc)
@@ -42,7 +47,7 @@ def serve():
                 urllib.request.urlopen(f"{url}/health", timeout=2)
                 return url
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.1)
         raise AssertionError(f"{args} did not come up on {url}")
 
     yield start

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness import LEAN_SERVER
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -39,7 +41,7 @@ class Server:
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         self.proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
                                       "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                                     cwd=self.root, env=self.env,
+                                     cwd=self.root, env={**self.env, **LEAN_SERVER},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -47,7 +49,7 @@ class Server:
                 urllib.request.urlopen(f"{self.url}/health", timeout=2)
                 return
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.1)
         raise AssertionError(f"mlflow server did not come up on {self.url}")
 
     def kill(self) -> None:
