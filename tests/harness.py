@@ -381,3 +381,29 @@ class TrainedStore(Pipeline):
     def copy(self, destination: Path) -> "TrainedStore":
         """A copy in ``destination`` to add runs to (the database's paths point into the copy)."""
         return TrainedStore(copy_store(self.root, destination), outcome=self.outcome)
+
+
+# -- what a user-facing failure looks like, in process or through the real CLI ---------------------
+
+def no_traceback(proc) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def one_error_line(proc) -> str:
+    """The single ``error: ...`` line a refused run ends with (exit status 1, no traceback)."""
+    assert proc.returncode == 1
+    no_traceback(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def refused_before_any_work(proc, store: Store, message: str) -> None:
+    """A bad setting: one error line starting with ``message``, nothing trained, nothing in MLflow."""
+    assert one_error_line(proc).startswith(message), proc.stderr[-3000:]
+    assert "training" not in proc.stdout + proc.stderr
+    assert store.runs() == []  # refused before MLflow was touched: nothing RUNNING, nothing at all
+
+
+def statuses(store: Store) -> list[str]:
+    return sorted(r.info.status for r in store.runs())

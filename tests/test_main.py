@@ -11,16 +11,11 @@ import pandas as pd
 import pytest
 
 from harness import PARITY as FIXTURE
+from harness import no_traceback, refused_before_any_work, statuses
 
 QUICK = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
 
 
-def _no_traceback(proc):
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-
-
-def _statuses(cli):
-    return sorted(r.info.status for r in cli.runs())
 
 
 @pytest.mark.parametrize("override, names", [
@@ -33,7 +28,7 @@ def test_config_mistakes_fail_at_compose_time(pipeline, override, names):
     assert proc.returncode != 0
     for name in names:
         assert name in proc.stderr
-    _no_traceback(proc)
+    no_traceback(proc)
     assert pipeline.runs() == []  # nothing started
 
 
@@ -58,8 +53,8 @@ def test_bad_settings_are_one_clear_line(pipeline, override, message):
     proc = pipeline.run(*override.split(), *extra, fast=False, check=False)
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr[-2000:]
-    _no_traceback(proc)
-    assert "RUNNING" not in _statuses(pipeline)
+    no_traceback(proc)
+    assert "RUNNING" not in statuses(pipeline)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -69,21 +64,15 @@ def test_bad_settings_are_one_clear_line(pipeline, override, message):
     (["predictor.arch.s1_bits=3"], "error: predictor s1_bits=3 but the tokenizer has s1_bits=4"),
 ])
 def test_bad_settings_fail_before_any_phase_trains(pipeline, overrides, message):
-    proc = pipeline.run(*QUICK, *overrides, check=False)
-    assert proc.returncode == 1
-    assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == [
-        next(line for line in proc.stderr.splitlines() if line.startswith(message))]
-    _no_traceback(proc)
-    assert "training" not in proc.stdout + proc.stderr
-    assert pipeline.runs() == []  # refused before MLflow was touched: nothing RUNNING, nothing at all
+    refused_before_any_work(pipeline.run(*QUICK, *overrides, check=False), pipeline, message)
 
 
 def test_predictor_alone_without_any_tokenizer_says_what_to_do(pipeline):
     proc = pipeline.run("phases=predictor", check=False)
     assert proc.returncode == 1
     assert "needs a tokenizer" in proc.stderr and "phases=both" in proc.stderr
-    _no_traceback(proc)
-    assert _statuses(pipeline) == ["FAILED"]  # the job run ends FAILED, never RUNNING
+    no_traceback(proc)
+    assert statuses(pipeline) == ["FAILED"]  # the job run ends FAILED, never RUNNING
 
 
 def test_failure_inside_a_phase_marks_runs_failed(pipeline):
@@ -94,7 +83,7 @@ def test_failure_inside_a_phase_marks_runs_failed(pipeline):
     proc = pipeline.run(*QUICK, f"predictor.pretrained={damaged}", check=False)
     assert proc.returncode == 1
     assert f"cannot read {damaged / 'model.safetensors'}" in proc.stderr
-    _no_traceback(proc)
+    no_traceback(proc)
     runs = {r.data.tags.get("phase", "job"): r.info.status for r in pipeline.runs()}
     assert runs == {"job": "FAILED", "tokenizer": "FINISHED", "predictor": "FAILED"}
 
@@ -103,7 +92,7 @@ def test_offline_hub_id_explains_how_to_get_weights(pipeline):
     proc = pipeline.run("tokenizer.pretrained=NeoQuasar/Kronos-Tokenizer-base", check=False)
     assert proc.returncode == 1
     assert "NeoQuasar/Kronos-Tokenizer-base" in proc.stderr and "--local-dir" in proc.stderr
-    _no_traceback(proc)
+    no_traceback(proc)
 
 
 def _yahoo_daily(path: Path, days: int = 1000) -> None:

@@ -10,35 +10,28 @@ import os
 import pytest
 import torch
 
+from harness import one_error_line
 from kronos_exp.errors import user_message
 from kronos_exp.train.state import TrainingState
 
 QUICK = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
 
-def _one_line_error(proc) -> str:
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    return errors[0]
-
-
 def test_a_store_in_a_read_only_folder_is_one_line(pipeline, read_only):
     proc = pipeline.run(*QUICK, fast=False, check=False, tracking_uri=f"sqlite:///{read_only}/mlflow.db")
-    line = _one_line_error(proc)
+    line = one_error_line(proc)
     assert line.startswith(f"error: cannot write the MLflow store {read_only}/mlflow.db (")
 
 
 def test_a_corrupted_store_is_one_line(pipeline):
     (pipeline.root / "mlflow.db").write_bytes(os.urandom(4096))
-    line = _one_line_error(pipeline.run(*QUICK, fast=False, check=False))
+    line = one_error_line(pipeline.run(*QUICK, fast=False, check=False))
     assert line.startswith(f"error: cannot open the MLflow store {pipeline.root / 'mlflow.db'} (")
     assert "file is not a database" in line and "move it aside" in line
 
 
 def test_a_disk_full_at_the_training_state_is_one_line_and_leaves_no_temp_file(pipeline, small_disk):
-    line = _one_line_error(pipeline.run(*QUICK, f"hydra.run.dir={small_disk}/run", fast=False, check=False))
+    line = one_error_line(pipeline.run(*QUICK, f"hydra.run.dir={small_disk}/run", fast=False, check=False))
     state = small_disk / "run" / "checkpoints" / "tokenizer.last.safetensors"
     assert line.startswith(f"error: cannot write {state}: No space left on device; free some space")
     assert sorted(r.info.status for r in pipeline.runs()) == ["FAILED", "FAILED"]

@@ -12,18 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from harness import no_traceback, refused_before_any_work, statuses
+
 pytestmark = pytest.mark.e2e
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 QUICK = ["data.max_train_windows=128", "data.max_eval_windows=32", "tokenizer.epochs=1", "predictor.epochs=1"]
 
 
-def _no_traceback(proc):
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-
-
-def _statuses(cli):
-    return sorted(r.info.status for r in cli.runs())
 
 
 @pytest.mark.parametrize("override, names", [  # the other mistakes in process: tests/test_main.py
@@ -34,7 +30,7 @@ def test_config_mistakes_fail_at_compose_time(cli, override, names):
     assert proc.returncode != 0
     for name in names:
         assert name in proc.stderr
-    _no_traceback(proc)
+    no_traceback(proc)
     assert cli.runs() == []  # nothing started
 
 
@@ -53,20 +49,14 @@ def test_help_and_config_printout(cli):
     (["tokenizer.lr=0"], "error: tokenizer.lr=0.0; valid: a finite number > 0"),
 ])
 def test_bad_settings_fail_before_any_phase_trains(cli, overrides, message):
-    proc = cli.run(*QUICK, *overrides, check=False)
-    assert proc.returncode == 1
-    assert [line for line in proc.stderr.splitlines() if line.startswith("error")] == [
-        next(line for line in proc.stderr.splitlines() if line.startswith(message))]
-    _no_traceback(proc)
-    assert "training" not in proc.stdout + proc.stderr
-    assert cli.runs() == []  # refused before MLflow was touched: nothing RUNNING, nothing at all
+    refused_before_any_work(cli.run(*QUICK, *overrides, check=False), cli, message)
 
 
 def test_missing_data_file_is_one_clear_line(cli):
     proc = cli.run("data=csv", "data.path=nowhere/prices.csv", check=False)
     assert proc.returncode == 1
     assert "error: no data file matches 'nowhere/prices.csv'" in proc.stderr
-    _no_traceback(proc)
+    no_traceback(proc)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -124,6 +114,6 @@ def test_a_diverged_phase_stops_with_advice_and_registers_nothing(cli):
     assert proc.returncode == 1
     assert "error: tokenizer: the validation loss was never finite" in proc.stderr
     assert "Lower tokenizer.lr" in proc.stderr
-    _no_traceback(proc)
-    assert _statuses(cli) == ["FAILED", "FAILED"]
+    no_traceback(proc)
+    assert statuses(cli) == ["FAILED", "FAILED"]
     assert cli.versions("kronos-tokenizer") == []

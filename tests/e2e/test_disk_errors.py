@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import pytest
 
+from harness import one_error_line
+
 pytestmark = pytest.mark.e2e
 
 QUICK = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16"]
 
 
-def _one_line_error(proc) -> str:
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    return errors[0]
-
-
 def test_an_unwritable_run_folder_is_one_line(cli, read_only):
-    line = _one_line_error(cli.run(*QUICK, f"hydra.run.dir={read_only}/run", fast=False, check=False))
+    line = one_error_line(cli.run(*QUICK, f"hydra.run.dir={read_only}/run", fast=False, check=False))
     assert line.startswith(f"error: cannot write the run folder {read_only}/run (")
     assert "hydra.run.dir=" in line
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_run_running(cli, full_disk):
-    line = _one_line_error(cli.run(*QUICK, f"hydra.run.dir={full_disk}/run", fast=False, check=False))
+    line = one_error_line(cli.run(*QUICK, f"hydra.run.dir={full_disk}/run", fast=False, check=False))
     assert line.startswith(f"error: cannot write {full_disk}/run/checkpoints/tokenizer/model.safetensors: "
                            "No space left on device")
     assert sorted(r.info.status for r in cli.runs()) == ["FAILED", "FAILED"]
