@@ -215,11 +215,11 @@ def resolve(cfg: DictConfig) -> RunConfig:
             section = getattr(run, name)
             if section.pretrained and (name == "tokenizer" or name in phases):
                 _pretrained_architecture(section, name, problems)
-            section.seed = run.seed if section.seed is None else section.seed
             for part in ("optimizer", "scheduler"):
                 node = getattr(section, part)
                 setattr(section, part, dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(node))
-        run.eval.seed = run.seed if run.eval.seed is None else run.eval.seed
+        for section in (run.tokenizer, run.predictor, run.eval):  # a section's own seed, else the run's
+            section.seed = run.seed if section.seed is None else section.seed
         problems += _range_problems(run, phases)
         problems += _bits_problems(run) if "predictor" in phases and not problems else []
         problems += _eval_problems(run) if "eval" in phases else []

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ..window import WindowSpec
 from .assembly import Series
 from .config import DataConfig, DataError, validate_config
 from .frame import FEATURES, TIME_FEATURES, lookback_normalize, time_features
@@ -82,7 +83,7 @@ class WindowDataset(Dataset):
         lookback_window: int,
         predict_window: int,
         *,
-        clip: float = 5.0,
+        clip: float = WindowSpec.clip,
         stride: int = 1,
         max_windows: Optional[int] = None,
         names: Optional[Sequence[str]] = None,
