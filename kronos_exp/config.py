@@ -106,10 +106,12 @@ def _range_problems(run: RunConfig, phases: list[str]) -> list[UserError]:
 def _code_bits(section: TrainConfig) -> dict[str, int] | None:
     """The s1/s2 bit widths a phase will have: its arch, or a local pretrained checkpoint's
     config.json (None when that is a hub id or unreadable: the phase checks it when it loads)."""
+    from .model.checkpoint import CONFIG_NAME  # torch: not for --help
+
     if not section.pretrained:
         return {b: getattr(section.arch, b) for b in ("s1_bits", "s2_bits")}
     try:
-        config = json.loads((Path(str(section.pretrained)).expanduser() / "config.json").read_text())
+        config = json.loads((Path(str(section.pretrained)).expanduser() / CONFIG_NAME).read_text())
         return {b: config[b] for b in ("s1_bits", "s2_bits")}
     except (OSError, ValueError, KeyError):
         return None
