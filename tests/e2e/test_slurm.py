@@ -21,7 +21,9 @@ TINY = ["phases=tokenizer", "data.max_train_windows=128", "data.max_eval_windows
 
 
 def _env(cli, slurm) -> dict[str, str]:
-    return {**cli.env(), "SLURM_CONF": str(slurm.conf)}
+    """No OMP_NUM_THREADS (a pytest-xdist worker sets 1): the jobs pick the threads SLURM grants."""
+    env = {k: v for k, v in cli.env().items() if k != "OMP_NUM_THREADS"}
+    return {**env, "SLURM_CONF": str(slurm.conf)}
 
 
 def _sweep(cli, slurm, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
