@@ -29,6 +29,7 @@ from submitit.slurm import slurm
 
 from .hydra_job import mlflow_settings
 from .tracking.sweep import NOT_REQUEUED_TAG, record_job_tag
+from .train.interrupt import outside_database_calls
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides
     if not callable(requeue):  # (not a submitit job)
         return run()
     handler = _StopForRequeue(requeue)
-    signal.signal(usr, handler)
+    signal.signal(usr, outside_database_calls(handler))
     try:
         return run()
     except (SystemExit, KeyboardInterrupt):
