@@ -1,7 +1,10 @@
 """Series -> time splits -> leak-free, normalized windows.
 
-Each series is split by time: rows [0, n_train) train, [n_train, n_train + n_val) val, the rest
-test (n_train = floor(n * train_ratio), n_val = floor(n * val_ratio)). A window is
+The panel is split by one calendar (Calendar): the ratios cut the union of every series' timestamps
+(n_train = floor(n * train_ratio), n_val = floor(n * val_ratio) of its n distinct timestamps) into
+train, val and test dates, and each series' rows go to the split their dates fall in. So no series
+trains on a date another series is tested on (markets move together); a series that starts late
+joins only the splits it has enough rows in. One series splits by its own rows. A window is
 `lookback_window + predict_window` consecutive rows inside one split of one series: windows never
 cross a series or a split boundary. A window is normalized with the mean and (population) std of
 its lookback rows only, so nothing from the forecast horizon leaks into the model's input:
@@ -143,6 +146,16 @@ class WindowDataset(Dataset):
         """Every window start of a series in this split, before ``max_windows`` left some out."""
         return np.arange(0, max(int(self.lengths[series]) - self.window + 1, 0), self.stride, dtype=np.int64)
 
+    def origin_dates(self, series: int) -> np.ndarray:
+        """datetime64[ns] [n]: the date a forecast from the window starting at row p of the series is
+        made (its last lookback bar), for every row p a window fits at, stride or not (needs
+        `timestamps` at construction)."""
+        if self._timestamps is None:
+            raise ValueError("this WindowDataset was built without timestamps")
+        n = max(int(self.lengths[series]) - self.window + 1, 0)
+        first = self.offsets[series] + self.lookback_window - 1
+        return self._timestamps[first:first + n]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self._rows(i)
         x, _, _ = lookback_normalize(self._values[rows], self.lookback_window, self.clip, dtype=np.float64)
@@ -223,25 +236,69 @@ def _check_not_constant(s: Series) -> None:
         )
 
 
-def _split_series(series: list[Series], c: DataConfig, need: int) -> tuple[dict[str, dict[str, list]], list]:
-    """Each series' rows per split (values, calendar features, timestamps, names), and the series
-    too short for `need` rows in every split, with their split sizes."""
+@dataclass(frozen=True)
+class Calendar:
+    """The panel's split boundaries as dates shared by every series: the train/val/test ratios
+    applied to the union of all series' timestamps. ``val_start`` is the first validation timestamp,
+    ``test_start`` the first test one (None: no test split). One series splits by its own rows."""
+    val_start: np.datetime64
+    test_start: Optional[np.datetime64]
+
+    @classmethod
+    def of(cls, series: list[Series], c: DataConfig) -> "Calendar":
+        union = _union(series)
+        n_train, n_val, n_test = split_sizes(len(union), c.train_ratio, c.val_ratio)
+        return cls(union[min(n_train, len(union) - 1)], union[n_train + n_val] if n_test > 0 else None)
+
+    def bounds(self, timestamps: np.ndarray) -> np.ndarray:
+        """[0, first val row, first test row, n] of one series' rows (ascending timestamps)."""
+        ts = timestamps.astype("datetime64[ns]")
+        test = len(ts) if self.test_start is None else int(np.searchsorted(ts, self.test_start))
+        return np.array([0, int(np.searchsorted(ts, self.val_start)), test, len(ts)])
+
+    def describe(self, series: list[Series]) -> dict[str, str]:
+        """Each split's first and last timestamp over the panel, as the banner shows them."""
+        union = _union(series)
+        bounds = self.bounds(union)
+        return {split: f"{pd.Timestamp(union[lo])} .. {pd.Timestamp(union[hi - 1])}"
+                for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]) if hi > lo}
+
+
+def _union(series: list[Series]) -> np.ndarray:
+    """Every timestamp any series has, once, ascending."""
+    return np.unique(np.concatenate([s.timestamps for s in series]).astype("datetime64[ns]"))
+
+
+def _split_series(series: list[Series], calendar: Calendar, c: DataConfig,
+                  need: int) -> tuple[dict[str, dict[str, list]], list]:
+    """Each series' rows per split by the panel's calendar (values, calendar features, timestamps,
+    names): a series joins the splits its dates fall in and holds `need` rows of. Also the series
+    that join none, with their rows per split."""
     parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
-    too_short = []
+    too_short, partial = [], []
     for s in series:
         _check_not_constant(s)
-        sizes = split_sizes(len(s), c.train_ratio, c.val_ratio)
-        if min(sizes if c.test_ratio > 0 else sizes[:2]) < need:
+        bounds = calendar.bounds(s.timestamps)
+        sizes = tuple(int(b) for b in np.diff(bounds))
+        joined = [split for split, n in zip(SPLITS, sizes) if n >= need]
+        every = len(joined) == (3 if c.test_ratio > 0 else 2)
+        if not joined or (len(series) == 1 and not every):  # one series must fill every split, as before
             too_short.append((s, sizes))
             continue
+        if not every:
+            partial.append(f"{s.name!r} ({', '.join(joined)})")
         stamps = time_features(s.timestamps)
-        bounds = np.cumsum((0,) + sizes)
         for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
+            if split not in joined:
+                continue
             p = parts[split]
             p["values"].append(s.values[lo:hi])
             p["stamps"].append(stamps[lo:hi])
             p["timestamps"].append(s.timestamps[lo:hi])
             p["names"].append(s.name)
+    if partial:
+        log.info("data: %d series join only the splits their dates fill (%s rows each): %s", len(partial), need,
+                 "; ".join(partial[:10]) + (f"; ... and {len(partial) - 10} more" if len(partial) > 10 else ""))
     return parts, too_short
 
 
@@ -274,9 +331,15 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
     c = validate_config(settings)
     series = cached_series(c, cache_dir if c.cache else None)
     need = c.lookback_window + c.predict_window + 1
-    parts, too_short = _split_series(series, c, need)
+    calendar = Calendar.of(series, c)
+    parts, too_short = _split_series(series, calendar, c, need)
     if too_short:
         raise _too_short_error(too_short, need, c)
+    for split in SPLITS[:3 if c.test_ratio > 0 else 2]:
+        if not parts[split]["values"]:
+            raise DataError(f"no series has {need} rows (lookback_window + predict_window + 1) in the {split} split "
+                            f"({calendar.describe(series).get(split, 'no dates')}); use longer series, a smaller "
+                            "data.lookback_window/data.predict_window, or other ratios")
 
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
     datasets = {
@@ -293,7 +356,7 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
         )
         for split, p in parts.items()
     }
-    summary = _summary(c, series, datasets)
+    summary = _summary(c, series, datasets, calendar)
     log.info(
         "data: %d series from %d file(s), rows %s, windows %s",
         summary["n_series"], summary["n_files"], summary["rows"], summary["windows"],
@@ -307,7 +370,7 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
     return DataSplits(series=series, summary=summary, **datasets)
 
 
-def _summary(c: DataConfig, series: list[Series], datasets: dict[str, WindowDataset]) -> dict:
+def _summary(c: DataConfig, series: list[Series], datasets: dict[str, WindowDataset], calendar: Calendar) -> dict:
     files = sorted({s.source for s in series}) or [str(p) for p in resolve_paths(c)]
     start = min(s.timestamps[0] for s in series)
     end = max(s.timestamps[-1] for s in series)
@@ -321,6 +384,7 @@ def _summary(c: DataConfig, series: list[Series], datasets: dict[str, WindowData
         "windows_available": {k: d.total_windows for k, d in datasets.items()},
         "start": str(pd.Timestamp(start)),
         "end": str(pd.Timestamp(end)),
+        "split_dates": calendar.describe(series),
         "lookback_window": c.lookback_window,
         "predict_window": c.predict_window,
     }

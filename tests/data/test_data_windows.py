@@ -77,18 +77,19 @@ def test_split_sizes_and_rows_per_split(write_csv, frame):
 
 
 def test_windows_never_cross_series_or_split_boundaries(write_csv, frame, tmp_path):
-    # Encode (series, row) in the values so every window can be traced back.
-    paths = []
+    """Two series of one panel, the second starting 15 bars later: split by one calendar (the ratios
+    over their 90 distinct timestamps: train 45, val 22, test 23 of them). The first series ends
+    before the test dates and joins train and val only."""
+    paths, starts = [], ["2024-01-02 09:30", "2024-01-02 10:45"]  # 15 five-minute bars apart
     for k, n in enumerate([60, 75]):
-        df = frame(n, seed=k)
-        df["volume"] = 1000 * (k + 1) + np.arange(n)  # volume: prices must stay consistent bars
+        df = frame(n, start=starts[k], seed=k)
+        df["volume"] = 1000 * (k + 1) + np.arange(n)  # encode (series, row); prices must stay consistent bars
         paths.append(write_csv(f"s{k}.csv", df))
     splits = build_datasets(DataConfig(paths=paths, lookback_window=5, predict_window=3, train_ratio=0.5,
                                        val_ratio=0.25, test_ratio=0.25, stride=2))
-    bounds = {}
-    for k, n in enumerate([60, 75]):
-        a, b, _ = split_sizes(n, 0.5, 0.25)
-        bounds[k] = {"train": (0, a), "val": (a, a + b), "test": (a + b, n)}
+    union = np.unique(np.concatenate([s.timestamps for s in splits.series]))
+    assert len(union) == 90
+    dates = {"train": (union[0], union[45]), "val": (union[45], union[67]), "test": (union[67], union[-1] + 1)}
     seen = set()
     for name in ("train", "val", "test"):
         ds = getattr(splits, name)
@@ -96,19 +97,40 @@ def test_windows_never_cross_series_or_split_boundaries(write_csv, frame, tmp_pa
             volumes = ds.raw(i)[:, 4]
             k = int(volumes[0] // 1000) - 1
             rows = volumes - 1000 * (k + 1)
-            lo, hi = bounds[k][name]
-            assert (np.diff(rows) == 1).all() and rows[0] >= lo and rows[-1] < hi
+            assert (np.diff(rows) == 1).all()
             assert ds.series_name(i) == f"s{k}"
             seen.add((name, k))
-            # the stored timestamps agree with the rows
-            assert ds.timestamps(i)[0] == splits.series[k].timestamps[int(rows[0])]
-    assert seen == {(s, k) for s in ("train", "val", "test") for k in (0, 1)}
+            stamps = ds.timestamps(i)
+            assert (stamps == splits.series[k].timestamps[rows.astype(int)]).all()
+            lo, hi = dates[name]
+            assert stamps.min() >= lo and stamps.max() < hi  # targets included
+    assert seen == {("train", 0), ("val", 0), ("train", 1), ("val", 1), ("test", 1)}
     assert splits.train.index[:3].tolist() == [[0, 0], [0, 2], [0, 4]]
+    assert splits.summary["split_dates"] == {"train": "2024-01-02 09:30:00 .. 2024-01-02 13:10:00",
+                                             "val": "2024-01-02 13:15:00 .. 2024-01-02 15:00:00",
+                                             "test": "2024-01-02 15:05:00 .. 2024-01-02 16:55:00"}
 
 
-def test_too_short_series_states_rows_needed_and_per_split_rows(write_csv, frame):
+def test_a_late_series_never_trains_on_a_date_another_is_tested_on(write_csv, frame):
+    """The audit's panel: a series whose history starts late. Split by its own rows it would train
+    up to dates inside the other's test period; on the shared calendar no train or validation
+    timestamp of either series is at or after the first test date."""
+    early = write_csv("early.csv", frame(1000, start="2012-01-02", freq="D", seed=1))
+    late = write_csv("late.csv", frame(400, start="2013-08-24", freq="D", seed=2))  # both end 2014-09-27
+    splits = build_datasets(DataConfig(paths=[early, late], lookback_window=10, predict_window=5))
+    first_test = min(splits.test.timestamps((k, 0))[0] for k in range(len(splits.test.lengths)))
+    for name in ("train", "val"):
+        ds = getattr(splits, name)
+        latest = max(ds.timestamps((k, int(ds.starts(k)[-1])))[-1] for k in range(len(ds.lengths)))
+        assert latest < first_test, name
+    own_rows = split_sizes(400, 0.8, 0.1)[0]  # where the late series' train rows would end, split by itself
+    assert splits.series[1].timestamps[own_rows - 1] >= first_test  # ... inside the test period
+    assert sorted(splits.test.names) == ["early", "late"] and "late" in splits.train.names
+
+
+def test_a_series_that_fills_no_split_states_rows_needed_and_per_split_rows(write_csv, frame):
     long_path = write_csv("long.csv", frame(400))
-    short_path = write_csv("short.csv", frame(100))
+    short_path = write_csv("short.csv", frame(15))
     with pytest.raises(DataError) as e:
         build_datasets(DataConfig(paths=[long_path, short_path], lookback_window=16, predict_window=4))
     msg = str(e.value)
@@ -116,7 +138,7 @@ def test_too_short_series_states_rows_needed_and_per_split_rows(write_csv, frame
         "1 series too short: each split needs at least lookback_window + predict_window + 1 = 16 + 4 + 1 = 21 rows, "
         "i.e. at least 210 rows per series with train/val/test ratios 0.8/0.1/0.1:"
     )
-    assert f"series 'short' ({short_path}): 100 rows -> train 80, val 10, test 10" in msg
+    assert f"series 'short' ({short_path}): 15 rows -> train 15, val 0, test 0" in msg
     assert "'long'" not in msg
 
 
