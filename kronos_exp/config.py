@@ -150,7 +150,7 @@ def _eval_problems(run: RunConfig) -> list[UserError]:
     known = POINT_METRICS + (SAMPLE_METRICS if e.sample_count > 1 else ())
     if e.metric not in known:
         problems.append(ConfigError(f"eval.metric={e.metric} is not one of {', '.join(known)} "
-                                    "(crps and coverage_10_90 need eval.sample_count > 1)"))
+                                    f"({', '.join(SAMPLE_METRICS)} need eval.sample_count > 1)"))
     return problems
 
 
@@ -245,13 +245,22 @@ def _open_maps(node: DictConfig, *keys: str) -> DictConfig:
     return node
 
 
+def _direction_or_none(*, _root_) -> str | list[str] | None:
+    """The objective's direction for the sweeper's config; None where it has none, so the sweeper
+    refuses it in one line (an error raised here would reach the user as an interpolation traceback)."""
+    try:
+        return objective_direction(_root_)
+    except ConfigError:
+        return None
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("kronos_outputs"):  # conf/config.yaml's run and sweep folders
         OmegaConf.register_new_resolver("kronos_outputs", lambda: OUTPUTS)
     if not OmegaConf.has_resolver("kronos_unique"):
         OmegaConf.register_new_resolver("kronos_unique", _invocation_id, use_cache=True)
     if not OmegaConf.has_resolver("kronos_objective_direction"):  # conf/hparams_search/optuna.yaml
-        OmegaConf.register_new_resolver("kronos_objective_direction", lambda *, _root_: objective_direction(_root_))
+        OmegaConf.register_new_resolver("kronos_objective_direction", _direction_or_none)
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=_open_maps(OmegaConf.structured(RunConfig), "data.column_map"))
     cs.store(group="data", name="schema", node=_open_maps(OmegaConf.structured(schema_node()), "column_map"))

@@ -3,7 +3,8 @@
 It finds the checkpoints to evaluate (``eval.predictor``, else this run's predictor, else the
 registered one this config gives), opens its phase run, has kronos_exp.evaluation forecast (plain
 values in and out) and kronos_exp.tracking.evaluation record the outcome. The validation split
-chooses: the registry's ``eval.alias`` moves before the test split is forecast, which only reports.
+chooses (the registry's ``eval.alias`` follows the validation score alone); the test split only
+reports. Nothing in the registry changes until the evaluation has finished and been logged.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .evaluation import evaluate
 from .evaluation.plots import figures
-from .evaluation.report import forecasts_table, reported_metrics
+from .evaluation.report import reported_metrics
 from .forecasting.package_layout import tokenizer_dir
 from .model.checkpoint import CheckpointNotFound
 from .runner import RunContext, TokenizerUnavailable, find_tokenizer
@@ -50,12 +51,13 @@ class EvalStep:
                     "tokenizer_weights": checkpoint_digest(str(models.tokenizer)), "evaluated": models.label}
         inputs = ctx.fingerprint_inputs(self.name, upstream, section=self.settings)
         with ctx.runs.open(self.name, inputs, dataclasses.asdict(self.settings), tags=upstream, claims=False):
-            validation = evaluate.choose(setup)
-            record.rank(validation.headline)  # chosen before the test split is forecast
+            validation = evaluate.choose(setup)  # the choice: validation numbers only
             result = evaluate.report(setup, validation)
-            table = forecasts_table(result.test, result.forecasts)
-            record.log(result.metrics, result.steps_by_split, result.tags, table, figures(result, self.settings))
+            record.log(result.metrics, result.steps_by_split, result.tags, result.table,
+                       figures(result, self.settings), result.paths)
+            # Only a finished evaluation touches the registry, the alias last.
             record.report_on_version(result.scores[self.settings.metric], result.verdicts)
+            record.rank(validation.headline)
         return PhaseResult(self.name, models.predictor, fingerprint(inputs), result.headline, version, skipped=False,
                            metrics=result.metrics, tags=result.verdicts, summary=result.summary)
 

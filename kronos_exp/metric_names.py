@@ -8,6 +8,9 @@ BAND = (0.1, 0.9)
 # The share of actuals a calibrated band covers, and the metric that measures it ("coverage_10_90").
 NOMINAL_COVERAGE = round(BAND[1] - BAND[0], 12)
 COVERAGE = f"coverage_{round(100 * BAND[0])}_{round(100 * BAND[1])}"
+# |coverage - NOMINAL_COVERAGE|: how far the band is from calibrated, a metric that improves lower
+# (coverage itself has no better direction, so it cannot be searched or ranked by its own value).
+COVERAGE_ERROR = "coverage_error"
 
 # Lower is better; skill = 1 - metric / the last value's metric (1 = perfect, 0 = no better, < 0 worse).
 ERROR_METRICS = ("close_mae", "close_rmse", "close_mape", "crps")
@@ -16,7 +19,7 @@ SCORE_METRICS = ("direction_accuracy",)
 CORRELATION_METRICS = ("ic", "rank_ic")
 INTERVAL_METRICS = (COVERAGE,)
 POINT_METRICS = ("close_mae", "close_rmse", "close_mape", "direction_accuracy", "ic", "rank_ic")
-SAMPLE_METRICS = ("crps", COVERAGE)  # need sample_count > 1
+SAMPLE_METRICS = ("crps", COVERAGE, COVERAGE_ERROR)  # need sample_count > 1
 # Facts about the actuals, the same for every forecaster, reported beside the metrics but never an
 # objective: the share of flat steps (excluded from direction accuracy) and the zero actuals MAPE skips.
 ACTUAL_FACTS = ("flat_share", "close_mape_skipped")
@@ -45,3 +48,11 @@ def ranking_value(name: str, value: float) -> float:
     if better_higher is None:
         return abs(value - NOMINAL_COVERAGE)
     return -value if better_higher else value
+
+# The words of a verdict on the model against another forecaster (evaluation.verdicts), as tags,
+# summary lines and (short) the sweep's table say them.
+BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no significant difference"
+TOO_FEW = "too few origins for a verdict"
+UNTESTED = "no test: not a mean of per-date losses"
+SHORT_VERDICTS = {NO_DIFFERENCE: "n.s.", TOO_FEW: "too few", UNTESTED: "no test"}
+MIN_DATES = 5  # fewer origin dates and no verdict is given: the test would have next to no power

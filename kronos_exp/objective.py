@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ConfigError
-from .metric_names import maximised
+from .metric_names import COVERAGE, COVERAGE_ERROR, maximised
 
 
 def objective_metrics(config: Any) -> list[str]:
@@ -36,11 +36,25 @@ def objective_directions(config: Any) -> list[str]:
     for name in objective_metrics(config):
         better = maximised(name)
         if better is None:
-            raise ConfigError(f"objective {name} has no better direction (a calibrated 10-90% band covers 80%, so "
-                              "neither more nor less coverage is better); set objective= to another metric, e.g. "
-                              "eval_val_crps, or give the direction yourself (hydra.sweeper.direction=maximize|minimize)")
+            raise ConfigError(f"objective={name} has no better direction (a calibrated 10-90% band covers 80%, so "
+                              f"neither more nor less coverage is better); use objective={coverage_error(name)}, its "
+                              "distance from 80%, which is minimised")
         directions.append("maximize" if better else "minimize")
     return directions
+
+
+def coverage_error(name: str) -> str:
+    """``eval_val_coverage_10_90`` -> ``eval_val_coverage_error``."""
+    return name[:-len(COVERAGE)] + COVERAGE_ERROR
+
+
+def refusal_of_test_split(name: str) -> ConfigError | None:
+    """A test-split objective is refused: the test split reports and never chooses."""
+    if not name.startswith("eval_test_"):
+        return None
+    return ConfigError(f"objective={name} is measured on the test split, which reports and never chooses (a search "
+                       "that chose by it would report an optimistic test error); use the validation split's "
+                       f"objective={name.replace('eval_test_', 'eval_val_', 1)}")
 
 
 def objective_direction(config: Any) -> str | list[str]:

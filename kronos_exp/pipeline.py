@@ -19,7 +19,7 @@ from .data import build_datasets, default_cache_dir
 from .errors import ConfigError, TrialPruned, UserError
 from .hydra_job import current_job
 from .forecasting.requests import Limits
-from .objective import objective_metrics, several_objectives
+from .objective import objective_metrics, refusal_of_test_split, several_objectives
 from .phases import Phase
 from .runner import MeasuringStep, RunContext, ranks_end_together, run_step, share_decisions
 from .schemas import RunConfig
@@ -67,11 +67,9 @@ def objective_problems(run: RunConfig, steps: list) -> list[UserError]:
     problems: list[UserError] = []
     for objective in objective_metrics(run):
         renamed = f"eval_val_{objective[len('eval_'):]}"
-        if objective.startswith("eval_test_"):
-            problems.append(ConfigError(
-                f"objective={objective} is measured on the test split, which reports and never chooses (a search "
-                "that chose by it would report an optimistic test error); use the validation split's "
-                f"objective={objective.replace('eval_test_', 'eval_val_', 1)}"))
+        refusal = refusal_of_test_split(objective)
+        if refusal is not None:
+            problems.append(refusal)
         elif objective not in names and renamed in names:
             problems.append(ConfigError(
                 f"objective={objective}: eval metrics are named by their split now; the validation split's is "
@@ -112,6 +110,7 @@ def _banner(ctx: RunContext, phases: list, run_id: str, threads: tuple[int, str]
         f"  data     {s.get('n_series', '?')} series from {len(ctx.data_fingerprint['files'])} file(s); "
         f"windows train/val/test {len(ctx.data.train)}/{len(ctx.data.val)}/{len(ctx.data.test)} "
         f"(lookback {ctx.window.lookback} + predict {ctx.window.horizon})",
+        *(f"  {split:<8} {dates}" for split, dates in s.get("split_dates", {}).items()),
         f"  device   {ctx.device} ({ctx.precision})" + (
             f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
         f"  threads  {threads[0]} ({threads[1]})",

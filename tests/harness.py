@@ -365,7 +365,8 @@ class TrainedStore(Pipeline):
     runs with the same settings, so that its phases are the registered ones."""
     outcome: Outcome | None = field(default=None, repr=False)
 
-    EVAL = ["eval.windows=8", "eval.sample_count=4", "eval.pred_len=8"]
+    # 24 origins: 8 dates x 3 series, enough for a verdict (5 dates) and a backtest (8 periods).
+    EVAL = ["eval.windows=24", "eval.sample_count=4", "eval.pred_len=8"]
     PRETRAINED = [f"tokenizer.pretrained={PARITY / 'tokenizer'}", f"predictor.pretrained={PARITY / 'predictor'}"]
     SETTINGS = [*FAST, *EVAL, *PRETRAINED]  # every override of the run but phases=all
 

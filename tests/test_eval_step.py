@@ -50,17 +50,19 @@ def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(trai
     by_step = trained_store.client().get_metric_history(phases["eval"].info.run_id, "test_close_mae_by_step")
     assert sorted(m.step for m in by_step) == list(range(1, 9))
 
-    # The model against each reference on the test split: the difference, its interval, a verdict.
+    # The model against each reference on the test split: the difference, its interval, p, a verdict.
     job_run = next(r for r in runs if "phase" not in r.data.tags)
     for reference in ("last_value", "drift", "pretrained"):
         name = f"test_close_mae_vs_{reference}"
         assert ev[name] == pytest.approx(ev["test_close_mae"] - ev[f"test_{reference}_close_mae"])
-        assert ev[f"{name}_low"] <= ev[name] <= ev[f"{name}_high"]
+        assert ev[f"{name}_low"] <= ev[name] <= ev[f"{name}_high"] and 0 <= ev[f"{name}_p"] <= 1
         verdict = job_run.data.tags[f"eval_verdict_vs_{reference}"]
         assert verdict == ("better" if ev[f"{name}_high"] < 0 else "worse" if ev[f"{name}_low"] > 0
                            else "no significant difference")
+        assert (ev[f"{name}_p"] < 0.05) == (verdict != "no significant difference")
         assert f"vs {reference}" in trained_store.outcome.output
-    assert "moving-block bootstrap" in phases["eval"].data.tags["eval_intervals"]
+    assert "Diebold-Mariano" in phases["eval"].data.tags["eval_verdicts"]
+    assert phases["eval"].data.tags["eval_ic"].startswith("cross-sectional")  # three series: a panel
 
     # Summarised on the job run, where the compare view and the sweep table read them.
     job = job_run.data.metrics
@@ -76,16 +78,21 @@ def test_all_measures_the_fine_tuned_model_against_baselines_and_pretrained(trai
     assert {"plots/fan_ACME.png", "plots/fan_GLOBEX.png", "plots/fan_INITECH.png",
             "plots/metrics_by_horizon.png", "plots/backtest_equity.png"} <= plots
     for strategy in ("", "pretrained_", "drift_", "buy_and_hold_"):  # the test forecasts traded
-        assert {f"test_{strategy}backtest_{m}" for m in ("sharpe", "sharpe_low", "sharpe_high", "cumulative_return",
+        assert {f"test_{strategy}backtest_{m}" for m in ("sharpe", "sharpe_se", "cumulative_return",
                                                          "annualised_return", "max_drawdown", "turnover")} <= set(ev)
-    assert "backtest (k=1, 5 bp per turnover), annualised Sharpe: model" in trained_store.outcome.output
+    assert ("backtest (k=1, 5 bp per turnover, 8 periods), annualised Sharpe with its standard error (Lo 2002): "
+            "model") in trained_store.outcome.output
 
 
 def test_forecasts_are_of_unseen_test_windows_and_metrics_match_them(trained_store, tmp_path):
     eval_run = _by_phase(trained_store.runs())["eval"]
     local = trained_store.client().download_artifacts(eval_run.info.run_id, "forecasts.csv", str(tmp_path))
-    rows = pd.read_csv(local, parse_dates=["timestamp"])
-    assert len(rows) == 6 * 8 * 4  # origins (8 // 3 series each) x steps x (model, pretrained, last_value, drift)
+    rows = pd.read_csv(local, parse_dates=["timestamp", "origin_date"])
+    assert set(rows.split) == {"val", "test"}
+    assert len(rows) == 24 * 8 * 3 + 24 * 8 * 4  # origins x steps x forecasters (val: no pretrained)
+    rows = rows[rows.split == "test"]
+    # A panel's origins are dates every series forecasts from: 8 dates x 3 series.
+    assert rows.groupby("origin_date").series.nunique().tolist() == [3] * 8
     ev = eval_run.data.metrics
     for name, prefix in (("model", ""), ("pretrained", "pretrained_"), ("last_value", "last_value_")):
         mine = rows[rows.forecaster == name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -40,7 +41,7 @@ class KronosOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
-        from kronos_exp.objective import objective_directions, objective_metrics
+        from kronos_exp.objective import objective_directions, objective_metrics, refusal_of_test_split
         from kronos_exp.errors import ConfigError, error_line
         from .space import search_space
         from kronos_exp.search.study import check_directions, default_storage, make_pruner, make_sampler, open_study
@@ -50,6 +51,9 @@ class KronosOptunaSweeper(Sweeper):
         try:
             space = search_space(self.params, arguments)
             metrics = objective_metrics(self.config)
+            refusals = [r for r in map(refusal_of_test_split, metrics) if r is not None]
+            if refusals:  # once, before the first trial, not once per trial
+                raise refusals[0]
             wanted = (objective_directions(self.config) if self.direction is None
                       else check_directions(self.direction, metrics))
             url = self.storage or default_storage(OmegaConf.select(self.config, "mlflow.tracking_uri"))
@@ -108,6 +112,11 @@ class KronosOptunaSweeper(Sweeper):
 
         if trial.number in {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}:
             return
+        if ret.status == JobStatus.FAILED:  # an exception no user caused: show it, as a one-job run would
+            try:
+                ret.return_value
+            except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
+                log.error("trial %d failed:\n%s", trial.number, "".join(traceback.format_exception(err)).rstrip())
         value = ret.return_value if ret.status == JobStatus.COMPLETED else None
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if any(v is None or not math.isfinite(float(v)) for v in values) or len(values) != len(study.directions):

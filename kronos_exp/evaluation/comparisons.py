@@ -1,19 +1,25 @@
-"""Is the evaluated model better than another forecaster, beyond the noise of the origins?
+"""The model against each other forecaster on the test split: per-date losses and their verdict.
 
-The difference in the headline metric (model minus reference, on the same origins and the same
-random draws) gets a moving-block bootstrap interval over origins (evaluation.intervals), and a
-verdict from which side of 0 the interval lies on. A band's coverage is compared by its distance
-from the nominal 80%, so that "better" means "closer to calibrated".
+Each origin's loss in ``eval.metric`` (its mean over the horizon: absolute error, squared error for
+RMSE, percentage error, CRPS, the share of moves called right), averaged over the series forecast
+at the same date; on a panel IC and RankIC are per date already (across the series). The
+differences go to the Diebold–Mariano test (evaluation.verdicts). A metric that needs sample paths
+is compared only with forecasters that have them; the point forecasters (last value, drift) are
+compared with the model on ``close_mae`` instead. A band's coverage, one share over every cell, has
+no per-date loss and gets no test.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..metric_names import maximised, ranking_value
+from ..metric_names import CORRELATION_METRICS, SAMPLE_METRICS, UNTESTED, maximised
 from . import metrics as M
-from .intervals import Interval, bootstrap, verdict
+from .verdicts import Verdict, diebold_mariano
+
+POINT_FALLBACK = "close_mae"  # what a forecaster without sample paths is compared on
 
 
 @dataclass(frozen=True)
@@ -22,29 +28,95 @@ class Forecasts:
     point: np.ndarray
     paths: np.ndarray | None = None
 
-    def value(self, metric: str, idx: np.ndarray, actual: np.ndarray, last: np.ndarray) -> float:
-        """``metric`` over the origins ``idx`` (repeats allowed), as comparisons rank it."""
-        paths = None if self.paths is None else self.paths[idx]
-        value = M.value(metric, self.point[idx], actual[idx], last[idx], paths)
-        return ranking_value(metric, value) if maximised(metric) is None else value
+    @property
+    def sampled(self) -> bool:
+        return self.paths is not None and self.paths.shape[1] > 1
+
+
+@dataclass(frozen=True)
+class Dates:
+    """Which origin date each origin [W] forecasts from (its last observed bar), and the horizon
+    steps neighbouring origins of one series share (the Newey–West lag)."""
+    of_origin: np.ndarray
+    lag: int
+
+    @property
+    def grouped(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct dates in time order, and each origin's position among them."""
+        return np.unique(self.of_origin, return_inverse=True)
+
+    @property
+    def cross_sections(self) -> list[np.ndarray] | None:
+        """Each date's origins (indices), in time order, on a panel (a date with several series);
+        None for one series, whose correlations run over time."""
+        keys, group = self.grouped
+        if len(keys) == len(group):
+            return None
+        return [np.flatnonzero(group == g) for g in range(len(keys))]
 
 
 @dataclass(frozen=True)
 class Comparison:
     reference: str
-    difference: Interval  # the model's metric minus the reference's (coverage: distances from 0.8)
-    verdict: str
+    metric: str  # eval.metric, or close_mae against a forecaster without sample paths
+    difference: Verdict  # the model's per-date loss minus the reference's, tested
+
+    @property
+    def verdict(self) -> str:
+        return self.difference.verdict
+
+
+def compared_on(metric: str, reference: Forecasts) -> str:
+    return POINT_FALLBACK if metric in SAMPLE_METRICS and not reference.sampled else metric
+
+
+def per_origin(metric: str, f: Forecasts, actual: np.ndarray, last: np.ndarray) -> np.ndarray | None:
+    """[W] each origin's loss (or score) in ``metric``, averaged over its horizon; None when the
+    metric has no per-origin value (a coverage, a correlation)."""
+    error = f.point - actual
+    if metric == "close_mae":
+        return np.abs(error).mean(axis=1)
+    if metric == "close_rmse":
+        return (error ** 2).mean(axis=1)
+    if metric == "close_mape":
+        return M.mape(f.point, actual, axis=1)
+    if metric == "direction_accuracy":
+        return M.direction_accuracy(f.point, actual, last, axis=1)
+    if metric == "crps":
+        return M.crps_cells(f.paths, actual).mean(axis=1)
+    return None
+
+
+def per_date(metric: str, f: Forecasts, actual: np.ndarray, last: np.ndarray, dates: Dates) -> np.ndarray | None:
+    """[D] the metric at each origin date: the series' per-origin losses averaged, or (IC, RankIC)
+    the correlation across the series at that date; None when there is none."""
+    keys, group = dates.grouped
+    if metric in CORRELATION_METRICS:
+        sections = dates.cross_sections
+        if sections is None:  # one series: a correlation over time, no value per date
+            return None
+        values = M.by_date(metric, f.point, actual, last, sections)
+        counts = np.isfinite(values).sum(axis=1)
+        return np.where(counts > 0, np.nansum(values, axis=1) / np.maximum(counts, 1), np.nan)
+    losses = per_origin(metric, f, actual, last)
+    if losses is None:
+        return None
+    with np.errstate(invalid="ignore"):
+        total = np.bincount(group, weights=np.nan_to_num(losses), minlength=len(keys))
+        count = np.bincount(group, weights=np.isfinite(losses).astype(np.float64), minlength=len(keys))
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def compare(metric: str, model: Forecasts, references: dict[str, Forecasts], actual: np.ndarray,
-            last: np.ndarray, seed: int = 0) -> list[Comparison]:
-    """The model against each reference on ``metric``: the difference's interval and the verdict."""
-    lower_is_better = maximised(metric) is not True
+            last: np.ndarray, dates: Dates) -> list[Comparison]:
+    """The model against each reference: the per-date differential's mean, interval and verdict."""
     out = []
     for name, reference in references.items():
-        def difference(idx: np.ndarray, reference=reference) -> float:
-            return model.value(metric, idx, actual, last) - reference.value(metric, idx, actual, last)
-
-        interval = bootstrap(difference, len(actual), seed=seed)
-        out.append(Comparison(name, interval, verdict(interval, lower_is_better)))
+        on = compared_on(metric, reference)
+        mine, theirs = (per_date(on, f, actual, last, dates) for f in (model, reference))
+        if mine is None or theirs is None:
+            out.append(Comparison(name, on, Verdict(math.nan, math.nan, math.nan, math.nan, 0, dates.lag, UNTESTED)))
+            continue
+        result = diebold_mariano(mine - theirs, dates.lag, lower_is_better=maximised(on) is not True)
+        out.append(Comparison(name, on, result))
     return out

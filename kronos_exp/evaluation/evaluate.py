@@ -5,8 +5,8 @@ Forecast origins (evaluation.origins) of the validation split give the numbers t
 (``choose``): the caller ranks versions by them before the test split is forecast. Only then
 ``report`` forecasts the test split: every metric beside the last-value and drift baselines and,
 when published weights are compared, those weights with their own tokenizer; the model's
-difference from each with a bootstrap interval and a verdict (evaluation.comparisons), and the
-forecasts traded (evaluation.backtest). No test number feeds a choice.
+difference from each tested on the per-date losses (evaluation.comparisons, evaluation.verdicts),
+and the forecasts traded (evaluation.backtest). No test number feeds a choice.
 
 Each origin is forecast ``eval.sample_count`` times from its lookback rows, every forecaster from
 the same seed, each normalising as it was trained to (the window recorded with its checkpoint:
@@ -36,7 +36,8 @@ from . import metrics as M
 from .comparisons import Forecasts, compare
 from .origins import choose_origins
 from .report import (CLOSE, MODEL, PRETRAINED, TEST, VAL, Evaluation, SplitOrigins, Validation, backtest_line,
-                     backtest_metrics, differences, forecasters, prefixed, score, summary_lines, trade)
+                     backtest_metrics, differences, forecasters, no_backtest_line, prefixed, score, summary_lines,
+                     trade)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def prepare(settings: EvalConfig, models: Models, window: WindowSpec, data: Data
     pred_len = settings.pred_len or window.horizon
     val, test = (split_origins(settings, data, split, pred_len) for split in (VAL, TEST))
     B.backtest(test.trades, test.last, settings.backtest_k, settings.backtest_cost_bps)  # refuses bad settings
+    if B.periods(test.trades) < B.MIN_PERIODS:
+        log.warning("eval: %s", no_backtest_line(test))
     return Setup(settings, models, forecast_windows(models, test.lookback), val, test, device)
 
 
@@ -103,17 +106,20 @@ def split_origins(settings: EvalConfig, data: DataSplits, split: str, pred_len: 
     if len(windows) == 0:
         raise ConfigError(f"eval: the {split} split has no windows (data.{split}_ratio too small for "
                           "lookback_window + predict_window rows); nothing to evaluate on")
-    starts = [windows.starts(k) for k in range(len(windows.lengths))]
-    chosen = [(int(k), int(s)) for k, s in choose_origins(starts, settings.windows, pred_len, bool(settings.overlap))]
+    series = range(len(windows.lengths))
+    picked, lag = choose_origins([windows.origin_dates(k) for k in series], settings.windows, pred_len,
+                                 bool(settings.overlap))
+    chosen = [(int(k), int(s)) for k, s in picked]
     raws = np.stack([windows.raw(w) for w in chosen]).astype(np.float64)
     return SplitOrigins(split, chosen, raws, [windows.timestamps(w) for w in chosen],
-                        [windows.series_name(w) for w in chosen], windows.lookback_window, pred_len)
+                        [windows.series_name(w) for w in chosen], windows.lookback_window, pred_len, lag)
 
 
 def choose(setup: Setup) -> Validation:
     """The validation split's scores: what ranks versions and searches, known before any test forecast."""
-    scores, steps = score(_forecast(setup, setup.val), setup.val)
-    return Validation(setup.val, scores, steps, scores[setup.settings.metric])
+    forecasts = _forecast(setup, setup.val)
+    scores, steps = score(forecasts, setup.val)
+    return Validation(setup.val, forecasts, scores, steps, scores[setup.settings.metric])
 
 
 def report(setup: Setup, validation: Validation) -> Evaluation:
@@ -122,13 +128,14 @@ def report(setup: Setup, validation: Validation) -> Evaluation:
     forecasts = _forecast(setup, test)
     scores, steps = score(forecasts, test)
     references = {k: v for k, v in forecasts.items() if k != MODEL}
-    comparisons = compare(e.metric, forecasts[MODEL], references, test.actual, test.last, seed=e.seed)
-    trades = trade(test, forecasts, e.backtest_k, e.backtest_cost_bps)
+    comparisons = compare(e.metric, forecasts[MODEL], references, test.actual, test.last, test.dates)
+    enough = B.periods(test.trades) >= B.MIN_PERIODS
+    trades = trade(test, forecasts, e.backtest_k, e.backtest_cost_bps) if enough else {}
     trading = {name: r.metrics() for name, r in trades.items()}
     metrics = {**prefixed(VAL, validation.scores), **prefixed(TEST, {**scores, **backtest_metrics(trading)}),
-               **differences(e.metric, comparisons)}
+               **differences(comparisons)}
     summary = summary_lines(e.metric, setup.val, validation.scores, test, scores, comparisons, setup.models.label)
-    summary.append(backtest_line(trading, e.backtest_k, e.backtest_cost_bps))
+    summary.append(backtest_line(trading, e.backtest_k, e.backtest_cost_bps) if enough else no_backtest_line(test))
     return Evaluation(setup.models.label, setup.windows, validation, test, forecasts, scores, steps, comparisons,
                       trades, metrics, summary)
 

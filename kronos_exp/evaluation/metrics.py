@@ -2,18 +2,18 @@
 
 Shapes: ``actual`` and ``point`` are closes [W, H] (W forecast windows, H horizon steps), ``last`` is
 the last observed close before each window's horizon [W], ``paths`` are sampled closes [W, S, H].
-Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations
-*across windows* at one horizon step (the Kronos paper's headline metrics); their overall value is
-the mean over steps. Undefined values (a correlation with a constant, a MAPE whose actuals are all 0,
+Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations of
+forecast and actual returns at one horizon step: on a panel across the series at each date,
+averaged over the dates (cross-sectional, as the Kronos paper reports them); on one series across
+its windows (a time-series correlation). Their overall value is the mean over steps. Undefined values (a correlation with a constant, a MAPE whose actuals are all 0,
 a direction accuracy where nothing moved) are NaN, never an error.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..metric_names import BAND
-from ..metric_names import (ACTUAL_FACTS, CORRELATION_METRICS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS,
-                            SCORE_METRICS)
+from ..metric_names import (ACTUAL_FACTS, BAND, CORRELATION_METRICS, COVERAGE, COVERAGE_ERROR, ERROR_METRICS,
+                            NOMINAL_COVERAGE, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS)
 
 def mae(point: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Mean absolute error per step [H]."""
@@ -103,16 +103,45 @@ def rank_ic(point: np.ndarray, actual: np.ndarray, last: np.ndarray) -> np.ndarr
     return _pearson(_ranks(point / ref - 1), _ranks(actual / ref - 1))
 
 
+MIN_CROSS_SECTION = 3  # a correlation across fewer series at a date is ±1 or undefined, never evidence
+
+
+def by_date(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+            dates: list[np.ndarray]) -> np.ndarray:
+    """[D, H] IC or RankIC across the series at each date (``dates``: each date's window indices), per
+    step; NaN at a date with fewer than MIN_CROSS_SECTION series. The Kronos paper's IC on a panel:
+    cross-sectional, then averaged over dates."""
+    fn = ic if name == "ic" else rank_ic
+    return np.array([fn(point[g], actual[g], last[g]) if len(g) >= MIN_CROSS_SECTION
+                     else np.full(point.shape[1], np.nan) for g in dates]).reshape(len(dates), point.shape[1])
+
+
+def _correlation_by_step(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
+                         dates: list[np.ndarray] | None) -> np.ndarray:
+    """[H] a correlation metric per step: across the series of each date, averaged over the dates, on
+    a panel (``dates``); across the windows of one series otherwise (a time-series correlation)."""
+    if dates is None:
+        return (ic if name == "ic" else rank_ic)(point, actual, last)
+    values = by_date(name, point, actual, last, dates)
+    counts = np.isfinite(values).sum(axis=0)
+    return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
+
+
 def crps(paths: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Continuous ranked probability score per step [H], from S sample paths [W, S, H], by the fair
     (unbiased) ensemble estimator (Ferro 2014): mean_i |x_i - y| - sum_{i != j} |x_i - x_j| / (2 S (S - 1)).
     Its expectation is the CRPS of the distribution the samples come from, whatever S, so values
     compare across ``sample_count`` (the plain 1/S^2 estimator is biased upward by E|X - X'| / 2S).
     One sample gives the MAE."""
+    return crps_cells(paths, actual).mean(axis=0)
+
+
+def crps_cells(paths: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The fair CRPS of each window and step [W, H] (``crps`` averages it over the windows)."""
     samples = paths.shape[1]
     spread = np.abs(paths - actual[:, None, :]).mean(axis=1)  # [W, H]
     pairwise = np.abs(paths[:, :, None, :] - paths[:, None, :, :]).sum(axis=(1, 2))  # [W, H], i == j adds 0
-    return (spread - pairwise / (2 * samples * max(samples - 1, 1))).mean(axis=0)
+    return spread - pairwise / (2 * samples * max(samples - 1, 1))
 
 
 def band(paths: np.ndarray, quantiles: tuple[float, float] = BAND) -> tuple[np.ndarray, np.ndarray]:
@@ -127,33 +156,37 @@ def coverage(paths: np.ndarray, actual: np.ndarray, quantiles: tuple[float, floa
     return ((actual >= lo) & (actual <= hi)).mean(axis=0)
 
 
-def by_step(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
-            paths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def by_step(point: np.ndarray, actual: np.ndarray, last: np.ndarray, paths: np.ndarray | None = None,
+            dates: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every metric per horizon step: name -> [H], with the facts about the actuals (``flat_share``,
-    ``close_mape_skipped``). CRPS and coverage only with more than one sample."""
+    ``close_mape_skipped``). CRPS and coverage only with more than one sample; IC and RankIC across
+    the series of each date on a panel (``dates``)."""
     out = {"close_mae": mae(point, actual), "close_rmse": rmse(point, actual), "close_mape": mape(point, actual),
            "close_mape_skipped": mape_skipped(actual), "direction_accuracy": direction_accuracy(point, actual, last),
-           "flat_share": flat_share(actual, last), "ic": ic(point, actual, last), "rank_ic": rank_ic(point, actual, last)}
+           "flat_share": flat_share(actual, last),
+           **{name: _correlation_by_step(name, point, actual, last, dates) for name in CORRELATION_METRICS}}
     if paths is not None and paths.shape[1] > 1:
         out["crps"] = crps(paths, actual)
-        out["coverage_10_90"] = coverage(paths, actual)
+        out[COVERAGE] = coverage(paths, actual)
+        out[COVERAGE_ERROR] = np.abs(out[COVERAGE] - NOMINAL_COVERAGE)
     return out
 
 
-def overall(point: np.ndarray, actual: np.ndarray, last: np.ndarray,
-            paths: np.ndarray | None = None) -> dict[str, float]:
+def overall(point: np.ndarray, actual: np.ndarray, last: np.ndarray, paths: np.ndarray | None = None,
+            dates: list[np.ndarray] | None = None) -> dict[str, float]:
     """Every metric over all windows and steps (``value`` of each), with the facts about the actuals.
     CRPS and coverage only with more than one sample."""
     sampled = SAMPLE_METRICS if paths is not None and paths.shape[1] > 1 else ()
-    return {name: value(name, point, actual, last, paths)
+    return {name: value(name, point, actual, last, paths, dates)
             for name in (*POINT_METRICS, *ACTUAL_FACTS, *sampled)}
 
 
 def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
-          paths: np.ndarray | None = None) -> float:
+          paths: np.ndarray | None = None, dates: list[np.ndarray] | None = None) -> float:
     """One metric over all windows and steps. RMSE, MAPE and direction accuracy pool all their cells
     (the steps may keep different numbers of them); ``close_mape_skipped`` is the total count; IC and
-    RankIC are the mean of the per-step correlations (NaN if every step is undefined)."""
+    RankIC are the mean of the per-step correlations (NaN if every step is undefined), each step's
+    across the series of each date on a panel (``dates``)."""
     if name == "close_rmse":
         return float(np.sqrt(((point - actual) ** 2).mean()))
     if name == "close_mape":
@@ -163,11 +196,13 @@ def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
     if name == "direction_accuracy":
         return float(direction_accuracy(point, actual, last, axis=None))
     if name in CORRELATION_METRICS:
-        steps = (ic if name == "ic" else rank_ic)(point, actual, last)
+        steps = _correlation_by_step(name, point, actual, last, dates)
         defined = steps[np.isfinite(steps)]
         return float(defined.mean()) if defined.size else float("nan")
+    if name == COVERAGE_ERROR:
+        return abs(value(COVERAGE, point, actual, last, paths) - NOMINAL_COVERAGE)
     means = {"close_mae": lambda: mae(point, actual), "flat_share": lambda: flat_share(actual, last),
-             "crps": lambda: crps(paths, actual), "coverage_10_90": lambda: coverage(paths, actual)}
+             "crps": lambda: crps(paths, actual), COVERAGE: lambda: coverage(paths, actual)}
     return float(means[name]().mean())
 
 

@@ -4,19 +4,21 @@ outcome of an evaluation as plain values (Validation, Evaluation) for whoever re
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ..data import FEATURES
-from ..metric_names import ACTUAL_FACTS, ERROR_METRICS, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS
+from ..metric_names import (ACTUAL_FACTS, ERROR_METRICS, MIN_DATES, POINT_METRICS, SAMPLE_METRICS, SCORE_METRICS,
+                            TOO_FEW)
 from ..schemas import EvalConfig
 from ..window import WindowSpec
 from . import backtest as B
 from . import metrics as M
-from .comparisons import Comparison, Forecasts
-from .intervals import METHOD
+from .comparisons import Comparison, Dates, Forecasts, compared_on
+from .verdicts import METHOD
 
 CLOSE = FEATURES.index("close")
 MODEL = "model"  # the evaluated (fine-tuned) predictor: its metrics carry no forecaster prefix
@@ -47,8 +49,9 @@ def reported_metrics(settings: EvalConfig, published: bool) -> list[str]:
             if forecaster not in BASELINES:  # excess over drift: not for drift itself
                 names += [f"eval_{split}_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
     for reference in forecasters(TEST, published)[1:]:
-        difference = f"eval_{TEST}_{settings.metric}_vs_{reference}"
-        names += [difference, f"{difference}_low", f"{difference}_high"]
+        on = settings.metric if reference == PRETRAINED else compared_on(settings.metric, Forecasts(np.empty(0)))
+        difference = f"eval_{TEST}_{on}_vs_{reference}"
+        names += [difference, f"{difference}_low", f"{difference}_high", f"{difference}_p"]
     return list(dict.fromkeys(names))
 
 
@@ -68,6 +71,12 @@ class SplitOrigins:
     names: list[str]
     lookback: int
     pred_len: int
+    lag: int = 0  # horizon steps neighbouring origins of one series share (evaluation.origins)
+
+    @property
+    def dates(self) -> Dates:
+        """Each origin's date (its last observed bar) and the lag, as the verdicts test them."""
+        return Dates(self.trades.start, self.lag)
 
     @property
     def actual(self) -> np.ndarray:
@@ -107,22 +116,28 @@ def backtest_metrics(trading: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def backtest_line(trading: dict[str, dict[str, float]], k: int, cost_bps: float) -> str:
-    sharpes = []
-    for name, m in trading.items():
-        sharpes.append(f"{name} {m['sharpe']:.2f} [{m['sharpe_low']:.2f}, {m['sharpe_high']:.2f}]")
-    return f"backtest (k={k}, {cost_bps:g} bp per turnover), annualised Sharpe: " + ", ".join(sharpes)
+    periods = int(next(iter(trading.values()))["periods"])
+    sharpes = [f"{name} {m['sharpe']:.2f} (se {m['sharpe_se']:.2f})" for name, m in trading.items()]
+    return (f"backtest (k={k}, {cost_bps:g} bp per turnover, {periods} periods), annualised Sharpe with its "
+            "standard error (Lo 2002): " + ", ".join(sharpes))
+
+
+def no_backtest_line(test: SplitOrigins) -> str:
+    return (f"backtest: not run: the test origins give {B.periods(test.trades)} periods that do not overlap, "
+            f"fewer than {B.MIN_PERIODS} (more test rows, a larger eval.windows or a shorter eval.pred_len give more)")
 
 
 def prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split}_{k}": v for k, v in metrics.items()}
 
 
-def differences(metric: str, comparisons: list[Comparison]) -> dict[str, float]:
-    """``test_<metric>_vs_<reference>`` with its interval's ends as ``_low`` / ``_high``."""
+def differences(comparisons: list[Comparison]) -> dict[str, float]:
+    """``test_<metric>_vs_<reference>``: the mean per-date difference, its interval's ends as ``_low`` /
+    ``_high`` and the test's p-value as ``_p`` (NaN where there is no test)."""
     out = {}
     for c in comparisons:
-        name = f"{TEST}_{metric}_vs_{c.reference}"
-        out.update({name: c.difference.estimate, f"{name}_low": c.difference.low, f"{name}_high": c.difference.high})
+        name, d = f"{TEST}_{c.metric}_vs_{c.reference}", c.difference
+        out.update({name: d.estimate, f"{name}_low": d.low, f"{name}_high": d.high, f"{name}_p": d.p_value})
     return out
 
 
@@ -130,17 +145,22 @@ def summary_lines(metric: str, val: SplitOrigins, chooser: dict, test: SplitOrig
              label: str) -> list[str]:
     """The eval's lines in the run's closing summary: what chose, what it reports, and the verdicts."""
     def with_baselines(scores: dict) -> str:
-        return (f"{metric} {scores[metric]:.5g} (last value {scores[metric_name('last_value', metric)]:.5g}, "
-                f"drift {scores[metric_name('drift', metric)]:.5g})")
+        baselines = [f"{b.replace('_', ' ')} {scores[metric_name(b, metric)]:.5g}" for b in BASELINES
+                     if metric_name(b, metric) in scores]  # a point forecaster has no CRPS or band
+        return f"{metric} {scores[metric]:.5g}" + (f" ({', '.join(baselines)})" if baselines else "")
 
     lines = [f"chooses on val  ({len(val.chosen)} origins): {with_baselines(chooser)}",
-             f"reports on test ({len(test.chosen)} origins): {with_baselines(report)}"]
+             f"reports on test ({len(test.chosen)} origins on {len(np.unique(test.dates.of_origin))} dates): "
+             f"{with_baselines(report)}"]
     for c in comparisons:
         d = c.difference
-        lines.append(f"  vs {c.reference:<11} {metric} difference {d.estimate:+.4g}, 95% interval "
-                     f"[{d.low:+.4g}, {d.high:+.4g}]: {c.verdict}")
-    lines.append(f"model {label}; intervals: {METHOD} (block {comparisons[0].difference.block})"
-                 if comparisons else f"model {label}")
+        if math.isnan(d.low):
+            lines.append(f"  vs {c.reference:<11} {c.metric} difference {d.estimate:+.4g}: {c.verdict}"
+                         + (f" ({d.dates} dates, at least {MIN_DATES} needed)" if c.verdict == TOO_FEW else ""))
+            continue
+        lines.append(f"  vs {c.reference:<11} {c.metric} difference {d.estimate:+.4g}, 95% interval "
+                     f"[{d.low:+.4g}, {d.high:+.4g}], p {d.p_value:.3f}: {c.verdict}")
+    lines.append(f"model {label}; verdicts: {METHOD} (lag {test.lag})" if comparisons else f"model {label}")
     return lines
 
 
@@ -148,11 +168,12 @@ def score(forecasts: dict[str, Forecasts], o: SplitOrigins) -> tuple[dict[str, f
     """Every forecaster's metrics over all steps and by step, error skills against the last value and
     score excesses against drift; the facts about the actuals once, unprefixed."""
     overall, steps = {}, {}
+    sections = o.dates.cross_sections
     for name, f in forecasts.items():
-        for metric, value in M.overall(f.point, o.actual, o.last, f.paths).items():
+        for metric, value in M.overall(f.point, o.actual, o.last, f.paths, sections).items():
             if name == MODEL or metric not in ACTUAL_FACTS:
                 overall[metric_name(name, metric)] = value
-        for metric, values in M.by_step(f.point, o.actual, o.last, f.paths).items():
+        for metric, values in M.by_step(f.point, o.actual, o.last, f.paths, sections).items():
             if name == MODEL or metric not in ACTUAL_FACTS:
                 steps[metric_name(name, metric)] = values
     last_value, drift = ({m: overall[metric_name(b, m)] for m in POINT_METRICS} for b in BASELINES)
@@ -174,17 +195,22 @@ def fan_chart_windows(o: SplitOrigins, limit: int) -> list[int]:
     return [positions[len(positions) // 2] for positions in list(by_series.values())[:limit]]
 
 
-def forecasts_table(o: SplitOrigins, forecasts: dict[str, Forecasts]) -> pd.DataFrame:
-    """One row per origin, step and forecaster (point, and the band when sampled): forecasts.csv."""
+def forecasts_table(splits: list[tuple[SplitOrigins, dict[str, Forecasts]]]) -> pd.DataFrame:
+    """One row per split, origin, step and forecaster: the origin's date and last close, the actual,
+    the point forecast and, when sampled, the band (forecasts.csv; the sample paths themselves go
+    beside it, so every metric recomputes from the two)."""
     rows = []
-    for k in range(len(o.chosen)):
-        for h, ts in enumerate(o.y_timestamps[k]):
-            for name, f in forecasts.items():
-                row = {"origin": k, "series": o.names[k], "step": h + 1, "timestamp": str(ts),
-                       "forecaster": name, "actual_close": o.actual[k, h], "close": f.point[k, h]}
-                if f.paths is not None and f.paths.shape[1] > 1:
-                    row["close_q10"], row["close_q90"] = np.quantile(f.paths[k, :, h], M.BAND)
-                rows.append(row)
+    for o, forecasts in splits:
+        origin_dates = o.dates.of_origin
+        for k in range(len(o.chosen)):
+            for h, ts in enumerate(o.y_timestamps[k]):
+                for name, f in forecasts.items():
+                    row = {"split": o.split, "origin": k, "series": o.names[k], "origin_date": str(origin_dates[k]),
+                           "last_close": o.last[k], "step": h + 1, "timestamp": str(ts), "forecaster": name,
+                           "actual_close": o.actual[k, h], "close": f.point[k, h]}
+                    if f.sampled:
+                        row["close_q10"], row["close_q90"] = np.quantile(f.paths[k, :, h], M.BAND)
+                    rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -193,6 +219,7 @@ class Validation:
     """What chooses: the validation split's origins and every forecaster's scores, overall and by
     step; ``headline`` is ``eval.metric``'s (what ranks versions and is the default objective)."""
     origins: SplitOrigins
+    forecasts: dict[str, Forecasts]
     scores: dict[str, float]
     steps: dict[str, np.ndarray]
     headline: float
@@ -224,6 +251,17 @@ class Evaluation:
         return {VAL: self.validation.steps, TEST: self.steps}
 
     @property
+    def table(self) -> pd.DataFrame:
+        """forecasts.csv: both splits' forecasts (forecasts_table)."""
+        return forecasts_table([(self.validation.origins, self.validation.forecasts), (self.test, self.forecasts)])
+
+    @property
+    def paths(self) -> dict[str, np.ndarray]:
+        """``<split>_<forecaster>``: the sampled close paths [W, S, H] of each sampling forecaster."""
+        both = [(VAL, self.validation.forecasts), (TEST, self.forecasts)]
+        return {f"{split}_{name}": f.paths for split, forecasts in both for name, f in forecasts.items() if f.sampled}
+
+    @property
     def verdicts(self) -> dict[str, str]:
         """``verdict_vs_<reference>``: better, worse or no significant difference."""
         return {f"verdict_vs_{c.reference}": c.verdict for c in self.comparisons}
@@ -232,5 +270,7 @@ class Evaluation:
     def tags(self) -> dict[str, str]:
         """What was evaluated, on how many origins, with which intervals and windows."""
         windows = {f"eval_window{'' if name == MODEL else f'_{name}'}": describe(w) for name, w in self.windows.items()}
+        ic = ("cross-sectional: across the series at each date, averaged over dates"
+              if self.test.dates.cross_sections is not None else "time-series: across the origins of one series")
         return {"evaluated": self.label, "eval_origins": f"val {len(self.validation.origins.chosen)}, test "
-                f"{len(self.test.chosen)}", "eval_intervals": METHOD, **windows}
+                f"{len(self.test.chosen)}", "eval_verdicts": METHOD, "eval_ic": ic, **windows}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping
 
 import mlflow
@@ -28,6 +30,7 @@ from .registry import RegisteredCheckpoint, Registry
 log = logging.getLogger(__name__)
 
 FORECASTS_ARTIFACT = "forecasts.csv"
+SAMPLE_PATHS_ARTIFACT = "sample_paths.npz"  # <split>_<forecaster>: sampled closes [origins, samples, steps]
 
 
 class EvalRecord:
@@ -58,9 +61,10 @@ class EvalRecord:
                      best_version, metric, best_score)
 
     def log(self, metrics: dict[str, float], steps: dict[str, dict[str, np.ndarray]], tags: dict[str, str],
-            forecasts: pd.DataFrame, figures: dict[str, Any]) -> None:
+            forecasts: pd.DataFrame, figures: dict[str, Any], paths: dict[str, np.ndarray]) -> None:
         """On the active run: the metrics (finite ones), each split's metrics by horizon step
-        (``<split>_<name>_by_step`` at steps 1..pred_len), the tags, forecasts.csv and the figures."""
+        (``<split>_<name>_by_step`` at steps 1..pred_len), the tags, forecasts.csv, the sample paths
+        (sample_paths.npz, compressed numpy arrays: read with ``numpy.load``) and the figures."""
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
         for split, by_step in steps.items():
             for h in range(self.pred_len):
@@ -68,6 +72,10 @@ class EvalRecord:
                                     if math.isfinite(v[h])}, step=h + 1)
         mlflow.set_tags(tags)
         mlflow.log_text(forecasts.to_csv(index=False), FORECASTS_ARTIFACT)
+        if paths:
+            with tempfile.TemporaryDirectory() as folder:
+                np.savez_compressed(Path(folder, SAMPLE_PATHS_ARTIFACT), **paths)
+                mlflow.log_artifact(str(Path(folder, SAMPLE_PATHS_ARTIFACT)))
         for name, fig in figures.items():
             log_figure(fig, name)
 

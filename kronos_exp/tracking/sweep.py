@@ -21,6 +21,7 @@ from typing import Any
 from mlflow.entities import RunStatus
 
 from ..errors import error_line
+from ..metric_names import MIN_DATES, SHORT_VERDICTS
 from ..schemas import MlflowConfig
 from .runs import PARENT_RUN_ENV, Tracker
 from .stale import process_tags
@@ -101,7 +102,6 @@ def record_job_tag(settings: MlflowConfig, job_num: int, key: str, value: str) -
 # the validation error that chose, the test error it reports, and the test verdicts against each reference.
 EVAL_COLUMNS = {"eval_val_close_mae": "val_close_mae", "eval_test_close_mae": "test_close_mae"}
 VERDICT_COLUMNS = {f"eval_verdict_vs_{ref}": f"test_vs_{ref}" for ref in ("last_value", "drift", "pretrained")}
-SHORT_VERDICTS = {"no significant difference": "n.s."}
 
 
 def _given(row: dict[str, Any]) -> dict[str, str]:
@@ -157,7 +157,8 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
         table.insert(0, f"every job: {' '.join(constant)}")
     if any(k in VERDICT_COLUMNS for k in extra):
         table.append("test_vs_*: the test verdict on eval.metric against that forecaster (better / worse / n.s. = "
-                     "no significant difference: its 95% interval contains 0); the order is the objective's alone")
+                     f"no significant difference at 5%, Diebold-Mariano; too few = under {MIN_DATES} origin dates); "
+                     "the order is the objective's alone")
     return "\n".join(table)
 
 

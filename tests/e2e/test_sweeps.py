@@ -408,6 +408,39 @@ def test_optuna_maximises_a_higher_is_better_objective(cli, tmp_path):
     assert [r["objective"] for r in rows] == pytest.approx(sorted(ics, reverse=True))
 
 
+def test_optuna_minimises_the_bands_distance_from_calibrated(cli):
+    """objective=eval_val_coverage_error (|coverage - 0.8|): minimised, so the study prefers the band
+    nearer 80%, not the narrower one (raw coverage has no direction and is refused)."""
+    import optuna
+
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "phases=all",
+                  "objective=eval_val_coverage_error", "eval.windows=8", "eval.sample_count=4", "eval.pred_len=8",
+                  multirun=False)
+    assert "Directions: ['minimize']" in _output(proc)
+    study = optuna.load_study(study_name="kronos_exp", storage=f"sqlite:///{cli.root / 'optuna.db'}")
+    _, jobs, _ = _parts(cli)
+    errors = [j.data.metrics["eval_val_coverage_error"] for j in jobs]
+    assert errors == pytest.approx([abs(j.data.metrics["eval_val_coverage_10_90"] - 0.8) for j in jobs])
+    assert study.best_value == pytest.approx(min(errors))
+
+
+@pytest.mark.parametrize("objective, says", [
+    ("eval_val_coverage_10_90", "use objective=eval_val_coverage_error, its distance from 80%, which is minimised"),
+    ("eval_test_close_mae", "use the validation split's objective=eval_val_close_mae")])
+def test_a_search_on_an_objective_it_cannot_use_is_refused_once_before_any_trial(cli, objective, says):
+    import optuna
+
+    proc = _sweep(cli, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "phases=all", f"objective={objective}",
+                  multirun=False, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and says in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    # At most the sweep's own run, ended; no job ran, no trial was stored.
+    assert all((r.data.tags.get("kind"), r.info.status) == ("sweep", "FAILED") for r in cli.runs())
+    storage = cli.root / "optuna.db"
+    assert not storage.exists() or not optuna.get_all_study_summaries(f"sqlite:///{storage}")
+
+
 # -- a failing job ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=parallel"]], ids=["basic", "parallel"])
