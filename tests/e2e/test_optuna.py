@@ -169,3 +169,27 @@ def test_direction_from_the_metrics_and_a_pareto_front_of_two_objectives(store):
     sweep_dirs = sorted((store.root / "outputs" / "multirun").glob("*/*"), key=lambda p: p.stat().st_mtime)
     results = yaml.safe_load((sweep_dirs[-1] / "optimization_results.yaml").read_text())
     assert {s["trial"] for s in results["pareto_front"]} == front
+
+
+BROKEN_PHASE = '''
+from kronos_exp.phases import PredictorPhase
+
+
+class BrokenPhase(PredictorPhase):
+    """A predictor phase with a bug: its loss raises what no user setting causes."""
+
+    def loss(self, model, batch):
+        raise RuntimeError("planted bug in BrokenPhase.loss")
+'''
+
+
+def test_a_trial_that_crashes_prints_its_traceback(store):
+    """The sweep's closing line says a failed job's error is printed above: it is, traceback and all."""
+    (store.root / "broken_phase.py").write_text(BROKEN_PHASE)
+    proc = store.run(*_search("crashed", "hydra.sweeper.n_trials=1", "phases.predictor._target_=broken_phase.BrokenPhase"),
+                     fast=False, check=False)
+    output = proc.stdout + proc.stderr
+    assert "trial 0 failed:" in output, output[-3000:]
+    assert "RuntimeError: planted bug in BrokenPhase.loss" in output
+    assert 'broken_phase.py", line' in output  # where it was raised
+    assert _states(_study(store, "crashed")) == ["FAIL"]
