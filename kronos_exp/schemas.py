@@ -137,7 +137,7 @@ class EvalConfig:
     predictor: Optional[str] = None
     # null = the tokenizer packaged with the predictor version, else this run's / the registered one.
     tokenizer: Optional[str] = None
-    windows: int = 32  # forecast origins per split (validation and test), at most
+    windows: int = 32  # forecast origins per split (validation and test), at most: windows // series dates
     overlap: bool = False  # false: one series' origins a horizon apart (independent errors); true: evenly spaced
     pred_len: Optional[int] = None  # forecast steps; null = data.predict_window (the most a test window holds)
     sample_count: int = 8  # sampled paths per window; > 1 adds CRPS and the 10-90% band
