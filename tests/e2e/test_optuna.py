@@ -186,8 +186,8 @@ class BrokenPhase(PredictorPhase):
 def test_a_trial_that_crashes_prints_its_traceback(store):
     """The sweep's closing line says a failed job's error is printed above: it is, traceback and all."""
     (store.root / "broken_phase.py").write_text(BROKEN_PHASE)
-    proc = store.run(*_search("crashed", "hydra.sweeper.n_trials=1", "phases.predictor._target_=broken_phase.BrokenPhase"),
-                     fast=False, check=False)
+    proc = store.run(*_search("crashed", "hydra.sweeper.n_trials=1", "skip_existing=false",
+                              "phases.predictor._target_=broken_phase.BrokenPhase"), fast=False, check=False)
     output = proc.stdout + proc.stderr
     assert "trial 0 failed:" in output, output[-3000:]
     assert "RuntimeError: planted bug in BrokenPhase.loss" in output
