@@ -1,15 +1,19 @@
 """Which files a data config names, and what each series read from them is called.
 
 `data.paths` (a list; entries may be globs) when non-empty, else `data.path` (a file, a glob or a
-directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled sample. Series names: the file stem (the path
+directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled sample.
+A name that exists is that file, even ``p[1].csv``; it is a glob only when nothing has that name.
+Every file read must be a regular file: a FIFO or a dangling symlink is an error naming it. Series names: the file stem (the path
 relative to the files' common folder when two stems clash); with a symbol column, the symbol
 when one file is read and `stem:symbol` when several are.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,17 +41,36 @@ def resolve_paths(settings: Any) -> list[Path]:
     for pattern in patterns:
         expanded = os.path.expanduser(str(pattern))
         if os.path.isdir(expanded):
-            matches = [m for suffix in DATA_SUFFIXES for m in glob.glob(os.path.join(expanded, "*" + suffix))]
-        elif glob.has_magic(expanded):
-            matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+            matches = [m for suffix in DATA_SUFFIXES for m in glob.glob(os.path.join(glob.escape(expanded), "*" + suffix))]
+        elif os.path.lexists(expanded) or not glob.has_magic(expanded):  # a name is that file, even p[1].csv
+            matches = [expanded] if os.path.lexists(expanded) else []
         else:
-            matches = [expanded] if os.path.isfile(expanded) else []
+            matches = [m for m in glob.glob(expanded, recursive=True) if not os.path.isdir(m)]
         if not matches:
             where = f" (relative to {os.getcwd()})" if not os.path.isabs(expanded) else ""
             raise DataError(f"no data file matches {str(pattern)!r}{where}; set data.path to a file (CSV, Parquet, "
                             "Feather/Arrow), a glob or a directory")
+        for m in matches:
+            _check_regular(m)
         found.update(Path(m).resolve() for m in matches)
     return sorted(found)
+
+
+def _check_regular(path: str) -> None:
+    """A data file must be a regular file (or a symlink to one): a FIFO would block the read
+    forever, and a symlink to nothing is a mistake to say, not a file to skip."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if os.path.islink(path):
+            reason = "a symlink that loops" if err.errno == errno.ELOOP else "a symlink to nothing"
+            raise DataError(f"data file {path} is {reason} ({os.readlink(path)}); fix or remove it") from None
+        raise DataError(f"cannot read data file {path} ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "not a file")
+        raise DataError(f"data file {path} is not a regular file ({kind}); data.path must name CSV, Parquet or "
+                        "Feather/Arrow files, or a folder of them")
 
 
 def series_stems(paths: list[Path]) -> list[str]:
