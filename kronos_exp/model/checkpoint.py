@@ -131,12 +131,7 @@ class PretrainedMixin:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json + model.safetensors; the folder appears complete or not at all."""
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a checkpoint folder is not
-        previous = None  # an existing checkpoint, moved aside (not deleted) until the new one is in place
+        staging = staging_folder(target)
         try:
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
             try:
@@ -147,16 +142,44 @@ class PretrainedMixin:
                 code = re.search(r"os error (\d+)", str(err))
                 number = int(code.group(1)) if code else errno.EIO
                 raise OSError(number, os.strerror(number), str(target / WEIGHTS_NAME)) from None
+            (staging / WEIGHTS_NAME).chmod(0o666 & ~_umask())  # safetensors writes 0600; config.json is not
             (staging / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
-            if target.exists():
-                previous = staging.with_name(staging.name + ".previous")
-                os.replace(target, previous)
-            os.replace(staging, target)
         except BaseException:
-            if previous is not None and previous.exists() and not target.exists():
-                os.replace(previous, target)
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
+        move_into_place(staging, target)
         return target
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def staging_folder(target: Path) -> Path:
+    """A new folder beside ``target`` to build its next contents in, with the mode a folder made
+    there would have (mkdtemp makes it private; a checkpoint folder is not)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())
+    return staging
+
+
+def move_into_place(staging: Path, target: Path) -> None:
+    """Put the complete folder ``staging`` at ``target``: an existing ``target`` is moved aside (not
+    deleted) until the new one is in place, so a reader or a crash sees the old folder or the new,
+    never a mix; on failure the old one is put back and ``staging`` removed."""
+    previous = None
+    try:
+        if target.exists():
+            previous = staging.with_name(staging.name + ".previous")
+            os.replace(target, previous)
+        os.replace(staging, target)
+    except BaseException:
+        if previous is not None and previous.exists() and not target.exists():
+            os.replace(previous, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -113,6 +113,13 @@ elif step == "create_model_version":
     MlflowClient.create_model_version = then_kill(MlflowClient.create_model_version, lambda *a, **k: True)
 elif step == "registered_version":  # so before the state file is deleted: nothing happens between
     mlflow.set_tag = then_kill(mlflow.set_tag, lambda key, value, **k: key == "registered_version")
+elif step == "packaging":  # the first move after which the predictor folder holds an MLmodel
+    import os, shutil
+    from pathlib import Path
+    def packaged(*args, **kwargs):
+        return any(Path(a).name == "MLmodel" or (Path(a) / "MLmodel").is_file() for a in args[1:2])
+    shutil.move = then_kill(shutil.move, packaged)
+    os.replace = then_kill(os.replace, packaged)
 sys.argv[0] = "kronos_exp"
 main()
 """
@@ -165,3 +172,21 @@ def test_a_pickle_planted_as_the_state_runs_nothing_and_is_never_offered_again(m
              and r.info.start_time > old.info.start_time]
     assert new.info.status == "FINISHED" and "resumed_from" not in new.data.tags
     assert not Path(new.data.tags["last_state"]).is_relative_to(state.parent.parent)  # its own run folder
+
+
+def test_a_kill_while_the_predictor_is_packaged_resumes_to_the_same_weights(cli, tmp_path):
+    """Packaging the best checkpoint as an MLflow model used to move its files in one by one: a kill
+    between two left a half package, and every rerun failed with 'packaging would overwrite it'."""
+    reference = type(cli)(tmp_path / "reference")
+    reference.root.mkdir()
+    run(reference)
+    command = cli.command(*TINY, fast=False)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_AT, "packaging", *command[3:]], cwd=cli.root,
+                          env=one_thread(cli), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    rerun = run(cli)
+    assert "predictor: resuming run" in rerun.stdout + rerun.stderr
+    assert registered_weights(cli, "kronos-predictor") == registered_weights(reference, "kronos-predictor")
+    [version] = cli.versions("kronos-predictor")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path / "v")))
+    assert {"MLmodel", "model.safetensors", "config.json", "window.json", "artifacts"} <= {p.name for p in local.iterdir()}

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import sys
 import types
 from pathlib import Path
@@ -391,3 +392,17 @@ def test_overwriting_a_checkpoint_replaces_it_cleanly(make_predictor, tmp_path):
     assert list((tmp_path / "ckpts").iterdir()) == [target]
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
     assert_same_state(Kronos.from_pretrained(target), new)
+
+
+def test_the_weights_are_as_readable_as_their_config(make_predictor, tmp_path):
+    """safetensors writes its file 0600: a team sharing a checkpoint folder could read config.json but
+    not the weights. Both get the mode any new file gets under the umask."""
+    target = make_predictor().save_pretrained(tmp_path / "best")
+    modes = {name: stat.S_IMODE((target / name).stat().st_mode) for name in ("config.json", "model.safetensors")}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~_umask(), modes
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
