@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 _BLOCK = 1 << 24
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            digest.update(block)
+        return stream_sha256(fh)
+
+
+def stream_sha256(fh: BinaryIO) -> str:
+    """The sha256 of the rest of an open file: of the very file a caller checked once it was open."""
+    digest = hashlib.sha256()
+    while block := fh.read(_BLOCK):
+        digest.update(block)
     return digest.hexdigest()

@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from kronos_exp.data import DataConfig, build_datasets, load_series
+from kronos_exp.data import cache as cache_module
 from kronos_exp.data.cache import AFTER_LOADING, cache_key, cached_series, reading_settings
+from kronos_exp.data.digest import file_sha256
 
 HIT = "data: read from the cache"
 
@@ -71,16 +73,16 @@ def test_second_load_reads_the_cache_memory_mapped(data, caplog):
 
 def test_every_setting_but_the_windowing_ones_is_in_the_key(data):
     c, _ = data
-    stats = [{"path": c.path, "size": 1, "mtime_ns": 2}]
-    key = cache_key(stats, c)
+    paths = [Path(c.path)]
+    key = cache_key(paths, c)
     for name in reading_settings(c):  # whatever fields DataConfig grows, they miss unless listed
-        assert cache_key(stats, dataclasses.replace(c, **{name: "changed"})) != key, name
+        assert cache_key(paths, dataclasses.replace(c, **{name: "changed"})) != key, name
     for name in set(AFTER_LOADING) - {"path", "paths"}:
-        assert cache_key(stats, dataclasses.replace(c, **{name: 7})) == key, name
+        assert cache_key(paths, dataclasses.replace(c, **{name: 7})) == key, name
     assert set(reading_settings(c)) >= {"symbol_column", "timestamp_column", "timestamp_format", "dayfirst",
                                          "column_map", "nan_policy", "repair", "clip"}
-    assert cache_key([{**stats[0], "mtime_ns": 3}], c) != key
-    assert cache_key([{**stats[0], "size": 2}], c) != key
+    assert cache_key([Path(c.path + ".other")], c) != key
+    assert cache_key(paths * 2, c) != key
 
 
 @pytest.mark.parametrize("change, hits", [
@@ -118,7 +120,7 @@ def test_a_changed_file_misses(data, frame, caplog):
     after = cached_series(c, cache)
     assert HIT not in caplog.text
     assert len(after[0]) == 310 and after[0].source_sha256 != before[0].source_sha256
-    assert len(_entries(cache)) == 2
+    assert len(_entries(cache)) == 1  # the entry of the old bytes is replaced, not kept beside the new one
 
 
 def test_a_file_changed_within_its_mtime_is_hashed_again(data, caplog):
@@ -133,11 +135,91 @@ def test_a_file_changed_within_its_mtime_is_hashed_again(data, caplog):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
     caplog.set_level(logging.INFO, logger="kronos_exp")
     after = cached_series(c, cache)
-    assert HIT not in caplog.text and "changed without a new mtime" in caplog.text
+    assert HIT not in caplog.text and "holds other bytes than the ones cached" in caplog.text
     assert [s.name for s in after] == ["AAB", "BBB"]
     caplog.clear()
     assert [s.name for s in cached_series(c, cache)] == ["AAB", "BBB"]  # the new content, now cached
     assert HIT in caplog.text
+
+
+@pytest.fixture
+def trusted_stat(monkeypatch):
+    """No file counts as racy: what a change is seen by is the stat alone, as for a file read long
+    after it was written."""
+    monkeypatch.setattr(cache_module, "RACY_NS", 0)
+
+
+def test_an_edit_in_place_with_size_and_mtime_kept_is_read_again(data, caplog, trusted_stat):
+    """``touch -r``: an edit that keeps the size and puts the mtime back still moves the ctime."""
+    c, cache = data
+    path = Path(c.path)
+    cached_series(c, cache)
+    st = path.stat()
+    path.write_text(path.read_text().replace("AAA", "AAB"))  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    caplog.set_level(logging.INFO, logger="kronos_exp")
+    after = cached_series(c, cache)
+    assert HIT not in caplog.text and "holds other bytes than the ones cached" in caplog.text
+    assert [s.name for s in after] == ["AAB", "BBB"]
+    assert {s.source_sha256 for s in after} == {file_sha256(path)}  # the fingerprint names the new bytes
+    assert build_datasets(c, cache_dir=cache).file_digests == [file_sha256(path)]
+    caplog.clear()
+    _assert_same(cached_series(c, cache), after)
+    assert HIT in caplog.text and len(_entries(cache)) == 1
+
+
+def test_the_same_bytes_with_a_new_stat_hit_and_renew_the_record(data, caplog, trusted_stat):
+    """A file touched, or copied over itself (a new inode), is hashed again: its bytes are the ones
+    cached, so the entry serves, and records the new stat so that the next hit need not hash it."""
+    c, cache = data
+    path = Path(c.path)
+    want = cached_series(c, cache)
+    (entry,) = _entries(cache)
+    copy = path.with_name("copy.tmp")
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)
+    caplog.set_level(logging.INFO, logger="kronos_exp")
+    _assert_same(cached_series(c, cache), want)
+    assert HIT in caplog.text and _entries(cache) == [entry]
+    (record,) = json.loads((entry / "manifest.json").read_text())["files"]
+    st = path.stat()
+    assert (record["ino"], record["ctime_ns"], record["mtime_ns"], record["racy"]) == (
+        st.st_ino, st.st_ctime_ns, st.st_mtime_ns, False)
+    assert sorted(p.name for p in entry.iterdir()) == ["manifest.json", "timestamps.npy", "values.npy"]
+
+
+def _swap_high_low(values: np.ndarray) -> None:
+    values[11, 1], values[11, 2] = values[11, 2], values[11, 1]
+
+
+def test_inconsistent_bars_are_refused_where_the_reader_refused_them(data, caplog):
+    c, cache = data
+    c = dataclasses.replace(c, nan_policy="drop")  # every bar kept was checked (none forward-filled)
+    want = cached_series(c, cache)
+    (entry,) = _entries(cache)
+    _edit_values(entry, _swap_high_low)
+    caplog.set_level(logging.INFO, logger="kronos_exp")
+    _assert_same(cached_series(c, cache), want)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"the cache {entry} is damaged" in warnings[0]
+    assert "high" in warnings[0] and "below low" in warnings[0]
+
+
+@pytest.mark.parametrize("rows, nan_policy", [
+    # a high forward-filled from a bar below the next one: high < low, as the reader returns it
+    (["2024-01-01 00:00,90,95,89,90,1", "2024-01-01 00:05,99,,99,99,1"], "ffill"),
+    # a close above the high by float rounding (within the reader's tolerance), beyond it in float32
+    (["2024-01-01 00:00,8.03,8.03,7.9,8.030008029,1"], "drop"),
+])
+def test_an_entry_of_what_the_reader_accepts_passes_the_checks(tmp_path, caplog, rows, nan_policy):
+    path = tmp_path / "bars.csv"
+    path.write_text("\n".join(["timestamps,open,high,low,close,volume", *rows, "2024-01-01 00:10,100,101,99,100,1"]))
+    _age(path)
+    c = DataConfig(path=str(path), nan_policy=nan_policy)
+    want = cached_series(c, tmp_path / "cache")
+    caplog.set_level(logging.INFO, logger="kronos_exp")
+    _assert_same(cached_series(c, tmp_path / "cache"), want)
+    assert HIT in caplog.text and "damaged" not in caplog.text
 
 
 def _truncate(entry: Path) -> None:
@@ -164,7 +246,83 @@ def _no_array(entry: Path) -> None:
     (entry / "timestamps.npy").unlink()
 
 
-@pytest.mark.parametrize("damage", [_truncate, _bad_json, _other_key, _fewer_rows, _no_array])
+def _edit_values(entry: Path, change, record: bool = True) -> None:
+    """values.npy edited by ``change`` (same shape and type); ``record``: its new sha256 written in
+    the manifest too, as anyone who can write the cache can, so that only the data checks remain."""
+    path = entry / "values.npy"
+    values = np.load(path)
+    change(values)
+    np.save(path, values)
+    if record:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        manifest["arrays"]["values"]["sha256"] = file_sha256(path)
+        (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _poisoned_values(entry: Path) -> None:
+    _edit_values(entry, lambda v: v.__imul__(2), record=False)  # still valid data, not what was read
+
+
+def _nan_price(entry: Path) -> None:
+    _edit_values(entry, lambda v: v.__setitem__((5, 3), np.nan))
+
+
+def _negative_price(entry: Path) -> None:
+    _edit_values(entry, lambda v: v.__setitem__((7, 3), -v[7, 3]))
+
+
+def _negative_volume(entry: Path) -> None:
+    _edit_values(entry, lambda v: v.__setitem__((9, 4), -1.0))
+
+
+def _forged_source_digest(entry: Path) -> None:
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["series"][0]["source_sha256"] = "0" * 64
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _linked_array(entry: Path) -> None:
+    """values.npy a link to the same bytes outside the entry: a link is followed to anything."""
+    outside = entry.parent.parent / "elsewhere.npy"
+    os.replace(entry / "values.npy", outside)
+    os.symlink(outside, entry / "values.npy")
+
+
+def _array_from_dev_zero(entry: Path) -> None:
+    (entry / "values.npy").unlink()
+    os.symlink("/dev/zero", entry / "values.npy")
+
+
+def _manifest_from_dev_zero(entry: Path) -> None:
+    """Read to its end, /dev/zero never ends (the cache before this fix read it until memory ran out)."""
+    (entry / "manifest.json").unlink()
+    os.symlink("/dev/zero", entry / "manifest.json")
+
+
+def _fifo_array(entry: Path) -> None:
+    """Opened for reading, a FIFO waits for a writer that never comes (it hung the load forever)."""
+    (entry / "values.npy").unlink()
+    os.mkfifo(entry / "values.npy")
+
+
+def _fifo_manifest(entry: Path) -> None:
+    (entry / "manifest.json").unlink()
+    os.mkfifo(entry / "manifest.json")
+
+
+def _array_outside(entry: Path) -> None:
+    """A manifest naming an array by a path out of the entry."""
+    os.replace(entry / "values.npy", entry.parent.parent / "values.npy")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["arrays"] = {"../../values" if k == "values" else k: v for k, v in manifest["arrays"].items()}
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.timeout(60)  # a FIFO hung the load: fail, not stall the suite
+@pytest.mark.parametrize("damage", [
+    _truncate, _bad_json, _other_key, _fewer_rows, _no_array, _poisoned_values, _nan_price, _negative_price,
+    _negative_volume, _forged_source_digest, _linked_array, _array_from_dev_zero, _manifest_from_dev_zero,
+    _fifo_array, _fifo_manifest, _array_outside])
 def test_a_damaged_entry_is_rebuilt_with_a_warning(data, caplog, damage):
     c, cache = data
     want = cached_series(c, cache)
