@@ -162,6 +162,11 @@ class ServingConfig:
     max_sample_count: int = 32
     max_history_rows: int = 2048
     timeout_s: float = 30.0  # a request still generating after this long is stopped (HTTP 504)
+    # A request body past this many MB (10^6 bytes) is refused (413) before it is read, where the
+    # server runs forecasting.body_limit; null = 1 KB per max_history_rows row (JSON needs ~250), at least 1
+    max_body_mb: Optional[float] = None
+    max_concurrent: int = 2  # forecasts running at once; a request finding none free waits queue_s,
+    queue_s: float = 2.0  # then is refused (HTTP 503) rather than queued behind long ones
 
 
 @dataclass

@@ -19,7 +19,9 @@ not_a_probability = st.one_of(st.floats(max_value=-1e-12), st.floats(min_value=1
 
 # Bad values per key, written from the issue, independently of the table in kronos_exp/config.py.
 BAD: dict[str, st.SearchStrategy] = {"num_workers": st.integers(max_value=-1), "threads": below_one,
-                                     "mlflow.experiment_name": st.sampled_from(["", " ", "\t"])}
+                                     "mlflow.experiment_name": st.sampled_from(["", " ", "\t"]),
+                                     "serving.max_concurrent": below_one, "serving.queue_s": negative,
+                                     "serving.max_body_mb": st.one_of(st.floats(max_value=0.0), st.just(NAN))}
 for phase in PHASES:
     BAD.update({f"{phase}.{k}": below_one for k in ("epochs", "batch_size", "accumulation_steps", "log_interval")})
     BAD[f"{phase}.lr"] = st.one_of(st.floats(max_value=0.0), st.sampled_from([NAN, INF]))

@@ -45,7 +45,7 @@ from .generation import T_DEFAULT, TOP_K_DEFAULT, TOP_P_DEFAULT, GenerationStopp
 from .horizon import future_timestamps
 from .package_layout import TOKENIZER_ARTIFACT, tokenizer_dir
 from .predictor import COLUMNS, KronosPredictor
-from .requests import Limits, RequestRefused, check_forecast, check_params, read_history, stopper
+from .requests import Limits, RequestRefused, Served, Slots, check_forecast, check_params, read_history, stopper
 
 TIMESTAMP_COLUMN = "timestamps"
 MLMODEL = "MLmodel"
@@ -99,14 +99,18 @@ def signature(pred_len: int) -> ModelSignature:
 
 
 class Refusal(MlflowException):
-    """A RequestRefused as the scoring server answers it: its status, and its one sentence alone (the
-    server prefixes a model's error message with the whole input, which this keeps out)."""
+    """A RequestRefused as the scoring server answers it: its status (MLflow's error codes have no 422),
+    and its one sentence alone (the server prefixes a model's error message with the whole input,
+    which this keeps out)."""
 
     def __init__(self, refused: RequestRefused):
-        self._sentence = str(refused)
+        self._sentence, self._status = str(refused), refused.status
         codes = {400: "INVALID_PARAMETER_VALUE", 422: "INVALID_PARAMETER_VALUE", 503: "TEMPORARILY_UNAVAILABLE",
                  504: "DEADLINE_EXCEEDED"}
         super().__init__(self._sentence, error_code=ErrorCode.Value(codes.get(refused.status, "BAD_REQUEST")))
+
+    def get_http_status_code(self) -> int:
+        return self._status
 
     @property
     def message(self) -> str:
@@ -167,12 +171,15 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
     def __init__(self) -> None:
         self.predictor: KronosPredictor | None = None
         self.limits = Limits()
+        self.slots = Slots(self.limits)
 
     def load_context(self, context) -> None:
         # The predictor checkpoint is the model folder itself, two levels above artifacts/tokenizer.
         root = Path(context.artifacts[TOKENIZER_ARTIFACT]).parents[1]
         self.predictor = load_predictor(root)
         self.limits = Limits.from_mapping((context.model_config or {}).get("limits"))
+        self.slots = Slots(self.limits)
+        Served.limits = self.limits
         _watch_ignored_params()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -199,10 +206,11 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         else:
             generator.seed()
         try:
-            (forecast,) = self.predictor.forecast_batch(
-                [history], [pd.Series(stamps)], [future], sampling.pred_len, T=sampling.T, top_k=sampling.top_k,
-                top_p=sampling.top_p, sample_count=sampling.sample_count, verbose=False, generator=generator,
-                stop=stopper(self.limits, server_stopping))
+            with self.slots.held():
+                (forecast,) = self.predictor.forecast_batch(
+                    [history], [pd.Series(stamps)], [future], sampling.pred_len, T=sampling.T,
+                    top_k=sampling.top_k, top_p=sampling.top_p, sample_count=sampling.sample_count, verbose=False,
+                    generator=generator, stop=stopper(self.limits, server_stopping))
         except GenerationStopped as err:
             raise RequestRefused(str(err), status=503 if "shutting down" in str(err) else 504) from None
         forecast = check_forecast(forecast)

@@ -1,12 +1,15 @@
 """A request to the served predictor, checked before any work: its params inside the limits the
 package declares, its history read as training reads a CSV (the same column detection, positive
-finite prices), and its forecast finite. A refusal is one sentence (RequestRefused)."""
+finite prices), its forecast finite, and at most ``max_concurrent`` forecasts at once (Slots). A
+refusal is one sentence (RequestRefused)."""
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,7 @@ from ..data.reading import read_bytes
 from ..errors import UserError
 
 PARAMS = ("pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed", "raw_candles")
+BODY_BYTES_PER_ROW = 1000  # the default body limit per history row: a row of JSON takes about 250
 
 
 class RequestRefused(UserError):
@@ -35,11 +39,25 @@ class Limits:
     max_sample_count: int = ServingConfig.max_sample_count
     max_history_rows: int = ServingConfig.max_history_rows
     timeout_s: float = ServingConfig.timeout_s
+    max_body_mb: float | None = ServingConfig.max_body_mb  # None: BODY_BYTES_PER_ROW per history row
+    max_concurrent: int = ServingConfig.max_concurrent
+    queue_s: float = ServingConfig.queue_s
+
+    def __post_init__(self) -> None:
+        if self.max_body_mb is None:  # resolved here, so the package records the number it serves with
+            object.__setattr__(self, "max_body_mb", max(1.0, self.max_history_rows * BODY_BYTES_PER_ROW / 1e6))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "Limits":
+        """Limits from config or a package's model_config; a key it lacks (an older package) keeps its default."""
         fields = asdict(cls())
-        return cls(**{k: type(fields[k])(v) for k, v in (values or {}).items() if k in fields})
+        return cls(**{k: type(fields[k])(v) for k, v in (values or {}).items() if k in fields and v is not None})
+
+
+class Served:
+    """The limits of the package this process serves (its load_context sets them): forecasting.body_limit
+    refuses a body before MLflow's app, which holds the model, ever runs."""
+    limits: ClassVar[Limits | None] = None
 
 
 @dataclass(frozen=True)
@@ -55,8 +73,15 @@ class Sampling:
 
 
 def _bounded(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> None:
-    number = float(value)
-    if not (math.isfinite(number) and ok(number)):
+    """An int is compared as it is (2**63 - 1 as a float would be 2**63, 2**1100 would not convert)."""
+    if isinstance(value, int):
+        number: float = value
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+    if not ((isinstance(number, int) or math.isfinite(number)) and ok(number)):
         raise RequestRefused(f"param {name}={value!r} is out of range: it must be {valid}")
 
 
@@ -73,6 +98,8 @@ def check_params(params: Mapping[str, Any], unknown: list[str], limits: Limits, 
     _bounded("top_p", params["top_p"], lambda v: 0 < v <= 1, "a number in (0, 1]")
     _bounded("top_k", params["top_k"], lambda v: 0 <= v <= vocabulary,
              f"an integer from 0 (off) to {vocabulary} (the vocabulary)")
+    _bounded("seed", params["seed"], lambda v: v == -1 or 0 <= v < 2 ** 63,
+             "-1 (unseeded) or an integer from 0 to 2**63 - 1")
     return Sampling(int(params["pred_len"]), float(params["T"]), float(params["top_p"]), int(params["top_k"]),
                     int(params["sample_count"]), str(params["freq"] or ""), int(params["seed"]),
                     bool(params.get("raw_candles", False)))  # absent from packages made before it
@@ -107,3 +134,24 @@ def stopper(limits: Limits, server_stopping: Callable[[], bool]) -> Callable[[],
             return f"the request ran past this model's limit of {limits.timeout_s:g} s; ask for fewer steps or samples"
         return "the server is shutting down" if server_stopping() else ""
     return stop
+
+
+class Slots:
+    """At most ``max_concurrent`` forecasts at once. The scoring server runs each request in a thread
+    of a small pool (6 on 2 cores), so long forecasts would take every thread and a light request
+    would wait out their whole length; instead a request waits at most ``queue_s`` for a slot, then
+    is refused (503) at once."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self._free = threading.BoundedSemaphore(limits.max_concurrent)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._free.acquire(timeout=self.limits.queue_s):
+            raise RequestRefused(f"the model is busy: {self.limits.max_concurrent} forecast(s) are running, "
+                                 "its limit (serving.max_concurrent); retry in a few seconds", status=503)
+        try:
+            yield
+        finally:
+            self._free.release()

@@ -1,8 +1,9 @@
 """The served predictor as a client meets it: a real `mlflow models serve` of a packaged, registered
 predictor (the parity fixture's models, so no training), one server for the module, many requests.
-Bad requests get a 4xx naming the problem, seeded requests repeat under load, answers are bars the
-loader accepts (raw_candles=true: the predictor's own), a long request is stopped, and SIGTERM stops
-the server mid-request; a planted package file runs nowhere."""
+Bad requests get a 4xx naming the problem (a forecast that is not finite: 422), seeded requests
+repeat under load, answers are bars the loader accepts (raw_candles=true: the predictor's own), a
+long request is stopped, and SIGTERM stops the server mid-request; a planted package file runs
+nowhere."""
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,8 @@ from model_server import ModelServer
 pytestmark = pytest.mark.e2e
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
-LIMITS = Limits(max_pred_len=1000, max_sample_count=4, max_history_rows=300, timeout_s=60.0)
+# max_concurrent=4: the concurrency test runs four at once (tests/e2e/test_serving_limits.py: fewer)
+LIMITS = Limits(max_pred_len=1000, max_sample_count=4, max_history_rows=300, timeout_s=60.0, max_concurrent=4)
 LONG = dict(pred_len=1000, sample_count=4, seed=0)  # seconds of work on 2 idle CPU cores (the window slides)
 YAHOO = {"timestamps": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume"}
 
@@ -150,6 +152,9 @@ BAD = {  # request -> what the answer must name
     "top_p=1.5": (history(), {"top_p": 1.5}, "top_p=1.5"),
     "top_k=1e9": (history(), {"top_k": 1000000000}, "top_k=1000000000"),
     "top_k=-1": (history(), {"top_k": -1}, "top_k=-1"),
+    "seed=2**70": (history(), {"seed": 2 ** 70}, "param seed=1180591620717411303424 is out of range: it must be -1 "
+                   "(unseeded) or an integer from 0 to 2**63 - 1"),
+    "seed=-5": (history(), {"seed": -5}, "param seed=-5 is out of range"),
     "an unknown param": (history(), {"temprature": 0.5}, "unknown param(s) temprature"),
     "a negative price": (_with(history(), 5, close=-3.0), {}, "price -3 is not positive"),
     "a price of 1e300": (_with(history(), 5, close=1e300, high=1e300), {}, "value 1e+300 is too large"),
@@ -170,6 +175,14 @@ def test_a_bad_request_gets_a_4xx_that_names_the_problem_at_once(server, case):
     message = json.loads(body)["message"]
     assert named in message and seconds < 5, (message, seconds)
     assert len(message) < 400 and "Failed to predict" not in message  # the reason, not the input echoed
+
+
+def test_a_forecast_that_is_not_finite_is_a_422(server):
+    """Prices the checks accept (1e30 < float32's 3.4e38) that overflow the model's arithmetic."""
+    huge = history()
+    huge[["open", "high", "low", "close"]] *= 1e30
+    status, body, _ = server.ask(huge, pred_len=4, seed=0)
+    assert status == 422 and json.loads(body)["message"].startswith("the forecast is not finite:"), (status, body)
 
 
 def test_yahoo_columns_are_read_as_training_reads_them(server):
