@@ -2,12 +2,15 @@
 tracking server, a full or read-only disk): the CLI prints their message alone, without a
 traceback. Anything else (a bug, an error from inside torch or numpy) keeps its traceback.
 
-This module imports nothing of the package: every layer derives its own user errors from
-``UserError`` (``DataError``, ``CheckpointError``, ``TrackingUnavailable``, ...).
+This module imports nothing of the package but redact.py (the lines it gives the CLI show no URL's
+password): every layer derives its own user errors from ``UserError`` (``DataError``,
+``CheckpointError``, ``TrackingUnavailable``, ...).
 """
 from __future__ import annotations
 
 import errno
+
+from .redact import mask_passwords
 
 
 class UserError(Exception):
@@ -37,13 +40,13 @@ _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 def error_line(message: str) -> str:
     """The one line the command line ends with when it stops for a reason the user can fix."""
-    return f"error: {message}"
+    return f"error: {mask_passwords(message)}"
 
 
 def user_message(err: BaseException) -> str | None:
     """The line the CLI prints for an error the user can fix; None for a bug (shown with its traceback)."""
     if isinstance(err, UserError):
-        return str(err)
+        return mask_passwords(str(err))
     if not isinstance(err, OSError) or err.errno not in _DISK_ERRORS:
         return None
     where = f" {err.filename}" if err.filename else ""

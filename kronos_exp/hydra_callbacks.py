@@ -2,16 +2,19 @@
 and multirun lifecycle; the MLflow work is in kronos_exp/tracking/sweep.py."""
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import collector
 from .errors import UserError, error_line
 from .hydra_job import mlflow_settings, sweep_directions, task_overrides
+from .redact import mask_logs_and_warnings, mask_passwords
 from .tracking.sweep import SweepRun
 
 
@@ -54,3 +57,36 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep is not None:
             self.sweep.end()
+
+
+def mask_file(path: Path) -> None:
+    """Rewrite ``path`` with the passwords of its URLs masked; by a rename, as the parallel jobs of
+    a sweep rewrite its multirun.yaml at once."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return
+    masked = mask_passwords(text)
+    if masked != text:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+            tmp.write(masked)
+        os.replace(tmp.name, path)
+
+
+class MaskPasswords(Callback):
+    """URL passwords (``hydra.sweeper.storage``, ``mlflow.tracking_uri``; kronos_exp/redact.py)
+    masked in every log line of the sweeping process and of each job, and in the config files Hydra
+    saved before the job starts: the job's ``.hydra/*.yaml``, kept with its outputs and uploaded to
+    its MLflow run, and its sweep's ``multirun.yaml``. The job itself runs with the config in memory."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_logs_and_warnings()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_logs_and_warnings()  # (a job of joblib or submitit runs in a process of its own)
+        saved = [] if config.hydra.output_subdir is None else \
+            sorted((Path(config.hydra.runtime.output_dir) / config.hydra.output_subdir).glob("*.yaml"))
+        if config.hydra.mode == RunMode.MULTIRUN:
+            saved.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
+        for path in saved:
+            mask_file(path)

@@ -114,7 +114,7 @@ def _banner(ctx: RunContext, phases: list, run_id: str, threads: tuple[int, str]
         f"  device   {ctx.device} ({ctx.precision})" + (
             f" x {ctx.world.world_size} processes" if ctx.world.distributed else ""),
         f"  threads  {threads[0]} ({threads[1]})",
-        f"  mlflow   {ctx.tracker.tracking_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
+        f"  mlflow   {ctx.tracker.shown_uri}  experiment '{ctx.tracker.experiment_name}'  run {run_id}",
         f"  outputs  {ctx.output_dir}",
     ]
     return "\n".join(lines)

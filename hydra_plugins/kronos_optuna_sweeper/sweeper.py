@@ -1,10 +1,16 @@
 """The sweep: join the shared study as a worker, then ask Optuna for trials, launch each as a
 Hydra job (any launcher) that knows its trial through its environment, and tell Optuna what
-each job returned, until this search's ``n_trials`` are done."""
+each job returned, until this search's ``n_trials`` are done.
+
+The study's storage URL reaches the jobs through this process's environment, which every launcher
+hands on (the basic launcher runs them here; joblib, submitit and SLURM processes inherit it), never
+through an override: Hydra prints a job's overrides and writes them into its folder, and the URL may
+hold a database password."""
 from __future__ import annotations
 
 import logging
 import math
+import os
 import traceback
 from pathlib import Path
 from typing import Any, List, Optional
@@ -13,7 +19,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class KronosOptunaSweeper(Sweeper):
         from kronos_exp.objective import objective_directions, objective_metrics, refusal_of_test_split
         from kronos_exp.errors import ConfigError, error_line
         from .space import search_space
+        from kronos_exp.redact import mask_passwords
         from kronos_exp.search.study import check_directions, default_storage, make_pruner, make_sampler, open_study
         from kronos_exp.search.workers import Worker
 
@@ -68,23 +75,37 @@ class KronosOptunaSweeper(Sweeper):
         study.pruner = pruner
         to_run = max(0, self.n_trials - worker.inherited)
         log.info("Study name: %s\nStorage: %s\nSampler: %s\nDirections: %s\nObjectives: %s\nTrials to run: %d of "
-                 "n_trials=%d", study.study_name, url, type(study.sampler).__name__, wanted, metrics, to_run,
-                 self.n_trials)
+                 "n_trials=%d", study.study_name, mask_passwords(url), type(study.sampler).__name__, wanted, metrics,
+                 to_run, self.n_trials)
         if not to_run:
             from kronos_exp.tracking.sweep import nothing_due
 
             nothing_due(f"study '{study.study_name}' already holds the {worker.inherited} finished trial(s) this "
                         f"search asks for (n_trials={self.n_trials}); raise hydra.sweeper.n_trials to run more, or "
                         "give hydra.sweeper.study_name=<new name>")
+        self._hand_storage_to_jobs(url)
         try:
-            self._run_trials(study, space, url, to_run, worker.id)
+            self._run_trials(study, space, to_run, worker.id)
         finally:
             worker.leave()
         self._write_results(study, metrics)
 
-    def _run_trials(self, study, space, url: str, to_run: int, worker_id: str) -> None:
+    def _hand_storage_to_jobs(self, url: str) -> None:
+        """The storage URL in this process's environment, which every launcher hands on to the jobs,
+        and masked in the sweep's config, which launchers save (submitit's pickles of a job) and
+        compose each job's config from (its .hydra/hydra.yaml)."""
+        from kronos_exp.redact import mask_passwords
+        from kronos_exp.search.trial import STORAGE_ENV
+
+        os.environ[STORAGE_ENV] = url  # before the first launch: joblib's workers start then
+        hydra = self.config.hydra
+        with read_write(hydra):
+            hydra.sweeper.storage = None if self.storage is None else mask_passwords(self.storage)
+            hydra.overrides.hydra = [mask_passwords(o) for o in hydra.overrides.hydra]
+
+    def _run_trials(self, study, space, to_run: int, worker_id: str) -> None:
         from .space import format_value
-        from kronos_exp.search.trial import PRUNER_ATTR, STORAGE_ENV, TRIAL_ENV
+        from kronos_exp.search.trial import PRUNER_ATTR, TRIAL_ENV
         from kronos_exp.search.workers import TRIAL_WORKER_ATTR
 
         launched = 0
@@ -94,9 +115,8 @@ class KronosOptunaSweeper(Sweeper):
             for trial in trials:
                 trial.set_user_attr(TRIAL_WORKER_ATTR, worker_id)
                 trial.set_user_attr(PRUNER_ATTR, self.pruner)
-                env = {TRIAL_ENV: f"{study.study_name}:{trial.number}", STORAGE_ENV: url}
                 batch.append([*space.overrides(trial.params),
-                              *(f"++hydra.job.env_set.{k}={format_value(v)}" for k, v in env.items())])
+                              f"++hydra.job.env_set.{TRIAL_ENV}={format_value(f'{study.study_name}:{trial.number}')}"])
             self.validate_batch_is_legal(batch)
             returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
             self.job_idx += len(batch)

@@ -1,7 +1,9 @@
 """A sweep job's side of its Optuna trial: the sweeper names the trial in the job's environment
-(``KRONOS_EXP_TRIAL=<study>:<number>`` and the study's storage URL), which reaches the job with
-the basic launcher and in joblib or submitit processes alike. The job links its MLflow run and
-the trial both ways, reports each epoch's validation loss, and stops when the pruner says so.
+(``KRONOS_EXP_TRIAL=<study>:<number>``, a Hydra ``env_set`` override) and the study's storage URL
+in its own (``KRONOS_EXP_TRIAL_STORAGE``, inherited: no override, so a database password in it
+is never printed or saved), which reach the job with the basic launcher and in joblib, submitit
+or SLURM processes alike. The job links its MLflow run and the trial both ways, reports each
+epoch's validation loss, and stops when the pruner says so.
 """
 from __future__ import annotations
 

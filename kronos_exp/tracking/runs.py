@@ -21,12 +21,13 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from ..errors import TrialPruned, UserError
+from ..redact import mask_passwords
 from ..schemas import MlflowConfig
 from .buffer import MetricBuffer
 from .stale import (PID_TAG, REASON_TAGS, Unended, end_recorded, left_unended, mark_dead_runs_failed,
                     process_tags, record_unended, unended_folder)
 from .store_template import seed_new_store
-from .uris import is_remote, resolve_tracking_uri, sqlite_path
+from .uris import is_remote, resolve_tracking_uri, sqlite_path, without_login
 from .ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LOCAL_UI, ensure_training_kind, runs_page
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class TrackingUnavailable(UserError, RuntimeError):
 def server_answers(uri: str, timeout_s: float = 3.0) -> bool:
     """Whether anything answers HTTP at ``uri`` (any status counts: the server is there)."""
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+        urllib.request.urlopen(f"{without_login(uri).rstrip('/')}/health", timeout=timeout_s).close()
     except urllib.error.HTTPError:
         return True
     except (OSError, ValueError):
@@ -74,6 +75,11 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     return experiment.experiment_id
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message in one line (its first), or its type's name when it has none."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def flatten(values: Any, prefix: str = "") -> dict[str, str]:
     """``{"tokenizer.arch.d_model": "32", ...}`` for MLflow params."""
     out: dict[str, str] = {}
@@ -96,6 +102,8 @@ class Tracker:
         self.offline_wait_s = offline_wait_s
         if is_remote(self.tracking_uri):
             bound_http_retries(http_timeout_s, http_max_retries)
+            if self.shown_uri != self.tracking_uri:  # MLflow prints each run's page with the login in it
+                os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
             if not server_answers(self.tracking_uri):
                 raise TrackingUnavailable(
                     f"no MLflow tracking server answers at mlflow.tracking_uri={self.tracking_uri}; start it "
@@ -105,8 +113,7 @@ class Tracker:
         if database is not None:
             self._open_sqlite_store(database, experiment_name)
         else:
-            self.client = MlflowClient(self.tracking_uri)
-            self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+            self._open_store(experiment_name)
         self.experiment_name = experiment_name
         self._metrics: MetricBuffer | None = None  # started by the first metric (a thread does not pickle)
         self._unended = unended_folder(self.tracking_uri)
@@ -118,6 +125,11 @@ class Tracker:
         """The tracker of the ``mlflow`` section: its store, experiment and how long a remote server may take."""
         return cls(settings.tracking_uri, settings.experiment_name, settings.http_timeout_s, settings.http_max_retries,
                    settings.offline_wait_s)
+
+    @property
+    def shown_uri(self) -> str:
+        """The tracking URI as printed: its password masked."""
+        return mask_passwords(self.tracking_uri)
 
     @property
     def metrics(self) -> MetricBuffer:
@@ -142,9 +154,21 @@ class Tracker:
             raise TrackingUnavailable(f"cannot write the MLflow store {database} ({err.strerror}); make its folder "
                                       f"writable, {advice}") from None
         except Exception as err:  # sqlalchemy / MLflow: not a database, or a schema MLflow cannot migrate
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TrackingUnavailable(f"cannot open the MLflow store {database} ({reason}); if it is damaged, move it "
-                                      f"aside and run again (a new store is created), {advice}") from None
+            raise TrackingUnavailable(f"cannot open the MLflow store {database} ({first_line(err)}); if it is damaged, "
+                                      f"move it aside and run again (a new store is created), {advice}") from None
+
+    def _open_store(self, experiment_name: str) -> None:
+        """Open a server's or another database's store, one line of error (its password masked, as
+        the URL is the user's) when it cannot be used, rather than a traceback under Hydra's line
+        that repeats the command line's overrides."""
+        try:
+            self.client = MlflowClient(self.tracking_uri)
+            self.experiment_id = ensure_experiment(self.client, experiment_name, self.tracking_uri)
+        except Exception as err:  # MLflow / sqlalchemy: no driver, host or database, a login refused
+            raise TrackingUnavailable(
+                f"cannot open the MLflow store at mlflow.tracking_uri={self.tracking_uri} ({first_line(err)}); install "
+                "its database driver, fix the address or login, or use mlflow.tracking_uri=null for the local store"
+            ) from None
 
     def lost_server_message(self, output_dir: Path) -> str | None:
         """When a remote server stopped answering: one line saying so and where the checkpoints are."""
@@ -184,7 +208,8 @@ class Tracker:
             elif isinstance(err, KeyboardInterrupt) and elsewhere is None:
                 self._end(Unended(run.info.run_id, "KILLED", f"interrupted ({err or 'Ctrl-C'})"))
             else:
-                self._end(Unended(run.info.run_id, "FAILED", elsewhere or f"{type(err).__name__}: {err}"[:5000]))
+                reason = elsewhere or mask_passwords(f"{type(err).__name__}: {err}")[:5000]
+                self._end(Unended(run.info.run_id, "FAILED", reason))
             raise  # the error the user must see is ``err``, not one from ending the run
         else:
             self._end(Unended(run.info.run_id, "FINISHED"))
@@ -207,20 +232,21 @@ class Tracker:
         """How to see this experiment's runs (in a saved ``view``): the server's page, or the command
         that serves a local store and the page it then shows."""
         if is_remote(self.tracking_uri):
-            return f"open {runs_page(self.tracking_uri, self.experiment_id, view)}"
-        return (f"mlflow ui --backend-store-uri {self.tracking_uri}, then "
+            return f"open {runs_page(without_login(self.tracking_uri), self.experiment_id, view)}"
+        return (f"mlflow ui --backend-store-uri {self.shown_uri}, then "
                 f"{runs_page(LOCAL_UI, self.experiment_id, view)}")
 
     @contextlib.contextmanager
     def job_run(self, resolved: dict[str, Any], output_dir: Path, tags: dict[str, str] | None = None):
-        """The parent run of one invocation: params, the resolved config (plain values) and Hydra files."""
+        """The parent run of one invocation: params, the resolved config (plain values) and Hydra files
+        (their URL passwords masked: kronos_exp.hydra_callbacks.MaskPasswords did the files')."""
         parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
         run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
                                run_name=tags.get("mlflow.runName") if tags else None,
                                tags={**(tags or {}), **process_tags()})
         with self._closing(run):
-            mlflow.log_params(flatten(resolved))
-            mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config/resolved.yaml")
+            mlflow.log_params({k: mask_passwords(v) for k, v in flatten(resolved).items()})
+            mlflow.log_text(mask_passwords(yaml.safe_dump(resolved, sort_keys=False)), "config/resolved.yaml")
             hydra_dir = output_dir / ".hydra"
             if hydra_dir.is_dir():
                 mlflow.log_artifacts(str(hydra_dir), "config/hydra")

@@ -22,6 +22,7 @@ from mlflow.entities import RunStatus
 
 from ..errors import error_line
 from ..metric_names import MIN_DATES, SHORT_VERDICTS
+from ..redact import mask_passwords
 from ..schemas import MlflowConfig
 from .runs import PARENT_RUN_ENV, Tracker
 from .stale import process_tags
@@ -58,7 +59,7 @@ class JobInfo:
         return f"{self.sweep_id}-job-{self.num}" if self.sweep_id else f"job-{self.num}"
 
     def tags(self) -> dict[str, str]:
-        tags = {"overrides": " ".join(self.overrides) or "(defaults)"}
+        tags = {"overrides": mask_passwords(" ".join(self.overrides)) or "(defaults)"}
         if self.multirun:
             tags.update({"job_num": str(self.num), "mlflow.runName": self.run_name})
             if self.sweep_id:
@@ -199,11 +200,12 @@ class SweepRun:
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
         run = tracker.client.create_run(
             tracker.experiment_id, run_name=sweep_id,
-            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": " ".join(overrides), **process_tags()})
+            tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": mask_passwords(" ".join(overrides)),
+                  **process_tags()})
         sweep = cls(tracker, run.info.run_id, directions, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
-        log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.tracking_uri)
+        log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.shown_uri)
         return sweep
 
     def end(self) -> None:

@@ -4,6 +4,7 @@ folder also holds its artifacts, the unended-run records and the Optuna study.""
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 from ..outputs import outputs_root
@@ -13,6 +14,13 @@ SQLITE = "sqlite:///"
 
 def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
+
+
+def without_login(uri: str) -> str:
+    """``uri`` less its ``user:password@``: for a server's pages and health check, which need no
+    login (urllib would take the login for part of the host)."""
+    parts = urllib.parse.urlsplit(uri)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def sqlite_path(uri: str) -> Path | None:
