@@ -38,6 +38,11 @@ class TrialPruned(Exception):
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message in one line (its first), or its type's name when it has none."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def error_line(message: str) -> str:
     """The one line the command line ends with when it stops for a reason the user can fix."""
     return f"error: {mask_passwords(message)}"

@@ -1,11 +1,11 @@
 """Which files a data config names, and what each series read from them is called.
 
 `data.paths` (a list; entries may be globs) when non-empty, else `data.path` (a file, a glob or a
-directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled sample.
-A name that exists is that file, even ``p[1].csv``; it is a glob only when nothing has that name.
-Every file read must be a regular file: a FIFO or a dangling symlink is an error naming it. Series names: the file stem (the path
-relative to the files' common folder when two stems clash); with a symbol column, the symbol
-when one file is read and `stem:symbol` when several are.
+directory meaning its `*.csv`, `*.parquet`, `*.feather` and `*.arrow` files), else the bundled
+sample. A name that exists is that file, even ``p[1].csv``; it is a glob only when nothing has that
+name. Every file read must be a regular file: a FIFO or a dangling symlink is an error naming it.
+Series names: the file stem (the path relative to the files' common folder when two stems clash);
+with a symbol column, the symbol when one file is read and `stem:symbol` when several are.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def resolve_paths(settings: Any) -> list[Path]:
     for pattern in patterns:
         expanded = os.path.expanduser(str(pattern))
         if os.path.isdir(expanded):
-            matches = [m for suffix in DATA_SUFFIXES for m in glob.glob(os.path.join(glob.escape(expanded), "*" + suffix))]
+            folder = glob.escape(expanded)  # a folder named like a pattern is that folder too
+            matches = [m for suffix in DATA_SUFFIXES for m in glob.glob(os.path.join(folder, "*" + suffix))]
         elif os.path.lexists(expanded) or not glob.has_magic(expanded):  # a name is that file, even p[1].csv
             matches = [expanded] if os.path.lexists(expanded) else []
         else:

@@ -236,19 +236,20 @@ def _check_not_constant(s: Series) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Calendar:
     """The panel's split boundaries as dates shared by every series: the train/val/test ratios
-    applied to the union of all series' timestamps. ``val_start`` is the first validation timestamp,
-    ``test_start`` the first test one (None: no test split). One series splits by its own rows."""
+    applied to ``dates``, the union of all series' timestamps. ``val_start`` is the first validation
+    timestamp, ``test_start`` the first test one (None: no test split). One series splits by its own rows."""
+    dates: np.ndarray
     val_start: np.datetime64
     test_start: Optional[np.datetime64]
 
     @classmethod
     def of(cls, series: list[Series], c: DataConfig) -> "Calendar":
-        union = _union(series)
+        union = np.unique(np.concatenate([s.timestamps for s in series]).astype("datetime64[ns]"))
         n_train, n_val, n_test = split_sizes(len(union), c.train_ratio, c.val_ratio)
-        return cls(union[min(n_train, len(union) - 1)], union[n_train + n_val] if n_test > 0 else None)
+        return cls(union, union[min(n_train, len(union) - 1)], union[n_train + n_val] if n_test > 0 else None)
 
     def bounds(self, timestamps: np.ndarray) -> np.ndarray:
         """[0, first val row, first test row, n] of one series' rows (ascending timestamps)."""
@@ -256,17 +257,11 @@ class Calendar:
         test = len(ts) if self.test_start is None else int(np.searchsorted(ts, self.test_start))
         return np.array([0, int(np.searchsorted(ts, self.val_start)), test, len(ts)])
 
-    def describe(self, series: list[Series]) -> dict[str, str]:
+    def describe(self) -> dict[str, str]:
         """Each split's first and last timestamp over the panel, as the banner shows them."""
-        union = _union(series)
-        bounds = self.bounds(union)
-        return {split: f"{pd.Timestamp(union[lo])} .. {pd.Timestamp(union[hi - 1])}"
+        bounds = self.bounds(self.dates)
+        return {split: f"{pd.Timestamp(self.dates[lo])} .. {pd.Timestamp(self.dates[hi - 1])}"
                 for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]) if hi > lo}
-
-
-def _union(series: list[Series]) -> np.ndarray:
-    """Every timestamp any series has, once, ascending."""
-    return np.unique(np.concatenate([s.timestamps for s in series]).astype("datetime64[ns]"))
 
 
 def _split_series(series: list[Series], calendar: Calendar, c: DataConfig,
@@ -338,7 +333,7 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
     for split in SPLITS[:3 if c.test_ratio > 0 else 2]:
         if not parts[split]["values"]:
             raise DataError(f"no series has {need} rows (lookback_window + predict_window + 1) in the {split} split "
-                            f"({calendar.describe(series).get(split, 'no dates')}); use longer series, a smaller "
+                            f"({calendar.describe().get(split, 'no dates')}); use longer series, a smaller "
                             "data.lookback_window/data.predict_window, or other ratios")
 
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
@@ -384,7 +379,7 @@ def _summary(c: DataConfig, series: list[Series], datasets: dict[str, WindowData
         "windows_available": {k: d.total_windows for k, d in datasets.items()},
         "start": str(pd.Timestamp(start)),
         "end": str(pd.Timestamp(end)),
-        "split_dates": calendar.describe(series),
+        "split_dates": calendar.describe(),
         "lookback_window": c.lookback_window,
         "predict_window": c.predict_window,
     }

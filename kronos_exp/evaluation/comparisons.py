@@ -66,8 +66,10 @@ class Comparison:
         return self.difference.verdict
 
 
-def compared_on(metric: str, reference: Forecasts) -> str:
-    return POINT_FALLBACK if metric in SAMPLE_METRICS and not reference.sampled else metric
+def compared_on(metric: str, sampled: bool) -> str:
+    """The metric a reference is compared on: ``metric``, or POINT_FALLBACK where it needs sample
+    paths the reference (``sampled``: whether it has them) lacks."""
+    return POINT_FALLBACK if metric in SAMPLE_METRICS and not sampled else metric
 
 
 def per_origin(metric: str, f: Forecasts, actual: np.ndarray, last: np.ndarray) -> np.ndarray | None:
@@ -95,9 +97,7 @@ def per_date(metric: str, f: Forecasts, actual: np.ndarray, last: np.ndarray, da
         sections = dates.cross_sections
         if sections is None:  # one series: a correlation over time, no value per date
             return None
-        values = M.by_date(metric, f.point, actual, last, sections)
-        counts = np.isfinite(values).sum(axis=1)
-        return np.where(counts > 0, np.nansum(values, axis=1) / np.maximum(counts, 1), np.nan)
+        return M.defined_mean(M.by_date(metric, f.point, actual, last, sections), axis=1)
     losses = per_origin(metric, f, actual, last)
     if losses is None:
         return None
@@ -112,7 +112,7 @@ def compare(metric: str, model: Forecasts, references: dict[str, Forecasts], act
     """The model against each reference: the per-date differential's mean, interval and verdict."""
     out = []
     for name, reference in references.items():
-        on = compared_on(metric, reference)
+        on = compared_on(metric, reference.sampled)
         mine, theirs = (per_date(on, f, actual, last, dates) for f in (model, reference))
         if mine is None or theirs is None:
             out.append(Comparison(name, on, Verdict(math.nan, math.nan, math.nan, math.nan, 0, dates.lag, UNTESTED)))

@@ -5,8 +5,9 @@ the last observed close before each window's horizon [W], ``paths`` are sampled 
 Every metric comes per horizon step ([H]) and overall (a float). IC and RankIC are correlations of
 forecast and actual returns at one horizon step: on a panel across the series at each date,
 averaged over the dates (cross-sectional, as the Kronos paper reports them); on one series across
-its windows (a time-series correlation). Their overall value is the mean over steps. Undefined values (a correlation with a constant, a MAPE whose actuals are all 0,
-a direction accuracy where nothing moved) are NaN, never an error.
+its windows (a time-series correlation). Their overall value is the mean over steps. Undefined
+values (a correlation with a constant, a MAPE whose actuals are all 0, a direction accuracy where
+nothing moved) are NaN, never an error.
 """
 from __future__ import annotations
 
@@ -122,9 +123,13 @@ def _correlation_by_step(name: str, point: np.ndarray, actual: np.ndarray, last:
     a panel (``dates``); across the windows of one series otherwise (a time-series correlation)."""
     if dates is None:
         return (ic if name == "ic" else rank_ic)(point, actual, last)
-    values = by_date(name, point, actual, last, dates)
-    counts = np.isfinite(values).sum(axis=0)
-    return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
+    return defined_mean(by_date(name, point, actual, last, dates), axis=0)
+
+
+def defined_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """The mean of the finite values along ``axis``; NaN where none is (numpy's nanmean warns there)."""
+    counts = np.isfinite(values).sum(axis=axis)
+    return np.where(counts > 0, np.nansum(values, axis=axis) / np.maximum(counts, 1), np.nan)
 
 
 def crps(paths: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -196,9 +201,7 @@ def value(name: str, point: np.ndarray, actual: np.ndarray, last: np.ndarray,
     if name == "direction_accuracy":
         return float(direction_accuracy(point, actual, last, axis=None))
     if name in CORRELATION_METRICS:
-        steps = _correlation_by_step(name, point, actual, last, dates)
-        defined = steps[np.isfinite(steps)]
-        return float(defined.mean()) if defined.size else float("nan")
+        return float(defined_mean(_correlation_by_step(name, point, actual, last, dates), axis=0))
     if name == COVERAGE_ERROR:
         return abs(value(COVERAGE, point, actual, last, paths) - NOMINAL_COVERAGE)
     means = {"close_mae": lambda: mae(point, actual), "flat_share": lambda: flat_share(actual, last),

@@ -49,7 +49,7 @@ def reported_metrics(settings: EvalConfig, published: bool) -> list[str]:
             if forecaster not in BASELINES:  # excess over drift: not for drift itself
                 names += [f"eval_{split}_{metric_name(forecaster, m)}_excess" for m in SCORE_METRICS]
     for reference in forecasters(TEST, published)[1:]:
-        on = settings.metric if reference == PRETRAINED else compared_on(settings.metric, Forecasts(np.empty(0)))
+        on = compared_on(settings.metric, sampled=reference == PRETRAINED)  # the baselines are point forecasts
         difference = f"eval_{TEST}_{on}_vs_{reference}"
         names += [difference, f"{difference}_low", f"{difference}_high", f"{difference}_p"]
     return list(dict.fromkeys(names))
@@ -268,7 +268,7 @@ class Evaluation:
 
     @property
     def tags(self) -> dict[str, str]:
-        """What was evaluated, on how many origins, with which intervals and windows."""
+        """What was evaluated, on how many origins, with which verdicts, IC and windows."""
         windows = {f"eval_window{'' if name == MODEL else f'_{name}'}": describe(w) for name, w in self.windows.items()}
         ic = ("cross-sectional: across the series at each date, averaged over dates"
               if self.test.dates.cross_sections is not None else "time-series: across the origins of one series")

@@ -27,7 +27,8 @@ from scipy import stats
 
 from ..metric_names import BETTER, MIN_DATES, NO_DIFFERENCE, TOO_FEW, WORSE
 
-METHOD = "Diebold-Mariano test on per-date loss differentials, HAC variance to the shared horizon steps, HLN correction, t(n-1)"
+METHOD = ("Diebold-Mariano test on per-date loss differentials, HAC variance to the shared horizon steps, "
+          "HLN correction, t(n-1)")
 LEVEL = 0.95
 
 
@@ -63,7 +64,7 @@ def hln_factor(n: int, horizon: int) -> float:
 
 
 def diebold_mariano(d: np.ndarray, lag: int = 0, *, lower_is_better: bool = True, level: float = LEVEL,
-         min_dates: int = MIN_DATES) -> Verdict:
+                    min_dates: int = MIN_DATES) -> Verdict:
     """The verdict on per-date loss differentials ``d`` (model - reference, in time order; NaN dates
     dropped) whose neighbours share ``lag`` horizon steps."""
     d = np.asarray(d, dtype=np.float64)

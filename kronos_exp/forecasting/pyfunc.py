@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import logging
-import os
 import re
 import shutil
 import signal
@@ -36,8 +35,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from .. import __version__
 from ..model import Kronos, KronosTokenizer
-from ..model.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, CheckpointNotFound, move_into_place,
-                                staging_folder)
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, CheckpointNotFound, move_into_place
 from ..tracking.registry import integrity_problem
 from ..window import WindowSpec, WindowSpecError
 from .candles import valid_candles
@@ -243,7 +241,6 @@ def package(predictor_dir: Path, tokenizer_checkpoint: Path, window: WindowSpec,
         raise ValueError(f"{predictor_dir / WindowSpec.FILE} holds {saved.to_dict()}, not the window being packaged "
                          f"{window.to_dict()}")
     staging = Path(tempfile.mkdtemp(prefix=".pyfunc.", dir=predictor_dir.parent))
-    packaged = staging_folder(predictor_dir)
     pyfunc_log = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_log.level
     try:
@@ -258,13 +255,11 @@ def package(predictor_dir: Path, tokenizer_checkpoint: Path, window: WindowSpec,
         # The whole package is built beside the checkpoint and put in its place at once, so a kill
         # leaves the plain checkpoint or the package; packaging a folder again (a resumed run's)
         # starts from its plain files, whatever an earlier attempt left.
-        for entry in (staging / "model").iterdir():
-            os.replace(entry, packaged / entry.name)
+        packaged = staging / "model"
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copy2(predictor_dir / name, packaged / name, follow_symlinks=False)
         window.save(packaged)
         move_into_place(packaged, predictor_dir)
     finally:
         pyfunc_log.setLevel(level)
-        for folder in (staging, packaged):  # (packaged is gone once in place)
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)

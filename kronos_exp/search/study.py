@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..outputs import outputs_root
 from ..tracking.uris import resolve_tracking_uri, sqlite_path, sqlite_uri
 
@@ -36,8 +36,8 @@ def rdb_storage(url: str):
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as err:  # sqlalchemy: no such driver, host or database
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"hydra.sweeper.storage={url}: cannot open it as an Optuna study database ({reason}); "
+        raise ConfigError(f"hydra.sweeper.storage={url}: cannot open it as an Optuna study database "
+                          f"({first_line(err)}); "
                           "give a database URL (sqlite:///path/optuna.db, postgresql://user@host/db, ...) or "
                           "null for SQLite beside the MLflow store") from None
 

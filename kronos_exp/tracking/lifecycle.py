@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import mlflow
 from torch import nn
 
-from ..errors import TrainingFailed
+from ..errors import TrainingFailed, first_line
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
 from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder_digests
@@ -158,7 +158,7 @@ class PhaseRun:
             tracker.client.set_tag(self.run_id, STATE_SHA_TAG, " ".join(self._states))
         except Exception as err:  # training goes on; the state just cannot be resumed
             log.warning("%s: the sha256 of training state %s was not recorded (%s); it cannot be resumed",
-                        self.name, digest[:12], str(err).splitlines()[0] if str(err) else type(err).__name__)
+                        self.name, digest[:12], first_line(err))
 
     def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
         """The loop's ``on_best``: save the model as the best checkpoint and remember its digests."""

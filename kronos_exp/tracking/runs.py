@@ -20,7 +20,7 @@ import yaml
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from ..errors import TrialPruned, UserError
+from ..errors import TrialPruned, UserError, first_line
 from ..redact import mask_passwords
 from ..schemas import MlflowConfig
 from .buffer import MetricBuffer
@@ -73,11 +73,6 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
             experiment = client.get_experiment_by_name(name)
     ensure_training_kind(client, experiment.experiment_id, experiment.tags)
     return experiment.experiment_id
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's message in one line (its first), or its type's name when it has none."""
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, str]:
