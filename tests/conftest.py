@@ -11,8 +11,11 @@
 """
 import os
 import subprocess
+import tempfile
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The key that signs training states (kronos_exp/tracking/signatures.py): the suite's own, not the user's.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="kronos-test-config-")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one torch thread each, not two
     os.environ["OMP_NUM_THREADS"] = "1"
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -128,8 +128,11 @@ class PretrainedMixin:
             raise CheckpointError("\n".join(lines))
         self.load_state_dict(state, strict=True)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors; the folder appears complete or not at all."""
+    def save_pretrained(self, directory: str | os.PathLike,
+                        before_replace: Callable[[Path], None] | None = None) -> Path:
+        """Write config.json + model.safetensors; the folder appears complete or not at all.
+        ``before_replace(the complete new folder)`` runs before it replaces the old one (a caller
+        records what it holds, so a kill between the two leaves no unrecorded checkpoint)."""
         target = Path(directory)
         staging = staging_folder(target)
         try:
@@ -144,6 +147,8 @@ class PretrainedMixin:
                 raise OSError(number, os.strerror(number), str(target / WEIGHTS_NAME)) from None
             (staging / WEIGHTS_NAME).chmod(0o666 & ~_umask())  # safetensors writes 0600; config.json is not
             (staging / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            if before_replace is not None:
+                before_replace(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

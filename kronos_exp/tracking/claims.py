@@ -14,14 +14,14 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from .fingerprint import fingerprint_filter
-from .resume import Unfinished, done_in_unfinished_job, find_unfinished, refuse, state_problem, take
+from .resume import NotResumable, Unfinished, done_in_unfinished_job, find_unfinished, refuse, resumable, take
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Claim:
     ``reuse`` a registered version (when one downloads intact), or ``train`` from the start."""
     action: str  # resume | reuse | train
     unfinished: Unfinished | None = None
+    best: dict[str, str] = field(default_factory=dict)  # the checked best checkpoint files to resume with
 
 
 def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_existing: bool,
@@ -123,10 +124,10 @@ def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_exi
         for unfinished in find_unfinished(client, experiment_id, phase, fingerprint, alive=claims.alive):
             if not take(client, unfinished, run_id):
                 continue
-            problem = state_problem(unfinished, phase)
-            if problem is None:
-                return Claim("resume", unfinished)
-            refuse(client, unfinished, phase, problem)
+            try:
+                return Claim("resume", unfinished, resumable(unfinished, phase))
+            except NotResumable as problem:
+                refuse(client, unfinished, phase, str(problem))
     if skip_existing or (resume is not False and done_in_unfinished_job(client, experiment_id, phase, fingerprint)):
         return Claim("reuse")
     return Claim("train")

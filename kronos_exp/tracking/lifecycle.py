@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,13 +16,16 @@ from typing import Any, Callable, Iterator
 import mlflow
 from torch import nn
 
+from ..data.digest import file_sha256
 from ..errors import TrainingFailed, first_line
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
 from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder_digests
 from .plots import log_loss_curve
 from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
-from .resume import RESUMED_FROM_TAG, STATE_SHA_TAG, STATE_TAG, lineage, state_file
+from .resume import (BEST_FILES, BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, best_fields, copy_best,
+                     lineage, state_fields, state_file)
+from .signatures import sign
 from .runs import Tracker, flatten
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,8 @@ class PhaseRun:
     def __init__(self, runs: PhaseRunFactory, name: str, fp: str, inputs: dict[str, Any], run_id: str):
         self.runs, self.name, self.fingerprint, self.inputs, self.run_id = runs, name, fp, inputs, run_id
         self._saved: dict[str, str] = {}  # sha256 of each best-checkpoint file as this process wrote it
-        self._states: tuple[str, ...] = ()  # sha256 of the newest training states it wrote
+        self._signed: dict[str, tuple[str, ...]] = {}  # tag -> signatures of the newest files it wrote
+        self._state_tag = ""  # the state file's path as its tag names it (and its signatures cover)
 
     # -- before training ------------------------------------------------------------------
     def decide(self, model_name: str) -> PhaseResult | Plan:
@@ -108,10 +111,12 @@ class PhaseRun:
             unfinished = decided.unfinished
             mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
             log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
-            earlier_best = unfinished.state_path.parent / self.name  # the best checkpoint before the stop
-            if earlier_best.is_dir() and earlier_best.resolve() != own.resolve():  # (a requeued job: one folder)
-                shutil.copytree(earlier_best, own, dirs_exist_ok=True)
-            return self._training(Plan(own, resume_from=unfinished.state_path))
+            plan = self._training(Plan(own, resume_from=unfinished.state_path))
+            if decided.best:  # the best checkpoint before the stop (a requeued job's is in this folder already)
+                copy_best(unfinished, decided.best, own)
+                self._saved = decided.best
+                self._sign_best(decided.best)
+            return plan
         if decided.action == "reuse":
             reused = self.reuse(model_name)
             if reused is not None:
@@ -123,7 +128,8 @@ class PhaseRun:
         return self._training(Plan(own))
 
     def _training(self, plan: Plan) -> Plan:
-        mlflow.set_tag(STATE_TAG, str(plan.state_path.resolve()))
+        self._state_tag = str(plan.state_path.resolve())
+        mlflow.set_tag(STATE_TAG, self._state_tag)
         return plan
 
     def reuse(self, model_name: str) -> PhaseResult | None:
@@ -146,26 +152,37 @@ class PhaseRun:
         self.runs.tracker.log_metrics(metrics, step)
 
     def record_state(self, digest: str) -> None:
-        """The loop's ``on_state_saved``: record the new state's sha256 (and keep the previous one:
-        a kill before the rename leaves that file) so that a resume can check the file it finds.
-        While the server is away (the metric buffer cannot send) it is not tried, so training
-        never waits on it; a resume then refuses that state and trains afresh."""
-        self._states = (digest, *self._states[:1])
+        """The loop's ``on_state_saved``: sign the new state (keeping the previous signature: a kill
+        before the rename leaves that file) so that a resume can tell it is this user's."""
+        self._record(STATE_MAC_TAG, lambda: state_fields(self.run_id, self.fingerprint, self.name,
+                                                          Path(self._state_tag), digest), f"training state {digest[:12]}")
+
+    def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
+        """The loop's ``on_best``: save the model as the best checkpoint, signed before it replaces
+        the previous one, and remember its digests."""
+        def save(model: nn.Module, epoch: int, val_loss: float) -> None:
+            model.save_pretrained(plan.best_dir, before_replace=lambda new: self._sign_best(
+                {name: file_sha256(new / name) for name in BEST_FILES}))
+            self._saved = folder_digests(plan.best_dir)
+        return save
+
+    def _sign_best(self, digests: dict[str, str]) -> None:
+        self._record(BEST_MAC_TAG, lambda: best_fields(self.run_id, self.fingerprint, self.name, digests),
+                     "best checkpoint")
+
+    def _record(self, tag: str, fields: Callable[[], tuple[str, ...]], what: str) -> None:
+        """Sign a file this run wrote and record the signature under ``tag`` with the one before.
+        While the server is away (the metric buffer cannot send) it is not tried, so training never
+        waits on it; a resume then refuses that file and trains afresh."""
         tracker = self.runs.tracker
         try:
             if tracker.metrics.last_error is not None:
                 raise ConnectionError("the tracking server is away")
-            tracker.client.set_tag(self.run_id, STATE_SHA_TAG, " ".join(self._states))
-        except Exception as err:  # training goes on; the state just cannot be resumed
-            log.warning("%s: the sha256 of training state %s was not recorded (%s); it cannot be resumed",
-                        self.name, digest[:12], first_line(err))
-
-    def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
-        """The loop's ``on_best``: save the model as the best checkpoint and remember its digests."""
-        def save(model: nn.Module, epoch: int, val_loss: float) -> None:
-            model.save_pretrained(plan.best_dir)
-            self._saved = folder_digests(plan.best_dir)
-        return save
+            self._signed[tag] = (sign(*fields()), *self._signed.get(tag, ())[:1])
+            tracker.client.set_tag(self.run_id, tag, " ".join(self._signed[tag]))
+        except Exception as err:  # training goes on; the file just cannot be resumed
+            log.warning("%s: the signature of %s was not recorded (%s); it cannot be resumed",
+                        self.name, what, first_line(err))
 
     # -- after training -------------------------------------------------------------------
     def finish(self, plan: Plan, fit, model_name: str, package: Callable[[Path], None],
@@ -173,8 +190,6 @@ class PhaseRun:
         """Check, log and register the best checkpoint that training left in ``plan.best_dir``."""
         self.runs.tracker.wait_for_metrics()  # the checkpoint is on disk; a lost server may come back meanwhile
         best_dir = plan.best_dir
-        if not self._saved and plan.resume:  # the best so far was saved before the resume
-            self._saved = folder_digests(best_dir)
         if fit.best_epoch < 0:
             raise TrainingFailed(f"{self.name}: the validation loss was never finite ({fit.val_history}); "
                                  f"no checkpoint to keep. Lower {self.name}.lr or check the data")

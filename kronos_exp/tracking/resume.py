@@ -1,21 +1,30 @@
-"""Finding where an interrupted phase stopped, through the tracking store.
+"""Finding where an interrupted phase stopped, through the tracking store, and resuming only
+what this user's own runs wrote.
 
 Each invocation writes into a fresh Hydra folder, so a rerun cannot find the ``last`` training
 state by path alone. The phase run that trains records it: tag ``last_state`` (the absolute path
 of the state file, ``<its run folder>/checkpoints/<phase>.last.safetensors``) beside its
-``fingerprint``, and tag ``last_state_sha256`` (the digests of the newest state it wrote and of
-the one before, recorded before each new file replaces the old). A later run of the same
-fingerprint finds the newest unfinished run (KILLED, FAILED, or RUNNING left behind by a dead
-process) whose state file is still there, takes it (``take``: an atomic claim, so two processes
-never resume the same run), checks it (``state_problem``: the file sits where a phase run keeps
-its state and holds the bytes its run recorded; a tag that points elsewhere, or a file truncated
-or altered since, is refused and the run is marked ``state_refused``, never offered again) and
-continues from it. The state file lives on the disk of the host that wrote it: resuming on
-another host needs the output folder on a shared filesystem.
+``fingerprint``; tag ``last_state_hmac`` signs the newest state it wrote and the one before, and
+``best_hmac`` its newest best checkpoint and the one before (tracking/signatures.py: an HMAC under
+this user's key, over the run, fingerprint, phase, path and sha256, each recorded before the new
+file replaces the old). A later run of the same fingerprint finds the newest unfinished run
+(KILLED, FAILED, or RUNNING left behind by a dead process) whose state file is still there, takes
+it (``take``: an atomic claim, so two processes never resume the same run), checks it
+(``resumable``: the state is a regular file of this user's where a phase run keeps its state, and
+it and the best checkpoint beside it carry this user's signature; anything else is refused and the
+run marked ``state_refused``, never offered again) and continues from it, copying only the signed
+files of the best checkpoint, checked again as they are copied, never through a link. The state
+file lives on the disk of the host that wrote it: resuming on another host needs the output
+folder on a shared filesystem, and the key in a home folder both hosts share.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,13 +33,17 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..data.digest import file_sha256
+from ..data.digest import stream_sha256
+from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, move_into_place, staging_folder
 from .fingerprint import fingerprint_filter
+from .signatures import KeyUnusable, key_path, signed_by_me
 
 log = logging.getLogger(__name__)
 
 STATE_TAG = "last_state"
-STATE_SHA_TAG = "last_state_sha256"  # "<newest> <previous>": the states its run wrote last
+STATE_MAC_TAG = "last_state_hmac"  # "<newest> <previous>": signatures of the states its run wrote last
+BEST_MAC_TAG = "best_hmac"  # "<newest> <previous>": signatures of the best checkpoints it saved last
+BEST_FILES = (CONFIG_NAME, WEIGHTS_NAME)  # what a resume takes from a best checkpoint (packaging adds the rest)
 STATE_REFUSED_TAG = "state_refused"  # why a run's state was not resumed
 STATE_SUFFIX = ".last.safetensors"
 RESUMED_BY_TAG = "resumed_by"
@@ -42,7 +55,28 @@ class Unfinished:
     run_id: str
     status: str
     state_path: Path
-    digests: tuple[str, ...] = ()  # what its run recorded (STATE_SHA_TAG)
+    fingerprint: str
+    state_macs: tuple[str, ...] = ()  # what its run recorded (STATE_MAC_TAG)
+    best_macs: tuple[str, ...] = ()  # (BEST_MAC_TAG)
+
+    @property
+    def best_dir(self) -> Path:
+        """Where its run kept its best checkpoint: beside the state, named after the phase."""
+        return self.state_path.parent / self.state_path.name[:-len(STATE_SUFFIX)]
+
+
+class NotResumable(Exception):
+    """Why an unfinished run's files must not be resumed (the message says it)."""
+
+
+def state_fields(run_id: str, fingerprint: str, phase: str, path: Path, sha256: str) -> tuple[str, ...]:
+    """What a training state's signature covers: which run wrote which file, for what."""
+    return "state", run_id, fingerprint, phase, str(path), sha256
+
+
+def best_fields(run_id: str, fingerprint: str, phase: str, digests: dict[str, str]) -> tuple[str, ...]:
+    """What a best checkpoint's signature covers (``digests``: sha256 of its BEST_FILES)."""
+    return "best", run_id, fingerprint, phase, json.dumps(digests, sort_keys=True)
 
 
 def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, fingerprint: str,
@@ -59,8 +93,9 @@ def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, finger
         if RESUMED_BY_TAG in run.data.tags or not path or alive(run):
             continue
         if Path(path).is_file():
-            digests = tuple(run.data.tags.get(STATE_SHA_TAG, "").split())
-            found.append(Unfinished(run.info.run_id, run.info.status, Path(path), digests))
+            tags = run.data.tags
+            found.append(Unfinished(run.info.run_id, run.info.status, Path(path), fingerprint,
+                                    tuple(tags.get(STATE_MAC_TAG, "").split()), tuple(tags.get(BEST_MAC_TAG, "").split())))
         else:
             log.info("%s: run %s stopped unfinished but its training state %s is gone", phase, run.info.run_id, path)
     return found
@@ -90,21 +125,73 @@ def state_file(run_folder: Path, phase: str) -> Path:
     return run_folder / "checkpoints" / f"{phase}{STATE_SUFFIX}"
 
 
-def state_problem(old: Unfinished, phase: str) -> str | None:
-    """Why ``old``'s state file must not be resumed (None: it is what its run saved, where it saves).
-
-    A tag is only a claim: the file must be ``<a run folder>/checkpoints/<phase>.last.safetensors``
-    itself (no link), and its sha256 one that its run recorded when it wrote it."""
+def resumable(old: Unfinished, phase: str) -> dict[str, str]:
+    """The sha256 of the best checkpoint files to take from ``old`` (none before its first
+    validation), once its state and those files are checked to be what this user's run signed;
+    ``NotResumable`` saying why not. A tag is only a claim: the state must be
+    ``<a run folder>/checkpoints/<phase>.last.safetensors`` itself, a regular file of this user's."""
     path = old.state_path
     if not path.is_absolute() or path.is_symlink() or path != state_file(path.parent.parent, phase).resolve():
-        return f"its {STATE_TAG} tag points at {path}, not at a run folder's checkpoints/{phase}{STATE_SUFFIX}"
-    if not old.digests:
-        return f"its run recorded no sha256 of {path}"
-    actual = file_sha256(path)
-    if actual not in old.digests:
-        return (f"{path} is not the file its run saved (sha256 {actual[:12]}, recorded {old.digests[0][:12]}): "
-                "truncated, altered or replaced since")
-    return None
+        raise NotResumable(f"its {STATE_TAG} tag points at {path}, not at a run folder's checkpoints/{phase}{STATE_SUFFIX}")
+    try:
+        if not old.state_macs or not signed_by_me(old.state_macs, *state_fields(old.run_id, old.fingerprint, phase, path, _sha256(path))):
+            raise NotResumable(f"{path} is not a training state this user's runs signed (key {key_path()}): written "
+                               "by another user or key, altered since, or its tags were set by someone else")
+        best = _best_digests(old.best_dir)
+        if best and not signed_by_me(old.best_macs, *best_fields(old.run_id, old.fingerprint, phase, best)):
+            raise NotResumable(f"the best checkpoint {old.best_dir} is not one this user's runs signed "
+                               f"(key {key_path()}): written by another user or key, or altered since")
+    except KeyUnusable as err:
+        raise NotResumable(f"resuming needs a key only you can read: {err}") from None
+    return best
+
+
+def _open_own_file(path: Path) -> int:
+    """A descriptor of ``path`` when it is a regular file of this user's, reached through no link at its end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        raise NotResumable(f"{path} cannot be opened as a file ({err.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise NotResumable(f"{path} is not a regular file of this user's")
+    return fd
+
+
+def _sha256(path: Path) -> str:
+    with os.fdopen(_open_own_file(path), "rb") as handle:
+        return stream_sha256(handle)
+
+
+def _best_digests(folder: Path) -> dict[str, str]:
+    """sha256 of the files a resume takes from the best checkpoint ``folder`` ({} when there is none)."""
+    if not folder.exists() and not folder.is_symlink():
+        return {}
+    if folder.is_symlink() or not folder.is_dir():
+        raise NotResumable(f"the best checkpoint {folder} is not a folder")
+    return {name: _sha256(folder / name) for name in BEST_FILES}
+
+
+def copy_best(old: Unfinished, digests: dict[str, str], target: Path) -> None:
+    """Put the checked best checkpoint files of ``old`` at ``target`` (which may be the same folder:
+    a requeued job's), each hashed as it is copied; a file that changed since its check is a
+    ``CheckpointError`` and ``target`` is left as it was."""
+    staging = staging_folder(target)
+    try:
+        for name, expected in digests.items():
+            source = old.best_dir / name
+            digest = hashlib.sha256()
+            with os.fdopen(_open_own_file(source), "rb") as src, open(staging / name, "wb") as dst:
+                while block := src.read(1 << 24):
+                    digest.update(block)
+                    dst.write(block)
+            if digest.hexdigest() != expected:
+                raise CheckpointError(f"{source} changed while it was copied to resume from it; nothing of it is used")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    move_into_place(staging, target)
 
 
 def refuse(client: MlflowClient, old: Unfinished, phase: str, problem: str) -> None:

@@ -1,7 +1,9 @@
 """Two jobs that share only an `mlflow server` (different folders, different HOME: no lock file in
-common) train a fingerprint once: one trains, the other waits and reuses; and when the one
-training is killed outright, the other takes its claim over and resumes its training state.
-A run planted on that server to point a resume at a file of the attacker's runs nothing."""
+common; one user, so one key in a shared config folder, as on a cluster's shared home) train a
+fingerprint once: one trains, the other waits and reuses; and when the one training is killed
+outright, the other takes its claim over and resumes its training state. A run planted on that
+server to point a resume at files of the attacker's is refused: nothing of theirs is run, used,
+read through a link, or deleted."""
 from __future__ import annotations
 
 import hashlib
@@ -102,34 +104,74 @@ def test_a_planted_resume_tag_on_a_shared_server_runs_nothing_and_writes_nothing
         path.write_bytes(planted_pickle(marker))
         run = client.create_run(done.info.experiment_id, tags={
             "fingerprint": done.data.tags["fingerprint"], "phase": "tokenizer", "last_state": str(path),
-            "last_state_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}).info.run_id
+            "last_state_hmac": hashlib.sha256(path.read_bytes()).hexdigest()}).info.run_id
         client.set_terminated(run, "KILLED")
         return run
 
     elsewhere, other_name = evil / "state.pt", evil / "checkpoints" / "tokenizer.last.pt"
-    attacks = {plant(elsewhere): elsewhere, plant(other_name): other_name}
+    in_place = evil / "checkpoints" / "tokenizer.last.safetensors"  # where a phase run keeps its state
+    attacks = {plant(elsewhere): f"its last_state tag points at {elsewhere}, not at a run folder's "
+                                 "checkpoints/tokenizer.last.safetensors",
+               plant(other_name): f"its last_state tag points at {other_name}",
+               plant(in_place): f"{in_place} is not a training state this user's runs signed"}
     planted = sorted(evil.rglob("*"))
     proc = normal_command()
     assert not marker.exists()
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    for run, path in attacks.items():
+    for run, why in attacks.items():
         [line] = [line for line in out.splitlines() if f"not resuming run {run}" in line]
-        assert f"its last_state tag points at {path}, not at a run folder's checkpoints/tokenizer.last.safetensors" \
-            in line
+        assert why in line
+        assert client.get_run(run).data.params["resumed_by"]  # taken: never offered again
     assert "resuming run" not in out.replace("not resuming run", "")
     assert sorted(evil.rglob("*")) == planted  # nothing written outside its own run folder
     assert len(client.search_model_versions("name = 'kronos-tokenizer'")) == 2
 
-    # Where a phase run keeps its state, with the digest the attacker recorded: the loader refuses it.
-    in_place = evil / "checkpoints" / "tokenizer.last.safetensors"
-    run = plant(in_place)
-    planted = sorted(evil.rglob("*"))
-    proc = normal_command()
-    assert not marker.exists()
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    [line] = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith(f"error: {in_place} is not a readable training state (")
-    assert "run the same command to train this phase from the start" in line
-    assert sorted(evil.rglob("*")) == planted
-    assert client.get_run(run).data.params["resumed_by"]  # taken: never offered again
+
+def test_an_attackers_own_interrupted_run_with_the_victims_fingerprint_is_not_resumed(cli, serve, tmp_path,
+                                                                                     monkeypatch):
+    """The attacker trains the victim's command with their own key until a best checkpoint and a
+    state exist, stops (KILLED, the state kept), links the victim's private file into their best
+    checkpoint and records that file's digests: every tag a real run of theirs writes."""
+    url = serve(["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                 "--artifacts-destination", str(tmp_path / "artifacts")], cwd=tmp_path, env=cli.env())
+    victim, evil = tmp_path / "victim", tmp_path / "evil"
+    victim.mkdir(), evil.mkdir()
+    secret = tmp_path / "victims_secret"
+    secret.write_text("the victim's private key")
+    secret.chmod(0o600)
+    client = MlflowClient(url)
+    command = [sys.executable, "-m", "kronos_exp", *TOKENIZER_ONLY, "tokenizer.epochs=3", "checkpoint_every_steps=1",
+               f"mlflow.tracking_uri={url}"]
+    attacker = subprocess.Popen(command, cwd=evil, env={**cli.env(), "XDG_CONFIG_HOME": str(evil / "config"),
+                                                        "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 200
+        while not list(evil.rglob("checkpoints/tokenizer/model.safetensors")):
+            assert time.time() < deadline and attacker.poll() is None, attacker.stdout.read()[-3000:]
+            time.sleep(0.1)
+        attacker.send_signal(signal.SIGTERM)
+        attacker.communicate(timeout=120)
+    finally:
+        attacker.kill()
+    [theirs] = phase_runs(client, "tokenizer")
+    assert theirs.info.status == "KILLED" and Path(theirs.data.tags["last_state"]).is_file()
+    best = Path(theirs.data.tags["last_state"]).parent / "tokenizer"
+    (best / "stolen").symlink_to(secret)
+    theirs_files = sorted(p for p in evil.rglob("*"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    outcome = Pipeline(victim).run(*TOKENIZER_ONLY, "tokenizer.epochs=3", fast=False, check=False, tracking_uri=url)
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    out = outcome.stdout + outcome.stderr
+    [line] = [line for line in out.splitlines() if f"not resuming run {theirs.info.run_id}" in line]
+    assert "is not a training state this user's runs signed" in line
+    mine = next(r for r in phase_runs(client, "tokenizer") if r.info.run_id != theirs.info.run_id)
+    assert mine.info.status == "FINISHED" and "resumed_from" not in mine.data.tags
+    [version] = client.search_model_versions("name = 'kronos-tokenizer'")
+    assert version.run_id == mine.info.run_id
+    uploaded = [p.name for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    assert "stolen" not in uploaded and not any("private key" in p.read_text(errors="ignore")
+                                                for p in (tmp_path / "artifacts").rglob("*") if p.is_file())
+    assert sorted(p for p in evil.rglob("*")) == theirs_files  # nothing of theirs deleted or written

@@ -20,7 +20,7 @@ client = MlflowClient(uri)
 open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
-print("took" if take(client, Unfinished(old, "KILLED", Path("state.pt")), mine) else "lost")
+print("took" if take(client, Unfinished(old, "KILLED", Path("state.pt"), "fp"), mine) else "lost")
 """
 
 
@@ -35,7 +35,7 @@ def _store(tmp_path: Path):
 def test_a_second_taker_is_refused(tmp_path):
     client, experiment, old = _store(tmp_path)
     first, second = (client.create_run(experiment).info.run_id for _ in range(2))
-    unfinished = Unfinished(old, "KILLED", tmp_path / "state.pt")
+    unfinished = Unfinished(old, "KILLED", tmp_path / "state.pt", "fp")
     assert take(client, unfinished, first)
     assert not take(client, unfinished, second)
     assert take(client, unfinished, first)  # the same run asking again keeps it
