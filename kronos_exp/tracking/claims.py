@@ -21,7 +21,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from .fingerprint import fingerprint_filter
-from .resume import NotResumable, Unfinished, done_in_unfinished_job, find_unfinished, refuse, resumable, take
+from .resume import (NotResumable, Unfinished, done_in_unfinished_job, find_unfinished, refuse, resumable, take,
+                     taken_up)
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,12 @@ def claim(claims: Claims, phase: str, fingerprint: str, run_id: str, *, skip_exi
             if not take(client, unfinished, run_id):
                 continue
             try:
-                return Claim("resume", unfinished, resumable(unfinished, phase))
+                best = resumable(unfinished, phase)
             except NotResumable as problem:
                 refuse(client, unfinished, phase, str(problem))
+                continue
+            taken_up(client, unfinished, run_id)
+            return Claim("resume", unfinished, best)
     if skip_existing or (resume is not False and done_in_unfinished_job(client, experiment_id, phase, fingerprint)):
         return Claim("reuse")
     return Claim("train")

@@ -112,12 +112,17 @@ def take(client: MlflowClient, old: Unfinished, new_run_id: str) -> bool:
     except MlflowException:
         return False
     client.set_tag(old.run_id, RESUMED_BY_TAG, new_run_id)
-    parent = client.get_run(old.run_id).data.tags.get("mlflow.parentRunId")
-    if parent:  # its other phases are no longer waiting to be taken up
-        client.set_tag(parent, RESUMED_BY_TAG, new_run_id)
     if old.status == "RUNNING":  # left so by a dead process
         client.set_terminated(old.run_id, RunStatus.to_string(RunStatus.FAILED))
     return True
+
+
+def taken_up(client: MlflowClient, old: Unfinished, new_run_id: str) -> None:
+    """``old`` is resumed: its job's other phases are no longer waiting to be taken up. Only once
+    its files were found to be this user's: the job a planted run names is anyone's."""
+    parent = client.get_run(old.run_id).data.tags.get("mlflow.parentRunId")
+    if parent:
+        client.set_tag(parent, RESUMED_BY_TAG, new_run_id)
 
 
 def state_file(run_folder: Path, phase: str) -> Path:

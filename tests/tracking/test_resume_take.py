@@ -1,4 +1,5 @@
-"""An unfinished run is resumed by one run only, even when two processes find it at the same moment."""
+"""An unfinished run is resumed by one run only, even when two processes find it at the same moment;
+a run whose files are refused marks nothing but itself."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from kronos_exp.tracking.resume import RESUMED_BY_TAG, Unfinished, take
+from kronos_exp.tracking.claims import Claims, claim
+from kronos_exp.tracking.resume import RESUMED_BY_TAG, Unfinished, state_file, take
 
 _TAKER = """
 import os, sys, time
@@ -55,3 +57,23 @@ def test_two_processes_racing_for_one_unfinished_run_take_it_once(tmp_path):
     go.touch()
     outcomes = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert outcomes == ["lost", "took"], [p.stderr for p in procs]
+
+
+def test_a_refused_planted_run_never_marks_the_job_it_names_as_taken_up(tmp_path):
+    """A planted run's ``mlflow.parentRunId`` is anyone's choice: marking that job taken up would
+    stop the owner's rerun from reusing what the job finished."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("kronos_exp")
+    job = client.create_run(experiment).info.run_id
+    client.set_terminated(job, "KILLED")
+    state = state_file(tmp_path / "evil", "tokenizer")
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"not signed")
+    planted = client.create_run(experiment, tags={"fingerprint": "fp", "phase": "tokenizer", "last_state": str(state),
+                                                  "mlflow.parentRunId": job}).info.run_id
+    client.set_terminated(planted, "KILLED")
+    mine = client.create_run(experiment).info.run_id
+    decided = claim(Claims(client, experiment, 30.0), "tokenizer", "fp", mine, skip_existing=False, resume=None)
+    assert decided.action == "train"
+    assert "state_refused" in client.get_run(planted).data.tags
+    assert RESUMED_BY_TAG not in client.get_run(job).data.tags
