@@ -158,9 +158,9 @@ def test_registered_predictor_is_a_pyfunc_model_with_its_tokenizer(trained_store
     # The registered digest covers every file of the version, the pyfunc package included.
     version = trained_store.client().get_model_version("kronos-predictor", "1")
     stored = Path(urlparse(version.source).path)
-    assert {"MLmodel", "served_model.py", "artifacts/tokenizer/model.safetensors"} <= set(version_files(stored))
+    assert {"MLmodel", "artifacts/tokenizer/model.safetensors"} <= set(version_files(stored))
     assert json.loads(version.tags["files_sha256"]) == version_files(stored)
-    assert not list(stored.rglob("*.pkl"))  # models from code: nothing to unpickle
+    assert not list(stored.rglob("*.pkl")) and not list(stored.rglob("*.py"))  # data only: the code is installed
 
 
 def test_eval_with_nothing_to_evaluate_says_what_to_do(pipeline):

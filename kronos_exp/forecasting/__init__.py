@@ -1,5 +1,7 @@
 """Forecasting above the model: KronosPredictor (DataFrames in and out), sampled paths, the MLflow
-pyfunc wrapper (forecasting.pyfunc) and the forecast command (``python -m kronos_exp.forecasting``).
+pyfunc package (forecasting.pyfunc writes it, forecasting.packaged reads it as data,
+forecasting.served_model is the installed code that serves it), the forecast command
+(``python -m kronos_exp.forecasting``) and its ``verify`` of a registered version's files.
 
 It builds on kronos_exp.model and kronos_exp.data; neither imports it."""
 from .sampling import sample_paths

@@ -1,6 +1,7 @@
 """``python -m kronos_exp.forecasting model=models:/kronos-predictor/<v> data.path=prices.csv pred_len=24
 out=forecast.csv``: forecast the end of each series in a CSV with a registered predictor, and write
-the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
+the forecast (CSV) and a fan chart (PNG); ``python -m kronos_exp.forecasting verify models:/...``
+checks a registered version's files instead (forecasting.verify). Settings are ``key=value`` words:
 
   model        models:/<name>/<version>, models:/<name>@<alias> or a packaged predictor folder (required)
   data.<key>   how to read the CSV, as in training (data.path, data.symbol_column, data.column_map, ...)
@@ -18,7 +19,6 @@ the forecast (CSV) and a fan chart (PNG). Settings are ``key=value`` words:
 from __future__ import annotations
 
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -135,22 +135,13 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
     """The KronosPredictor inside a packaged predictor (registry URI or folder); a registered
     version's files are checked against its registered digests first, and nothing in it is run."""
     from ..model.checkpoint import CheckpointError, CheckpointNotFound
-    from ..tracking.registry import Registry
-    from ..tracking.runs import bound_http_retries
-    from ..tracking.uris import resolve_tracking_uri, sqlite_path
-    from .pyfunc import load_predictor
+    from .packaged import load_predictor
+    from .verify import download_version
 
     registered = None
     if uri.startswith("models:/"):
-        store = resolve_tracking_uri(tracking_uri)
-        database = sqlite_path(store)
-        if database is not None and not database.is_file():
-            raise ForecastError(f"no MLflow store at {store}; pass tracking_uri=<the store your runs used> "
-                                "(or set MLFLOW_TRACKING_URI)")
-        bound_http_retries(timeout_s=10, max_retries=0)  # a dead server fails now, not in minutes
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # an error stays the first line
         try:
-            version, folder = Registry.of_store(store).download(uri, download_to)
+            version, folder = download_version(uri, tracking_uri, download_to)
         except CheckpointNotFound as err:  # "cannot load <uri> from <store>: <why>"
             raise ForecastError(str(err).replace(uri, f"model={uri}", 1)) from None
         registered = version.tags
@@ -173,7 +164,7 @@ def _tables(series, y_ts, paths, sample_count: int, raw: bool):
     from ..data import FEATURES
     from ..metric_names import BAND
     from .candles import valid_candles
-    from .pyfunc import TIMESTAMP_COLUMN
+    from .package_layout import TIMESTAMP_COLUMN
 
     close = FEATURES.index("close")
     for s, stamps, p in zip(series, y_ts, paths):
@@ -256,7 +247,12 @@ def main(argv: list[str]) -> Path:
 
 
 def run(argv: list[str]) -> None:
-    """The command: a user error is one line on stderr and exit status 1."""
+    """The command (``verify ...``: forecasting.verify's): a user error is one line on stderr and exit status 1."""
+    if argv[:1] == ["verify"]:
+        from .verify import run as verify
+
+        verify(argv[1:])
+        return
     try:
         main(argv)
     except UserError as err:

@@ -1,5 +1,6 @@
-"""A request to the served predictor, checked before any work: its params inside the limits the
-package declares, its history read as training reads a CSV (the same column detection, positive
+"""A request to the served predictor, checked before any work: its params of the kinds the package
+declares (before MLflow's own check, whose refusal echoes the request) and inside the limits it
+declares, its history read as training reads a CSV (the same column detection, positive
 finite prices), its forecast finite, and at most ``max_concurrent`` forecasts at once (Slots). A
 refusal is one sentence (RequestRefused)."""
 from __future__ import annotations
@@ -20,6 +21,9 @@ from ..data.reading import read_bytes
 from ..errors import UserError
 
 PARAMS = ("pred_len", "T", "top_p", "top_k", "sample_count", "freq", "seed", "raw_candles")
+KINDS = {"pred_len": int, "T": float, "top_p": float, "top_k": int, "sample_count": int, "freq": str, "seed": int,
+         "raw_candles": bool}  # what each param's JSON value must be (the signature's long, double, string, boolean)
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 BODY_BYTES_PER_ROW = 1000  # the default body limit per history row: a row of JSON takes about 250
 
 
@@ -85,11 +89,41 @@ def _bounded(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> 
         raise RequestRefused(f"param {name}={value!r} is out of range: it must be {valid}")
 
 
-def check_params(params: Mapping[str, Any], unknown: list[str], limits: Limits, vocabulary: int) -> Sampling:
-    """The request's params (MLflow already filled in the declared defaults) as a Sampling."""
+def _of_kind(kind: type, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return kind is bool
+    if kind is int:
+        return isinstance(value, (int, np.integer))
+    if kind is float and isinstance(value, (int, float, np.integer, np.floating)):
+        try:
+            float(value)
+        except OverflowError:  # an int past float's range
+            return False
+        return True
+    return isinstance(value, kind)
+
+
+def check_param_types(params: Any, declared: set[str]) -> None:
+    """The request's params as it sent them, before MLflow's own type check (whose refusal echoes the
+    whole request): each one of the ``declared`` params, of its KINDS (an integer for pred_len, not
+    "3" nor 3.5)."""
+    if params is None:
+        return
+    if not isinstance(params, Mapping):
+        raise RequestRefused(f"params must be an object of name: value pairs, not {type(params).__name__}")
+    unknown = sorted(set(map(str, params)) - declared)
     if unknown:
-        raise RequestRefused(f"unknown param(s) {', '.join(sorted(map(str, unknown)))}; "
-                             f"the params are {', '.join(PARAMS)}")
+        raise RequestRefused(f"unknown param(s) {', '.join(unknown)}; "
+                             f"the params are {', '.join(p for p in PARAMS if p in declared)}")
+    for name, value in params.items():
+        if not _of_kind(KINDS[name], value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise RequestRefused(f"param {name}={shown} is not valid: it must be {_KIND_NAMES[KINDS[name]]}")
+
+
+def check_params(params: Mapping[str, Any], limits: Limits, vocabulary: int) -> Sampling:
+    """The request's params (of their kinds: check_param_types; MLflow filled in the declared
+    defaults) as a Sampling."""
     _bounded("pred_len", params["pred_len"], lambda v: 1 <= v <= limits.max_pred_len,
              f"an integer from 1 to {limits.max_pred_len} (this model's limit)")
     _bounded("sample_count", params["sample_count"], lambda v: 1 <= v <= limits.max_sample_count,

@@ -3,7 +3,7 @@ predictor (the parity fixture's models, so no training), one server for the modu
 Bad requests get a 4xx naming the problem (a forecast that is not finite: 422), seeded requests
 repeat under load, answers are bars the loader accepts (raw_candles=true: the predictor's own), a
 long request is stopped, and SIGTERM stops the server mid-request; a planted package file runs
-nowhere."""
+nowhere but where MLflow obeys an edited MLmodel (what the verify command catches)."""
 from __future__ import annotations
 
 import contextlib
@@ -28,6 +28,7 @@ from kronos_exp.data import FEATURES, DataError, load_series, sample_path
 from kronos_exp.forecasting.candles import valid_candles
 from kronos_exp.forecasting import pyfunc
 from kronos_exp.forecasting.requests import Limits
+from kronos_exp.forecasting.served_model import Refusal
 from kronos_exp.tracking import Registry, Tracker, folder_digests
 from kronos_exp.window import WindowSpec
 from harness import forecast_command
@@ -47,12 +48,12 @@ def parity_window() -> WindowSpec:
     return WindowSpec(horizon=8, max_context=json.loads((PARITY / "meta.json").read_text())["max_context"])
 
 
-def register_packaged_predictor(root: Path, limits: Limits = LIMITS) -> str:
-    """The parity predictor packaged with its tokenizer and registered as kronos-predictor v1 in a
-    SQLite store under ``root``; returns the store's URI."""
+def register_packaged_predictor(root: Path, limits: Limits = LIMITS, window: WindowSpec | None = None) -> str:
+    """The parity predictor packaged with its tokenizer (in ``root/predictor``) and registered as
+    kronos-predictor v1 in a SQLite store under ``root``; returns the store's URI."""
     folder = root / "predictor"
     shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", parity_window(), limits)
+    pyfunc.package(folder, PARITY / "tokenizer", window or parity_window(), limits)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = Tracker(uri, "serving")
     with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
@@ -79,24 +80,24 @@ class Payload:
 
 
 def _plant_pickle(stored: Path, marker: Path) -> None:
-    """A python_model.pkl that MLmodel now loads instead of the model code, as an attacker with write
-    access to the artifact store would plant it."""
+    """A python_model.pkl that an edited MLmodel now loads instead of the installed loader, as an
+    attacker with write access to the artifact store would plant it."""
     import cloudpickle
     import yaml
 
     (stored / "python_model.pkl").write_bytes(cloudpickle.dumps(Payload(marker)))
     mlmodel = yaml.safe_load((stored / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["python_function"]
-    flavor.pop("model_code_path")
     flavor.update(loader_module="mlflow.pyfunc.model", python_model="python_model.pkl")
     (stored / "MLmodel").write_text(yaml.safe_dump(mlmodel))
 
 
-def _replace_code(stored: Path, marker: Path) -> None:
+def _plant_code(stored: Path, marker: Path) -> None:
+    """Model code beside the data, as packages made before the kronos flavor held it."""
     (stored / "served_model.py").write_text(f"import os\nos.mkdir({str(marker)!r})\n")
 
 
-@pytest.mark.parametrize("plant", [_plant_pickle, _replace_code])
+@pytest.mark.parametrize("plant", [_plant_pickle, _plant_code])
 def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plant, caplog):
     store = register_packaged_predictor(tmp_path)
     client = mlflow.MlflowClient(store)
@@ -120,9 +121,13 @@ def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plan
     assert "is not the registered predictor" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "forecast.csv").exists()
 
-    with contextlib.suppress(Exception):  # the planted file is a real attack: MLflow itself runs it
-        mlflow.pyfunc.load_model(str(stored))
-    assert marker.exists()
+    mlflow.set_tracking_uri(store)
+    with contextlib.suppress(Exception):
+        mlflow.pyfunc.load_model("models:/kronos-predictor/1")
+    mlflow.set_tracking_uri(None)
+    # Planted code beside the data runs nowhere: the installed loader refuses the version. An edited
+    # MLmodel is a real attack: MLflow itself obeys it before any check (README: verify first).
+    assert marker.exists() == (plant is _plant_pickle)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +160,14 @@ BAD = {  # request -> what the answer must name
     "seed=2**70": (history(), {"seed": 2 ** 70}, "param seed=1180591620717411303424 is out of range: it must be -1 "
                    "(unseeded) or an integer from 0 to 2**63 - 1"),
     "seed=-5": (history(), {"seed": -5}, "param seed=-5 is out of range"),
+    "pred_len='abc'": (history(), {"pred_len": "abc"}, "param pred_len='abc' is not valid: it must be an integer"),
+    "pred_len='3'": (history(), {"pred_len": "3"}, "param pred_len='3' is not valid: it must be an integer"),
+    "pred_len=3.5": (history(), {"pred_len": 3.5}, "param pred_len=3.5 is not valid: it must be an integer"),
+    "T='hot'": (history(), {"T": "hot"}, "param T='hot' is not valid: it must be a number"),
+    "T=10**400": (history(), {"T": 10 ** 400}, f"param T={str(10 ** 400)[:37]}... is not valid: it must be a number"),
+    "raw_candles='yes'": (history(), {"raw_candles": "yes"}, "param raw_candles='yes' is not valid: it must be true"),
+    "freq=5": (history(), {"freq": 5}, "param freq=5 is not valid: it must be a string"),
+    "seed=[1]": (history(), {"seed": [1]}, "param seed=[1] is not valid: it must be an integer"),
     "an unknown param": (history(), {"temprature": 0.5}, "unknown param(s) temprature"),
     "a negative price": (_with(history(), 5, close=-3.0), {}, "price -3 is not positive"),
     "a price of 1e300": (_with(history(), 5, close=1e300, high=1e300), {}, "value 1e+300 is too large"),
@@ -175,6 +188,7 @@ def test_a_bad_request_gets_a_4xx_that_names_the_problem_at_once(server, case):
     message = json.loads(body)["message"]
     assert named in message and seconds < 5, (message, seconds)
     assert len(message) < 400 and "Failed to predict" not in message  # the reason, not the input echoed
+    assert "\n" not in message and "2024-" not in message  # one sentence; no row of the history
 
 
 def test_a_forecast_that_is_not_finite_is_a_422(server):
@@ -212,12 +226,19 @@ def _loads(forecast: pd.DataFrame, csv: Path) -> None:
     assert load_series({"path": str(csv)})[0].values.shape == (len(forecast), len(FEATURES))
 
 
+def load_registered(store: str) -> mlflow.pyfunc.PyFuncModel:
+    """kronos-predictor v1 of ``store`` as MLflow loads it in the server (the installed loader)."""
+    mlflow.set_tracking_uri(store)
+    try:
+        return mlflow.pyfunc.load_model("models:/kronos-predictor/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_answers_are_valid_bars_and_raw_candles_the_predictors_own(tmp_path, server):
     """In process through the pyfunc model's predict (as the server calls it), then once over HTTP."""
+    model = load_registered(register_packaged_predictor(tmp_path))  # packaged as the server's
     folder = tmp_path / "predictor"
-    shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", parity_window(), LIMITS)  # as the server's
-    model = mlflow.pyfunc.load_model(str(folder))
     valid = model.predict(history(), params={"pred_len": 8, "seed": 0})
     raw = model.predict(history(), params={"pred_len": 8, "seed": 0, "raw_candles": True})
     _loads(valid, tmp_path / "valid.csv")
@@ -241,13 +262,10 @@ def test_answers_are_valid_bars_and_raw_candles_the_predictors_own(tmp_path, ser
 def test_a_request_past_the_time_limit_is_stopped(tmp_path):
     """In process (the scoring server calls the same predict): a package whose limit, 0.2 s, is far
     below the request's work."""
-    folder = tmp_path / "predictor"
-    shutil.copytree(PARITY / "predictor", folder)
-    pyfunc.package(folder, PARITY / "tokenizer", WindowSpec(horizon=8, max_context=64),
-                   Limits(max_pred_len=1000, timeout_s=0.2))
-    model = mlflow.pyfunc.load_model(str(folder))
+    model = load_registered(register_packaged_predictor(tmp_path, Limits(max_pred_len=1000, timeout_s=0.2),
+                                                        WindowSpec(horizon=8, max_context=64)))
     start = time.monotonic()
-    with pytest.raises(pyfunc.Refusal) as refused:
+    with pytest.raises(Refusal) as refused:
         model.predict(history(300), params=LONG)
     assert refused.value.get_http_status_code() == 504 and "limit of 0.2 s" in refused.value.message
     assert time.monotonic() - start < 5

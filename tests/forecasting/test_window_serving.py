@@ -18,6 +18,7 @@ from kronos_exp.forecasting.cli import ForecastError, resolve_lookback
 from kronos_exp.model import Kronos, KronosTokenizer
 from kronos_exp.model.checkpoint import CheckpointError
 from kronos_exp.window import WindowSpec
+from test_package_flavor import register
 
 WINDOW = WindowSpec(lookback=24, horizon=4, clip=2.0, max_context=64)
 PRED_LEN = 4
@@ -88,10 +89,13 @@ def test_load_predictor_normalises_as_the_model_was_trained(packaged):
     assert not np.allclose(got, forecast(clip5, df.tail(24), stamps.tail(24)))
 
 
-def test_the_served_model_forecasts_with_the_trained_window(packaged):
+def test_the_served_model_forecasts_with_the_trained_window(packaged, tmp_path):
+    """As the server loads it: registered, through the installed loader (which serves only a version)."""
     folder, model, tokenizer = packaged
     df, stamps = history()
-    served = mlflow.pyfunc.load_model(str(folder)).predict(
+    store, _ = register(tmp_path, folder)
+    mlflow.set_tracking_uri(store)
+    served = mlflow.pyfunc.load_model("models:/kronos-predictor/1").predict(
         df.assign(timestamps=stamps), params={"pred_len": PRED_LEN, "seed": 0, "sample_count": 2, "raw_candles": True})
     trained = KronosPredictor(model, tokenizer, device="cpu", clip=2, max_context=64)
     np.testing.assert_array_equal(served.drop(columns="timestamps").to_numpy(),
