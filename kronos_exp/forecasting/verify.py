@@ -41,34 +41,13 @@ def download_version(uri: str, tracking_uri: str | None, download_to: Path):
     return Registry.of_store(store).download(uri, download_to)
 
 
-def file_problems(folder: Path, tags: dict[str, str]) -> list[str]:
-    """Every way ``folder`` differs from the version registered with ``tags``, one sentence each (as
-    tracking.registry.integrity_problem words the first)."""
-    from ..tracking.registry import FILES_TAG, version_files
-
-    if FILES_TAG not in tags:
-        return ["it was registered without a digest of each of its files (before kronos_exp recorded them): "
-                "nothing can be checked"]
-    expected, actual = json.loads(tags[FILES_TAG]), version_files(folder)
-    problems = []
-    for path in sorted(set(expected) | set(actual)):
-        if path not in actual:
-            problems.append(f"{path} is missing")
-        elif path not in expected:
-            problems.append(f"{path} is not one of its registered files")
-        elif actual[path] != expected[path]:
-            problems.append(f"{path} differs from the registered file (sha256 {actual[path][:12]}, "
-                            f"registered {expected[path][:12]})")
-    return problems
-
-
 def main(argv: list[str]) -> int:
     words = [w for w in argv if not w.startswith("tracking_uri=")]
     tracking = [w.partition("=")[2] for w in argv if w.startswith("tracking_uri=")]
     if len(words) != 1 or not words[0].startswith("models:/") or len(tracking) > 1:
         raise VerifyError(USAGE)
     from ..model.checkpoint import CheckpointNotFound
-    from ..tracking.registry import FILES_TAG
+    from ..tracking.registry import FILES_TAG, integrity_problems
 
     uri = words[0]
     with tempfile.TemporaryDirectory(prefix="kronos-verify-") as download_to:
@@ -76,7 +55,7 @@ def main(argv: list[str]) -> int:
             version, folder = download_version(uri, tracking[0] if tracking else None, Path(download_to))
         except CheckpointNotFound as err:  # "cannot load <uri> from <store>: <why>"
             raise VerifyError(str(err)) from None
-        problems = file_problems(folder, version.tags)
+        problems = integrity_problems(folder, version.tags)
     for problem in problems:
         print(f"{uri}: {problem}")
     if not problems:

@@ -34,22 +34,30 @@ def version_files(folder: Path) -> dict[str, str]:
             if path != REGISTERED_MODEL_META_FILE_NAME}
 
 
+def integrity_problems(folder: Path, tags: dict[str, str]) -> list[str]:
+    """Every way ``folder`` differs from the checkpoint registered with ``tags``, one sentence each
+    (none when every file matches)."""
+    if FILES_TAG not in tags:
+        return ["it was registered without a digest of each of its files (before kronos_exp recorded them): "
+                "nothing can be checked"]
+    expected, actual = json.loads(tags[FILES_TAG]), version_files(folder)
+    problems = []
+    for path in sorted(set(expected) | set(actual)):
+        if path not in actual:
+            problems.append(f"{path} is missing")
+        elif path not in expected:
+            problems.append(f"{path} is not one of its registered files (added since, or registered before the "
+                            "digest covered every file of a version)")
+        elif actual[path] != expected[path]:
+            problems.append(f"{path} differs from the registered file (sha256 {actual[path][:12]}, "
+                            f"registered {expected[path][:12]})")
+    return problems
+
+
 def integrity_problem(folder: Path, tags: dict[str, str]) -> str | None:
     """Why ``folder`` is not the checkpoint registered with ``tags`` (None when every file matches)."""
-    if FILES_TAG not in tags:
-        return "it was registered without a digest of each of its files"
-    expected = json.loads(tags[FILES_TAG])
-    actual = version_files(folder)
-    for path, digest in sorted(expected.items()):
-        if path not in actual:
-            return f"{path} is missing"
-        if actual[path] != digest:
-            return f"{path} differs from the registered file (sha256 {actual[path][:12]}, registered {digest[:12]})"
-    extra = sorted(set(actual) - set(expected))
-    if extra:
-        return (f"{extra[0]} is not one of its registered files ({len(extra)} such file(s): added since, or "
-                "registered before the digest covered every file of a version)")
-    return None
+    problems = integrity_problems(folder, tags)
+    return problems[0] if problems else None
 
 
 @dataclass

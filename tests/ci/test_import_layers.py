@@ -21,7 +21,7 @@ def test_import_contracts_hold():
 # Hydra and OmegaConf: the entry points, the config's resolution and the pipeline only; below the
 # pipeline every component is handed typed values (kronos_exp.schemas).
 HYDRA_GLUE = {"__main__.py", "hydra_callbacks.py", "hydra_job.py", "slurm_jobs.py", "config.py", "pipeline.py"}
-# MLflow: tracking/, and the packaged model MLflow loads (its pyfunc wrapper and the served model's file).
+# MLflow: tracking/, and the packaged model MLflow loads (the package writer and the installed loader module).
 MLFLOW_USERS = ("tracking/", "forecasting/pyfunc.py", "forecasting/served_model.py")
 
 
