@@ -9,6 +9,9 @@ when a sweep uses it, since Hydra imports every plugin module on every start).
   time limits); started again, the job resumes the phase from that state (``resumed_from``).
 - **A job that cannot be requeued** ends without a traceback: its job run gets the tag
   ``not_requeued``, which the sweep's summary prints as one line saying how to resume.
+- **A job SLURM ends without a result** (``scancel``, a lost node, out of memory) is one line
+  in the sweep's summary, with the job counted as not finished, not submitit's
+  ``UncompletedJobError`` traceback.
 - **Clusters without accounting** (no slurmdbd): submitit polls job states with ``sacct``, which
   then fails on every poll with a warning. The first poll finds that out, says it once, and
   later polls ask ``squeue``.
@@ -18,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import subprocess
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 from submitit.core.job_environment import JobEnvironment, SignalHandler
@@ -28,7 +34,7 @@ from submitit.core.utils import UncompletedJobError
 from submitit.slurm import slurm
 
 from .hydra_job import mlflow_settings
-from .tracking.sweep import NOT_REQUEUED_TAG, record_job_tag
+from .tracking.sweep import NOT_REQUEUED_TAG, SWEEP_ID_ENV, JobInfo, record_job_tag, record_stopped_job
 from .train.interrupt import outside_database_calls
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,58 @@ def watch_jobs() -> None:
     """Poll this sweep's SLURM jobs through ``_AccountingOrQueueWatcher`` (submitit keeps one
     watcher for every SLURM job, on its job class)."""
     slurm.SlurmJob.watcher = _AccountingOrQueueWatcher(delay_s=600)
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """What a SLURM job that ended without a result returns to the sweep, in place of submitit's
+    UncompletedJobError (whose traceback would end the whole sweep)."""
+    job_id: str
+    state: str
+    log: Path
+
+    def note(self) -> str:
+        if self.state.startswith("CANCELLED"):
+            why = f"cancelled in SLURM (job {self.job_id}, state {self.state}: scancel, or an administrator)"
+        else:
+            why = f"ended by SLURM without a result (job {self.job_id}, state {self.state})"
+        return f"{why}; its log: {self.log}; run the same command again to resume it from its last training state"
+
+
+class _ReportedJob(slurm.SlurmJob):
+    """submitit's SLURM job whose ``results`` are ``[Unfinished]`` where it would raise UncompletedJobError."""
+
+    def results(self) -> list[Any]:
+        try:
+            return super().results()
+        except UncompletedJobError:
+            return [Unfinished(self.job_id, self.state, self.paths.stdout)]
+
+
+@contextlib.contextmanager
+def unfinished_jobs_returned() -> Iterator[None]:
+    """While a launch waits on its jobs, one SLURM ended without a result gives ``Unfinished``."""
+    job_class = slurm.SlurmExecutor.job_class
+    slurm.SlurmExecutor.job_class = _ReportedJob
+    try:
+        yield
+    finally:
+        slurm.SlurmExecutor.job_class = job_class
+
+
+def settle(launcher: Any, returned: Any, overrides: Sequence[str], job_num: int) -> JobReturn:
+    """A job's return as the sweeper takes it: for an ``Unfinished`` job, NaN, and its note on the
+    job's run, which the sweep's summary prints (said here when the store is out of reach)."""
+    if not isinstance(returned, Unfinished):
+        return returned
+    note = returned.note()
+    job = JobInfo(True, job_num, list(overrides), os.environ.get(SWEEP_ID_ENV))
+    try:
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        record_stopped_job(mlflow_settings(cfg), job, note)
+    except Exception:
+        log.warning("job %s: %s", job_num, note)
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
 
 
 def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides: Sequence[str],

@@ -9,14 +9,18 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    """``launch`` (the sweep's process) polls job states through squeue where sacct has nothing;
+    """``launch`` (the sweep's process) polls job states through squeue where sacct has nothing, and
+    takes a job SLURM ended without a result (scancel) as a job that did not finish;
     ``__call__`` (each SLURM job) requeues the job when SLURM's warning stopped it."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from kronos_exp.slurm_jobs import watch_jobs
+        from kronos_exp.slurm_jobs import settle, unfinished_jobs_returned, watch_jobs
 
         watch_jobs()
-        return super().launch(job_overrides, initial_job_idx)
+        with unfinished_jobs_returned():
+            returns = super().launch(job_overrides, initial_job_idx)
+        return [settle(self, returned, overrides, initial_job_idx + i)
+                for i, (returned, overrides) in enumerate(zip(returns, job_overrides))]
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: Any) -> JobReturn:

@@ -10,23 +10,28 @@ the jobs through the environment.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
+from mlflow.tracking import MlflowClient
 
-from ..errors import error_line
+from ..errors import error_line, first_line
 from ..metric_names import MIN_DATES, SHORT_VERDICTS
 from ..redact import mask_passwords
 from ..schemas import MlflowConfig
-from .runs import PARENT_RUN_ENV, Tracker
-from .stale import process_tags
+from .runs import PARENT_RUN_ENV, Tracker, server_answers
+from .stale import Unended, process_tags, record_unended, unended_folder
 from .ui import column, save_runs_view
+from .uris import is_remote, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +72,48 @@ class JobInfo:
         return tags
 
 
+def failed_jobs_folder(tracking_uri: str, sweep_run_id: str) -> Path:
+    """Where the jobs of a sweep on this machine note that they failed: beside the runs to end
+    later (tracking/stale.py), so the sweep can name its failed jobs when the server is lost."""
+    return unended_folder(tracking_uri) / "sweeps" / sweep_run_id
+
+
+def note_failed_job(settings: MlflowConfig, num: int, message: str) -> None:
+    """Note, on this machine, that job ``num`` of the running sweep failed (read by ``SweepRun.end``)."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        folder = failed_jobs_folder(resolve_tracking_uri(settings.tracking_uri), parent)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{num}.txt").write_text(mask_passwords(message)[:2000])
+
+
+def _newest_job_run(settings: MlflowConfig, num: int) -> tuple[MlflowClient, str, Run | None]:
+    """(client, experiment id, the newest run of job ``num`` of the running sweep or None)."""
+    parent = os.environ[PARENT_RUN_ENV]
+    client = Tracker.from_settings(settings).client
+    experiment_id = client.get_run(parent).info.experiment_id
+    runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{num}'")
+    return client, experiment_id, runs[0] if runs else None
+
+
+def _add_job_run(client: MlflowClient, experiment_id: str, job: JobInfo, status: str, tags: dict[str, str]) -> None:
+    """A run for a job that has none (it never got to open one), ended ``status``: the summary counts it."""
+    run = client.create_run(experiment_id, run_name=job.run_name,
+                            tags={**job.tags(), "mlflow.parentRunId": os.environ[PARENT_RUN_ENV], **tags,
+                                  **process_tags()})
+    client.set_terminated(run.info.run_id, status)
+
+
 def record_failed_job(settings: MlflowConfig, job: JobInfo, message: str) -> None:
     """A sweep job that failed before its MLflow run started (a bad setting for that job) still gets
     a FAILED run under the sweep, so the sweep's summary counts it and the sweep exits non-zero."""
-    parent = os.environ.get(PARENT_RUN_ENV)
-    if not job.multirun or not parent:
+    if not job.multirun or not os.environ.get(PARENT_RUN_ENV):
         return
-    client = Tracker.from_settings(settings).client
-    experiment_id = client.get_run(parent).info.experiment_id
-    mine = f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job.num}'"
-    if client.search_runs([experiment_id], filter_string=mine):
-        return  # its run exists and was ended FAILED by the run itself
-    run = client.create_run(experiment_id, run_name=job.run_name,
-                            tags={**job.tags(), "mlflow.parentRunId": parent, "error": message[:5000], **process_tags()})
-    client.set_terminated(run.info.run_id, "FAILED")
+    note_failed_job(settings, job.num, message)  # first: the store itself may be what failed
+    client, experiment_id, run = _newest_job_run(settings, job.num)
+    if run is None:  # else its run exists and was ended FAILED by the run itself
+        _add_job_run(client, experiment_id, job, "FAILED", {"error": message[:5000]})
 
 
 NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, and how to resume
@@ -88,15 +121,21 @@ NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, a
 
 def record_job_tag(settings: MlflowConfig, job_num: int, key: str, value: str) -> None:
     """Set a tag on the newest run of this sweep's job ``job_num`` (after the job's own run ended)."""
-    parent = os.environ.get(PARENT_RUN_ENV)
-    if not parent:
-        return
-    client = Tracker.from_settings(settings).client
-    runs = client.search_runs([client.get_run(parent).info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.job_num = '{job_num}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    if runs:
-        client.set_tag(runs[0].info.run_id, key, value[:5000])
+    if os.environ.get(PARENT_RUN_ENV):
+        client, _, run = _newest_job_run(settings, job_num)
+        if run is not None:
+            client.set_tag(run.info.run_id, key, value[:5000])
+
+
+def record_stopped_job(settings: MlflowConfig, job: JobInfo, note: str) -> None:
+    """A job SLURM ended without a result (scancel, say): ``note`` on its run, which the summary
+    prints; a job stopped before it opened a run gets a KILLED one, so the summary counts it."""
+    note_failed_job(settings, job.num, note)
+    client, experiment_id, run = _newest_job_run(settings, job.num)
+    if run is None:
+        _add_job_run(client, experiment_id, job, "KILLED", {NOT_REQUEUED_TAG: note[:5000], "stopped": note[:5000]})
+    else:
+        client.set_tag(run.info.run_id, NOT_REQUEUED_TAG, note[:5000])
 
 
 # Forecast quality next to the objective, where the jobs ran the eval phase (the job run's summary):
@@ -190,6 +229,7 @@ class SweepRun:
     def __init__(self, tracker: Tracker, run_id: str, directions: list[str], sweep_id: str) -> None:
         self.tracker, self.run_id, self.directions, self.sweep_id = tracker, run_id, directions, sweep_id
         self.maximise = directions[0] == "maximize"  # the order of the table: by the first objective
+        self.open = True  # until ended, or left to end later
 
     @classmethod
     def start(cls, settings: MlflowConfig, directions: list[str], overrides: list[str]) -> "SweepRun":
@@ -204,12 +244,46 @@ class SweepRun:
                   **process_tags()})
         sweep = cls(tracker, run.info.run_id, directions, sweep_id)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
-        atexit.register(sweep.close, "FAILED")  # the sweep died before it ended
+        atexit.register(sweep.close_at_exit)  # the sweep died before it ended
         log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.shown_uri)
         return sweep
 
     def end(self) -> None:
-        """Log the job table (best first), close the run, and exit non-zero if a job did not finish."""
+        """Log the job table (best first), close the run, and exit non-zero if a job did not finish;
+        with the tracking server lost, one line naming the jobs that failed on this machine."""
+        try:
+            rows = self._summarise()
+        except Exception:
+            if not self.server_lost():
+                raise  # (Hydra warns with its message; the run is closed at exit)
+            raise SystemExit(error_line(self._lost())) from None
+        if not rows and _NOTHING_DUE:
+            return  # the sweeper said why (a stored study that holds its n_trials already)
+        if not rows:
+            # A sweeper that stopped before its first job (a config that does not compose, say).
+            # Hydra may call this while that error is on its way up: then let it through.
+            if sys.exc_info()[0] is None:
+                raise SystemExit(error_line("the sweep ended without running a job; see the messages above"))
+            return
+        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
+        for row in failed:
+            if NOT_REQUEUED_TAG in row:
+                log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
+        if failed:
+            raise SystemExit(error_line(f"{len(failed)} of {len(rows)} sweep jobs did not finish (jobs "
+                                        f"{', '.join(str(r['job']) for r in failed)}); their errors are printed above"))
+
+    def _lost(self) -> str:
+        """The sweep run left to end later, and the line that names the jobs that failed."""
+        uri = self.tracker.shown_uri
+        failed = self.left_to_end_later(f"the MLflow tracking server at {uri} was lost during the sweep")
+        jobs = (f"{len(failed)} of its jobs did not finish (jobs {', '.join(map(str, failed))}; their errors are "
+                "printed above)" if failed else "its summary could not be recorded")
+        return (f"lost the MLflow tracking server at {uri} during sweep {self.sweep_id}: {jobs}; the next command on "
+                "this store marks the sweep run FAILED once the server answers again")
+
+    def _summarise(self) -> list[dict[str, Any]]:
+        """Log and save the job table, close the run; the job rows."""
         rows = self.job_rows()
         table = _format_table(rows)
         self.save_ui_view(rows)
@@ -225,20 +299,7 @@ class SweepRun:
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
         failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
         self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
-        if not rows and _NOTHING_DUE:
-            return  # the sweeper said why (a stored study that holds its n_trials already)
-        if not rows:
-            # A sweeper that stopped before its first job (a config that does not compose, say).
-            # Hydra may call this while that error is on its way up: then let it through.
-            if sys.exc_info()[0] is None:
-                raise SystemExit(error_line("the sweep ended without running a job; see the messages above"))
-            return
-        for row in failed:
-            if NOT_REQUEUED_TAG in row:
-                log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
-        if failed:
-            raise SystemExit(error_line(f"{len(failed)} of {len(rows)} sweep jobs did not finish (jobs "
-                                        f"{', '.join(str(r['job']) for r in failed)}); their errors are printed above"))
+        return rows
 
     def save_ui_view(self, rows: list[dict[str, Any]]) -> None:
         """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs, best first, with the
@@ -299,7 +360,40 @@ class SweepRun:
             client.set_terminated(job.info.run_id, "KILLED")
         if client.get_run(self.run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
             client.set_terminated(self.run_id, status)
-        # A later run in this process or shell must not nest under the ended sweep.
+        self._forget()
+
+    def close_at_exit(self) -> None:
+        """End a sweep that did not end (its sweeper stopped on an error, printed already) FAILED;
+        quietly, whether or not the tracking server still answers."""
+        if not self.open:
+            return
+        try:
+            self.close("FAILED")
+        except Exception as err:
+            with contextlib.suppress(OSError):
+                self.left_to_end_later(f"the sweep stopped early, and its run could not be ended ({first_line(err)})")
+            log.warning("sweep run %s: the next command on this store marks it FAILED", self.run_id)
+
+    def server_lost(self) -> bool:
+        return is_remote(self.tracker.tracking_uri) and not server_answers(self.tracker.tracking_uri)
+
+    def left_to_end_later(self, why: str) -> list[int]:
+        """Record the sweep run to end FAILED, with ``why``, once the server answers (tracking/stale.py:
+        the next command on this store ends it); the jobs that noted here that they failed."""
+        record_unended(unended_folder(self.tracker.tracking_uri), Unended(self.run_id, "FAILED", mask_passwords(why)))
+        folder = failed_jobs_folder(self.tracker.tracking_uri, self.run_id)
+        failed = sorted(int(p.stem) for p in folder.glob("*.txt") if p.stem.isdigit())
+        self._forget()
+        return failed
+
+    def _forget(self) -> None:
+        """Nothing of the ended sweep stays: a later run in this process or shell must not nest
+        under it; its jobs' notes (``note_failed_job``) have served."""
+        self.open = False
+        notes = failed_jobs_folder(self.tracker.tracking_uri, self.run_id)
+        shutil.rmtree(notes, ignore_errors=True)
+        with contextlib.suppress(OSError):  # unless another sweep's notes are there
+            notes.parent.rmdir()
         if os.environ.get(PARENT_RUN_ENV) == self.run_id:
             os.environ.pop(PARENT_RUN_ENV, None)
             os.environ.pop(SWEEP_ID_ENV, None)

@@ -1,8 +1,10 @@
 """A tracking server that is away at the start, or lost during a run, never hangs the run:
-training goes on, metrics wait for the server, and the user learns where the checkpoint is."""
+training goes on, metrics wait for the server, and the user learns where the checkpoint is. A sweep
+that loses it names each failed job and exits non-zero; its run ends once the server is back."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -215,3 +217,43 @@ def test_metrics_the_server_refuses_are_dropped_and_the_later_ones_arrive(server
     assert f"'{too_long[:80]}' of run {run}" in refusals[0] and "exceeds the maximum length" in refusals[0]
     assert f"'loss' of run {gone}" in refusals[1] and "must be in the 'active' state" in refusals[1]
     mlflow.set_tracking_uri("")
+
+
+def test_a_sweep_whose_server_is_lost_exits_non_zero_naming_each_failed_job(cli, server, tmp_path):
+    """3 jobs (basic launcher), the server lost once job 0 finished: jobs 1 and 2 fail, each says so in
+    one line, the sweep ends non-zero without a traceback (its atexit handler included) and no
+    password; its run, left RUNNING, is ended FAILED by the next command once the server is back."""
+    url = server.url.replace("http://", "http://kronos:s3cret@")  # the server takes any login
+    tiny = ["phases=tokenizer", "tokenizer.epochs=1", "data.max_train_windows=64", "data.max_eval_windows=16",
+            *BRIEF, f"mlflow.tracking_uri={url}"]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "kronos_exp", "-m", "seed=1,2,3", *tiny], cwd=cli.root,
+                                env={**cli.env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True)
+        _wait_for_line(proc, "#1 : ")  # the basic launcher starts job 1 once job 0 has ended
+        server.kill()
+        out = _finish(proc, timeout=120)
+    err = errors.read_text()
+    assert proc.returncode == 1, out[-3000:] + err[-3000:]
+    assert "Traceback" not in out + err and "s3cret" not in out + err, out[-3000:] + err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    shown = url.replace("s3cret", "***")
+    assert lines[:2] == [f"error: job {n}: no MLflow tracking server answers at mlflow.tracking_uri={shown}; start it "
+                         "(mlflow server ...), fix the address, or use mlflow.tracking_uri=null for the local store"
+                         for n in (1, 2)], err[-3000:]
+    assert len(lines) == 3 and re.fullmatch(
+        re.escape(f"error: lost the MLflow tracking server at {shown} during sweep ") + r"sweep-[0-9-]+" + re.escape(
+            ": 2 of its jobs did not finish (jobs 1, 2; their errors are printed above); the next command on this "
+            "store marks the sweep run FAILED once the server answers again"), lines[2]), err[-3000:]
+
+    server.start()
+    assert "RUNNING" in _statuses(server.url).values()  # the sweep run: nobody could end it yet
+    later = subprocess.run([sys.executable, "-m", "kronos_exp", *tiny], cwd=cli.root, env=cli.env(),
+                           capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stderr[-3000:]
+    client = MlflowClient(server.url)
+    runs = client.search_runs([client.get_experiment_by_name("kronos_exp").experiment_id])
+    (sweep,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert sweep.info.status == "FAILED" and "was lost during the sweep" in sweep.data.tags["error"]
+    assert "RUNNING" not in {r.info.status for r in runs}

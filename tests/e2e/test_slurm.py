@@ -1,6 +1,7 @@
 """Sweeps through ``hydra/launcher=slurm`` on a real single-node SLURM (the ``slurm`` fixture,
 tests/e2e/slurm_cluster.py): jobs run at the threads SLURM grants, and a job that reaches its time
-limit saves its state, requeues itself, resumes and finishes (issue 20, item 8).
+limit saves its state, requeues itself, resumes and finishes (issue 20, item 8); a job cancelled
+with ``scancel`` ends the sweep with one line, not a traceback (issue 27, item 9).
 
 SLURM without accounting (no slurmdbd), as on many small clusters: job states come from squeue.
 """
@@ -123,3 +124,31 @@ def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
     assert [line.split()[3] for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("0 ")] == [
         "FINISHED"]
 
+
+@pytest.mark.timeout(300)
+def test_a_job_cancelled_with_scancel_ends_the_sweep_with_one_line(cli, slurm):
+    """``scancel`` of a running job: the sweep says so in one line naming the job, ends non-zero
+    without submitit's UncompletedJobError traceback, and the job's run is not left RUNNING."""
+    command = cli.command("-m", *SLURM, *TINY, "tokenizer.epochs=500", fast=False)
+    with open(cli.root / "sweep.log", "w+") as log:
+        sweep = subprocess.Popen(command, cwd=cli.root, env=_env(cli, slurm), stdout=log, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            deadline = time.time() + 120
+            while "tokenizer: training" not in _job_logs(cli) and time.time() < deadline:
+                time.sleep(0.5)
+            # submitit's log of task 0: <SLURM job id>_0_log.out
+            (job_id,) = {p.name.rsplit("_", 2)[0] for p in Path(cli.root, "outputs").rglob(".submitit/*/*_0_log.out")}
+            subprocess.run(["scancel", job_id], env=_env(cli, slurm), check=True)
+            returncode = sweep.wait(timeout=120)
+        finally:
+            sweep.kill()
+        log.seek(0)
+        out = log.read()
+    assert returncode == 1, out[-6000:]
+    assert "Traceback" not in out and "UncompletedJobError" not in out, out[-6000:]
+    assert f"job 0: cancelled in SLURM (job {job_id}, state CANCELLED" in out, out[-6000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: 1 of 1 sweep jobs did not finish (jobs 0); their errors are printed above"], out[-6000:]
+    (job,) = [r for r in cli.runs() if r.data.tags.get("job_num") == "0"]
+    assert job.info.status in ("KILLED", "FAILED")
