@@ -25,8 +25,10 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import pandas as pd
 import torch
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
@@ -64,7 +66,7 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         # The predictor checkpoint is the model folder itself, two levels above artifacts/tokenizer.
         self.served = load_served(Path(context.artifacts[TOKENIZER_ARTIFACT]).parents[1], context.model_config)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self.served.predict(model_input, params)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -125,3 +127,10 @@ def test_a_package_made_before_the_flavor_still_loads_and_serves(tmp_path):
     assert len(model.predict(history(), params={"pred_len": 4, "seed": 0})) == 4
     with pytest.raises(MlflowException, match="param pred_len=100 is out of range"):
         model.predict(history(), params={"pred_len": 100})
+
+
+def test_importing_the_package_writer_warns_nothing():
+    """MLflow warns, on every run's console, about a PythonModel whose ``predict`` has no type hints."""
+    proc = subprocess.run([sys.executable, "-c", "import kronos_exp.forecasting.pyfunc"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
