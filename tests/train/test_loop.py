@@ -196,11 +196,13 @@ def test_a_resumed_epochs_rate_counts_only_what_this_process_trained(tmp_path, c
     """Slow steps before a stop, fast ones after the resume: the resumed epoch's rate is the fast one."""
     s = _settings(epochs=1, batch_size=4, log_interval=1, state_path=tmp_path / "last.pt", resume=True)
     with pytest.raises(Interrupted):
-        fit_stopping_at(SlowWhileTraining(nn.Linear(4, 1), pause=0.05), s, data(80, 4), data(12, 4),
-                        stop_at_step=10)
+        fit_stopping_at(SlowWhileTraining(nn.Linear(4, 1), pause=0.2), s, data(80, 4), data(12, 4),
+                        stop_at_step=5)
     with caplog.at_level(logging.INFO, logger="kronos_exp.train.loop"):
         result = fit_stopping_at(SlowWhileTraining(nn.Linear(4, 1), pause=0), s, data(80, 4), data(12, 4))
-    assert result.resumed_at_step == 10
-    before_stop = 10 * 4 / 0.05  # at most: 10 steps of 4 samples, each pausing 50 ms
+    assert result.resumed_at_step == 5
+    # At most 100 samples/s: 5 steps of 4 samples, each pausing 200 ms. Counted with them, the epoch's
+    # rate would be below 80; the 15 fast steps alone run at thousands a second, even on a busy machine.
+    before_stop = 5 * 4 / 0.2
     (resumed,) = _epoch_rates(caplog.records)
     assert resumed > 3 * before_stop, resumed
