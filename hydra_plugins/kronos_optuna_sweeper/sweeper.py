@@ -127,24 +127,33 @@ class KronosOptunaSweeper(Sweeper):
     @staticmethod
     def _tell(study, trial, ret: JobReturn) -> None:
         """What the job returned, as the trial's values; FAIL for a failed job or an undefined
-        value. A pruned trial was told so by its job."""
+        value. A pruned trial was told so by its job; one another search process ended FAIL (it
+        took this one for dead) is told nothing, said so in one line, and the sweep goes on."""
         from optuna.trial import TrialState
+        from kronos_exp.search.workers import taken_over, tell_if_running
 
-        if trial.number in {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))}:
+        early = (TrialState.PRUNED, TrialState.FAIL)
+        ended = {t.number: t.state for t in study.get_trials(deepcopy=False, states=early)}
+        if ended.get(trial.number) == TrialState.PRUNED:
             return
         if ret.status == JobStatus.FAILED:  # an exception no user caused: show it, as a one-job run would
             try:
                 ret.return_value
             except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
                 log.error("trial %d failed:\n%s", trial.number, "".join(traceback.format_exception(err)).rstrip())
+        if trial.number in ended:
+            log.warning("%s; its result is not recorded", taken_over(study.study_name, trial.number))
+            return
         value = ret.return_value if ret.status == JobStatus.COMPLETED else None
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if any(v is None or not math.isfinite(float(v)) for v in values) or len(values) != len(study.directions):
             log.warning("trial %d: its job returned %r; marked FAIL", trial.number,
                         value if ret.status == JobStatus.COMPLETED else "an error")
-            study.tell(trial, state=TrialState.FAIL)
-            return
-        study.tell(trial, [float(v) for v in values])
+            told = tell_if_running(study, trial, state=TrialState.FAIL)
+        else:
+            told = tell_if_running(study, trial, [float(v) for v in values])
+        if not told:  # ended between our look and our tell
+            log.warning("%s; its result is not recorded", taken_over(study.study_name, trial.number))
 
     def _write_results(self, study, metrics: list[str]) -> None:
         """The best trial (one objective) or the Pareto front (several), logged and written to

@@ -3,7 +3,9 @@
 in its own (``KRONOS_EXP_TRIAL_STORAGE``, inherited: no override, so a database password in it
 is never printed or saved), which reach the job with the basic launcher and in joblib, submitit
 or SLURM processes alike. The job links its MLflow run and the trial both ways, reports each
-epoch's validation loss, and stops when the pruner says so.
+epoch's validation loss, and stops when the pruner says so, or when another search process ended
+its trial FAIL (it took this sweep for dead: kronos_exp/search/workers.py), as its result would not
+be recorded.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Callable
 from ..errors import TrialPruned
 from ..train.distributed import World
 from .study import make_pruner, rdb_storage
+from .workers import taken_over, tell_if_running
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class TrialLink:
     number: int
     storage: str
     _opened: Any = field(default=None, init=False, repr=False)
+    _where: tuple[Any, int] | None = field(default=None, init=False, repr=False)  # (storage, trial id)
 
     @classmethod
     def current(cls) -> "TrialLink | None":
@@ -56,13 +60,29 @@ class TrialLink:
                 storage.get_study_id_from_name(self.study_name), self.number)
             study = optuna.load_study(study_name=self.study_name, storage=storage,
                                       sampler=optuna.samplers.RandomSampler())
-            self._opened = optuna.trial.Trial(study, trial_id)
+            self._opened, self._where = optuna.trial.Trial(study, trial_id), (storage, trial_id)
             name, startup, warmup = self._opened.user_attrs.get(PRUNER_ATTR, ["none", 0, 0])
             study.pruner = make_pruner(name, startup, warmup)
         return self._opened
 
     def link(self, run_id: str) -> None:
-        self._trial().set_user_attr(RUN_ID_ATTR, run_id)
+        """Name the job run on the trial; nothing on a trial already ended (its first epoch stops the job)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self._trial().set_user_attr(RUN_ID_ATTR, run_id)
+        except UpdateFinishedTrialError:
+            log.warning("%s", self.taken())
+
+    def taken(self) -> str | None:
+        """Why this job stops, when another search process ended its trial; else None."""
+        from optuna.trial import TrialState
+
+        self._trial()
+        storage, trial_id = self._where
+        if storage.get_trial(trial_id).state == TrialState.RUNNING:
+            return None
+        return f"{taken_over(self.study_name, self.number)}: its job stops, its result would not be recorded"
 
     def prunable(self) -> bool:
         """Whether epochs are reported: one objective, minimised (a validation loss falls as it
@@ -73,29 +93,39 @@ class TrialLink:
 
     def report(self, val_loss: float, epoch: int) -> str | None:
         """Report one epoch's validation loss; the reason when the trial is pruned (it is then
-        told PRUNED in the study), else None. A loss that is not finite (diverged) prunes at once."""
+        told PRUNED in the study) or was taken (``taken``), else None. A loss that is not finite
+        (diverged) prunes at once."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         trial = self._trial()
-        trial.report(val_loss, epoch)
+        try:
+            trial.report(val_loss, epoch)
+        except UpdateFinishedTrialError:
+            return self.taken()
         if math.isfinite(val_loss) and not trial.should_prune():
             return None
-        trial.study.tell(self.number, state=TrialState.PRUNED)
+        if not tell_if_running(trial.study, self.number, state=TrialState.PRUNED):
+            return self.taken()
         return (f"pruned: trial {self.number} of study '{self.study_name}' had validation loss {val_loss:.5g} "
                 f"after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
 
     def epoch_hook(self, world: World, phase: str) -> Callable[[str, int, float], None]:
         """What the runner calls after each epoch of every phase: ``phase``'s epochs are reported
-        (on rank 0; every rank hears the verdict), and a pruned trial stops by ``TrialPruned``."""
+        (on rank 0; every rank hears the verdict), or where they are not, only look whether the
+        trial was taken; a pruned or taken trial stops by ``TrialPruned``."""
         reported = world.share(self.prunable() if world.is_main else None)
         if not reported:
             log.info("trial %d: epochs are not reported for pruning (several objectives, a maximised one, or "
                      "hydra.sweeper.pruner=none)", self.number)
 
+        def verdict(epoch: int, val_loss: float) -> str | None:
+            return self.report(val_loss, epoch) if reported else self.taken()
+
         def hook(name: str, epoch: int, val_loss: float) -> None:
-            if not reported or name != phase:
+            if name != phase:
                 return
-            reason = world.share(self.report(val_loss, epoch) if world.is_main else None)
+            reason = world.share(verdict(epoch, val_loss) if world.is_main else None)
             if reason:
                 raise TrialPruned(reason)
         return hook

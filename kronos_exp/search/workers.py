@@ -2,10 +2,15 @@
 started together each run their own trials.
 
 Every sweep process registers in the study as a worker: a study user attribute
-``kronos_worker:<id>`` holding its host, pid, a heartbeat it refreshes, whether it ended, and the
-finished trials it took over. A worker is dead once it ended, its process on this host is gone,
-or its heartbeat is older than four beats (another host). On joining, a process
+``kronos_worker:<id>`` holding its host, pid, heartbeat interval, a heartbeat it rewrites, whether
+it ended, and the finished trials it took over. No worker compares another's heartbeat with its own
+clock (hosts' clocks differ: a process ten minutes ahead failed a live worker's trial): a worker is
+dead once it ended, at once when its process on this host is gone, or once its heartbeat has not
+changed for four of its beats of our watching (kronos_exp/tracking/beats.py). On joining, a process
 
+- watches the other hosts' workers that have not ended (nor were inherited) until each beats (alive:
+  at most one beat of waiting) or stays still for four beats (dead); one of this host whose process
+  lives is alive,
 - ends the RUNNING trials of dead workers FAIL (a trial is never left running), and
 - inherits the dead workers nobody inherited yet: their finished trials (complete or pruned, with
   what they had inherited themselves) count towards its own ``n_trials``.
@@ -13,6 +18,13 @@ or its heartbeat is older than four beats (another host). On joining, a process
 So a search killed during its third of 4 trials and rerun runs 2 more (4 finished in the study),
 and two processes started together with ``n_trials=3`` each run 3 (6): a live worker is never
 inherited. Two reruns racing for one dead worker both write a claim; the earliest claim wins.
+
+While it searches, a worker's heartbeat thread goes on watching: the RUNNING trials of a worker
+that stops beating end FAIL, and so does a RUNNING trial nobody owns (its asker was killed before
+naming itself) that stays so for four beats; inheriting stays a joiner's business. A worker whose
+trial was ended so (it was only stalled) tells nothing of it and goes on to its next trial
+(``tell_if_running``). Each worker's sampler seed offset (``index``) is one no other worker holds,
+whatever the start times its clock stamped say.
 """
 from __future__ import annotations
 
@@ -25,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tracking.stale import process_alive
+from ..tracking.beats import DEAD, UNSURE, BeatWatch, gone_here
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,32 @@ WORKER_PREFIX = "kronos_worker:"
 CLAIM_PREFIX = "kronos_inherit:"
 TRIAL_WORKER_ATTR = "kronos_worker"  # on each trial: the worker that asked for it
 MISSED_BEATS = 4
+
+
+def taken_over(study_name: str, number: int) -> str:
+    return (f"trial {number} of study '{study_name}' was ended FAIL by another search process (its heartbeat "
+            "looked stalled)")
+
+
+def tell_if_running(study, trial, values=None, *, state=None) -> bool:
+    """Tell ``trial`` (a Trial or its number) its result; False, telling nothing, when it had ended
+    already: another worker took its worker for dead and ended it FAIL, or one racing us did."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    number = trial if isinstance(trial, int) else trial.number
+
+    def running() -> bool:
+        return number in {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running():
+        return False
+    try:
+        study.tell(trial, values, state=state)
+    except (ValueError, UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": ended after our look
+        if running():
+            raise
+        return False
+    return True
 
 
 @dataclass
@@ -43,8 +81,10 @@ class Worker:
     id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
     started: float = field(default_factory=time.time)
     inherited: int = 0
-    index: int = 0  # workers registered in the study before this one (a seed offset: no two sample alike)
+    index: int | None = None  # workers registered before this one, or the next free (a seed offset: no two alike)
+    watch: BeatWatch = field(default_factory=lambda: BeatWatch(MISSED_BEATS))
     _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
 
     @classmethod
     def join(cls, study, heartbeat_s: float) -> "Worker":
@@ -52,16 +92,20 @@ class Worker:
         worker.beat()
         others = worker.others()
         worker.index = sum(1 for r in others.values() if r["started"] < worker.started)
-        dead = {wid: r for wid, r in others.items() if worker.is_dead(r)}
+        held = {r.get("index") for r in others.values()}
+        while worker.index in held:  # start times are each host's clock: one behind counts too few
+            worker.index += 1
+        dead = worker.dead_at_join(others)
         worker.fail_stale_trials(dead)
         worker.inherited = worker.inherit(dead)
         worker.beat()
-        threading.Thread(target=worker._beating, name="optuna-worker-heartbeat", daemon=True).start()
+        worker._thread = threading.Thread(target=worker._beating, name="optuna-worker-heartbeat", daemon=True)
+        worker._thread.start()
         return worker
 
     def record(self, ended: bool = False) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "started": self.started, "beat": time.time(),
-                "ended": ended, "inherited": self.inherited}
+                "every": self.heartbeat_s, "index": self.index, "ended": ended, "inherited": self.inherited}
 
     def beat(self, ended: bool = False) -> None:
         self.study.set_user_attr(WORKER_PREFIX + self.id, self.record(ended))
@@ -72,10 +116,18 @@ class Worker:
                 self.beat()
             except Exception as err:  # a database hiccup: the next beat tries again
                 log.warning("optuna worker %s: heartbeat not written (%s)", self.id, err)
+                continue
+            try:
+                self.fail_stale_trials({wid: r for wid, r in self.others().items() if self.verdict(wid, r) == DEAD})
+            except Exception as err:  # the same: the next beat looks again
+                log.warning("optuna worker %s: the other search processes not checked (%s)", self.id, err)
 
     def leave(self) -> None:
-        """Stop beating and say this worker ended: a later run of the command inherits its trials."""
+        """Stop beating and say this worker ended: a later run of the command inherits its trials.
+        The thread ends first, so that no late beat of it says this worker lives on."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         self.beat(ended=True)
 
     def others(self) -> dict[str, dict[str, Any]]:
@@ -83,22 +135,46 @@ class Worker:
         return {k[len(WORKER_PREFIX):]: v for k, v in attrs.items()
                 if k.startswith(WORKER_PREFIX) and k != WORKER_PREFIX + self.id}
 
-    def is_dead(self, record: dict[str, Any]) -> bool:
-        if record.get("ended"):
-            return True
-        if record.get("host") == socket.gethostname() and not process_alive(int(record.get("pid", 0))):
-            return True
-        return time.time() - float(record.get("beat", 0)) > MISSED_BEATS * self.heartbeat_s
+    def verdict(self, wid: str, record: dict[str, Any]) -> str:
+        """ALIVE, UNSURE or DEAD (tracking/beats.py): ended, or its process here gone, is dead at once."""
+        if record.get("ended") or gone_here(record.get("host"), record.get("pid")):
+            return DEAD
+        return self.watch.verdict(wid, record.get("beat"), _every(record, self.heartbeat_s))
+
+    def dead_at_join(self, others: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The dead among ``others``, watching those of other hosts until each beats or stays still for
+        MISSED_BEATS beats: a rerun on another host continues a search whose host was lost. One that an
+        earlier joiner inherited is not waited for: every later join would wait on it again."""
+        here, announced = socket.gethostname(), False
+        claims = [k[len(CLAIM_PREFIX):] for k in self.study.user_attrs if k.startswith(CLAIM_PREFIX)]
+        inherited = {claim.rsplit(":", 1)[0] for claim in claims}  # <worker>:<its inheritor>
+        while True:
+            verdicts = {wid: self.verdict(wid, r) for wid, r in others.items()}
+            unsure = [wid for wid, v in verdicts.items()
+                      if v == UNSURE and others[wid].get("host") != here and wid not in inherited]
+            if not unsure:
+                return {wid: others[wid] for wid, v in verdicts.items() if v == DEAD}
+            longest = max(_every(others[wid], self.heartbeat_s) for wid in unsure) * MISSED_BEATS
+            if not announced:
+                log.info("watching %d search process(es) of other hosts in study '%s' (up to %.0f s): alive if "
+                         "their heartbeat moves", len(unsure), self.study.study_name, longest)
+                announced = True
+            time.sleep(min(1.0, max(0.05, longest / MISSED_BEATS / 4)))
+            now = self.others()
+            others = {wid: now.get(wid, r) for wid, r in others.items()}
 
     def fail_stale_trials(self, dead: dict[str, dict[str, Any]]) -> None:
-        """RUNNING trials of dead workers (or of none, asked over four beats ago) end FAIL."""
+        """RUNNING trials of dead workers end FAIL, and those nobody owns that stayed so for
+        MISSED_BEATS of our beats (their start time is another host's clock: not read)."""
         from optuna.trial import TrialState
 
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get(TRIAL_WORKER_ATTR)
-            orphan = owner is None and time.time() - trial.datetime_start.timestamp() > MISSED_BEATS * self.heartbeat_s
-            if owner in dead or orphan:
-                self.study.tell(trial.number, state=TrialState.FAIL)
+            if owner is None:
+                stale = self.watch.verdict(("unowned trial", trial.number), None, self.heartbeat_s) == DEAD
+            else:
+                stale = owner in dead
+            if stale and tell_if_running(self.study, trial.number, state=TrialState.FAIL):
                 log.warning("trial %d of study '%s' was left running by dead worker %s; marked FAIL", trial.number,
                             self.study.study_name, owner or "(none)")
 
@@ -120,3 +196,11 @@ class Worker:
             log.info("continuing the search of %d ended process(es) in study '%s': %d finished trial(s) count "
                      "towards n_trials", len(won), self.study.study_name, total)
         return total
+
+
+def _every(record: dict[str, Any], default: float) -> float:
+    """A worker's own heartbeat interval (a registration from before it was recorded: ours)."""
+    try:
+        return float(record.get("every", default))
+    except (TypeError, ValueError):
+        return default

@@ -1,17 +1,24 @@
 """Who trains a fingerprint, decided through the tracking store, so jobs on different hosts that
 share one ``mlflow server`` train a phase once.
 
-A phase run is a claim on its fingerprint while its ``heartbeat`` tag (unix time) is fresh: a
-background thread refreshes it every ``interval_s`` until the run ends. A job that finds an
-earlier live claim on its fingerprint waits for it to end, then reuses the registered result;
-when the claim's heartbeat stops (its process was killed, its host lost), the waiter takes it
-over: it resumes from the dead run's ``last`` training state where it can reach the file
-(tracking/resume.py), else trains afresh.
+A phase run is a claim on its fingerprint while its ``heartbeat`` tag moves: a background thread
+rewrites it every ``interval_s`` until the run ends. A job that finds an earlier live claim on its
+fingerprint waits for it to end, then reuses the registered result; when the claim's heartbeat
+stops (its process was killed, its host lost), the waiter takes it over: it resumes from the dead
+run's ``last`` training state where it can reach the file (tracking/resume.py), else trains afresh.
+
+No host's clock is compared with another's (hosts' clocks drift apart; one a minute ahead took a
+live claim): a claim is dead once its heartbeat has not changed for ``STALE_AFTER_BEATS`` of its
+intervals of this job's watching (tracking/beats.py), or at once when its process, on this host,
+is gone; asked once (``alive``), this job watches another host's claim until its heartbeat tells. A
+claim that has begun training comes before any that has not, whatever the start times (stamped by
+each host's own clock) say.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,33 +27,61 @@ from typing import Iterator
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from .beats import DEAD, UNSURE, BeatWatch, gone_here
 from .fingerprint import fingerprint_filter
-from .resume import (NotResumable, Unfinished, done_in_unfinished_job, find_unfinished, refuse, resumable, take,
-                     taken_up)
+from .resume import (STATE_TAG, NotResumable, Unfinished, done_in_unfinished_job, find_unfinished, refuse,
+                     resumable, take, taken_up)
+from .stale import HOST_TAG, PID_TAG
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TAG = "heartbeat"
-STALE_AFTER_BEATS = 4  # a claim is dead once its heartbeat is this many intervals old
+HEARTBEAT_TAG = "heartbeat"  # the holder's wall clock at its last beat: read only to see it change
+HEARTBEAT_EVERY_TAG = "heartbeat_every_s"  # the holder's interval: it is judged by its own, not the observer's
+STALE_AFTER_BEATS = 4  # a claim is dead once its heartbeat has not moved for this many of its intervals
 SETTLE_S = 0.5  # far longer than a store takes to show a run it has just created (milliseconds)
+
+
+def _interval(tags: dict[str, str], default: float) -> float:
+    try:
+        return float(tags[HEARTBEAT_EVERY_TAG])
+    except (KeyError, ValueError):  # a run from before the tag, or a mangled one
+        return default
 
 
 class Claims:
     def __init__(self, client: MlflowClient, experiment_id: str, interval_s: float):
         self.client, self.experiment_id, self.interval_s = client, experiment_id, interval_s
+        self.watch = BeatWatch(STALE_AFTER_BEATS)
 
-    def alive(self, run: Run, now: float | None = None) -> bool:
-        """Whether ``run`` is a live claim: RUNNING, with a heartbeat fresher than the stale limit."""
-        beat = run.data.tags.get(HEARTBEAT_TAG)
-        if run.info.status != "RUNNING" or beat is None:
-            return False
-        return (now or time.time()) - float(beat) < STALE_AFTER_BEATS * self.interval_s
+    def verdict(self, run: Run) -> str:
+        """ALIVE, UNSURE or DEAD (tracking/beats.py) from what this job saw of ``run`` so far; a
+        run that ended, has no heartbeat, or whose process on this host is gone is DEAD at once."""
+        tags = run.data.tags
+        beat = tags.get(HEARTBEAT_TAG)
+        if run.info.status != "RUNNING" or beat is None or gone_here(tags.get(HOST_TAG), tags.get(PID_TAG)):
+            return DEAD
+        return self.watch.verdict(run.info.run_id, beat, _interval(tags, self.interval_s))
 
-    @staticmethod
-    def first_beat() -> dict[str, str]:
-        """The heartbeat tag a phase run is created with, beside its fingerprint: a run that holds
+    def alive(self, run: Run) -> bool:
+        """Whether ``run`` is a live claim. One of this host whose process lives is; one of another
+        host not seen before is watched until its heartbeat moves or has stood still for
+        ``STALE_AFTER_BEATS`` of its intervals (one interval's wait when it lives), so that a job
+        requeued on another node resumes a lost node's run (tracking/resume.py) after that wait."""
+        verdict, here = self.verdict(run), socket.gethostname()
+        if verdict == UNSURE and run.data.tags.get(HOST_TAG) != here:
+            every = _interval(run.data.tags, self.interval_s)
+            log.info("run %s of another host is RUNNING; watching its heartbeat (up to %.0f s) to tell whether "
+                     "it lives", run.info.run_id, STALE_AFTER_BEATS * every)
+            while verdict == UNSURE:
+                time.sleep(min(2.0, max(0.05, every / 4)))
+                run = self.client.get_run(run.info.run_id)
+                verdict = self.verdict(run)
+        return verdict != DEAD
+
+    def first_beat(self) -> dict[str, str]:
+        """The heartbeat tags a phase run is created with, beside its fingerprint: a run that holds
         a fingerprint is a live claim from its first moment, so a job started a moment later waits."""
-        return {HEARTBEAT_TAG: repr(time.time())}
+        return {HEARTBEAT_TAG: repr(time.time()), HEARTBEAT_EVERY_TAG: repr(float(self.interval_s))}
 
     @contextlib.contextmanager
     def heartbeat(self, run_id: str) -> Iterator[None]:
@@ -70,15 +105,18 @@ class Claims:
             thread.join()
 
     def earlier_live_claims(self, phase: str, fingerprint: str, run_id: str) -> list[Run]:
-        """Live claims on ``fingerprint`` made before ``run_id`` (start time, then run id, breaks ties)."""
-        mine = self.client.get_run(run_id).info
+        """Live claims on ``fingerprint`` that come before ``run_id``: one that has begun training
+        (its ``last_state`` tag is set) before any that has not, since a host whose clock is behind
+        can start a claim that looks the earlier after another began; else start time, then run id."""
+        def order(run: Run) -> tuple:
+            return STATE_TAG not in run.data.tags, run.info.start_time, run.info.run_id
+
+        mine = self.client.get_run(run_id)
         runs = self.client.search_runs(
             [self.experiment_id],
             f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status = 'RUNNING'",
             max_results=100)
-        now = time.time()
-        return [r for r in runs if r.info.run_id != run_id and self.alive(r, now)
-                and (r.info.start_time, r.info.run_id) < (mine.start_time, mine.run_id)]
+        return [r for r in runs if r.info.run_id != run_id and order(r) < order(mine) and self.verdict(r) != DEAD]
 
     def wait_for_earlier(self, phase: str, fingerprint: str, run_id: str) -> None:
         """Return once no earlier live claim on ``fingerprint`` is left (ended, or its heartbeat stopped).

@@ -3,6 +3,9 @@ search processes that ended; processes alive together each run their own n_trial
 running by a dead process ends FAIL. Real Optuna studies in a SQLite file."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -48,7 +51,9 @@ def test_processes_alive_together_inherit_nothing_from_each_other(study):
 def test_a_trial_left_running_by_a_dead_search_ends_failed(study):
     gone = Worker.join(study, heartbeat_s=10)
     _trials(study, gone, [TrialState.RUNNING])
-    gone._stop.set()  # its process is lost: no more beats, the last one long ago
-    study.set_user_attr(f"kronos_worker:{gone.id}", {**gone.record(), "beat": 0.0})
+    gone._stop.set()  # its process, on this host, is killed (another host's: tests/search/test_workers_skew.py)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study.set_user_attr(f"kronos_worker:{gone.id}", {**gone.record(), "pid": dead.pid})
     Worker.join(study, heartbeat_s=10)
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
