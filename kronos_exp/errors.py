@@ -34,6 +34,11 @@ class TrialPruned(Exception):
     it registered before (a tokenizer) stays reusable."""
 
 
+class TrialTaken(TrialPruned):
+    """Not an error of this job's: another search process ended its trial FAIL (it took this one's
+    search for dead), so its result would not be recorded; the job stops as a pruned one does."""
+
+
 # Write failures the user fixes outside the program: a full disk, a quota, a read-only or foreign folder.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 

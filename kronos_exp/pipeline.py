@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from .config import TRAINING_PHASES, one_error, resolve
 from .data import build_datasets, default_cache_dir
-from .errors import ConfigError, TrialPruned, UserError
+from .errors import ConfigError, TrialPruned, TrialTaken, UserError
 from .hydra_job import current_job
 from .forecasting.requests import Limits
 from .objective import objective_metrics, refusal_of_test_split, several_objectives
@@ -222,8 +222,8 @@ def _tracked(settings: RunConfig, ctx: RunContext, steps: list, job: JobInfo, st
         for step in steps:
             try:
                 ctx.results[step.name] = run_step(step, ctx)
-            except TrialPruned:
-                ctx.tracker.record(tags={"pruned": "true"})
+            except TrialPruned as stop:
+                ctx.tracker.record(tags={"taken_over" if isinstance(stop, TrialTaken) else "pruned": "true"})
                 raise
             reported.update(step.report(ctx.results[step.name]))
             ctx.tracker.record(tags={f"{step.name}_{k}": v for k, v in ctx.results[step.name].tags.items()})

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import TrialPruned
+from ..errors import TrialPruned, TrialTaken
 from ..train.distributed import World
 from .study import make_pruner, rdb_storage
 from .workers import taken_over, tell_if_running
@@ -74,7 +74,7 @@ class TrialLink:
         except UpdateFinishedTrialError:
             log.warning("%s", self.taken())
 
-    def taken(self) -> str | None:
+    def taken(self) -> TrialTaken | None:
         """Why this job stops, when another search process ended its trial; else None."""
         from optuna.trial import TrialState
 
@@ -82,7 +82,8 @@ class TrialLink:
         storage, trial_id = self._where
         if storage.get_trial(trial_id).state == TrialState.RUNNING:
             return None
-        return f"{taken_over(self.study_name, self.number)}: its job stops, its result would not be recorded"
+        return TrialTaken(f"{taken_over(self.study_name, self.number)}: its job stops, its result would not be "
+                          "recorded")
 
     def prunable(self) -> bool:
         """Whether epochs are reported: one objective, minimised (a validation loss falls as it
@@ -91,8 +92,8 @@ class TrialLink:
         pruner = trial.user_attrs.get(PRUNER_ATTR, ["none"])
         return len(trial.study.directions) == 1 and trial.study.direction.name == "MINIMIZE" and pruner[0] != "none"
 
-    def report(self, val_loss: float, epoch: int) -> str | None:
-        """Report one epoch's validation loss; the reason when the trial is pruned (it is then
+    def report(self, val_loss: float, epoch: int) -> TrialPruned | None:
+        """Report one epoch's validation loss; what stops the job when the trial is pruned (it is then
         told PRUNED in the study) or was taken (``taken``), else None. A loss that is not finite
         (diverged) prunes at once."""
         from optuna.exceptions import UpdateFinishedTrialError
@@ -107,8 +108,8 @@ class TrialLink:
             return None
         if not tell_if_running(trial.study, self.number, state=TrialState.PRUNED):
             return self.taken()
-        return (f"pruned: trial {self.number} of study '{self.study_name}' had validation loss {val_loss:.5g} "
-                f"after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
+        return TrialPruned(f"pruned: trial {self.number} of study '{self.study_name}' had validation loss "
+                           f"{val_loss:.5g} after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
 
     def epoch_hook(self, world: World, phase: str) -> Callable[[str, int, float], None]:
         """What the runner calls after each epoch of every phase: ``phase``'s epochs are reported
@@ -119,13 +120,13 @@ class TrialLink:
             log.info("trial %d: epochs are not reported for pruning (several objectives, a maximised one, or "
                      "hydra.sweeper.pruner=none)", self.number)
 
-        def verdict(epoch: int, val_loss: float) -> str | None:
+        def verdict(epoch: int, val_loss: float) -> TrialPruned | None:
             return self.report(val_loss, epoch) if reported else self.taken()
 
         def hook(name: str, epoch: int, val_loss: float) -> None:
             if name != phase:
                 return
-            reason = world.share(verdict(epoch, val_loss) if world.is_main else None)
-            if reason:
-                raise TrialPruned(reason)
+            stop = world.share(verdict(epoch, val_loss) if world.is_main else None)
+            if stop is not None:
+                raise stop
         return hook

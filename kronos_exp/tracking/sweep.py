@@ -117,6 +117,7 @@ def record_failed_job(settings: MlflowConfig, job: JobInfo, message: str) -> Non
 
 
 NOT_REQUEUED_TAG = "not_requeued"  # on a job run SLURM stopped for good: why, and how to resume
+SEARCH_STOPS = {"pruned": "PRUNED", "taken_over": "TAKEN OVER"}  # stopped by its search, not failed: tag -> status
 
 
 def record_job_tag(settings: MlflowConfig, job_num: int, key: str, value: str) -> None:
@@ -265,7 +266,7 @@ class SweepRun:
             if sys.exc_info()[0] is None:
                 raise SystemExit(error_line("the sweep ended without running a job; see the messages above"))
             return
-        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
+        failed = [r for r in rows if r["status"] not in ("FINISHED", *SEARCH_STOPS.values())]
         for row in failed:
             if NOT_REQUEUED_TAG in row:
                 log.warning("job %d: %s", row["job"], row[NOT_REQUEUED_TAG])
@@ -297,7 +298,7 @@ class SweepRun:
             best = finished[0]["objective"]
             client.log_metric(self.run_id, "best_objective", best[0] if isinstance(best, list) else best)
             client.set_tag(self.run_id, "best_job", str(finished[0]["job"]))
-        failed = [r for r in rows if r["status"] not in ("FINISHED", "PRUNED")]
+        failed = [r for r in rows if r["status"] not in ("FINISHED", *SEARCH_STOPS.values())]
         self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
         return rows
 
@@ -326,10 +327,10 @@ class SweepRun:
             seconds = r.data.metrics.get("duration_s", (end - r.info.start_time) / 1000)
             several = [r.data.metrics[f"objective_{i}"] for i in range(len(self.directions))
                        if f"objective_{i}" in r.data.metrics]
-            pruned = r.data.tags.get("pruned") == "true"
+            stopped = next((status for tag, status in SEARCH_STOPS.items() if r.data.tags.get(tag) == "true"), None)
             rows.append({"job": int(r.data.tags.get("job_num", -1)),
-                         "objective": "" if pruned else several or r.data.metrics.get("objective", ""),
-                         "duration_s": round(seconds, 1), "status": "PRUNED" if pruned else r.info.status,
+                         "objective": "" if stopped else several or r.data.metrics.get("objective", ""),
+                         "duration_s": round(seconds, 1), "status": stopped or r.info.status,
                          "overrides": r.data.tags.get("overrides", ""), "run_id": r.info.run_id,
                          **{k: r.data.metrics[k] for k in EVAL_COLUMNS if k in r.data.metrics},
                          **{k: r.data.tags[k] for k in (*VERDICT_COLUMNS, NOT_REQUEUED_TAG) if k in r.data.tags}})

@@ -106,3 +106,4 @@ def test_a_search_whose_running_trial_another_process_ended_goes_on_to_its_next(
     assert [t.state.name for t in _trials(cli, "taken")] == ["FAIL", "COMPLETE"]
     [job] = [r for r in cli.runs() if r.data.tags.get("optuna_study") == "taken" and r.data.tags["optuna_trial"] == "0"]
     assert job.info.status == "KILLED" and job.data.tags["stopped"].startswith(taken)  # stopped at its next epoch
+    assert job.data.tags["taken_over"] == "true" and "pruned" not in job.data.tags

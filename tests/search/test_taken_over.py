@@ -13,7 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
 from hydra_plugins.kronos_optuna_sweeper.sweeper import KronosOptunaSweeper
-from kronos_exp.errors import TrialPruned
+from kronos_exp.errors import TrialPruned, TrialTaken
 from kronos_exp.search.trial import PRUNER_ATTR, TrialLink
 from kronos_exp.train.distributed import World
 
@@ -55,14 +55,14 @@ def test_the_sweep_tells_nothing_of_a_taken_trial_and_says_so_once(storage, capl
 
 def test_the_job_of_a_taken_trial_stops_at_its_next_report(storage):
     _taken_trial(storage)
-    reason = TrialLink("s", 0, storage).report(1.0, epoch=0)
-    assert reason is not None and reason.startswith(TAKEN)
+    stop = TrialLink("s", 0, storage).report(1.0, epoch=0)
+    assert isinstance(stop, TrialTaken) and str(stop).startswith(TAKEN)
 
 
 def test_the_job_of_a_taken_trial_stops_at_its_next_epoch_when_epochs_are_not_reported(storage):
     _taken_trial(storage, pruner="none")
     hook = TrialLink("s", 0, storage).epoch_hook(World(), "tokenizer")
-    with pytest.raises(TrialPruned, match=re.escape(TAKEN)):
+    with pytest.raises(TrialTaken, match=re.escape(TAKEN)):
         hook("tokenizer", 0, 1.0)
 
 
