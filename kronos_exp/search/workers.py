@@ -164,14 +164,18 @@ class Worker:
             others = {wid: now.get(wid, r) for wid, r in others.items()}
 
     def fail_stale_trials(self, dead: dict[str, dict[str, Any]]) -> None:
-        """RUNNING trials of dead workers end FAIL, and those nobody owns that stayed so for
-        MISSED_BEATS of our beats (their start time is another host's clock: not read)."""
+        """RUNNING trials of dead workers end FAIL, and those nobody owns (a worker killed between
+        asking for a trial and naming itself on it): at once when every other worker is dead, else
+        once they stayed so for MISSED_BEATS of our beats (their start time is another host's clock:
+        not read)."""
         from optuna.trial import TrialState
 
+        only_dead_others = set(self.others()) <= set(dead)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get(TRIAL_WORKER_ATTR)
             if owner is None:
-                stale = self.watch.verdict(("unowned trial", trial.number), None, self.heartbeat_s) == DEAD
+                stale = only_dead_others or self.watch.verdict(("unowned trial", trial.number), None,
+                                                               self.heartbeat_s) == DEAD
             else:
                 stale = owner in dead
             if stale and tell_if_running(self.study, trial.number, state=TrialState.FAIL):

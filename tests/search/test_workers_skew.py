@@ -99,10 +99,14 @@ def test_a_silent_worker_of_another_host_is_dead_after_four_beats_of_watching(st
     me.leave()
 
 
-def test_a_worker_of_this_host_whose_process_is_gone_is_dead_at_once(study):
+def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    _register(study, "gone", 0.0, host=socket.gethostname(), pid=proc.pid)
+    return proc.pid
+
+
+def test_a_worker_of_this_host_whose_process_is_gone_is_dead_at_once(study):
+    _register(study, "gone", 0.0, host=socket.gethostname(), pid=_dead_pid())
     [running] = _owned(study, "gone", [TrialState.RUNNING])
     Worker.join(study, heartbeat_s=BEAT).leave()
     assert _state(study, running) == TrialState.FAIL  # at the join: a worker of this host is never watched there
@@ -119,8 +123,7 @@ def test_a_worker_that_stops_beating_during_our_search_has_its_running_trial_fai
     me.leave()
 
 
-@pytest.mark.parametrize("age_s", [0.0, 600.0])
-def test_a_trial_nobody_owns_is_failed_after_four_beats_of_watching_not_by_its_start_time(study, age_s):
+def _unowned_trial(study, age_s: float) -> None:
     """A trial asked by a process killed before it could name itself its worker, stamped by a
     clock ``age_s`` behind ours."""
     start = datetime.datetime.now() - datetime.timedelta(seconds=age_s)
@@ -128,10 +131,28 @@ def test_a_trial_nobody_owns_is_failed_after_four_beats_of_watching_not_by_its_s
                                 datetime_complete=None, params={"x": 0.5},
                                 distributions={"x": FloatDistribution(0, 1)}, user_attrs={}, system_attrs={},
                                 intermediate_values={}, trial_id=0))
+
+
+@pytest.mark.parametrize("age_s", [0.0, 600.0])
+def test_a_trial_nobody_owns_is_failed_after_four_beats_of_watching_not_by_its_start_time(study, age_s):
+    """Another host's live process may have asked for it a moment ago: it is watched, whatever its
+    start time says."""
+    _unowned_trial(study, age_s)
+    with _beating(study, "other", 0.0):
+        me = Worker.join(study, heartbeat_s=BEAT)
+        assert _state(study, 0) == TrialState.RUNNING  # at first sight
+        waited = _wait_for(lambda: _state(study, 0) == TrialState.FAIL, 12 * BEAT)
+        assert waited >= 3 * BEAT
+        me.leave()
+
+
+def test_a_trial_nobody_owns_while_every_other_process_is_dead_is_failed_at_join(study):
+    """No live process could own it: the one killed between asking and naming itself did (a rerun
+    right after a kill left it RUNNING to its end)."""
+    _unowned_trial(study, 0.0)
+    _register(study, "killed", 0.0, host=socket.gethostname(), pid=_dead_pid())
     me = Worker.join(study, heartbeat_s=BEAT)
-    assert _state(study, 0) == TrialState.RUNNING  # at first sight, whatever its start time says
-    waited = _wait_for(lambda: _state(study, 0) == TrialState.FAIL, 12 * BEAT)
-    assert waited >= 3 * BEAT
+    assert _state(study, 0) == TrialState.FAIL
     me.leave()
 
 
