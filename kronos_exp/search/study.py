@@ -6,6 +6,7 @@ sweeper's settings.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..errors import ConfigError, first_line
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("minimize", "maximize")
+TABLE_RACE_TRIES = 5  # opens of a new study database while another process creates its tables
 
 
 def default_storage(tracking_uri: str | None) -> str:
@@ -29,12 +31,21 @@ def default_storage(tracking_uri: str | None) -> str:
 
 def rdb_storage(url: str):
     """Optuna's database storage for ``url``; SQLite waits for a writer of another process
-    instead of failing with "database is locked"."""
+    instead of failing with "database is locked". Optuna creates its tables on a first open with
+    no lock: of two processes opening a new PostgreSQL database at once, the slower one hits the
+    other's tables ("already exists", a unique violation) and opens again once they are there."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        for attempt in range(1, TABLE_RACE_TRIES + 1):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            except (IntegrityError, ProgrammingError):
+                if attempt == TABLE_RACE_TRIES:
+                    raise
+                time.sleep(0.2 * attempt)
     except Exception as err:  # sqlalchemy: no such driver, host or database
         raise ConfigError(f"hydra.sweeper.storage={url}: cannot open it as an Optuna study database "
                           f"({first_line(err)}); "

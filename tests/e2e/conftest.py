@@ -57,6 +57,28 @@ def serve():
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 (tests/e2e/postgres_cluster.py) for the session, its role
+    logging in with a password; ``postgres.database(name)`` makes a fresh database and returns its
+    URL. Skipped, saying why, where the server's programs or psycopg are missing (.ci/run installs
+    the package, ``.[postgres]`` the driver)."""
+    from postgres_cluster import PostgresCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(f"no PostgreSQL here: {why}")
+    # Not under pytest's tmp folders (mode 700): as root the server runs as user postgres and must reach it.
+    root = Path(tempfile.mkdtemp(prefix="kronos-pg-"))
+    cluster = PostgresCluster(root)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def slurm():
     """A real single-node SLURM (tests/e2e/slurm_cluster.py) for the session; skipped, saying why,
     where slurm-wlm and munge are not installed (.ci/run installs them)."""
