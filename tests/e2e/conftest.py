@@ -64,18 +64,8 @@ def postgres():
     the package, ``.[postgres]`` the driver)."""
     from postgres_cluster import PostgresCluster, missing
 
-    why = missing()
-    if why:
-        pytest.skip(f"no PostgreSQL here: {why}")
     # Not under pytest's tmp folders (mode 700): as root the server runs as user postgres and must reach it.
-    root = Path(tempfile.mkdtemp(prefix="kronos-pg-"))
-    cluster = PostgresCluster(root)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _throwaway(PostgresCluster, missing(), "PostgreSQL", "kronos-pg-")
 
 
 @pytest.fixture(scope="session")
@@ -84,13 +74,19 @@ def slurm():
     where slurm-wlm and munge are not installed (.ci/run installs them)."""
     from slurm_cluster import SlurmCluster, missing
 
-    why = missing()
-    if why:
-        pytest.skip(f"no single-node SLURM here: {why}")
     # Not under pytest's tmp folders (mode 700): munged runs as user munge and must reach its socket.
-    root = Path(tempfile.mkdtemp(prefix="kronos-slurm-"))
-    root.chmod(0o755)
-    cluster = SlurmCluster(root)
+    yield from _throwaway(SlurmCluster, missing(), "single-node SLURM", "kronos-slurm-", mode=0o755)
+
+
+def _throwaway(cluster_class, why_not: str | None, what: str, prefix: str, mode: int | None = None):
+    """A cluster started in a new folder for the session, stopped and removed at its end; skipped,
+    saying why, where it cannot be had."""
+    if why_not:
+        pytest.skip(f"no {what} here: {why_not}")
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    if mode is not None:
+        root.chmod(mode)
+    cluster = cluster_class(root)
     try:
         cluster.start()
         yield cluster
