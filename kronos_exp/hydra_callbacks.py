@@ -40,6 +40,19 @@ class RunFolderCheck(Callback):
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
+def check_slurm_time_limit(launcher: Any) -> None:
+    """Refuse a SLURM launcher whose warning comes at or before its job's start
+    (``timeout_min * 60 <= signal_delay_s``): every job would be stopped as it starts and requeued,
+    each requeue waiting minutes, without ever training."""
+    delay, minutes = launcher.get("signal_delay_s"), launcher.get("timeout_min")
+    if not isinstance(delay, (int, float)) or not isinstance(minutes, (int, float)) or minutes * 60 > delay:
+        return
+    raise SystemExit(error_line(
+        f"hydra.launcher.timeout_min={minutes} ({minutes * 60:g} s) is not longer than hydra.launcher.signal_delay_s="
+        f"{delay}, SLURM's warning before the time limit: every job would be stopped and requeued as it starts; "
+        f"set timeout_min above {delay / 60:g} or signal_delay_s below {minutes * 60:g}"))
+
+
 class MlflowSweepCallback(Callback):
     """The sweep's parent run in MLflow, and the job table when the sweep ends."""
 
@@ -47,6 +60,7 @@ class MlflowSweepCallback(Callback):
         self.sweep: SweepRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_slurm_time_limit(config.hydra.launcher)  # before anything is submitted or recorded
         try:  # an objective with no better direction is refused before any job runs
             directions = sweep_directions(config)
         except UserError as err:

@@ -6,15 +6,16 @@ when a sweep uses it, since Hydra imports every plugin module on every start).
   ``signal_delay_s`` before a job's time limit. Here it means what SIGTERM means to the run at that
   moment: training stops at its next optimizer step and saves its state, the runs end KILLED. Then
   submitit's own handler checkpoints the job and requeues it (``max_num_timeout`` times at most for
-  time limits); started again, the job resumes the phase from that state (``resumed_from``).
+  time limits); started again, the job continues its job run (tag ``slurm_attempts``) and
+  resumes the phase from that state in a new phase run (``resumed_from``).
 - **A job that cannot be requeued** ends without a traceback: its job run gets the tag
   ``not_requeued``, which the sweep's summary prints as one line saying how to resume.
 - **A job SLURM ends without a result** (``scancel``, a lost node, out of memory) is one line
   in the sweep's summary, with the job counted as not finished, not submitit's
   ``UncompletedJobError`` traceback.
 - **Clusters without accounting** (no slurmdbd): submitit polls job states with ``sacct``, which
-  then fails on every poll with a warning. The first poll finds that out, says it once, and
-  later polls ask ``squeue``.
+  then fails on every poll with a warning. The sweep's first poll finds that out, says it once
+  (once per sweep, whatever its batches), and later polls ask ``squeue``.
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ from submitit.core.utils import UncompletedJobError
 from submitit.slurm import slurm
 
 from .hydra_job import mlflow_settings
-from .tracking.sweep import NOT_REQUEUED_TAG, SWEEP_ID_ENV, JobInfo, record_job_tag, record_stopped_job
+from .tracking.runs import CONTINUE_RUN_ENV, PARENT_RUN_ENV
+from .tracking.sweep import (NOT_REQUEUED_TAG, SWEEP_ID_ENV, JobInfo, newest_job_run, record_job_tag,
+                             record_stopped_job)
 from .train.interrupt import outside_database_calls
 
 log = logging.getLogger(__name__)
@@ -90,8 +93,10 @@ class _StopForRequeue:
 
 def watch_jobs() -> None:
     """Poll this sweep's SLURM jobs through ``_AccountingOrQueueWatcher`` (submitit keeps one
-    watcher for every SLURM job, on its job class)."""
-    slurm.SlurmJob.watcher = _AccountingOrQueueWatcher(delay_s=600)
+    watcher for every SLURM job, on its job class). A sweeper launches its jobs in batches: they
+    share the one watcher, so what the first poll found (no accounting) is said once per sweep."""
+    if not isinstance(slurm.SlurmJob.watcher, _AccountingOrQueueWatcher):
+        slurm.SlurmJob.watcher = _AccountingOrQueueWatcher(delay_s=600)
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides
     if not callable(requeue):  # (not a submitit job)
         return run()
     handler = _StopForRequeue(requeue)
+    _continue_job_run(launcher, sweep_overrides, job_num)
     signal.signal(usr, outside_database_calls(handler))
     try:
         return run()
@@ -168,6 +174,29 @@ def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides
     except UncompletedJobError as err:
         return _not_requeued(launcher, sweep_overrides, job_num, str(err))
     raise SystemExit(1)  # (submitit's handler always exits or raises)
+
+
+ATTEMPTS_TAG = "slurm_attempts"  # on a job run SLURM requeued: how many times the job started
+
+
+def _continue_job_run(launcher: Any, sweep_overrides: Sequence[str], job_num: int) -> None:
+    """In a requeued attempt (``SLURM_RESTART_COUNT`` >= 1), continue the job run of this sweep's job
+    ``job_num`` (the newest with its sweep run as parent and its ``job_num``): one job run per sweep
+    job, tagged with its attempts, not a KILLED run per attempt. Where the store cannot say, the
+    attempt opens a run of its own (the sweep's table shows the newest), as before."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts < 1 or not os.environ.get(PARENT_RUN_ENV):
+        return
+    try:
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(sweep_overrides))
+        client, _, run = newest_job_run(mlflow_settings(cfg), job_num)
+        if run is not None:
+            client.set_tag(run.info.run_id, ATTEMPTS_TAG, str(restarts + 1))
+            os.environ[CONTINUE_RUN_ENV] = run.info.run_id
+            log.info("job %s: attempt %d continues its run %s", job_num, restarts + 1, run.info.run_id)
+    except Exception as err:
+        log.warning("job %s: attempt %d opens a new run (its earlier run was not found: %s)", job_num,
+                    restarts + 1, str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
 def _not_requeued(launcher: Any, sweep_overrides: Sequence[str], job_num: int, reason: str) -> JobReturn:

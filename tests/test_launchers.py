@@ -20,3 +20,26 @@ def test_slurm_jobs_requeue_themselves_a_bounded_number_of_times():
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.kronos_slurm_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.max_num_timeout == 3 and launcher.signal_delay_s == 120
+
+
+def test_the_no_accounting_note_is_said_once_per_sweep_whatever_its_batches(monkeypatch, caplog):
+    """Each batch of a sweep (an Optuna sweeper's, or ``max_batch_size``) is a launch of its own: the
+    batches share one job-state watcher, so the note on missing accounting comes once."""
+    import subprocess
+
+    from submitit.core import core
+    from submitit.slurm import slurm
+
+    from kronos_exp import slurm_jobs
+
+    monkeypatch.setattr(slurm.SlurmJob, "watcher", slurm.SlurmInfoWatcher(delay_s=600))
+    no_accounting = subprocess.CompletedProcess([], 1, "", "Slurm accounting storage is disabled")
+    monkeypatch.setattr(slurm_jobs.subprocess, "run", lambda *a, **k: no_accounting)
+    monkeypatch.setattr(core.subprocess, "check_output", lambda *a, **k: b"")
+    caplog.set_level("INFO", logger="kronos_exp.slurm_jobs")
+    for batch, job_id in enumerate(["11", "12"]):
+        slurm_jobs.watch_jobs()  # each launch
+        slurm.SlurmJob.watcher.register_job(job_id)
+        slurm.SlurmJob.watcher.update()
+        assert slurm.SlurmJob.watcher._make_command()[0] == "squeue", batch
+    assert caplog.text.count("SLURM keeps no job accounting here") == 1, caplog.text

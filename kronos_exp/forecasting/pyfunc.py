@@ -43,7 +43,7 @@ from .predictor import COLUMNS
 from .requests import Limits
 from .served_model import load_served
 
-__all__ = ["KronosForecaster", "load_predictor", "package", "package_window", "signature"]
+__all__ = ["KronosForecaster", "input_example", "load_predictor", "package", "package_window", "signature"]
 
 
 def signature(pred_len: int) -> ModelSignature:
@@ -70,15 +70,34 @@ class KronosForecaster(mlflow.pyfunc.PythonModel):
         return self.served.predict(model_input, params)
 
 
+EXAMPLE_ROWS = 16  # the input example's history: small (MLflow keeps it as JSON in MLmodel's folder)
+
+
+def input_example(rows: int = EXAMPLE_ROWS) -> pd.DataFrame:
+    """A small valid history as a client sends it (timestamps + OHLCV + amount, oldest first): daily
+    bars of a gentle deterministic walk. MLflow saves it as ``input_example.json`` and
+    ``serving_input_example.json`` (the body that POSTs to ``/invocations``); it only checks it
+    against the signature's params, running no model."""
+    close = [100.0 + 0.5 * i + (1.0 if i % 3 == 0 else -0.5) for i in range(rows)]
+    open_ = [100.0] + close[:-1]
+    frame = pd.DataFrame({
+        TIMESTAMP_COLUMN: [str(d.date()) for d in pd.date_range("2024-01-02", periods=rows, freq="B")],
+        "open": open_, "high": [max(o, c) + 0.75 for o, c in zip(open_, close)],
+        "low": [min(o, c) - 0.75 for o, c in zip(open_, close)], "close": close,
+        "volume": [1000.0 + 10 * i for i in range(rows)]})
+    frame["amount"] = frame["volume"] * frame[["open", "high", "low", "close"]].mean(axis=1)
+    return frame
+
+
 def _save(path: Path, window: WindowSpec, limits: Limits) -> None:
     """MLmodel and MLflow's environment files in the new folder ``path``: the pyfunc flavor names the
     installed loader module (no ``code``, no ``data``: it reads the folder itself), the ``kronos``
-    block the window."""
+    block the window, and an input example (``input_example``)."""
     mlmodel = Model()
     mlmodel.add_flavor(FLAVOR, window=window.to_dict(), kronos_exp_version=__version__)
     mlflow.pyfunc.save_model(
         path=str(path), loader_module=LOADER_MODULE, model_config={"limits": dataclasses.asdict(limits)},
-        mlflow_model=mlmodel, signature=signature(window.horizon),
+        mlflow_model=mlmodel, signature=signature(window.horizon), input_example=input_example(),
         # Serve with --env-manager local: kronos_exp is installed where it runs, not on PyPI.
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}", "kronos_exp"])
 

@@ -33,6 +33,8 @@ from .ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, LOCAL_UI, ensure_training_
 log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "KRONOS_EXP_PARENT_RUN_ID"  # set by a sweep to nest its jobs under one run
+# Set by a requeued SLURM job (kronos_exp/slurm_jobs.py): the job run its earlier attempt opened, to continue.
+CONTINUE_RUN_ENV = "KRONOS_EXP_CONTINUE_JOB_RUN"
 
 
 class TrackingUnavailable(UserError, RuntimeError):
@@ -235,10 +237,7 @@ class Tracker:
     def job_run(self, resolved: dict[str, Any], output_dir: Path, tags: dict[str, str] | None = None):
         """The parent run of one invocation: params, the resolved config (plain values) and Hydra files
         (their URL passwords masked: kronos_exp.hydra_callbacks.MaskPasswords did the files')."""
-        parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
-        run = mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
-                               run_name=tags.get("mlflow.runName") if tags else None,
-                               tags={**(tags or {}), **process_tags()})
+        run = self._start_job_run(tags or {})
         with self._closing(run):
             mlflow.log_params({k: mask_passwords(v) for k, v in flatten(resolved).items()})
             mlflow.log_text(mask_passwords(yaml.safe_dump(resolved, sort_keys=False)), "config/resolved.yaml")
@@ -249,6 +248,19 @@ class Tracker:
                 yield run
             finally:
                 self._log_log_files(output_dir)
+
+    def _start_job_run(self, tags: dict[str, str]) -> mlflow.ActiveRun:
+        """A new job run, or, in a requeued SLURM job (``CONTINUE_RUN_ENV``, read once), its earlier
+        attempt's run RUNNING again, in this process, without the reason that attempt stopped."""
+        continued = os.environ.pop(CONTINUE_RUN_ENV, None)
+        if continued:
+            run = mlflow.start_run(run_id=continued, tags={**tags, **process_tags()})
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
+                self.client.delete_tag(continued, REASON_TAGS["KILLED"])
+            return run
+        parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
+        return mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
+                                run_name=tags.get("mlflow.runName"), tags={**tags, **process_tags()})
 
     def record(self, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
                documents: dict[str, Any] | None = None) -> None:

@@ -87,7 +87,7 @@ def note_failed_job(settings: MlflowConfig, num: int, message: str) -> None:
         (folder / f"{num}.txt").write_text(mask_passwords(message)[:2000])
 
 
-def _newest_job_run(settings: MlflowConfig, num: int) -> tuple[MlflowClient, str, Run | None]:
+def newest_job_run(settings: MlflowConfig, num: int) -> tuple[MlflowClient, str, Run | None]:
     """(client, experiment id, the newest run of job ``num`` of the running sweep or None)."""
     parent = os.environ[PARENT_RUN_ENV]
     client = Tracker.from_settings(settings).client
@@ -111,7 +111,7 @@ def record_failed_job(settings: MlflowConfig, job: JobInfo, message: str) -> Non
     if not job.multirun or not os.environ.get(PARENT_RUN_ENV):
         return
     note_failed_job(settings, job.num, message)  # first: the store itself may be what failed
-    client, experiment_id, run = _newest_job_run(settings, job.num)
+    client, experiment_id, run = newest_job_run(settings, job.num)
     if run is None:  # else its run exists and was ended FAILED by the run itself
         _add_job_run(client, experiment_id, job, "FAILED", {"error": message[:5000]})
 
@@ -123,7 +123,7 @@ SEARCH_STOPS = {"pruned": "PRUNED", "taken_over": "TAKEN OVER"}  # stopped by it
 def record_job_tag(settings: MlflowConfig, job_num: int, key: str, value: str) -> None:
     """Set a tag on the newest run of this sweep's job ``job_num`` (after the job's own run ended)."""
     if os.environ.get(PARENT_RUN_ENV):
-        client, _, run = _newest_job_run(settings, job_num)
+        client, _, run = newest_job_run(settings, job_num)
         if run is not None:
             client.set_tag(run.info.run_id, key, value[:5000])
 
@@ -132,7 +132,7 @@ def record_stopped_job(settings: MlflowConfig, job: JobInfo, note: str) -> None:
     """A job SLURM ended without a result (scancel, say): ``note`` on its run, which the summary
     prints; a job stopped before it opened a run gets a KILLED one, so the summary counts it."""
     note_failed_job(settings, job.num, note)
-    client, experiment_id, run = _newest_job_run(settings, job.num)
+    client, experiment_id, run = newest_job_run(settings, job.num)
     if run is None:
         _add_job_run(client, experiment_id, job, "KILLED", {NOT_REQUEUED_TAG: note[:5000], "stopped": note[:5000]})
     else:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -206,6 +207,21 @@ def test_yahoo_columns_are_read_as_training_reads_them(server):
     plain = server.ask(history().drop(columns=["amount"]), pred_len=4, seed=3)
     assert plain[0] == 200 and json.loads(body) == json.loads(plain[1])
     assert len(json.loads(body)["predictions"]) == 4
+
+
+def test_the_packaged_input_example_is_saved_and_served(server):
+    """Each packaged model keeps MLflow's input example (a small valid history, issue 28 item 5), and
+    the request body MLflow derives from it gets a forecast from the served model: 200, the window's
+    horizon (8) of rows."""
+    folder = Path(server.log.name).parent / "predictor"
+    example = mlflow.models.Model.load(str(folder)).load_input_example(str(folder))
+    assert list(example.columns) == ["timestamps", *FEATURES] and len(example) == pyfunc.EXAMPLE_ROWS
+    pd.testing.assert_frame_equal(example, pyfunc.input_example(), check_dtype=False)
+    request = urllib.request.Request(f"{server.url}/invocations", headers={"Content-Type": "application/json"},
+                                     data=(folder / "serving_input_example.json").read_bytes())
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert answer.status == 200
+        assert len(json.loads(answer.read())["predictions"]) == 8
 
 
 def test_concurrent_identical_seeded_requests_give_identical_answers(server):

@@ -99,7 +99,9 @@ def _banner_lines(cli) -> list[str]:
 @pytest.mark.timeout(960)  # the sweep may take its 900 s: a few attempts, each requeue held ~2 minutes
 def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
     """timeout_min=1 on a run of more than a minute: SLURM's warning (signal_delay_s before the
-    limit) stops it at a step with its state saved, the job requeues itself and resumes.
+    limit) stops it at a step with its state saved, the job requeues itself and resumes: each
+attempt continues the job's one MLflow run (tag ``slurm_attempts``) and resumes the phase in a new
+phase run (``resumed_from``).
 
     SLURM checks time limits every 30 s, so the warning comes 20-50 s into each attempt, and an
     attempt trains for about 10-40 s: 150 epochs (about 65 s on a quiet machine, where 60 once
@@ -119,6 +121,11 @@ def test_a_job_at_its_time_limit_is_requeued_resumes_and_finishes(cli, slurm):
         assert after.data.tags["resumed_from"] == before.info.run_id
     logs = _job_logs(cli)
     assert "Requeued job" in logs and "tokenizer: resuming from" in logs
+    # One job run for the sweep's job, continued by each attempt, its attempts as a tag (issue 28, item 5).
+    (job,) = [r for r in runs if r.data.tags.get("job_num") == "0"]
+    assert (job.info.status, job.data.tags.get("slurm_attempts")) == ("FINISHED", str(len(phase_runs)))
+    assert "stopped" not in job.data.tags  # the reason an earlier attempt ended KILLED is gone
+    assert {r.data.tags["mlflow.parentRunId"] for r in phase_runs} == {job.info.run_id}
     # One row for the job in the sweep's table: its last attempt, finished.
     assert "1 jobs, best first" in proc.stdout + proc.stderr
     assert [line.split()[3] for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("0 ")] == [
