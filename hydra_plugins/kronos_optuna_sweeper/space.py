@@ -1,8 +1,10 @@
 """A search space in Hydra's own sweep syntax, read with Hydra's override parser and turned into
-Optuna distributions: ``choice(a, b)`` or ``a,b`` is categorical, ``interval(lo, hi)`` a float
-range (``tag(int, ...)`` for whole numbers), ``range(start, stop[, step])`` evenly spaced values
-(stop excluded, as in Python); ``tag(log, ...)`` samples on a log scale. Anything that is not a
-sweep is a fixed override every trial gets.
+Optuna distributions with the meaning hydra-optuna-sweeper gives them: ``choice(a, b)`` or ``a,b``
+is categorical; ``interval(lo, hi)`` a float range, whole numbers when cast (``int(interval(1, 5))``,
+or this project's ``tag(int, ...)``); ``range(start, stop[, step])`` whole numbers from start to stop,
+both included (floats if any of the three is a float), and ``shuffle(range(...))`` the categorical
+of Python's ``range`` (stop excluded); ``tag(log, ...)`` samples an interval on a log scale. Anything
+that is not a sweep is a fixed override every trial gets.
 
 Part of the sweeper (Hydra's glue): it reads Hydra's own parser, which nothing in kronos_exp below
 the pipeline imports. Optuna is imported only when a distribution is made. No ``from __future__
@@ -24,6 +26,7 @@ class SearchSpace:
     """What each trial samples (``distributions``, by override key) and what every trial is given."""
     distributions: dict[str, Any] = field(default_factory=dict)
     fixed: list[str] = field(default_factory=list)
+    fixed_values: dict[str, str] = field(default_factory=dict)  # the fixed ones' values, by key
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """The command-line overrides of one trial: the fixed ones, then its sampled values."""
@@ -53,32 +56,46 @@ def search_space(params: dict[str, str] | None, arguments: list[str]) -> SearchS
             space.distributions[key] = distribution(key, override.value())
         else:
             space.fixed.append(override.input_line or f"{key}={override.get_value_element_as_str()}")
+            space.fixed_values[key] = override.get_value_element_as_str()
     return space
 
 
 def distribution(key: str, sweep: Any):
-    """The Optuna distribution of one parsed sweep."""
+    """The Optuna distribution of one parsed sweep; a space Optuna cannot hold is refused with its key."""
+    try:
+        return _distribution(key, sweep)
+    except ValueError as err:  # Optuna's own check: low > high, a log scale from <= 0, ...
+        raise ConfigError(f"hydra.sweeper.params.{key}: {err}") from None
+
+
+def _distribution(key: str, sweep: Any):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     log = "log" in sweep.tags
-    if isinstance(sweep, ChoiceSweep):
-        bad = [v for v in sweep.list if not isinstance(v, (str, int, float, bool, type(None)))]
-        if bad or log:
-            raise ConfigError(f"hydra.sweeper.params.{key}: a choice takes plain values (numbers, words, null) and "
-                              f"no log tag; got {sweep.list}")
-        return CategoricalDistribution(sweep.list)
+    if isinstance(sweep, ChoiceSweep) or (isinstance(sweep, RangeSweep) and sweep.shuffle):
+        values = sweep.list if isinstance(sweep, ChoiceSweep) else list(sweep.range())
+        if log or not values:
+            raise ConfigError(f"hydra.sweeper.params.{key}: a choice takes plain values and no log tag; got {values}")
+        return CategoricalDistribution([encode(v) for v in values])
     if isinstance(sweep, IntervalSweep):
-        if "int" in sweep.tags:
+        if "int" in sweep.tags:  # this project's tag(int, ...): the whole numbers inside
             return IntDistribution(math.ceil(sweep.start), math.floor(sweep.end), log=log)
+        if isinstance(sweep.start, int) and isinstance(sweep.end, int):  # int(interval(...))
+            return IntDistribution(sweep.start, sweep.end, log=log)
         return FloatDistribution(sweep.start, sweep.end, log=log)
     if isinstance(sweep, RangeSweep):
-        values = list(sweep.range())
-        if not values:
-            raise ConfigError(f"hydra.sweeper.params.{key}: range({sweep.start}, {sweep.stop}, {sweep.step}) "
-                              "holds no value; its stop is excluded, as in Python")
-        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-            return IntDistribution(values[0], values[-1], log=log, step=1 if log else sweep.step)
-        return FloatDistribution(float(values[0]), float(values[-1]), log=log, step=None if log else float(sweep.step))
+        bounds = (sweep.start, sweep.stop, sweep.step)
+        if any(isinstance(v, float) for v in bounds):
+            return FloatDistribution(*map(float, bounds[:2]), step=float(sweep.step))
+        return IntDistribution(sweep.start, sweep.stop, step=sweep.step)
     raise ConfigError(f"hydra.sweeper.params.{key}: {type(sweep).__name__} is not a search space the Optuna "
-                      "sweeper takes; valid: choice(...), a,b,c, interval(lo, hi), range(start, stop, step), "
-                      "optionally inside tag(log, ...)")
+                      "sweeper takes; valid: choice(...), a,b,c, interval(lo, hi), int(interval(lo, hi)), "
+                      "range(start, stop, step), shuffle(range(...)), optionally inside tag(log, ...)")
+
+
+def encode(value: Any) -> Any:
+    """A choice's value as Optuna stores it: plain values as they are, others (lists, dicts) as the
+    text Hydra reads back."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return Override._get_value_element_as_str(value)

@@ -13,7 +13,7 @@ import math
 import os
 import traceback
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, NamedTuple, Optional
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -22,81 +22,151 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
 log = logging.getLogger(__name__)
+FAIL_REASON_ATTR = "fail_reason"  # on a trial whose values made no valid config: why
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class Settings(NamedTuple):
+    """What a sweep resolved before its first trial."""
+    space: Any
+    metrics: list
+    directions: list
+    url: Optional[str]  # None: in memory
+    pruner: Any
+
+
+class SweepFailed(Exception):
+    """More trials of a batch failed than ``max_failure_rate`` allows."""
+
+
+def _numbers(value: Any) -> Optional[list]:
+    """A job's return value as floats (one, or a list or tuple of them); None when it is no number."""
+    try:
+        return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+    except (TypeError, ValueError):
+        return None
 
 
 class KronosOptunaSweeper(Sweeper):
-    """``hydra/sweeper: kronos_optuna`` (conf/hparams_search/optuna.yaml); settings: see
-    KronosOptunaSweeperConf in this package's __init__."""
+    """``hydra/sweeper: kronos_optuna`` (or ``optuna``); settings: see KronosOptunaSweeperConf in
+    this package's __init__."""
 
-    def __init__(self, sampler: DictConfig, direction: Any, study_name: str, storage: Optional[str], n_trials: int,
-                 n_jobs: int, pruner: str, pruner_startup_trials: int, pruner_warmup_epochs: int, heartbeat_s: float,
-                 params: Optional[DictConfig]) -> None:
-        self.sampler = OmegaConf.to_container(sampler) if isinstance(sampler, DictConfig) else dict(sampler)
-        self.direction = OmegaConf.to_container(direction) if isinstance(direction, DictConfig) or \
-            OmegaConf.is_list(direction) else direction
+    def __init__(self, sampler: Any, direction: Any, storage: Optional[str], study_name: Optional[str], n_trials: int,
+                 n_jobs: int, max_failure_rate: float, search_space: Any, custom_search_space: Optional[str],
+                 params: Optional[DictConfig], pruner: Any, pruner_startup_trials: int, pruner_warmup_epochs: int,
+                 heartbeat_s: float) -> None:
+        self.sampler, self.direction = _plain(sampler), _plain(direction)
         self.study_name, self.storage, self.n_trials, self.n_jobs = study_name, storage, n_trials, max(1, n_jobs)
+        self.max_failure_rate, self.search_space = float(max_failure_rate), _plain(search_space)
+        self.custom_search_space = custom_search_space
+        pruner = _plain(pruner)
+        if isinstance(pruner, dict) and pruner.get("_target_") == "optuna.pruners.NopPruner":
+            pruner = "none"
         self.pruner = [pruner, pruner_startup_trials, pruner_warmup_epochs]
         self.heartbeat_s = heartbeat_s
-        self.params = OmegaConf.to_container(params) if params is not None else {}
+        self.params = _plain(params) or {}
         self.config: Optional[DictConfig] = None
-        self.job_idx = 0
+        self.job_idx, self.url, self.extend, self.grid_size = 0, None, None, None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def sweep(self, arguments: List[str]) -> None:
-        from kronos_exp.objective import objective_directions, objective_metrics, refusal_of_test_split
-        from kronos_exp.errors import ConfigError, error_line
+    def _settings(self, arguments: List[str]) -> Settings:
+        """The space, objectives, directions, storage and pruner: every setting checked before the study opens."""
+        from kronos_exp.errors import ConfigError
+        from kronos_exp.search.study import check_directions, check_target, default_storage, make_pruner
+        from . import BESIDE_MLFLOW
+        from .samplers import custom_search_space
         from .space import search_space
+
+        if self.search_space:
+            raise ConfigError("hydra.sweeper.search_space is hydra-optuna-sweeper's deprecated form; give the space "
+                              "in hydra.sweeper.params, in Hydra's sweep syntax (x: interval(0, 1))")
+        if not (0.0 <= self.max_failure_rate <= 1.0):
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; valid: 0.0 to 1.0")
+        space = search_space(self.params, arguments)
+        check_target("sweeper.sampler", self.sampler, "optuna.samplers")
+        self.extend = custom_search_space(self.custom_search_space)
+        metrics, directions = self._objectives()
+        wanted = check_directions(directions, metrics)
+        url = self.storage
+        if url == BESIDE_MLFLOW:
+            url = default_storage(OmegaConf.select(self.config, "mlflow.tracking_uri"))
+        return Settings(space, metrics, wanted, url, make_pruner(*self.pruner))
+
+    def _objectives(self) -> tuple[list, Any]:
+        """The objective names and the directions asked for: kronos_exp's (``objective``; direction null:
+        each objective's own), or for any other app ``value`` (``value_0``, ... for several)."""
+        from kronos_exp.objective import objective_directions, objective_metrics, refusal_of_test_split
+
+        if OmegaConf.select(self.config, "objective", default="<none>") == "<none>" or "phases" not in self.config:
+            given = "minimize" if self.direction is None else self.direction
+            count = 1 if isinstance(given, str) else len(given)
+            return (["value"] if count == 1 else [f"value_{i}" for i in range(count)]), given
+        metrics = objective_metrics(self.config)
+        refusals = [r for r in map(refusal_of_test_split, metrics) if r is not None]
+        if refusals:  # once, before the first trial, not once per trial
+            raise refusals[0]
+        return metrics, (objective_directions(self.config) if self.direction is None else self.direction)
+
+    def sweep(self, arguments: List[str]) -> None:
+        from kronos_exp.errors import ConfigError, error_line
         from kronos_exp.redact import mask_passwords
-        from kronos_exp.search.study import check_directions, default_storage, make_pruner, make_sampler, open_study
+        from kronos_exp.search.study import open_study
         from kronos_exp.search.workers import Worker
+        from .samplers import build_sampler, grid_of
 
         assert self.config is not None
         try:
-            space = search_space(self.params, arguments)
-            metrics = objective_metrics(self.config)
-            refusals = [r for r in map(refusal_of_test_split, metrics) if r is not None]
-            if refusals:  # once, before the first trial, not once per trial
-                raise refusals[0]
-            wanted = (objective_directions(self.config) if self.direction is None
-                      else check_directions(self.direction, metrics))
-            url = self.storage or default_storage(OmegaConf.select(self.config, "mlflow.tracking_uri"))
-            pruner = make_pruner(*self.pruner)
-            make_sampler(self.sampler.get("name", "tpe"), None)  # a name it knows, before joining the study
-            study = open_study(self.study_name, url, wanted)
+            settings = self._settings(arguments)
+            study = open_study(self.study_name, settings.url, settings.directions)
+            worker = Worker.join(study, self.heartbeat_s)
         except ConfigError as err:
             raise SystemExit(error_line(str(err))) from None
-        worker = Worker.join(study, self.heartbeat_s)
-        seed = self.sampler.get("seed")  # each process of a shared study its own: no two sample alike
-        study.sampler = make_sampler(self.sampler.get("name", "tpe"), None if seed is None else int(seed) + worker.index)
-        study.pruner = pruner
+        try:  # each process of a shared study its own seed: no two sample alike
+            study.sampler = build_sampler(self.sampler, worker.index, settings.space.distributions)
+        except ConfigError as err:
+            worker.leave()
+            raise SystemExit(error_line(str(err))) from None
+        study.pruner = settings.pruner
+        if type(study.sampler).__name__ == "GridSampler":
+            self.grid_size = math.prod(len(v) for v in grid_of(settings.space.distributions).values())
         to_run = max(0, self.n_trials - worker.inherited)
         log.info("Study name: %s\nStorage: %s\nSampler: %s\nDirections: %s\nObjectives: %s\nTrials to run: %d of "
-                 "n_trials=%d", study.study_name, mask_passwords(url), type(study.sampler).__name__, wanted, metrics,
-                 to_run, self.n_trials)
+                 "n_trials=%d", study.study_name, mask_passwords(settings.url) if settings.url else "in memory",
+                 type(study.sampler).__name__, settings.directions, settings.metrics, to_run, self.n_trials)
         if not to_run:
             from kronos_exp.tracking.sweep import nothing_due
 
             nothing_due(f"study '{study.study_name}' already holds the {worker.inherited} finished trial(s) this "
                         f"search asks for (n_trials={self.n_trials}); raise hydra.sweeper.n_trials to run more, or "
                         "give hydra.sweeper.study_name=<new name>")
-        self._hand_storage_to_jobs(url)
+        self.url = settings.url
+        self._hand_storage_to_jobs(settings.url)
         try:
-            self._run_trials(study, space, to_run, worker.id)
+            self._run_trials(study, settings.space, to_run, worker.id)
+        except SweepFailed as failed:
+            raise SystemExit(error_line(str(failed))) from None
         finally:
             worker.leave()
-        self._write_results(study, metrics)
+            self._write_results(study, settings.metrics)
 
-    def _hand_storage_to_jobs(self, url: str) -> None:
+    def _hand_storage_to_jobs(self, url: Optional[str]) -> None:
         """The storage URL in this process's environment, which every launcher hands on to the jobs,
         and masked in the sweep's config, which launchers save (submitit's pickles of a job) and
-        compose each job's config from (its .hydra/hydra.yaml)."""
+        compose each job's config from (its .hydra/hydra.yaml). A study in memory is this process's
+        only: its jobs are not linked to their trials."""
         from kronos_exp.redact import mask_passwords
         from kronos_exp.search.trial import STORAGE_ENV
 
+        if url is None:
+            os.environ.pop(STORAGE_ENV, None)
+            return
         os.environ[STORAGE_ENV] = url  # before the first launch: joblib's workers start then
         hydra = self.config.hydra
         with read_write(hydra):
@@ -104,56 +174,107 @@ class KronosOptunaSweeper(Sweeper):
             hydra.overrides.hydra = [mask_passwords(o) for o in hydra.overrides.hydra]
 
     def _run_trials(self, study, space, to_run: int, worker_id: str) -> None:
-        from .space import format_value
-        from kronos_exp.search.trial import PRUNER_ATTR, TRIAL_ENV
-        from kronos_exp.search.workers import TRIAL_WORKER_ATTR
-
+        """Batches of ``n_jobs`` trials until ``to_run`` were launched; a batch in which more trials
+        failed than ``max_failure_rate`` allows ends the sweep (SweepFailed), each failure printed."""
         launched = 0
         while launched < to_run:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, to_run - launched))]
-            batch = []
-            for trial in trials:
-                trial.set_user_attr(TRIAL_WORKER_ATTR, worker_id)
-                trial.set_user_attr(PRUNER_ATTR, self.pruner)
-                batch.append([*space.overrides(trial.params),
-                              f"++hydra.job.env_set.{TRIAL_ENV}={format_value(f'{study.study_name}:{trial.number}')}"])
-            self.validate_batch_is_legal(batch)
-            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+            if self.grid_size is not None and len(study.trials) >= self.grid_size:
+                log.info("the grid is complete: its %d point(s) were tried", self.grid_size)
+                return
+            size = min(self.n_jobs, to_run - launched)
+            trials, batch, failures = [], [], []
+            for _ in range(size):
+                trial, overrides, failure = self._ask(study, space, worker_id)
+                if failure is not None:
+                    failures.append(failure)
+                else:
+                    trials.append(trial)
+                    batch.append(overrides)
+            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx) if batch else []
             self.job_idx += len(batch)
-            launched += len(batch)
+            launched += size
             for trial, ret in zip(trials, returns):
-                self._tell(study, trial, ret)
+                failure = self._tell(study, trial, ret)
+                if failure is not None:
+                    failures.append(failure)
+            if failures and len(failures) / size > self.max_failure_rate:
+                raise SweepFailed(f"{len(failures)} of {size} trial(s) of a batch failed, more than "
+                                  f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; {failures[0]}")
+
+    def _ask(self, study, space, worker_id: str) -> tuple[Any, Optional[list], Optional[str]]:
+        """A new trial and its job's overrides; or, when its values make no valid config (or the
+        custom search space hook fails), the trial ended FAIL and why."""
+        from kronos_exp.errors import first_line
+        from kronos_exp.redact import mask_passwords
+        from kronos_exp.search.trial import PRUNER_ATTR, TRIAL_ENV
+        from kronos_exp.search.workers import TRIAL_WORKER_ATTR, tell_if_running
+        from optuna.trial import TrialState
+        from .space import format_value
+
+        trial = study.ask(space.distributions)
+        trial.set_user_attr(TRIAL_WORKER_ATTR, worker_id)
+        trial.set_user_attr(PRUNER_ATTR, self.pruner)
+        for key, value in space.fixed_values.items():  # as hydra-optuna-sweeper: a hook can read them
+            trial.set_user_attr(key, mask_passwords(value))  # a study is shared: no URL password in it
+        try:
+            if self.extend is not None:
+                self.extend(self.config, trial)
+                overlap = sorted(set(trial.params) & set(space.fixed_values))
+                if overlap:
+                    raise ValueError(f"the custom search space suggests {overlap}, which the overrides fix")
+            overrides = space.overrides(trial.params)
+            if self.url is not None:  # a stored study: the job links its run to the trial, reports its epochs
+                overrides.append(f"++hydra.job.env_set.{TRIAL_ENV}={format_value(f'{study.study_name}:{trial.number}')}")
+            self.validate_batch_is_legal([overrides])
+        except Exception as err:  # noqa: BLE001 - whatever these values break is this trial's failure
+            reason = mask_passwords(f"trial {trial.number} ({trial.params}): {first_line(err)}")
+            log.error("%s; marked FAIL", reason)
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            tell_if_running(study, trial, state=TrialState.FAIL)
+            return trial, None, reason
+        return trial, overrides, None
 
     @staticmethod
-    def _tell(study, trial, ret: JobReturn) -> None:
+    def _tell(study, trial, ret: JobReturn) -> Optional[str]:
         """What the job returned, as the trial's values; FAIL for a failed job or an undefined
         value. A pruned trial was told so by its job; one another search process ended FAIL (it
-        took this one for dead) is told nothing, said so in one line, and the sweep goes on."""
+        took this one for dead) is told nothing, said so in one line, and the sweep goes on. The
+        failure (a job that raised, or returned no number), printed, is returned; a value that is
+        not finite (kronos_exp's jobs stopped by a user error) ends FAIL without counting as one,
+        as Optuna itself takes it."""
         from optuna.trial import TrialState
+        from kronos_exp.errors import first_line
         from kronos_exp.search.workers import taken_over, tell_if_running
 
         early = (TrialState.PRUNED, TrialState.FAIL)
         ended = {t.number: t.state for t in study.get_trials(deepcopy=False, states=early)}
         if ended.get(trial.number) == TrialState.PRUNED:
-            return
-        if ret.status == JobStatus.FAILED:  # an exception no user caused: show it, as a one-job run would
+            return None
+        failure = None
+        if ret.status == JobStatus.FAILED:  # the job's own error, with its traceback
             try:
                 ret.return_value
             except Exception as err:  # noqa: BLE001 - the job's own error, whatever it is
+                failure = f"trial {trial.number} ({trial.params}) failed: {type(err).__name__}: {first_line(err)}"
                 log.error("trial %d failed:\n%s", trial.number, "".join(traceback.format_exception(err)).rstrip())
         if trial.number in ended:
             log.warning("%s; its result is not recorded", taken_over(study.study_name, trial.number))
-            return
-        value = ret.return_value if ret.status == JobStatus.COMPLETED else None
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if any(v is None or not math.isfinite(float(v)) for v in values) or len(values) != len(study.directions):
-            log.warning("trial %d: its job returned %r; marked FAIL", trial.number,
-                        value if ret.status == JobStatus.COMPLETED else "an error")
+            return failure
+        values = _numbers(ret.return_value) if ret.status == JobStatus.COMPLETED else None
+        if values is None or len(values) != len(study.directions):
+            if failure is None:
+                failure = (f"trial {trial.number} ({trial.params}): its job returned {ret.return_value!r}, not "
+                           f"{len(study.directions)} number(s)")
+                log.error("%s", failure)
+            told = tell_if_running(study, trial, state=TrialState.FAIL)
+        elif not all(math.isfinite(v) for v in values):
+            log.warning("trial %d: its job returned %r; marked FAIL", trial.number, ret.return_value)
             told = tell_if_running(study, trial, state=TrialState.FAIL)
         else:
-            told = tell_if_running(study, trial, [float(v) for v in values])
+            told = tell_if_running(study, trial, values)
         if not told:  # ended between our look and our tell
             log.warning("%s; its result is not recorded", taken_over(study.study_name, trial.number))
+        return failure
 
     def _write_results(self, study, metrics: list[str]) -> None:
         """The best trial (one objective) or the Pareto front (several), logged and written to

@@ -15,7 +15,7 @@ from ..tracking.uris import resolve_tracking_uri, sqlite_path, sqlite_uri
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "none")  # or a _target_ node under optuna.pruners
 DIRECTIONS = ("minimize", "maximize")
 TABLE_RACE_TRIES = 5  # opens of a new study database while another process creates its tables
 
@@ -62,37 +62,47 @@ def check_directions(given: Any, metrics: list[str]) -> list[str]:
     return listed
 
 
-def make_sampler(name: str, seed: int | None):
-    import optuna
+def check_target(key: str, node: Any, module: str) -> tuple[str, dict[str, Any]]:
+    """A ``_target_`` node's class name in ``module`` (optuna.samplers, optuna.pruners) and its
+    arguments; any other target is refused: a config is no place to name code to run."""
+    import importlib
 
-    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-                "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler,
-                "gp": optuna.samplers.GPSampler}
-    if name not in samplers:
-        raise ConfigError(f"hydra.sweeper.sampler.name={name}; valid: {', '.join(samplers)}")
-    return samplers[name](seed=seed)
+    target = node.get("_target_") if isinstance(node, dict) else None
+    names = [n for n in dir(importlib.import_module(module)) if n[0].isupper()]
+    name = target[len(module) + 1:] if isinstance(target, str) and target.startswith(module + ".") else None
+    if name not in names:
+        raise ConfigError(f"hydra.{key}._target_={target}; valid: {module}.<name> ({', '.join(names)})")
+    return name, {k: v for k, v in node.items() if not k.startswith("_")}
 
 
-def make_pruner(name: str, startup_trials: int, warmup_epochs: int):
+def make_pruner(name: Any, startup_trials: int, warmup_epochs: int):
     """``median`` (a trial whose validation loss at an epoch is worse than the median of earlier
-    trials' at that epoch stops), ``hyperband``, or ``none``."""
+    trials' at that epoch stops), ``hyperband``, ``none``, or a ``_target_`` node under
+    ``optuna.pruners`` with its constructor's arguments."""
     import optuna
 
+    if isinstance(name, dict):
+        cls, kwargs = check_target("sweeper.pruner", name, "optuna.pruners")
+        try:
+            return getattr(optuna.pruners, cls)(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"hydra.sweeper.pruner: optuna.pruners.{cls}({kwargs}): {first_line(err)}") from None
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs))
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ConfigError(f"hydra.sweeper.pruner={name}; valid: {', '.join(PRUNERS)}")
+    raise ConfigError(f"hydra.sweeper.pruner={name}; valid: {', '.join(PRUNERS)}, or a _target_ node "
+                      "(optuna.pruners.<name>) with its arguments")
 
 
-def open_study(name: str, url: str, study_directions: list[str], sampler=None, pruner=None):
-    """Create the study, or load it when it exists: a rerun or another process joins it. Its
-    directions must be the ones asked for."""
+def open_study(name: str | None, url: str | None, study_directions: list[str], sampler=None, pruner=None):
+    """Create the study (in memory when ``url`` is None), or load it when it exists: a rerun or
+    another process joins it. Its directions must be the ones asked for."""
     import optuna
 
-    study = optuna.create_study(storage=rdb_storage(url), study_name=name, sampler=sampler, pruner=pruner,
+    study = optuna.create_study(storage=rdb_storage(url) if url else None, study_name=name, sampler=sampler, pruner=pruner,
                                 directions=study_directions, load_if_exists=True)
     stored = [d.name.lower() for d in study.directions]
     if stored != study_directions:
