@@ -9,7 +9,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import collector
 from .errors import UserError, error_line
@@ -60,7 +60,8 @@ class MlflowSweepCallback(Callback):
         self.sweep: SweepRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_slurm_time_limit(config.hydra.launcher)  # before anything is submitted or recorded
+        # Before anything is submitted or recorded (a config composed without Hydra has no launcher).
+        check_slurm_time_limit(OmegaConf.select(config, "hydra.launcher") or {})
         try:  # an objective with no better direction is refused before any job runs
             directions = sweep_directions(config)
         except UserError as err:
