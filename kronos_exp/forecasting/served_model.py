@@ -25,11 +25,10 @@ import torch
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ErrorCode
-from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.tracking import MlflowClient, get_tracking_uri
 
 from ..model.checkpoint import CheckpointError, CheckpointNotFound
-from ..tracking.registry import integrity_problem
+from ..tracking.registry import REGISTERED_MODEL_META_FILE_NAME, integrity_problem
 from .candles import valid_candles
 from .generation import GenerationStopped
 from .horizon import future_timestamps

@@ -12,7 +12,6 @@ from typing import Callable
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointNotFound
@@ -24,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 FILES_TAG = "files_sha256"  # JSON {relative path: sha256} of every file of the version
+# What MLflow (< 3.18) writes beside MLmodel when it downloads a models:/ version: its name and version (YAML).
+REGISTERED_MODEL_META_FILE_NAME = "registered_model_meta"
 
 
 def version_files(folder: Path) -> dict[str, str]:
