@@ -16,14 +16,13 @@ from typing import Any, Callable, Iterator
 import mlflow
 from torch import nn
 
-from ..data.digest import file_sha256
 from ..errors import TrainingFailed, first_line
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
 from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder_digests
 from .plots import log_loss_curve
 from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
-from .resume import (BEST_FILES, BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, best_fields, copy_best,
+from .resume import (BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, best_fields, copy_best,
                      lineage, state_fields, state_file)
 from .signatures import sign
 from .runs import Tracker, flatten
@@ -160,10 +159,12 @@ class PhaseRun:
     def save_best(self, plan: Plan) -> Callable[[nn.Module, int, float], None]:
         """The loop's ``on_best``: save the model as the best checkpoint, signed before it replaces
         the previous one, and remember its digests."""
+        def signed(new: Path) -> None:  # the new folder holds BEST_FILES: hashed once, here
+            self._saved = folder_digests(new)
+            self._sign_best(self._saved)
+
         def save(model: nn.Module, epoch: int, val_loss: float) -> None:
-            model.save_pretrained(plan.best_dir, before_replace=lambda new: self._sign_best(
-                {name: file_sha256(new / name) for name in BEST_FILES}))
-            self._saved = folder_digests(plan.best_dir)
+            model.save_pretrained(plan.best_dir, before_replace=signed)
         return save
 
     def _sign_best(self, digests: dict[str, str]) -> None:
