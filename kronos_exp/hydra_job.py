@@ -1,7 +1,7 @@
 """What Hydra knows about this job and its sweep, read here (Hydra's glue, beside __main__ and
 hydra_callbacks) and handed to the rest of the package as plain values: the job's place in a
 sweep (tracking.sweep.JobInfo), how many jobs its launcher runs at once, the sweeper's
-directions, the overrides and the typed ``mlflow`` section. Below the pipeline nothing imports
+directions, the overrides (and their values as typed) and the typed ``mlflow`` section. Below the pipeline nothing imports
 Hydra or OmegaConf."""
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def current_job() -> JobInfo:
     return JobInfo(multirun, hc.job.num if multirun else None, list(hc.overrides.task),
                    os.environ.get(SWEEP_ID_ENV) if multirun else None,
                    parallel_jobs(hc.launcher) if multirun else 1)
+
+
+def given_values(overrides: list[str]) -> dict[str, str]:
+    """Each override's value as it was typed (``predictor.lr=5``: ``5``), by key; what the run's
+    params show where the typed config would show another spelling of the same number (``5.0``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return {o.key_or_group: o.input_line.split("=", 1)[1].strip() for o in parsed
+            if not o.is_delete() and o.input_line and "=" in o.input_line}
 
 
 def parallel_jobs(launcher: DictConfig) -> int:

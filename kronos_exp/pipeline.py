@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from .config import TRAINING_PHASES, one_error, resolve
 from .data import build_datasets, default_cache_dir
 from .errors import ConfigError, TrialPruned, TrialTaken, UserError
-from .hydra_job import current_job
+from .hydra_job import current_job, given_values
 from .forecasting.requests import Limits
 from .objective import objective_metrics, refusal_of_test_split, several_objectives
 from .phases import Phase
@@ -37,6 +37,9 @@ from .train.threads import resolve_threads
 from .window import WindowSpec
 
 log = logging.getLogger(__name__)
+
+# On a search job's run, per epoch: the validation loss its trial reported (what the pruner judged).
+TRIAL_LOSS_METRIC = "trial_val_loss"
 
 
 def build_steps(cfg: DictConfig, run: RunConfig) -> list[Phase | MeasuringStep]:
@@ -183,7 +186,8 @@ def _run(settings: RunConfig, steps: list, output_dir: Path, world: World, devic
         tracker.failure_elsewhere = lambda: distributed.peer_failure(world)
     tracker.end_dead_runs()
     ctx.runs = PhaseRunFactory(tracker, ctx.output_dir, skip_existing=skip_existing, resume=settings.resume,
-                               heartbeat_s=settings.mlflow.heartbeat_s)
+                               heartbeat_s=settings.mlflow.heartbeat_s, version_tags=trial.tags() if trial else None,
+                               given=given_values(job.overrides))
     try:
         return _tracked(settings, ctx, steps, job, started, trial, threads)
     except Exception as err:
@@ -213,10 +217,13 @@ def _tracked(settings: RunConfig, ctx: RunContext, steps: list, job: JobInfo, st
     """Rank 0: the phases in order inside the job run (linked to its Optuna trial in a search),
     and the objective for sweepers."""
     tags = {**job.tags(), **(trial.tags() if trial else {}), "threads": str(threads[0])}
-    with sigterm_stops(), ctx.tracker.job_run(dataclasses.asdict(settings), ctx.output_dir, tags=tags) as job_run:
+    with sigterm_stops(), ctx.tracker.job_run(dataclasses.asdict(settings), ctx.output_dir, tags=tags,
+                                              given=ctx.runs.given) as job_run:
         log.info("\n%s", _banner(ctx, steps, job_run.info.run_id, threads))
         if trial is not None:
             trial.link(job_run.info.run_id)
+            trial.on_report = lambda epoch, loss: ctx.tracker.metrics.put(job_run.info.run_id,
+                                                                          {TRIAL_LOSS_METRIC: loss}, epoch)
         ctx.tracker.record(documents={"data_summary.json": ctx.data.summary})
         reported: dict[str, float] = {}
         for step in steps:
@@ -227,6 +234,9 @@ def _tracked(settings: RunConfig, ctx: RunContext, steps: list, job: JobInfo, st
                 raise
             reported.update(step.report(ctx.results[step.name]))
             ctx.tracker.record(tags={f"{step.name}_{k}": v for k, v in ctx.results[step.name].tags.items()})
+        used = [r.version for r in ctx.results.values() if r.version is not None]
+        if trial is not None and used:  # the version this trial stands for: the last phase's, trained or reused
+            trial.name_version(used[-1].uri)
         objective = objective_value(settings, reported)
         seconds = time.perf_counter() - started
         # duration_s: what the sweep table shows, the same as "done in"

@@ -6,8 +6,9 @@ when a sweep uses it, since Hydra imports every plugin module on every start).
   ``signal_delay_s`` before a job's time limit. Here it means what SIGTERM means to the run at that
   moment: training stops at its next optimizer step and saves its state, the runs end KILLED. Then
   submitit's own handler checkpoints the job and requeues it (``max_num_timeout`` times at most for
-  time limits); started again, the job continues its job run (tag ``slurm_attempts``) and
-  resumes the phase from that state in a new phase run (``resumed_from``).
+  time limits); started again, the job continues its job run (tag ``slurm_attempts``), and the
+  phase continues its own phase run from that state (tracking/lifecycle.py; the same tag counts its
+  attempts): one job run and one run per phase, not a KILLED run per attempt.
 - **A job that cannot be requeued** ends without a traceback: its job run gets the tag
   ``not_requeued``, which the sweep's summary prints as one line saying how to resume.
 - **A job SLURM ends without a result** (``scancel``, a lost node, out of memory) is one line
@@ -35,6 +36,7 @@ from submitit.core.utils import UncompletedJobError
 from submitit.slurm import slurm
 
 from .hydra_job import mlflow_settings
+from .tracking.resume import ATTEMPTS_TAG
 from .tracking.runs import CONTINUE_RUN_ENV, PARENT_RUN_ENV
 from .tracking.sweep import (NOT_REQUEUED_TAG, SWEEP_ID_ENV, JobInfo, newest_job_run, record_job_tag,
                              record_stopped_job)
@@ -176,13 +178,11 @@ def run_requeueable(launcher: Any, run: Callable[[], JobReturn], sweep_overrides
     raise SystemExit(1)  # (submitit's handler always exits or raises)
 
 
-ATTEMPTS_TAG = "slurm_attempts"  # on a job run SLURM requeued: how many times the job started
-
-
 def _continue_job_run(launcher: Any, sweep_overrides: Sequence[str], job_num: int) -> None:
     """In a requeued attempt (``SLURM_RESTART_COUNT`` >= 1), continue the job run of this sweep's job
     ``job_num`` (the newest with its sweep run as parent and its ``job_num``): one job run per sweep
-    job, tagged with its attempts, not a KILLED run per attempt. Where the store cannot say, the
+    job, tagged with its attempts (``ATTEMPTS_TAG``: how many times the job started), not a KILLED
+    run per attempt; its phases then continue their own runs. Where the store cannot say, the
     attempt opens a run of its own (the sweep's table shows the newest), as before."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
     if restarts < 1 or not os.environ.get(PARENT_RUN_ENV):

@@ -117,7 +117,7 @@ class KronosOptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> None:
         from kronos_exp.errors import ConfigError, error_line
         from kronos_exp.redact import mask_passwords
-        from kronos_exp.search.study import open_study
+        from kronos_exp.search.study import name_metrics, open_study
         from kronos_exp.search.workers import Worker
         from .samplers import build_sampler, grid_of
 
@@ -125,7 +125,8 @@ class KronosOptunaSweeper(Sweeper):
         try:
             settings = self._settings(arguments)
             study = open_study(self.study_name, settings.url, settings.directions)
-            worker = Worker.join(study, self.heartbeat_s)
+            name_metrics(study, settings.metrics)
+            worker = Worker.join(study, self.heartbeat_s, settings.url)
         except ConfigError as err:
             raise SystemExit(error_line(str(err))) from None
         try:  # each process of a shared study its own seed: no two sample alike
@@ -149,7 +150,7 @@ class KronosOptunaSweeper(Sweeper):
         self.url = settings.url
         self._hand_storage_to_jobs(settings.url)
         try:
-            self._run_trials(study, settings.space, to_run, worker.id)
+            self._run_trials(study, settings.space, to_run, worker)
         except SweepFailed as failed:
             raise SystemExit(error_line(str(failed))) from None
         finally:
@@ -173,18 +174,19 @@ class KronosOptunaSweeper(Sweeper):
             hydra.sweeper.storage = None if self.storage is None else mask_passwords(self.storage)
             hydra.overrides.hydra = [mask_passwords(o) for o in hydra.overrides.hydra]
 
-    def _run_trials(self, study, space, to_run: int, worker_id: str) -> None:
+    def _run_trials(self, study, space, to_run: int, worker) -> None:
         """Batches of ``n_jobs`` trials until ``to_run`` were launched; a batch in which more trials
-        failed than ``max_failure_rate`` allows ends the sweep (SweepFailed), each failure printed."""
+        failed than ``max_failure_rate`` allows ends the sweep (SweepFailed), each failure printed; so
+        does another search process taking this one's over (it took it for dead)."""
         launched = 0
-        while launched < to_run:
+        while launched < to_run and not worker.taken_over:
             if self.grid_size is not None and len(study.trials) >= self.grid_size:
                 log.info("the grid is complete: its %d point(s) were tried", self.grid_size)
                 return
             size = min(self.n_jobs, to_run - launched)
             trials, batch, failures = [], [], []
             for _ in range(size):
-                trial, overrides, failure = self._ask(study, space, worker_id)
+                trial, overrides, failure = self._ask(study, space, worker.id)
                 if failure is not None:
                     failures.append(failure)
                 else:
@@ -278,22 +280,37 @@ class KronosOptunaSweeper(Sweeper):
 
     def _write_results(self, study, metrics: list[str]) -> None:
         """The best trial (one objective) or the Pareto front (several), logged and written to
-        optimization_results.yaml in the sweep folder."""
+        optimization_results.yaml in the sweep folder as hydra-optuna-sweeper writes it (``name:
+        optuna``; ``best_params`` and ``best_value``, or ``solutions``, each with its ``params`` and
+        ``values``), with kronos_exp's keys beside its own: the study, its objectives, each trial's
+        number and the model version its job registered or reused (``models:/<name>/<version>``)."""
         from optuna.trial import TrialState
+        from kronos_exp.search.trial import MODEL_VERSION_ATTR
 
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             log.warning("study '%s' has no complete trial yet", study.study_name)
             return
+        ours = {"study_name": study.study_name, "objectives": metrics}
         if len(study.directions) == 1:
             best = study.best_trial
-            results = {"name": study.study_name, "best_params": best.params, "best_value": best.value,
-                       "best_trial": best.number}
-            log.info("Best parameters: %s\nBest value: %s (trial %d)", best.params, best.value, best.number)
+            version = best.user_attrs.get(MODEL_VERSION_ATTR)
+            results = {"name": "optuna", "best_params": best.params, "best_value": best.value, **ours,
+                       "best_trial": best.number, **({"best_model_version": version} if version else {})}
+            log.info("Best parameters: %s", best.params)
+            log.info("Best value: %s", best.value)
+            log.info("Best trial: %d of study '%s'%s", best.number, study.study_name,
+                     f", model version {version}" if version else "")
         else:
-            front = [{"trial": t.number, "params": t.params, "values": dict(zip(metrics, t.values))}
-                     for t in study.best_trials]
-            results = {"name": study.study_name, "objectives": metrics, "pareto_front": front}
-            log.info("Pareto front (%s): %s", ", ".join(metrics), front)
+            front, solutions = study.best_trials, []
+            log.info("Number of Pareto solutions: %d", len(front))
+            for t in front:
+                log.info("    Values: %s, Params: %s", t.values, t.params)
+                version = t.user_attrs.get(MODEL_VERSION_ATTR)
+                solutions.append({"params": t.params, "values": list(t.values), "trial": t.number,
+                                  **({"model_version": version} if version else {})})
+            results = {"name": "optuna", "solutions": solutions, **ours}
+            log.info("Pareto front of study '%s' (%s): trial(s) %s", study.study_name, ", ".join(metrics),
+                     ", ".join(str(t.number) for t in front))
         folder = Path(self.config.hydra.sweep.dir)
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")

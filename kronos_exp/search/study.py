@@ -110,3 +110,22 @@ def open_study(name: str | None, url: str | None, study_directions: list[str], s
                           f"{study_directions} (another objective?); give "
                           "this search its own hydra.sweeper.study_name=<name>")
     return study
+
+
+def name_metrics(study, metrics: list[str]) -> None:
+    """Name the study's objectives (what optuna-dashboard shows instead of "Objective 0"); a study
+    named otherwise (the same directions, another objective) is refused. Of two processes naming a
+    new study at once, the first's names stay: the second is refused if its differ."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    named = study.metric_names
+    if named is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names(metrics)
+        named = study.metric_names
+    if named != metrics:
+        raise ConfigError(f"study '{study.study_name}' optimises {named}, and this search returns {metrics}; give "
+                          "this search its own hydra.sweeper.study_name=<name>")

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 TRIAL_ENV = "KRONOS_EXP_TRIAL"
 STORAGE_ENV = "KRONOS_EXP_TRIAL_STORAGE"
 RUN_ID_ATTR = "mlflow_run_id"  # on the trial: its job run
+MODEL_VERSION_ATTR = "mlflow_model_version"  # on the trial: models:/<name>/<version> its job ended with
 PRUNER_ATTR = "kronos_pruner"  # on the trial: [name, startup trials, warm-up epochs] of the sweeper that asked it
-TRIAL_TAG, STUDY_TAG = "optuna_trial", "optuna_study"  # on the job run: its trial
+TRIAL_TAG, STUDY_TAG = "optuna_trial", "optuna_study"  # on the job run and the versions it registers: its trial
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrialLink:
     storage: str
     _opened: Any = field(default=None, init=False, repr=False)
     _where: tuple[Any, int] | None = field(default=None, init=False, repr=False)  # (storage, trial id)
+    # Hears each epoch's reported loss on rank 0 (the pipeline logs it on the job run: a pruned job's too).
+    on_report: Callable[[int, float], None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def current(cls) -> "TrialLink | None":
@@ -48,6 +51,7 @@ class TrialLink:
         return cls(study, int(number), storage)
 
     def tags(self) -> dict[str, str]:
+        """The trial, as the job run and each model version the job registers are tagged with it."""
         return {TRIAL_TAG: str(self.number), STUDY_TAG: self.study_name}
 
     def _trial(self):
@@ -67,10 +71,19 @@ class TrialLink:
 
     def link(self, run_id: str) -> None:
         """Name the job run on the trial; nothing on a trial already ended (its first epoch stops the job)."""
+        self._set_attr(RUN_ID_ATTR, run_id)
+
+    def name_version(self, uri: str) -> None:
+        """Name on the trial the model version its job ended with (``models:/<name>/<version>``, the
+        last phase's, registered or reused), which the study's best trial then points at."""
+        self._set_attr(MODEL_VERSION_ATTR, uri)
+
+    def _set_attr(self, key: str, value: str) -> None:
+        """A user attribute on the trial; nothing, one warning, on a trial another search process ended."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         try:
-            self._trial().set_user_attr(RUN_ID_ATTR, run_id)
+            self._trial().set_user_attr(key, value)
         except UpdateFinishedTrialError:
             log.warning("%s", self.taken())
 
@@ -121,7 +134,11 @@ class TrialLink:
                      "hydra.sweeper.pruner=none)", self.number)
 
         def verdict(epoch: int, val_loss: float) -> TrialPruned | None:
-            return self.report(val_loss, epoch) if reported else self.taken()
+            if not reported:
+                return self.taken()
+            if self.on_report is not None:
+                self.on_report(epoch, val_loss)
+            return self.report(val_loss, epoch)
 
         def hook(name: str, epoch: int, val_loss: float) -> None:
             if name != phase:

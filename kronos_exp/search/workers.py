@@ -8,23 +8,26 @@ clock (hosts' clocks differ: a process ten minutes ahead failed a live worker's 
 dead once it ended, at once when its process on this host is gone, or once its heartbeat has not
 changed for four of its beats of our watching (kronos_exp/tracking/beats.py). On joining, a process
 
-- watches the other hosts' workers that have not ended (nor were inherited) until each beats (alive:
-  at most one beat of waiting) or stays still for four beats (dead); one of this host whose process
-  lives is alive,
+- watches the other hosts' workers that have not ended until each beats (alive: at most one beat
+  of waiting) or stays still for four beats (dead); one of this host whose process lives is alive,
 - ends the RUNNING trials of dead workers FAIL (a trial is never left running), and
-- inherits the dead workers nobody inherited yet: their finished trials (complete or pruned, with
-  what they had inherited themselves) count towards its own ``n_trials``.
+- inherits the dead workers: it removes each one's registration (of two processes racing for one,
+  exactly one removes it: kronos_exp/search/records.py) and counts its finished trials (complete or
+  pruned, with what it had inherited itself) towards its own ``n_trials``.
 
 So a search killed during its third of 4 trials and rerun runs 2 more (4 finished in the study),
 and two processes started together with ``n_trials=3`` each run 3 (6): a live worker is never
-inherited. Two reruns racing for one dead worker both write a claim; the earliest claim wins.
+inherited. The study holds one registration per live worker and one per ended worker that no
+later process has inherited yet, however often a search is rerun: each rerun folds those of the
+ended ones into its own.
 
 While it searches, a worker's heartbeat thread goes on watching: the RUNNING trials of a worker
-that stops beating end FAIL, and so does a RUNNING trial nobody owns (its asker was killed before
-naming itself) that stays so for four beats; inheriting stays a joiner's business. A worker whose
-trial was ended so (it was only stalled) tells nothing of it and goes on to its next trial
-(``tell_if_running``). Each worker's sampler seed offset (``index``) is one no other worker holds,
-whatever the start times its clock stamped say.
+that stops beating, or whose registration is gone (inherited), end FAIL, and so does a RUNNING
+trial nobody owns (its asker was killed before naming itself) that stays so for four beats;
+inheriting stays a joiner's business. A worker that was only stalled finds its registration gone at
+its next beat (``taken_over``): it registers nothing again, tells nothing of the trials ended
+meanwhile (``tell_if_running``), and its sweep stops. Each worker's sampler seed offset (``index``)
+is one no other worker holds, whatever the start times its clock stamped say.
 """
 from __future__ import annotations
 
@@ -38,11 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracking.beats import DEAD, UNSURE, BeatWatch, gone_here
+from .records import StudyRecords
 
 log = logging.getLogger(__name__)
 
 WORKER_PREFIX = "kronos_worker:"
-CLAIM_PREFIX = "kronos_inherit:"
+OLD_CLAIM_PREFIX = "kronos_inherit:"  # left by kronos_exp before bounded registrations
 TRIAL_WORKER_ATTR = "kronos_worker"  # on each trial: the worker that asked for it
 MISSED_BEATS = 4
 
@@ -81,18 +85,26 @@ class Worker:
     """This process's registration in ``study``, from ``join`` to ``leave``."""
     study: Any
     heartbeat_s: float
+    records: StudyRecords | None = None  # None: a study in memory, which no other process joins
     id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
     started: float = field(default_factory=time.time)
     inherited: int = 0
     index: int | None = None  # workers registered before this one, or the next free (a seed offset: no two alike)
+    taken_over: bool = False  # another process took this one for dead and inherited it
     watch: BeatWatch = field(default_factory=lambda: BeatWatch(MISSED_BEATS))
     _stop: threading.Event = field(default_factory=threading.Event)
+    _joined: threading.Event = field(default_factory=threading.Event)  # until then its thread only beats
     _thread: threading.Thread | None = None
 
     @classmethod
-    def join(cls, study, heartbeat_s: float) -> "Worker":
-        worker = cls(study, heartbeat_s)
-        worker.beat()
+    def join(cls, study, heartbeat_s: float, url: str | None) -> "Worker":
+        """Register in ``study``, stored at ``url`` (None: in memory)."""
+        worker = cls(study, heartbeat_s, StudyRecords(url, study.study_name) if url else None)
+        worker.forget_old_claims()
+        worker.study.set_user_attr(WORKER_PREFIX + worker.id, worker.record())
+        # Beating from here: watching others below may take a while, and they watch this one meanwhile.
+        worker._thread = threading.Thread(target=worker._beating, name="optuna-worker-heartbeat", daemon=True)
+        worker._thread.start()
         others = worker.others()
         worker.index = sum(1 for r in others.values() if r["started"] < worker.started)
         held = {r.get("index") for r in others.values()}
@@ -102,8 +114,7 @@ class Worker:
         worker.fail_stale_trials(dead)
         worker.inherited = worker.inherit(dead)
         worker.beat()
-        worker._thread = threading.Thread(target=worker._beating, name="optuna-worker-heartbeat", daemon=True)
-        worker._thread.start()
+        worker._joined.set()
         return worker
 
     def record(self, ended: bool = False) -> dict[str, Any]:
@@ -111,7 +122,17 @@ class Worker:
                 "every": self.heartbeat_s, "index": self.index, "ended": ended, "inherited": self.inherited}
 
     def beat(self, ended: bool = False) -> None:
-        self.study.set_user_attr(WORKER_PREFIX + self.id, self.record(ended))
+        """Rewrite this worker's registration; once it is gone (inherited), write nothing again."""
+        if self.taken_over:
+            return
+        if self.records is None:
+            self.study.set_user_attr(WORKER_PREFIX + self.id, self.record(ended))
+        elif not self.records.rewrite(WORKER_PREFIX + self.id, self.record(ended)):
+            self.taken_over = True
+            self._stop.set()
+            log.warning("optuna worker %s: another search process took this one for dead and took over its "
+                        "trials (its heartbeat looked stalled); this search stops after the trials it runs now",
+                        self.id)
 
     def _beating(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -119,6 +140,10 @@ class Worker:
                 self.beat()
             except Exception as err:  # a database hiccup: the next beat tries again
                 log.warning("optuna worker %s: heartbeat not written (%s)", self.id, err)
+                continue
+            if self.taken_over:
+                return
+            if not self._joined.is_set():
                 continue
             try:
                 self.fail_stale_trials({wid: r for wid, r in self.others().items() if self.verdict(wid, r) == DEAD})
@@ -132,6 +157,8 @@ class Worker:
         if self._thread is not None:
             self._thread.join()
         self.beat(ended=True)
+        if self.records is not None:
+            self.records.close()
 
     def others(self) -> dict[str, dict[str, Any]]:
         attrs = self.study.user_attrs
@@ -146,15 +173,12 @@ class Worker:
 
     def dead_at_join(self, others: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The dead among ``others``, watching those of other hosts until each beats or stays still for
-        MISSED_BEATS beats: a rerun on another host continues a search whose host was lost. One that an
-        earlier joiner inherited is not waited for: every later join would wait on it again."""
+        MISSED_BEATS beats: a rerun on another host continues a search whose host was lost. One
+        inherited meanwhile by another joiner (its registration gone) is not waited for."""
         here, announced = socket.gethostname(), False
-        claims = [k[len(CLAIM_PREFIX):] for k in self.study.user_attrs if k.startswith(CLAIM_PREFIX)]
-        inherited = {claim.rsplit(":", 1)[0] for claim in claims}  # <worker>:<its inheritor>
         while True:
             verdicts = {wid: self.verdict(wid, r) for wid, r in others.items()}
-            unsure = [wid for wid, v in verdicts.items()
-                      if v == UNSURE and others[wid].get("host") != here and wid not in inherited]
+            unsure = [wid for wid, v in verdicts.items() if v == UNSURE and others[wid].get("host") != here]
             if not unsure:
                 return {wid: others[wid] for wid, v in verdicts.items() if v == DEAD}
             longest = max(_every(others[wid], self.heartbeat_s) for wid in unsure) * MISSED_BEATS
@@ -164,38 +188,34 @@ class Worker:
                 announced = True
             time.sleep(min(1.0, max(0.05, longest / MISSED_BEATS / 4)))
             now = self.others()
-            others = {wid: now.get(wid, r) for wid, r in others.items()}
+            others = {wid: now[wid] for wid in others if wid in now}
 
     def fail_stale_trials(self, dead: dict[str, dict[str, Any]]) -> None:
-        """RUNNING trials of dead workers end FAIL, and those nobody owns (a worker killed between
-        asking for a trial and naming itself on it): at once when every other worker is dead, else
-        once they stayed so for MISSED_BEATS of our beats (their start time is another host's clock:
-        not read)."""
+        """RUNNING trials of dead workers end FAIL, and of workers no longer registered (inherited),
+        and those nobody owns (a worker killed between asking for a trial and naming itself on it):
+        at once when every other worker is dead, else once they stayed so for MISSED_BEATS of our
+        beats (their start time is another host's clock: not read)."""
         from optuna.trial import TrialState
 
-        only_dead_others = set(self.others()) <= set(dead)
+        registered = set(self.others()) | {self.id}
+        only_dead_others = registered - {self.id} <= set(dead)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get(TRIAL_WORKER_ATTR)
             if owner is None:
                 stale = only_dead_others or self.watch.verdict(("unowned trial", trial.number), None,
                                                                self.heartbeat_s) == DEAD
             else:
-                stale = owner in dead
+                stale = owner in dead or owner not in registered
             if stale and tell_if_running(self.study, trial.number, state=TrialState.FAIL):
                 log.warning("trial %d of study '%s' was left running by dead worker %s; marked FAIL", trial.number,
                             self.study.study_name, owner or "(none)")
 
     def inherit(self, dead: dict[str, dict[str, Any]]) -> int:
-        """Claim the dead workers nobody claimed; the finished trials of those this worker won."""
+        """Take over the ``dead`` workers whose registration this process removes (of two racing
+        for one, one does): their finished trials, and what they had inherited."""
         from optuna.trial import TrialState
 
-        claims = {k for k in self.study.user_attrs if k.startswith(CLAIM_PREFIX)}
-        free = [wid for wid in dead if not any(c.startswith(f"{CLAIM_PREFIX}{wid}:") for c in claims)]
-        for wid in free:
-            self.study.set_user_attr(f"{CLAIM_PREFIX}{wid}:{self.id}", time.time())
-        attrs = self.study.user_attrs
-        won = [wid for wid in free if min((v, k) for k, v in attrs.items()
-                                          if k.startswith(f"{CLAIM_PREFIX}{wid}:"))[1].endswith(f":{self.id}")]
+        won = [wid for wid in dead if self.records is None or self.records.remove(WORKER_PREFIX + wid)]
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
         owned = [t.user_attrs.get(TRIAL_WORKER_ATTR) for t in self.study.get_trials(deepcopy=False, states=finished)]
         total = sum(owned.count(wid) + int(dead[wid].get("inherited", 0)) for wid in won)
@@ -203,6 +223,16 @@ class Worker:
             log.info("continuing the search of %d ended process(es) in study '%s': %d finished trial(s) count "
                      "towards n_trials", len(won), self.study.study_name, total)
         return total
+
+    def forget_old_claims(self) -> None:
+        """Remove what searches of kronos_exp before bounded registrations left: a claim attribute
+        (``kronos_inherit:<worker>:<its inheritor>``) per inherited worker, which kept that worker's
+        registration too. Its trials are counted in its inheritor's: it is removed uncounted."""
+        if self.records is None:
+            return
+        for key in [k for k in self.study.user_attrs if k.startswith(OLD_CLAIM_PREFIX)]:
+            self.records.remove(WORKER_PREFIX + key[len(OLD_CLAIM_PREFIX):].rsplit(":", 1)[0])
+            self.records.remove(key)
 
 
 def _every(record: dict[str, Any], default: float) -> float:

@@ -2,6 +2,11 @@
 fingerprint, then reuse a registered checkpoint, resume an unfinished run or train; keep the best
 checkpoint as it is saved, and log and register it at the end.
 
+In a requeued SLURM job's attempt (a continued job run) a phase whose earlier attempt stopped with a
+training state that passes every check is not opened anew: that phase run is reopened and trains on
+from its state, its attempts counted (``slurm_attempts``); elsewhere, and where it cannot be, a new
+phase run resumes it (``resumed_from``) as any rerun does.
+
 Only rank 0 talks to the tracking store. The runner (kronos_exp/runner.py) hands the other ranks
 the plan this module decides and the result it registers.
 """
@@ -21,11 +26,11 @@ from ..model.checkpoint import WEIGHTS_NAME, CheckpointError
 from .claims import Claim, Claims, claim
 from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder_digests
 from .plots import log_loss_curve
-from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry
-from .resume import (BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, best_fields, copy_best,
-                     lineage, state_fields, state_file)
+from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry, write_registration
+from .resume import (ATTEMPTS_TAG, BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, Unfinished, best_fields,
+                     continuable, copy_best, lineage, state_fields, state_file)
 from .signatures import sign
-from .runs import Tracker, flatten
+from .runs import Tracker, as_given, flatten
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +74,11 @@ class PhaseRunFactory:
     (``skip_existing``, ``resume``) against the same registry and claims."""
 
     def __init__(self, tracker: Tracker, output_dir: Path, *, skip_existing: bool, resume: bool | None,
-                 heartbeat_s: float):
+                 heartbeat_s: float, version_tags: dict[str, str] | None = None,
+                 given: dict[str, str] | None = None):
         self.tracker, self.output_dir = tracker, output_dir
+        self.given = given or {}  # the command line's values as typed, by key: the params show them so (as_given)
+        self.version_tags = version_tags or {}  # on every version this invocation registers (its Optuna trial)
         self.registry = Registry(tracker.client)
         self.skip_existing, self.resume = skip_existing, resume
         self.claims = Claims(tracker.client, tracker.experiment_id, heartbeat_s)
@@ -79,22 +87,37 @@ class PhaseRunFactory:
     def open(self, name: str, inputs: dict[str, Any], settings: dict[str, Any], tags: dict[str, str],
              claims: bool = True) -> Iterator["PhaseRun"]:
         """The nested MLflow run of phase ``name``. With ``claims``, it holds its fingerprint from
-        its first moment (the heartbeat tag is set at creation) until it ends."""
+        its first moment (the heartbeat tag is set at creation) until it ends. In a continued job
+        run, the phase run its earlier attempt left to continue (``continuable``), reopened."""
         fp = fingerprint(inputs)
         first_beat = self.claims.first_beat() if claims else {}
-        with self.tracker.nested_run(name, tags={FINGERPRINT_TAG: fp, **first_beat, **tags}) as run:
+        earlier = self._continuable(name, fp) if claims else None
+        run_tags = {FINGERPRINT_TAG: fp, **first_beat, **tags}
+        if earlier is not None:
+            run_tags[ATTEMPTS_TAG] = str(earlier[0].attempts + 1)
+        with self.tracker.nested_run(name, tags=run_tags, continued=earlier and earlier[0].run_id) as run:
             beating = self.claims.heartbeat(run.info.run_id) if claims else contextlib.nullcontext()
             with beating:
-                mlflow.log_params(flatten({name: settings}))
+                mlflow.log_params(as_given(flatten({name: settings}), self.given))
                 mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
-                yield PhaseRun(self, name, fp, inputs, run.info.run_id)
+                yield PhaseRun(self, name, fp, inputs, run.info.run_id, continued=earlier)
+
+    def _continuable(self, name: str, fp: str) -> tuple[Unfinished, dict[str, str]] | None:
+        """In a continued job run (unless ``resume=false``): its earlier attempt's phase run of
+        ``name`` and ``fp``, checked and taken back, and its best checkpoint's digests."""
+        job_run = self.tracker.continued_job_run
+        if job_run is None or self.resume is False:
+            return None
+        return continuable(self.tracker.client, self.tracker.experiment_id, job_run, name, fp, alive=self.claims.alive)
 
 
 class PhaseRun:
     """One phase run on rank 0, from its decision to its registered checkpoint."""
 
-    def __init__(self, runs: PhaseRunFactory, name: str, fp: str, inputs: dict[str, Any], run_id: str):
+    def __init__(self, runs: PhaseRunFactory, name: str, fp: str, inputs: dict[str, Any], run_id: str,
+                 continued: tuple[Unfinished, dict[str, str]] | None = None):
         self.runs, self.name, self.fingerprint, self.inputs, self.run_id = runs, name, fp, inputs, run_id
+        self.continued = continued  # (this run as its earlier attempt left it, its best checkpoint's digests)
         self._saved: dict[str, str] = {}  # sha256 of each best-checkpoint file as this process wrote it
         self._signed: dict[str, tuple[str, ...]] = {}  # tag -> signatures of the newest files it wrote
         self._state_tag = ""  # the state file's path as its tag names it (and its signatures cover)
@@ -103,19 +126,23 @@ class PhaseRun:
     def decide(self, model_name: str) -> PhaseResult | Plan:
         """Claim the fingerprint; the registered result to reuse, or the plan to train by."""
         runs = self.runs
+        own = runs.output_dir / "checkpoints" / self.name
+        if self.continued is not None:  # taken back already: this run holds its fingerprint again
+            earlier, best = self.continued
+            mlflow.set_tag("skipped", "false")
+            log.info("%s: continuing run %s (attempt %d) from %s", self.name, self.run_id, earlier.attempts + 1,
+                     earlier.state_path)
+            # The signatures its earlier attempt recorded: the state it continues from stays resumable
+            # until one of this attempt's replaces it.
+            self._signed = {STATE_MAC_TAG: earlier.state_macs, BEST_MAC_TAG: earlier.best_macs}
+            return self._resuming(earlier, best, own)
         decided: Claim = claim(runs.claims, self.name, self.fingerprint, self.run_id,
                                skip_existing=runs.skip_existing, resume=runs.resume)
-        own = runs.output_dir / "checkpoints" / self.name
         if decided.action == "resume":
             unfinished = decided.unfinished
             mlflow.set_tags({"skipped": "false", RESUMED_FROM_TAG: unfinished.run_id})
             log.info("%s: resuming run %s from %s", self.name, unfinished.run_id, unfinished.state_path)
-            plan = self._training(Plan(own, resume_from=unfinished.state_path))
-            if decided.best:  # the best checkpoint before the stop (a requeued job's is in this folder already)
-                copy_best(unfinished, decided.best, own)
-                self._saved = decided.best
-                self._sign_best(decided.best)
-            return plan
+            return self._resuming(unfinished, decided.best, own)
         if decided.action == "reuse":
             reused = self.reuse(model_name)
             if reused is not None:
@@ -125,6 +152,16 @@ class PhaseRun:
                      self.name, self.fingerprint[:12])
         mlflow.set_tag("skipped", "false")
         return self._training(Plan(own))
+
+    def _resuming(self, unfinished: Unfinished, best: dict[str, str], own: Path) -> Plan:
+        """The plan that trains on from ``unfinished``'s checked state, into ``own`` (its own folder
+        where a requeued job continues it), with its checked best checkpoint."""
+        plan = self._training(Plan(own, resume_from=unfinished.state_path))
+        if best:  # the best checkpoint before the stop (a requeued job's is in this folder already)
+            copy_best(unfinished, best, own)
+            self._saved = best
+            self._sign_best(best)
+        return plan
 
     def _training(self, plan: Plan) -> Plan:
         self._state_tag = str(plan.state_path.resolve())
@@ -200,13 +237,14 @@ class PhaseRun:
         mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "best_epoch": fit.best_epoch,
                             "samples_per_second": fit.samples_per_second, "duration_s": fit.duration_s})
         package(best_dir)
-        digests = folder_digests(best_dir)  # every file the version holds, the package added above included
+        write_registration(best_dir, model_name, self.fingerprint)
+        digests = folder_digests(best_dir)  # every file the version holds, what was added above included
         mlflow.log_artifacts(str(best_dir), CHECKPOINT_ARTIFACT)
         log_loss_curve(self.name, fit)
         version = self.registered_before(model_name) or self.runs.registry.register(
             model_name, self.run_id, CHECKPOINT_ARTIFACT, digests, self.fingerprint,
             tags={"phase": self.name, "best_val_loss": repr(fit.best_val_loss),
-                  "data_files": data_files_digest(self.inputs["data"]), **version_tags})
+                  "data_files": data_files_digest(self.inputs["data"]), **version_tags, **self.runs.version_tags})
         mlflow.set_tag("registered_version", version.version)
         for state in (plan.state_path, plan.resume_from):  # finished: nothing left to resume, and states are large
             if state is not None:

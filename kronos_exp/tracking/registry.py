@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,40 @@ log = logging.getLogger(__name__)
 FILES_TAG = "files_sha256"  # JSON {relative path: sha256} of every file of the version
 # What MLflow (< 3.18) writes beside MLmodel when it downloads a models:/ version: its name and version (YAML).
 REGISTERED_MODEL_META_FILE_NAME = "registered_model_meta"
+# In every folder kronos_exp registers, among its digested files: {"model_name", "fingerprint"}, which
+# versions a copy of it may be (a loader that is handed the folder alone finds them by it).
+REGISTRATION_FILE = "registration.json"
+REGISTRATION_MAX_BYTES = 4096
+
+
+class RegistrationUnreadable(ValueError):
+    """A folder names no registered model (one sentence why)."""
+
+
+def write_registration(folder: Path, model_name: str, fingerprint: str) -> None:
+    (folder / REGISTRATION_FILE).write_text(json.dumps({"model_name": model_name, "fingerprint": fingerprint}))
+
+
+def read_registration(folder: Path) -> tuple[str, str]:
+    """(model name, fingerprint) that ``folder``'s registration file names: a claim to check, read as data."""
+    path = folder / REGISTRATION_FILE
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(REGISTRATION_MAX_BYTES + 1)
+        if len(text) > REGISTRATION_MAX_BYTES:
+            raise ValueError
+        named = json.loads(text)
+        name, fingerprint = named["model_name"], named["fingerprint"]
+        # Both go into a registry search: no quote or other character a search filter reads.
+        if not (isinstance(name, str) and re.fullmatch(r"[\w. \-]{1,200}", name) and isinstance(fingerprint, str)
+                and re.fullmatch(r"[0-9a-f]{1,128}", fingerprint)):
+            raise TypeError
+    except FileNotFoundError:
+        raise RegistrationUnreadable(f"it holds no {REGISTRATION_FILE}, so nothing says which registered version it "
+                                     "is (not a folder kronos_exp registered, or registered before it wrote one)") from None
+    except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise RegistrationUnreadable(f"its {REGISTRATION_FILE} does not name a model and fingerprint") from None
+    return name, fingerprint
 
 
 def version_files(folder: Path) -> dict[str, str]:
@@ -35,13 +70,13 @@ def version_files(folder: Path) -> dict[str, str]:
             if path != REGISTERED_MODEL_META_FILE_NAME}
 
 
-def integrity_problems(folder: Path, tags: dict[str, str]) -> list[str]:
-    """Every way ``folder`` differs from the checkpoint registered with ``tags``, one sentence each
-    (none when every file matches)."""
+def integrity_problems(folder: Path, tags: dict[str, str], actual: dict[str, str] | None = None) -> list[str]:
+    """Every way ``folder`` (its ``version_files``, when already taken: ``actual``) differs from the
+    checkpoint registered with ``tags``, one sentence each (none when every file matches)."""
     if FILES_TAG not in tags:
         return ["it was registered without a digest of each of its files (before kronos_exp recorded them): "
                 "nothing can be checked"]
-    expected, actual = json.loads(tags[FILES_TAG]), version_files(folder)
+    expected, actual = json.loads(tags[FILES_TAG]), version_files(folder) if actual is None else actual
     problems = []
     for path in sorted(set(expected) | set(actual)):
         if path not in actual:
@@ -73,6 +108,10 @@ class RegisteredCheckpoint:
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
 
 
 class Registry:

@@ -16,6 +16,12 @@ run marked ``state_refused``, never offered again) and continues from it, copyin
 files of the best checkpoint, checked again as they are copied, never through a link. The state
 file lives on the disk of the host that wrote it: resuming on another host needs the output
 folder on a shared filesystem, and the key in a home folder both hosts share.
+
+A requeued SLURM job's attempt continues its job run; a phase of it then continues its own phase
+run (``continuable``, then ``take_back``: the same search, the same checks and the same atomic
+claim, for the run itself) rather than resume it in a new one, and counts the attempts it trained in
+(``slurm_attempts``). The claim is a parameter per attempt (``claim_param``): a later rerun can
+still take a phase run that attempts continued.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +42,7 @@ from mlflow.tracking import MlflowClient
 from ..data.digest import stream_sha256
 from ..model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, move_into_place, staging_folder
 from .fingerprint import fingerprint_filter
-from .signatures import KeyUnusable, key_path, signed_by_me
+from .signatures import KeyUnusable, key_path, sign, signed_by_me
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ STATE_REFUSED_TAG = "state_refused"  # why a run's state was not resumed
 STATE_SUFFIX = ".last.safetensors"
 RESUMED_BY_TAG = "resumed_by"
 RESUMED_FROM_TAG = "resumed_from"
+# On a job run a requeued SLURM job continued, and on each phase run its attempts continued: how many
+# attempts it ran in (a phase run's claim parameter follows it: ``claim_param``).
+ATTEMPTS_TAG = "slurm_attempts"
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Unfinished:
     fingerprint: str
     state_macs: tuple[str, ...] = ()  # what its run recorded (STATE_MAC_TAG)
     best_macs: tuple[str, ...] = ()  # (BEST_MAC_TAG)
+    attempts: int = 1  # the attempts of a requeued job it trained in so far (ATTEMPTS_TAG)
 
     @property
     def best_dir(self) -> Path:
@@ -80,12 +90,14 @@ def best_fields(run_id: str, fingerprint: str, phase: str, digests: dict[str, st
 
 
 def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, fingerprint: str,
-                    alive: Callable[[Run], bool]) -> list[Unfinished]:
-    """Unfinished, not yet resumed runs of ``phase`` with ``fingerprint`` whose state file exists
-    and whose process is not ``alive`` (still training it), newest first."""
+                    alive: Callable[[Run], bool], parent: str | None = None) -> list[Unfinished]:
+    """Unfinished, not yet resumed runs of ``phase`` with ``fingerprint`` (nested in job run
+    ``parent`` when given) whose state file exists and whose process is not ``alive`` (still
+    training it), newest first."""
+    nested = f" and tags.mlflow.parentRunId = '{parent}'" if parent else ""
     runs = client.search_runs(
         [experiment_id],
-        f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status != 'FINISHED'",
+        f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status != 'FINISHED'{nested}",
         order_by=["attributes.start_time DESC"], max_results=20)
     found = []
     for run in runs:
@@ -95,10 +107,24 @@ def find_unfinished(client: MlflowClient, experiment_id: str, phase: str, finger
         if Path(path).is_file():
             tags = run.data.tags
             found.append(Unfinished(run.info.run_id, run.info.status, Path(path), fingerprint,
-                                    tuple(tags.get(STATE_MAC_TAG, "").split()), tuple(tags.get(BEST_MAC_TAG, "").split())))
+                                    tuple(tags.get(STATE_MAC_TAG, "").split()),
+                                    tuple(tags.get(BEST_MAC_TAG, "").split()), _attempts(tags)))
         else:
             log.info("%s: run %s stopped unfinished but its training state %s is gone", phase, run.info.run_id, path)
     return found
+
+
+def _attempts(tags: dict[str, str]) -> int:
+    try:
+        return max(1, int(tags.get(ATTEMPTS_TAG, "1")))
+    except ValueError:  # a mangled tag: counted from one
+        return 1
+
+
+def claim_param(attempts: int) -> str:
+    """The parameter that claims a run which has trained in ``attempts`` attempts: ``resumed_by``,
+    then one per continuation, so that each attempt's run can be claimed once again."""
+    return RESUMED_BY_TAG if attempts <= 1 else f"{RESUMED_BY_TAG}.attempt{attempts}"
 
 
 def take(client: MlflowClient, old: Unfinished, new_run_id: str) -> bool:
@@ -107,9 +133,7 @@ def take(client: MlflowClient, old: Unfinished, new_run_id: str) -> bool:
     The claim is a run parameter: MLflow never changes a logged parameter's value (a second,
     different value is refused, by a SQL store or a server alike), so of two processes that found
     the same unfinished run at once exactly one takes it. The tags that follow are for people."""
-    try:
-        client.log_param(old.run_id, RESUMED_BY_TAG, new_run_id)
-    except MlflowException:
+    if not _claim(client, old, new_run_id):
         return False
     client.set_tag(old.run_id, RESUMED_BY_TAG, new_run_id)
     if old.status == "RUNNING":  # left so by a dead process
@@ -117,11 +141,45 @@ def take(client: MlflowClient, old: Unfinished, new_run_id: str) -> bool:
     return True
 
 
+def take_back(client: MlflowClient, old: Unfinished) -> bool:
+    """Claim ``old`` for itself, to continue in a requeued job's attempt; False when another run
+    took it first. The same parameter as ``take``'s, so that only one of them wins; no tag (its run
+    goes on, and is offered again should this attempt stop too)."""
+    return _claim(client, old, old.run_id)
+
+
+def _claim(client: MlflowClient, old: Unfinished, run_id: str) -> bool:
+    try:
+        client.log_param(old.run_id, claim_param(old.attempts), run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def continuable(client: MlflowClient, experiment_id: str, job_run_id: str, phase: str, fingerprint: str,
+                alive: Callable[[Run], bool]) -> tuple[Unfinished, dict[str, str]] | None:
+    """The phase run an earlier attempt of job run ``job_run_id`` left unfinished with
+    ``fingerprint``, taken back (``take_back``) once its files passed every check of ``resumable``
+    (its ``state_macs``: the signature of the state it continues from), and the best checkpoint files
+    to keep; None when there is none, none passes (a new phase run then takes and refuses it as any
+    rerun would) or another run took it first."""
+    for unfinished in find_unfinished(client, experiment_id, phase, fingerprint, alive, parent=job_run_id):
+        try:
+            state_mac, best = _checked(unfinished, phase)
+        except NotResumable as problem:
+            log.info("%s: not continuing run %s of this job: %s", phase, unfinished.run_id, problem)
+            continue
+        if take_back(client, unfinished):  # its state's signature first: the one its next state keeps
+            return replace(unfinished, state_macs=(state_mac,)), best
+    return None
+
+
 def taken_up(client: MlflowClient, old: Unfinished, new_run_id: str) -> None:
     """``old`` is resumed: its job's other phases are no longer waiting to be taken up. Only once
-    its files were found to be this user's: the job a planted run names is anyone's."""
+    its files were found to be this user's: the job a planted run names is anyone's. Not when that
+    job is the one ``new_run_id`` runs in (a requeued job's continued run: it lives)."""
     parent = client.get_run(old.run_id).data.tags.get("mlflow.parentRunId")
-    if parent:
+    if parent and parent != client.get_run(new_run_id).data.tags.get("mlflow.parentRunId"):
         client.set_tag(parent, RESUMED_BY_TAG, new_run_id)
 
 
@@ -135,20 +193,26 @@ def resumable(old: Unfinished, phase: str) -> dict[str, str]:
     validation), once its state and those files are checked to be what this user's run signed;
     ``NotResumable`` saying why not. A tag is only a claim: the state must be
     ``<a run folder>/checkpoints/<phase>.last.safetensors`` itself, a regular file of this user's."""
+    return _checked(old, phase)[1]
+
+
+def _checked(old: Unfinished, phase: str) -> tuple[str, dict[str, str]]:
+    """``resumable``'s checks: the signature its state file carries, and its best checkpoint's digests."""
     path = old.state_path
     if not path.is_absolute() or path.is_symlink() or path != state_file(path.parent.parent, phase).resolve():
         raise NotResumable(f"its {STATE_TAG} tag points at {path}, not at a run folder's checkpoints/{phase}{STATE_SUFFIX}")
     try:
-        if not old.state_macs or not signed_by_me(old.state_macs, *state_fields(old.run_id, old.fingerprint, phase, path, _sha256(path))):
+        fields = state_fields(old.run_id, old.fingerprint, phase, path, _sha256(path))
+        if not old.state_macs or not signed_by_me(old.state_macs, *fields):
             raise NotResumable(f"{path} is not a training state this user's runs signed (key {key_path()}): written "
                                "by another user or key, altered since, or its tags were set by someone else")
         best = _best_digests(old.best_dir)
         if best and not signed_by_me(old.best_macs, *best_fields(old.run_id, old.fingerprint, phase, best)):
             raise NotResumable(f"the best checkpoint {old.best_dir} is not one this user's runs signed "
                                f"(key {key_path()}): written by another user or key, or altered since")
+        return sign(*fields), best
     except KeyUnusable as err:
         raise NotResumable(f"resuming needs a key only you can read: {err}") from None
-    return best
 
 
 def _open_own_file(path: Path) -> int:

@@ -3,7 +3,9 @@
 Tracking is told what happened; it never decides training. Every run it opens is closed with
 FINISHED, FAILED (an exception, or a failure elsewhere that the pipeline names) or KILLED (Ctrl-C /
 SIGTERM), never left RUNNING: a run the server does not let it end is recorded and ended as soon
-as the server answers again, by this process or the next invocation (tracking/stale.py).
+as the server answers again, by this process or the next invocation (tracking/stale.py). A requeued
+SLURM job's attempt reopens the job run its earlier attempt ended (``CONTINUE_RUN_ENV``), and the
+phase runs it continues (tracking/lifecycle.py), RUNNING again without the reason they stopped.
 """
 from __future__ import annotations
 
@@ -77,6 +79,22 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     return experiment.experiment_id
 
 
+def as_given(params: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+    """``params`` with each number the command line gave spelled as given (``lr=5``: ``5``, not the
+    typed config's ``5.0``; ``1e-3``, not ``0.001``), so a run's params read as its overrides and
+    its Optuna trial's params do. A value that differs from what was given (an interpolation, a
+    string) stays as resolved."""
+    shown = dict(params)
+    for key, text in given.items():
+        try:
+            same = key in params and float(params[key]) == float(text)
+        except ValueError:
+            continue
+        if same:
+            shown[key] = text
+    return shown
+
+
 def flatten(values: Any, prefix: str = "") -> dict[str, str]:
     """``{"tokenizer.arch.d_model": "32", ...}`` for MLflow params."""
     out: dict[str, str] = {}
@@ -114,6 +132,7 @@ class Tracker:
         self.experiment_name = experiment_name
         self._metrics: MetricBuffer | None = None  # started by the first metric (a thread does not pickle)
         self._unended = unended_folder(self.tracking_uri)
+        self.continued_job_run: str | None = None  # the earlier attempt's job run this one continues (CONTINUE_RUN_ENV)
         # Set by the pipeline: the failure elsewhere (another torchrun process) that an error or stop here follows.
         self.failure_elsewhere: Callable[[], str | None] = lambda: None
 
@@ -234,12 +253,15 @@ class Tracker:
                 f"{runs_page(LOCAL_UI, self.experiment_id, view)}")
 
     @contextlib.contextmanager
-    def job_run(self, resolved: dict[str, Any], output_dir: Path, tags: dict[str, str] | None = None):
-        """The parent run of one invocation: params, the resolved config (plain values) and Hydra files
-        (their URL passwords masked: kronos_exp.hydra_callbacks.MaskPasswords did the files')."""
+    def job_run(self, resolved: dict[str, Any], output_dir: Path, tags: dict[str, str] | None = None,
+                given: dict[str, str] | None = None):
+        """The parent run of one invocation: params (numbers the command line ``given`` as typed:
+        ``as_given``), the resolved config (plain values) and Hydra files (their URL passwords masked:
+        kronos_exp.hydra_callbacks.MaskPasswords did the files')."""
         run = self._start_job_run(tags or {})
         with self._closing(run):
-            mlflow.log_params({k: mask_passwords(v) for k, v in flatten(resolved).items()})
+            params = as_given(flatten(resolved), given or {})
+            mlflow.log_params({k: mask_passwords(v) for k, v in params.items()})
             mlflow.log_text(mask_passwords(yaml.safe_dump(resolved, sort_keys=False)), "config/resolved.yaml")
             hydra_dir = output_dir / ".hydra"
             if hydra_dir.is_dir():
@@ -255,8 +277,8 @@ class Tracker:
         continued = os.environ.pop(CONTINUE_RUN_ENV, None)
         if continued:
             run = mlflow.start_run(run_id=continued, tags={**tags, **process_tags()})
-            with contextlib.suppress(mlflow.exceptions.MlflowException):
-                self.client.delete_tag(continued, REASON_TAGS["KILLED"])
+            self._forget_why_it_stopped(run, ("KILLED",))
+            self.continued_job_run = continued
             return run
         parent = self._live_sweep(os.environ.get(PARENT_RUN_ENV))
         return mlflow.start_run(experiment_id=self.experiment_id, parent_run_id=parent,
@@ -292,11 +314,24 @@ class Tracker:
             with contextlib.suppress(Exception):
                 mlflow.log_artifact(str(path), "logs")
 
+    def _forget_why_it_stopped(self, run: mlflow.ActiveRun, statuses: tuple[str, ...]) -> None:
+        """Drop the reason tags (REASON_TAGS) of the ``statuses`` a run that goes on here ended with."""
+        for status in statuses:
+            if REASON_TAGS[status] in run.data.tags:
+                with contextlib.suppress(mlflow.exceptions.MlflowException):  # (gone meanwhile)
+                    self.client.delete_tag(run.info.run_id, REASON_TAGS[status])
+
     @contextlib.contextmanager
-    def nested_run(self, name: str, tags: dict[str, str] | None = None):
-        """A phase's run, nested in the job run: ended like every run here, its metrics on the server first."""
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True,
-                               tags={"phase": name, **(tags or {}), **process_tags()})
+    def nested_run(self, name: str, tags: dict[str, str] | None = None, continued: str | None = None):
+        """A phase's run, nested in the job run: ended like every run here, its metrics on the server
+        first. ``continued``: an earlier attempt's phase run of this (continued) job run, RUNNING again,
+        without the reason it stopped."""
+        tags = {"phase": name, **(tags or {}), **process_tags()}
+        if continued:
+            run = mlflow.start_run(run_id=continued, nested=True, tags=tags)
+            self._forget_why_it_stopped(run, tuple(REASON_TAGS))
+        else:
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=True, tags=tags)
         with self._closing(run):
             try:
                 yield run

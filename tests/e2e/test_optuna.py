@@ -133,6 +133,9 @@ def test_a_diverging_learning_rate_is_pruned(store):
     assert list(trials[2].intermediate_values) == [0]  # stopped after its first epoch
     job = next(r for r in _job_runs(store, "pruned") if r.data.tags["optuna_trial"] == "2")
     assert job.info.status == "KILLED" and job.data.tags["pruned"] == "true"
+    history = store.client().get_metric_history(job.info.run_id, "trial_val_loss")  # what the pruner judged
+    assert [(m.step, m.value) for m in history] == list(trials[2].intermediate_values.items())
+    assert job.data.params["predictor.lr"] == "5"  # as the trial holds it, not the typed config's 5.0
     phase = next(r for r in store.runs() if r.data.tags.get("mlflow.parentRunId") == job.info.run_id)
     assert phase.info.status == "KILLED" and phase.data.tags["stopped"].startswith("pruned: trial 2")
     assert trials[2].user_attrs["mlflow_run_id"] == job.info.run_id
@@ -168,7 +171,7 @@ def test_direction_from_the_metrics_and_a_pareto_front_of_two_objectives(store):
                                                                    metrics["eval_val_ic"]]
     sweep_dirs = sorted((store.root / "outputs" / "multirun").glob("*/*"), key=lambda p: p.stat().st_mtime)
     results = yaml.safe_load((sweep_dirs[-1] / "optimization_results.yaml").read_text())
-    assert {s["trial"] for s in results["pareto_front"]} == front
+    assert {s["trial"] for s in results["solutions"]} == front
 
 
 BROKEN_PHASE = '''

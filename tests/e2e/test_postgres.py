@@ -152,6 +152,32 @@ def test_a_search_joins_a_study_database_that_another_is_creating(postgres):
     assert study.study_name == "racing" and [d.name for d in study.directions] == ["MINIMIZE"]
 
 
+def test_registrations_stay_bounded_and_one_of_two_racing_joiners_inherits(postgres):
+    """The statements that remove and rewrite a registration (kronos_exp/search/records.py) on
+    PostgreSQL: of two processes joining at once, one inherits the ended search; a rerun folds the
+    ended registrations into its own."""
+    from kronos_exp.search.study import open_study
+    from kronos_exp.search.workers import TRIAL_WORKER_ATTR, Worker
+
+    url = postgres.database("bounded_optuna")
+    study = open_study("bounded", url, ["minimize"])
+    ended = Worker.join(study, 10, url)
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr(TRIAL_WORKER_ATTR, ended.id)
+        study.tell(trial, 1.0)
+    ended.leave()
+    with ThreadPoolExecutor(2) as pool:
+        joined = list(pool.map(lambda _: Worker.join(open_study("bounded", url, ["minimize"]), 10, url), range(2)))
+    assert sorted(w.inherited for w in joined) == [0, 2]
+    for worker in joined:
+        worker.leave()
+    rerun = Worker.join(study, 10, url)
+    assert rerun.inherited == 2 and [k for k in study.user_attrs if k.startswith("kronos_")] == [
+        f"kronos_worker:{rerun.id}"]
+    rerun.leave()
+
+
 def test_two_hosts_share_one_postgresql_study_and_train_the_tokenizer_once(cli, serve, postgres, tmp_path):
     """Both URLs carry the password (the form that puts it at risk): shown masked, stored nowhere."""
     mlflow_db, storage = postgres.database("team_mlflow"), postgres.database("team_optuna")

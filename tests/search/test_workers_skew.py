@@ -25,9 +25,13 @@ from kronos_exp.search.workers import TRIAL_WORKER_ATTR, WORKER_PREFIX, Worker
 BEAT = 0.5  # every worker's hydra.sweeper.heartbeat_s
 
 
+URL = "sqlite:///optuna.db"  # in the test's own folder
+
+
 @pytest.fixture
-def study(tmp_path):
-    return optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+def study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return optuna.create_study(storage=URL, study_name="s")
 
 
 def _register(study, wid: str, skew_s: float, host: str = "another-host", pid: int = 4242, index: int = 0) -> None:
@@ -82,7 +86,7 @@ def _wait_for(predicate, seconds: float) -> float:
 def test_a_beating_worker_of_another_host_with_a_skewed_clock_keeps_its_trials(study, skew_s):
     with _beating(study, "far", skew_s):
         running, _ = _owned(study, "far", [TrialState.RUNNING, TrialState.COMPLETE])
-        me = Worker.join(study, heartbeat_s=BEAT)
+        me = Worker.join(study, BEAT, URL)
         time.sleep(10 * BEAT)  # our heartbeat thread watches it all along
         assert (_state(study, running), me.inherited) == (TrialState.RUNNING, 0)
         me.leave()
@@ -93,7 +97,7 @@ def test_a_silent_worker_of_another_host_is_dead_after_four_beats_of_watching(st
     _register(study, "lost", skew_s)
     running, _ = _owned(study, "lost", [TrialState.RUNNING, TrialState.COMPLETE])
     started = time.monotonic()
-    me = Worker.join(study, heartbeat_s=BEAT)
+    me = Worker.join(study, BEAT, URL)
     assert 4 * BEAT <= time.monotonic() - started < 4 * BEAT + 5
     assert (_state(study, running), me.inherited) == (TrialState.FAIL, 1)  # and its finished trial is inherited
     me.leave()
@@ -108,14 +112,14 @@ def _dead_pid() -> int:
 def test_a_worker_of_this_host_whose_process_is_gone_is_dead_at_once(study):
     _register(study, "gone", 0.0, host=socket.gethostname(), pid=_dead_pid())
     [running] = _owned(study, "gone", [TrialState.RUNNING])
-    Worker.join(study, heartbeat_s=BEAT).leave()
+    Worker.join(study, BEAT, URL).leave()
     assert _state(study, running) == TrialState.FAIL  # at the join: a worker of this host is never watched there
 
 
 def test_a_worker_that_stops_beating_during_our_search_has_its_running_trial_failed(study):
     with _beating(study, "later-lost", 600.0) as stop:
         [running] = _owned(study, "later-lost", [TrialState.RUNNING])
-        me = Worker.join(study, heartbeat_s=BEAT)
+        me = Worker.join(study, BEAT, URL)
         assert _state(study, running) == TrialState.RUNNING  # alive when we joined
         stop.set()  # its host is lost
     waited = _wait_for(lambda: _state(study, running) == TrialState.FAIL, 12 * BEAT)
@@ -139,7 +143,7 @@ def test_a_trial_nobody_owns_is_failed_after_four_beats_of_watching_not_by_its_s
     start time says."""
     _unowned_trial(study, age_s)
     with _beating(study, "other", 0.0):
-        me = Worker.join(study, heartbeat_s=BEAT)
+        me = Worker.join(study, BEAT, URL)
         assert _state(study, 0) == TrialState.RUNNING  # at first sight
         waited = _wait_for(lambda: _state(study, 0) == TrialState.FAIL, 12 * BEAT)
         assert waited >= 3 * BEAT
@@ -151,7 +155,7 @@ def test_a_trial_nobody_owns_while_every_other_process_is_dead_is_failed_at_join
     right after a kill left it RUNNING to its end)."""
     _unowned_trial(study, 0.0)
     _register(study, "killed", 0.0, host=socket.gethostname(), pid=_dead_pid())
-    me = Worker.join(study, heartbeat_s=BEAT)
+    me = Worker.join(study, BEAT, URL)
     assert _state(study, 0) == TrialState.FAIL
     me.leave()
 
@@ -159,7 +163,7 @@ def test_a_trial_nobody_owns_while_every_other_process_is_dead_is_failed_at_join
 def test_a_worker_whose_clock_is_behind_takes_a_seed_offset_nobody_holds(study):
     """By start times it joined first (index 0: the first worker's seed); the first holds that one."""
     _register(study, "first", 600.0, host=socket.gethostname(), pid=os.getpid(), index=0)
-    me = Worker.join(study, heartbeat_s=BEAT)
+    me = Worker.join(study, BEAT, URL)
     assert me.index == 1
     me.leave()
 
@@ -167,9 +171,9 @@ def test_a_worker_whose_clock_is_behind_takes_a_seed_offset_nobody_holds(study):
 def test_a_lost_worker_once_inherited_holds_up_no_later_join(study):
     _register(study, "lost", 0.0)
     _owned(study, "lost", [TrialState.COMPLETE])
-    first = Worker.join(study, heartbeat_s=BEAT)  # watched it four beats, inherited it
+    first = Worker.join(study, BEAT, URL)  # watched it four beats, inherited it
     assert first.inherited == 1
     first.leave()
     started = time.monotonic()
-    assert Worker.join(study, heartbeat_s=BEAT).inherited == 1  # the first, ended: its inheritance passes on
+    assert Worker.join(study, BEAT, URL).inherited == 1  # the first, ended: its inheritance passes on
     assert time.monotonic() - started < 4 * BEAT
