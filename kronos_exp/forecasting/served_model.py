@@ -4,10 +4,13 @@ from the artifact store. ``mlflow.pyfunc.load_model`` (and so ``mlflow models se
 ``_load_pyfunc(<model folder>, model_config)``, which serves only a registered version whose every
 file has its registered digest, and reads the package as data (forecasting.packaged).
 
-Which version a folder is: the ``registered_model_meta`` file MLflow writes beside MLmodel when it
-downloads a ``models:/`` URI; its digests: that version's ``files_sha256`` tag in the registry at
-``mlflow.get_tracking_uri()`` (the store the URI was resolved in). A folder without that file (a
-plain path, a ``runs:/`` URI) is refused: nothing says which digests its files must have.
+Which version a folder may be: the model and fingerprint its ``registration.json`` names (written
+by kronos_exp into every folder it registers, among the digested files); its digests: those
+versions' ``files_sha256`` tags in the registry at ``mlflow.get_tracking_uri()`` (the store the URI
+was resolved in). It serves as the version whose every file it has. A folder without that file is
+refused: nothing says which digests its files must have. (MLflow before 3.18 also wrote
+``registered_model_meta`` beside a downloaded version; MLflow 3.18 no longer does, and no
+``models:/`` URI reaches a loader: so the folder says it itself.)
 
 MLflow itself imports what MLmodel names before this runs: an MLmodel edited to name other code
 is out of this module's reach; ``python -m kronos_exp.forecasting verify`` checks MLmodel too."""
@@ -22,13 +25,13 @@ from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient, get_tracking_uri
 
-from ..model.checkpoint import CheckpointError, CheckpointNotFound
-from ..tracking.registry import REGISTERED_MODEL_META_FILE_NAME, integrity_problem
+from ..model.checkpoint import WEIGHTS_NAME, CheckpointError, CheckpointNotFound
+from ..tracking.fingerprint import fingerprint_filter
+from ..tracking.registry import RegistrationUnreadable, integrity_problems, read_registration, version_files
 from .candles import valid_candles
 from .generation import GenerationStopped
 from .horizon import future_timestamps
@@ -149,40 +152,37 @@ class ServedModel:
         return forecast.rename_axis(TIMESTAMP_COLUMN).reset_index()
 
 
-def registered_tags(root: Path) -> tuple[str, str, dict[str, str]]:
-    """(name, version, registry tags) of the registered version the folder ``root`` was downloaded as."""
-    meta = root / REGISTERED_MODEL_META_FILE_NAME
-    try:
-        named = yaml.safe_load(meta.read_text())
-        name, version = str(named["model_name"]), str(named["model_version"])
-    except FileNotFoundError:
-        raise NotServed(f"{root} is not served: it is not a registered model version downloaded from a models:/ URI "
-                        f"(MLflow writes {REGISTERED_MODEL_META_FILE_NAME} beside MLmodel when it downloads one), so "
-                        "nothing says which registered digests its files must have; serve "
-                        "models:/kronos-predictor/<version> (or @<alias>) instead") from None
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError) as err:
-        raise NotServed(f"{meta} does not name a registered version ({type(err).__name__}), so {root} is not "
-                        "served") from None
-    try:
-        tags = dict(MlflowClient().get_model_version(name, version).tags)
-    except Exception as err:  # a deleted version, another store, an unreachable server
-        raise NotServed(f"{root} is not served: {name} v{version} cannot be looked up in the registry at "
-                        f"{get_tracking_uri()} to check its files ({str(err).splitlines()[0]})") from None
-    return name, version, tags
-
-
 def load_served(root: Path, model_config: dict[str, Any] | None) -> ServedModel:
-    """The predictor in ``root``, once every file of it is the registered one."""
-    name, version, tags = registered_tags(root)
-    problem = integrity_problem(root, tags)
-    if problem:
-        raise NotServed(f"{name} v{version} at {root} is not the registered version ({problem}), so nothing of it "
-                        f"was loaded: python -m kronos_exp.forecasting verify models:/{name}/{version} lists every "
-                        "file that differs")
+    """The predictor in ``root``, once every file of it is that of a version registered as its
+    registration file says (which names the model and fingerprint, not the version: the folder may
+    be a copy, the source folder itself, or MLflow's download of a models:/ URI)."""
+    try:
+        name, fingerprint = read_registration(root)
+    except RegistrationUnreadable as err:
+        raise NotServed(f"{root} is not served: {err}; serve a version kronos_exp registered: "
+                        "models:/kronos-predictor/<version> (or @<alias>)") from None
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{name}' and {fingerprint_filter(fingerprint)}")
+    except Exception as err:  # another store, an unreachable server
+        raise NotServed(f"{root} is not served: the versions of {name} cannot be looked up in the registry at "
+                        f"{get_tracking_uri()} to check its files ({str(err).splitlines()[0]})") from None
+    if not found:
+        raise NotServed(f"{root} is not served: no version of {name} with fingerprint {fingerprint[:12]} is "
+                        f"registered at {get_tracking_uri()} (deleted, or another store), so nothing says which "
+                        "digests its files must have")
+    files = version_files(root)
+    found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
+    problems = {mv.version: integrity_problems(root, dict(mv.tags), files) for mv in found}
+    intact = [mv for mv in found if not problems[mv.version]]
+    if not intact:  # said of the version with its weights, else the newest
+        meant = next((mv for mv in found if mv.tags.get("sha256") == files.get(WEIGHTS_NAME)), found[0])
+        raise NotServed(f"{name} v{meant.version} at {root} is not the registered version "
+                        f"({problems[meant.version][0]}), so nothing of it was loaded: python -m "
+                        f"kronos_exp.forecasting verify models:/{name}/{meant.version} lists every file that differs")
     try:
         predictor = load_predictor(root)
     except (CheckpointError, CheckpointNotFound, OSError) as err:
-        raise NotServed(f"{name} v{version} at {root} is not a usable packaged predictor: {err}") from None
+        raise NotServed(f"{name} v{intact[0].version} at {root} is not a usable packaged predictor: {err}") from None
     return ServedModel(predictor, Limits.from_mapping((model_config or {}).get("limits")))
 
 

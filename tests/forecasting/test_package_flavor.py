@@ -21,11 +21,13 @@ from mlflow.exceptions import MlflowException
 from kronos_exp.data import sample_path
 from kronos_exp.forecasting import pyfunc
 from kronos_exp.tracking import Registry, Tracker, folder_digests
+from kronos_exp.tracking.registry import write_registration
 from kronos_exp.window import WindowSpec
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 WINDOW = WindowSpec(horizon=8, max_context=json.loads((PARITY / "meta.json").read_text())["max_context"])
 # What kronos_exp <= 0.1 packaged as the model's code (MLflow's models-from-code).
+FINGERPRINT = "f0" * 32
 OLD_MODEL_CODE = ("import mlflow\n\nfrom kronos_exp.forecasting.pyfunc import KronosForecaster\n\n"
                   "mlflow.models.set_model(KronosForecaster())\n")
 
@@ -41,11 +43,12 @@ def register(root: Path, folder: Path) -> tuple[str, Path]:
     """``folder`` logged and registered as kronos-predictor v1 (its files' digests as the tags) in a
     SQLite store under ``root``: (the store's URI, the stored version's folder)."""
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    write_registration(folder, "kronos-predictor", FINGERPRINT)  # as a phase run does before registering
     tracker = Tracker(uri, "serving")
     with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
         mlflow.log_artifacts(str(folder), "checkpoint")
     version = Registry(tracker.client).register("kronos-predictor", run.info.run_id, "checkpoint",
-                                                folder_digests(folder), "fp", tags={})
+                                                folder_digests(folder), FINGERPRINT, tags={})
     return uri, Path(urlparse(version.source).path)
 
 
@@ -76,9 +79,34 @@ def test_a_folder_that_is_no_registered_version_is_not_served(tmp_path):
     with pytest.raises(MlflowException) as refused:
         mlflow.pyfunc.load_model(str(folder))
     message = refused.value.message
-    assert message.startswith(f"{folder} is not served: it is not a registered model version downloaded "
-                              "from a models:/ URI"), message
+    assert message.startswith(f"{folder} is not served: it holds no registration.json, so nothing says which "
+                              "registered version it is"), message
     assert "models:/kronos-predictor/<version>" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("claim", ['{"model_name": "x\' or name != \'", "fingerprint": "ab"}', "[]", "{" * 5000])
+def test_a_registration_file_that_names_no_model_plainly_is_refused(tmp_path, claim):
+    """The file is untrusted: a name that would change the registry search, JSON of another shape,
+    or a huge file is refused as naming nothing."""
+    store, stored = register(tmp_path, packaged(tmp_path))
+    mlflow.set_tracking_uri(store)
+    (stored / "registration.json").write_text(claim)
+    with pytest.raises(MlflowException) as refused:
+        mlflow.pyfunc.load_model(str(stored))
+    assert refused.value.message == (f"{stored} is not served: its registration.json does not name a model and "
+                                     "fingerprint; serve a version kronos_exp registered: "
+                                     "models:/kronos-predictor/<version> (or @<alias>)")
+
+
+def test_a_copy_of_a_registered_version_serves_as_that_version(tmp_path):
+    """No models:/ URI reaches the loader (MLflow 3.18 writes no registered_model_meta either): the
+    folder's registration names the model and fingerprint, its files pick the version."""
+    store, stored = register(tmp_path, packaged(tmp_path))
+    mlflow.set_tracking_uri(store)
+    copy = shutil.copytree(stored, tmp_path / "copy")
+    (copy / "registered_model_meta").unlink(missing_ok=True)
+    model = mlflow.pyfunc.load_model(str(copy))
+    assert len(model.predict(history(), params={"pred_len": 4, "seed": 0})) == 4
 
 
 @pytest.mark.parametrize("replaced", ["model.safetensors", "config.json", "artifacts/tokenizer/model.safetensors",
