@@ -149,6 +149,10 @@ def train_or_reuse(phase: Phase, ctx: RunContext) -> PhaseResult:
     identity = {f"{name}_fingerprint": u.tags[f"{name}_fingerprint"] for name, u in upstream.items()}
     inputs = ctx.fingerprint_inputs(phase.name, identity)
     settings = dataclasses.asdict(phase.settings)
+    done = ctx.runs.done_earlier_in_job(phase.name, inputs, ctx.model_names[phase.name])
+    if done is not None:
+        world.share(None)
+        return world.share(done)
     with ctx.runs.open(phase.name, inputs, settings, tags=identity) as run:
         decided = run.decide(ctx.model_names[phase.name])
         if isinstance(decided, PhaseResult):

@@ -28,7 +28,7 @@ from .fingerprint import FINGERPRINT_TAG, data_files_digest, fingerprint, folder
 from .plots import log_loss_curve
 from .registry import FINGERPRINT_ARTIFACT, RegisteredCheckpoint, Registry, write_registration
 from .resume import (ATTEMPTS_TAG, BEST_MAC_TAG, RESUMED_FROM_TAG, STATE_MAC_TAG, STATE_TAG, Unfinished, best_fields,
-                     continuable, copy_best, lineage, state_fields, state_file)
+                     continuable, copy_best, finished_in_job, lineage, state_fields, state_file)
 from .signatures import sign
 from .runs import Tracker, as_given, flatten
 
@@ -101,6 +101,23 @@ class PhaseRunFactory:
                 mlflow.log_params(as_given(flatten({name: settings}), self.given))
                 mlflow.log_dict(inputs, FINGERPRINT_ARTIFACT)
                 yield PhaseRun(self, name, fp, inputs, run.info.run_id, continued=earlier)
+
+    def done_earlier_in_job(self, name: str, inputs: dict[str, Any], model_name: str) -> PhaseResult | None:
+        """In a continued job run (unless ``resume=false``): the result of phase ``name`` that an
+        earlier attempt of this job finished, taken from its registered version without a phase run
+        of its own, so that the job keeps one run per phase whatever its attempts; None where there
+        is none (or its version does not download intact: a phase run then decides as usual)."""
+        job_run = self.tracker.continued_job_run
+        fp = fingerprint(inputs)
+        if job_run is None or self.resume is False or not finished_in_job(
+                self.tracker.client, self.tracker.experiment_id, job_run, name, fp):
+            return None
+        hit = self.registry.fetch(model_name, fp, self.output_dir / "reused")
+        if hit is None:
+            return None
+        version, folder = hit
+        log.info("%s: finished by an earlier attempt of this job; using %s", name, version.label)
+        return PhaseResult(name, folder, fp, float(version.tags.get("best_val_loss", "nan")), version, skipped=True)
 
     def _continuable(self, name: str, fp: str) -> tuple[Unfinished, dict[str, str]] | None:
         """In a continued job run (unless ``resume=false``): its earlier attempt's phase run of

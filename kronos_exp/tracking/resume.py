@@ -174,6 +174,14 @@ def continuable(client: MlflowClient, experiment_id: str, job_run_id: str, phase
     return None
 
 
+def finished_in_job(client: MlflowClient, experiment_id: str, job_run_id: str, phase: str, fingerprint: str) -> bool:
+    """Whether an earlier attempt of job run ``job_run_id`` finished ``phase`` with ``fingerprint``
+    (trained and registered it, or reused a registered version)."""
+    return bool(client.search_runs(
+        [experiment_id], f"{fingerprint_filter(fingerprint)} and tags.phase = '{phase}' and attributes.status = "
+        f"'FINISHED' and tags.mlflow.parentRunId = '{job_run_id}'", max_results=1))
+
+
 def taken_up(client: MlflowClient, old: Unfinished, new_run_id: str) -> None:
     """``old`` is resumed: its job's other phases are no longer waiting to be taken up. Only once
     its files were found to be this user's: the job a planted run names is anyone's. Not when that

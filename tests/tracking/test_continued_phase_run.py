@@ -179,3 +179,40 @@ def test_a_phase_resumed_in_its_own_job_leaves_that_job_running(tmp_path):
     elsewhere = client.create_run(experiment, tags={"mlflow.parentRunId": client.create_run(experiment).info.run_id})
     taken_up(client, Unfinished(phase, "KILLED", tmp_path / "state", "fp"), elsewhere.info.run_id)
     assert client.get_run(job).data.tags["resumed_by"] == elsewhere.info.run_id
+
+
+BOTH = ["phases=both", "precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=16",
+        "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2", "tokenizer.epochs=1",
+        "predictor.epochs=30"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_phase_an_earlier_attempt_finished_opens_no_run_in_a_later_attempt(cli, monkeypatch):
+    """Stopped during its predictor, the job's next attempt takes the tokenizer its first attempt
+    trained from the registry without a tokenizer run of its own: one run per phase in the job."""
+    run_dir = cli.root / "outputs" / "job0"
+    state = run_dir / "checkpoints" / "predictor.last.safetensors"
+    env = {**cli.env(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cli.command(*BOTH, f"hydra.run.dir={run_dir}", fast=False), cwd=cli.root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not state.exists():
+            assert proc.poll() is None and time.time() < deadline, "the predictor never saved a training state"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    [job] = [r for r in cli.runs() if "phase" not in r.data.tags]
+
+    with monkeypatch.context() as patched:
+        patched.setenv(CONTINUE_RUN_ENV, job.info.run_id)
+        out = Pipeline(cli.root).run(*BOTH, f"hydra.run.dir={run_dir}", fast=False).output
+    assert "tokenizer: finished by an earlier attempt of this job; using kronos-tokenizer v1" in out
+    runs = cli.runs()
+    assert sorted(r.data.tags.get("phase", "job") for r in runs) == ["job", "predictor", "tokenizer"]
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.data.tags.get("phase"), r.info.status) for r in runs]
+    assert len(cli.versions("kronos-tokenizer")) == 1
