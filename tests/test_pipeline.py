@@ -54,8 +54,10 @@ def test_both_phases_land_in_mlflow(module_pipeline, first_run):
         train = client.get_metric_history(run.info.run_id, "train_loss")
         assert len(train) >= 2 and [m.step for m in train] == sorted(m.step for m in train)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
-        # Every checkpoint carries the window it was trained on (kronos_exp/window.py).
-        weights = {"checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/window.json"}
+        # Every checkpoint carries the window it was trained on (kronos_exp/window.py) and says which
+        # registered model and fingerprint it is (tracking/registry.py REGISTRATION_FILE).
+        weights = {"checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/window.json",
+                   "checkpoint/registration.json"}
         # The predictor's checkpoint is also an MLflow pyfunc model with its tokenizer inside.
         served = {"checkpoint/MLmodel", "checkpoint/artifacts"} if name == "predictor" else set()
         assert weights | served <= artifacts and (name == "predictor" or artifacts == weights)

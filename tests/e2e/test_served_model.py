@@ -31,6 +31,7 @@ from kronos_exp.forecasting import pyfunc
 from kronos_exp.forecasting.requests import Limits
 from kronos_exp.forecasting.served_model import Refusal
 from kronos_exp.tracking import Registry, Tracker, folder_digests
+from kronos_exp.tracking.registry import write_registration
 from kronos_exp.window import WindowSpec
 from harness import forecast_command
 from model_server import ModelServer
@@ -38,6 +39,7 @@ from model_server import ModelServer
 pytestmark = pytest.mark.e2e
 
 PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+FINGERPRINT = "f0" * 32  # what the phase run that registered it would have computed
 # max_concurrent=4: the concurrency test runs four at once (tests/e2e/test_serving_limits.py: fewer)
 LIMITS = Limits(max_pred_len=1000, max_sample_count=4, max_history_rows=300, timeout_s=60.0, max_concurrent=4)
 LONG = dict(pred_len=1000, sample_count=4, seed=0)  # seconds of work on 2 idle CPU cores (the window slides)
@@ -55,12 +57,13 @@ def register_packaged_predictor(root: Path, limits: Limits = LIMITS, window: Win
     folder = root / "predictor"
     shutil.copytree(PARITY / "predictor", folder)
     pyfunc.package(folder, PARITY / "tokenizer", window or parity_window(), limits)
+    write_registration(folder, "kronos-predictor", FINGERPRINT)  # as a phase run does before registering
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = Tracker(uri, "serving")
     with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
         mlflow.log_artifacts(str(folder), "checkpoint")
     Registry(tracker.client).register("kronos-predictor", run.info.run_id, "checkpoint", folder_digests(folder),
-                                      "fp", tags={})
+                                      FINGERPRINT, tags={})
     mlflow.set_tracking_uri(None)
     return uri
 
@@ -106,11 +109,11 @@ def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plan
     marker = tmp_path / "ran"
     mlflow.set_tracking_uri(store)
     mlflow.artifacts.download_artifacts("models:/kronos-predictor/1")  # MLflow adds registered_model_meta
-    assert Registry(client).fetch("kronos-predictor", "fp", tmp_path / "intact") is not None
+    assert Registry(client).fetch("kronos-predictor", FINGERPRINT, tmp_path / "intact") is not None
     plant(stored, marker)
 
     with caplog.at_level(logging.WARNING):
-        assert Registry(client).fetch("kronos-predictor", "fp", tmp_path / "reused") is None  # skip_existing
+        assert Registry(client).fetch("kronos-predictor", FINGERPRINT, tmp_path / "reused") is None  # skip_existing
     mlflow.set_tracking_uri(None)
     assert "kronos-predictor v1 is not reused: " in caplog.text
     history().to_csv(tmp_path / "prices.csv", index=False)
