@@ -47,7 +47,10 @@ _PROBABILITY = Range(lambda v: 0 <= v < 1, "a number in [0, 1)")
 _TRAIN_RANGES = {"epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "accumulation_steps": _AT_LEAST_ONE,
                  "log_interval": _AT_LEAST_ONE, "lr": _POSITIVE, "pct_start": _OPEN_FRACTION,
                  "grad_clip": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE, "adam_beta1": _PROBABILITY,
-                 "adam_beta2": _PROBABILITY}
+                 "adam_beta2": _PROBABILITY,
+                 "early_stopping.patience": Range(lambda v: v is None or v >= 1,
+                                                  "an integer >= 1, or null (every epoch runs)"),
+                 "early_stopping.min_delta": Range(lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")}
 _SCHEDULE_RANGES = {"div_factor": _POSITIVE, "final_div_factor": _POSITIVE, "warmup": _PROBABILITY,
                     "min_lr_ratio": Range(lambda v: 0 <= v <= 1, "a number in [0, 1]")}
 _DROPOUTS = {"tokenizer": ("ffn", "attn", "resid"), "predictor": ("ffn", "attn", "resid", "token")}

@@ -133,6 +133,10 @@ def _closing(ctx: RunContext, results: dict[str, PhaseResult], objective: float 
             lines += [f"  {name if i == 0 else '':<10} {line}" for i, line in enumerate(r.summary)]
             continue
         lines.append(f"  {name:<10} best val_loss {r.val_loss:.5f}  {how}")
+        if "stopped_epoch" in r.tags:
+            section = ctx.sections[name]
+            lines.append(f"  {'':<10} stopped early after epoch {int(r.tags['stopped_epoch']) + 1}/{section.epochs} "
+                         f"(patience {section.early_stopping.patience})")
         lines.append(f"  {'':<10} checkpoint {r.checkpoint_dir}")
     lines.append(f"  open the MLflow UI: {ctx.tracker.ui_command()}")
     return "\n".join(lines)

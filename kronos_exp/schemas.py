@@ -88,6 +88,15 @@ class WarmupCosineConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop a phase once its validation loss has gone ``patience`` epochs without improving; the
+    phase keeps its best checkpoint either way. It watches ``val_loss`` alone, the loss that picks
+    the best checkpoint, so the checkpoint kept is the one the stop was judged by."""
+    patience: Optional[int] = None  # epochs without an improvement before the phase stops; null = every epoch runs
+    min_delta: float = 0.0  # an epoch improves when its val_loss is below the best before it by more than this
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings shared by every training phase.
 
@@ -111,6 +120,7 @@ class TrainConfig:
     accumulation_steps: int = 1
     log_interval: int = 10  # optimizer steps between train_loss/lr logs
     no_decay_groups: bool = False  # true: biases, norms and embeddings take no weight decay
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     optimizer: Any = MISSING  # a conf/optimizer/ choice (config.yaml: adamw)
     scheduler: Any = MISSING  # a conf/scheduler/ choice (config.yaml: onecycle)
 

@@ -140,10 +140,13 @@ def phase_fingerprint_inputs(name: str, section: TrainConfig | EvalConfig, *, da
                              world_size: int = 1, upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What determines phase ``name``'s checkpoint, trained with ``section`` (resolved: its seed
     set): data, its settings, initial weights, its seed, precision, the training code and (for
-    later phases) the fingerprint of what they build on."""
+    later phases) the fingerprint of what they build on. Early stopping only when it is on: off,
+    a phase trains what it trained before the setting existed."""
     settings = dataclasses.asdict(section)
     if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
         settings["batch_size"] *= world_size
+    if settings.get("early_stopping", {}).get("patience") is None:
+        settings.pop("early_stopping", None)
     pretrained = settings.get("pretrained")
     return fingerprint_inputs(name, settings, data=data, seed=section.seed, precision=precision,
                               initial_weights=checkpoint_digest(pretrained) if pretrained else None,

@@ -251,8 +251,9 @@ class PhaseRun:
         if folder_digests(best_dir) != self._saved:
             raise CheckpointError(f"{best_dir} changed after this run saved it (another process writing the same "
                                   "folder?); it is not registered. Give each run its own hydra.run.dir")
+        stopped = {} if fit.stopped_epoch is None else {"stopped_epoch": fit.stopped_epoch}  # early stopping's
         mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "best_epoch": fit.best_epoch,
-                            "samples_per_second": fit.samples_per_second, "duration_s": fit.duration_s})
+                            "samples_per_second": fit.samples_per_second, "duration_s": fit.duration_s, **stopped})
         package(best_dir)
         write_registration(best_dir, model_name, self.fingerprint)
         digests = folder_digests(best_dir)  # every file the version holds, what was added above included
@@ -267,7 +268,8 @@ class PhaseRun:
             if state is not None:
                 state.unlink(missing_ok=True)
         return PhaseResult(self.name, best_dir, self.fingerprint, fit.best_val_loss, version, skipped=False,
-                           val_history=fit.val_history, duration_s=fit.duration_s)
+                           val_history=fit.val_history, duration_s=fit.duration_s,
+                           tags={k: str(v) for k, v in stopped.items()})
 
     def registered_before(self, model_name: str) -> RegisteredCheckpoint | None:
         """The version an earlier run of this lineage (this run and those it resumed from) registered

@@ -3,11 +3,13 @@
 The optimizer and schedule a phase's config names (train/optim.py; AdamW + OneCycle by default),
 gradient accumulation and clipping, mixed precision, a validation pass each
 epoch, and a callback whenever the validation loss improves (the phase saves its best checkpoint
-there). The loop never waits for the device inside an epoch except at ``log_interval``: loss
-components are summed on the device and read once per log line and once per validation pass.
-Under torchrun the model trains data-parallel (train/distributed.py); with ``state_path`` set the
-loop keeps a resumable ``last`` training state (train/state.py) and stops for SIGINT/SIGTERM at
-the next optimizer step, after saving it.
+there); with ``patience`` set it stops once the validation loss has gone that many epochs without
+improving (early stopping), judged from the validation history alone, so a resumed run stops where
+an uninterrupted one does. The loop never waits for the device inside an epoch except at
+``log_interval``: loss components are summed on the device and read once per log line and once per
+validation pass. Under torchrun the model trains data-parallel (train/distributed.py); with
+``state_path`` set the loop keeps a resumable ``last`` training state (train/state.py) and stops for
+SIGINT/SIGTERM at the next optimizer step, after saving it.
 """
 from __future__ import annotations
 
@@ -75,6 +77,8 @@ class FitSettings:
     optimizer: Callable[..., Any] | None = None
     scheduler: Callable[..., Any] | None = None
     no_decay_groups: bool = False  # biases, norms and embeddings take no weight decay
+    patience: int | None = None  # stop after this many epochs without improving by > min_delta; None: never
+    min_delta: float = 0.0
 
 
 @dataclass
@@ -88,6 +92,7 @@ class FitResult:
     val_duration_s: float = 0.0  # of duration_s, the validation passes
     steps: int = 0
     resumed_at_step: int | None = None
+    stopped_epoch: int | None = None  # the last epoch trained when early stopping ended training; None: all ran
 
 
 class EpochClock:
@@ -201,6 +206,18 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
 
 
 
+def epochs_without_improvement(val_history: list[float], min_delta: float) -> int:
+    """The epochs since the validation loss last fell below the best before it by more than
+    ``min_delta`` (all of them where it never did: a loss never finite)."""
+    best, waited = math.inf, 0
+    for loss in val_history:
+        if loss < best - min_delta:
+            best, waited = loss, 0
+        else:
+            waited += 1
+    return waited
+
+
 def load_state(path: Path) -> TrainingState:
     try:
         return TrainingState.load(path)
@@ -268,6 +285,8 @@ class _Training:
     def run(self, log_metrics: Callable[[dict[str, float], int], None],
             on_best: Callable[[nn.Module, int, float], None]) -> FitResult:
         for epoch in range(self.first_epoch, self.s.epochs):
+            if self.stops_early(epoch):
+                break
             self.train_epoch(epoch, log_metrics)
             self.validate(epoch, log_metrics, on_best)
             self.loader_rng = self.generator.get_state()
@@ -277,6 +296,22 @@ class _Training:
         result.samples_per_second = self.samples / max(result.duration_s, 1e-9)
         result.steps = self.step
         return result
+
+    def stops_early(self, epoch: int) -> bool:
+        """Whether early stopping ends training before ``epoch``. Rank 0's verdict on every rank, so
+        that all stop at the same epoch; asked before each epoch rather than after a validation, so
+        a run resumed from the state saved after its last epoch stops there too."""
+        s, result = self.s, self.result
+        if s.patience is None:
+            return False
+        waited = epochs_without_improvement(result.val_history, s.min_delta)
+        if not s.world.share(waited >= s.patience):
+            return False
+        result.stopped_epoch = epoch - 1
+        log.info("%s: stopping early after epoch %d/%d: val_loss has not improved by more than %g for %d epoch(s); "
+                 "best %.5f at epoch %d", self.desc, epoch, s.epochs, s.min_delta, waited, result.best_val_loss,
+                 result.best_epoch + 1)
+        return True
 
     def train_epoch(self, epoch: int, log_metrics: Callable[[dict[str, float], int], None]) -> None:
         """One pass over this rank's training batches, from ``batches_done`` on when resumed."""

@@ -33,4 +33,5 @@ def fit_settings(s: TrainConfig, *, device: torch.device, precision: str, world:
                        seed=s.seed, compile=loop.compile, world=world, state_path=state_path, resume=resume,
                        checkpoint_every_steps=loop.checkpoint_every_steps,
                        optimizer=partial_of(s.optimizer), scheduler=partial_of(s.scheduler),
-                       no_decay_groups=s.no_decay_groups)
+                       no_decay_groups=s.no_decay_groups, patience=s.early_stopping.patience,
+                       min_delta=s.early_stopping.min_delta)
