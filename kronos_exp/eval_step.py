@@ -3,8 +3,8 @@
 It finds the checkpoints to evaluate (``eval.predictor``, else this run's predictor, else the
 registered one this config gives), opens its phase run, has kronos_exp.evaluation forecast (plain
 values in and out) and kronos_exp.tracking.evaluation record the outcome. The validation split
-chooses (the registry's ``eval.alias`` follows the validation score alone); the test split only
-reports. Nothing in the registry changes until the evaluation has finished and been logged.
+chooses (the registry's aliases of this data follow the validation score alone); the test split
+only reports. Nothing in the registry changes until the evaluation has finished and been logged.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class EvalStep:
                               "lookback_window + predict_window rows); nothing to evaluate")
         models, version = self._locate(ctx)
         setup = evaluate.prepare(self.settings, models, ctx.window, ctx.data, str(ctx.device))
-        record = EvalRecord(ctx.runs.registry, version, self.settings, ctx.data_fingerprint, setup.test.pred_len)
+        record = EvalRecord(ctx.runs.registry, version, self.settings, ctx.data_fingerprint, setup.test.pred_len,
+                            ctx.data.summary)
         upstream = {"predictor_weights": checkpoint_digest(str(models.predictor)),
                     "tokenizer_weights": checkpoint_digest(str(models.tokenizer)), "evaluated": models.label}
         inputs = ctx.fingerprint_inputs(self.name, upstream, section=self.settings)

@@ -156,7 +156,9 @@ class EvalConfig:
     top_k: int = 0
     seed: Optional[int] = None  # null = the run's seed
     metric: str = "close_mae"  # on the validation split: objective default, and what the `alias` ranks by
-    alias: Optional[str] = "best"  # registry alias on the predictor version with the best validation metric; null = none
+    # Registry aliases on the predictor version with the best validation metric: `<alias>-<data key>` for the data
+    # evaluated, and `<alias>` itself for the first data set evaluated (README, "best per data"); null = none.
+    alias: Optional[str] = "best"
     plot_series: int = 3  # fan charts for up to this many series
     # The test forecasts traded: long the k series with the highest forecast return, short the k lowest
     # (one series: long/short by the forecast's sign), paying this many basis points per unit of turnover.

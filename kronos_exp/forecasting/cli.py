@@ -1,14 +1,20 @@
 """``python -m kronos_exp.forecasting model=models:/kronos-predictor/<v> data.path=prices.csv pred_len=24
 out=forecast.csv``: forecast the end of each series in a CSV with a registered predictor, and write
 the forecast (CSV) and a fan chart (PNG); ``python -m kronos_exp.forecasting verify models:/...``
-checks a registered version's files instead (forecasting.verify). Settings are ``key=value`` words:
+checks a registered version's files instead (forecasting.verify), and ``python -m
+kronos_exp.forecasting best [name=kronos-predictor] [tracking_uri=...]`` lists the best version of
+each data set it was evaluated on: ``models:/kronos-predictor@best-<data key>``, with its data in
+words (``@best`` alone is the best of the first data set evaluated). Settings are ``key=value`` words:
 
-  model        models:/<name>/<version>, models:/<name>@<alias> or a packaged predictor folder (required)
+  model        models:/<name>/<version>, models:/<name>@<alias> (a data set's best: @best-<data key>)
+               or a packaged predictor folder (required)
   data.<key>   how to read the CSV, as in training (data.path, data.symbol_column, data.column_map, ...)
   pred_len     steps to forecast (default 16)
   lookback     history rows used: those the model was trained to normalise over (its package's window;
                another value is refused); for a model packaged without one, default its max_context
-  sample_count sampled paths (default 8; > 1 adds close_q10/close_q90 and the band)
+  sample_count sampled paths (default 8): the CSV's bars and the chart's line are their mean (the point
+               forecast the evaluation scores); > 1 adds their 10th/90th percentiles, close_q10/close_q90,
+               and the band
   T, top_p, top_k, seed    sampling (defaults 1.0, 0.9, 0, 0: forecasting.generation's)
   freq         spacing of the future timestamps (default: each series' median step), e.g. 5min, 1D
   out          the CSV to write (default forecast.csv); the chart goes beside it as <out>.png
@@ -143,7 +149,8 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
         try:
             version, folder = download_version(uri, tracking_uri, download_to)
         except CheckpointNotFound as err:  # "cannot load <uri> from <store>: <why>"
-            raise ForecastError(str(err).replace(uri, f"model={uri}", 1)) from None
+            hint = "; python -m kronos_exp.forecasting best lists each data set's best" if "@" in uri else ""
+            raise ForecastError(str(err).replace(uri, f"model={uri}", 1) + hint) from None
         registered = version.tags
     elif Path(uri).is_dir():
         folder = Path(uri)
@@ -156,8 +163,8 @@ def load_model(uri: str, tracking_uri: str | None, download_to: Path):
 
 
 def _tables(series, y_ts, paths, sample_count: int, raw: bool):
-    """One forecast table per series: the mean path (as valid bars unless ``raw``), and the band of
-    the close when sampled."""
+    """One forecast table per series: the mean path (as valid bars unless ``raw``), the line the fan
+    chart draws, and the band of the close when sampled."""
     import numpy as np
     import pandas as pd
 
@@ -242,18 +249,60 @@ def main(argv: list[str]) -> Path:
     except OSError as err:  # the disk filled up, or the folder changed, since writable() looked
         raise ForecastError(f"cannot write {err.filename or out} ({err.strerror}); choose a file name in a folder "
                             "you can write") from None
-    print(f"wrote {out} ({len(series)} series x {pred_len} steps) and {chart}")
+    print(f"wrote {out} ({len(series)} series x {pred_len} steps) and {chart}: {statistic(sample_count)}")
     return out
 
 
+def statistic(sample_count: int) -> str:
+    """What the CSV's bars and the chart's line are, in words."""
+    if sample_count == 1:
+        return "one sampled path"
+    return f"the mean of {sample_count} sampled paths (close_q10/close_q90: their 10th/90th percentiles)"
+
+
+def best_models(argv: list[str]) -> None:
+    """``best [name=kronos-predictor] [tracking_uri=...]``: each data set's best version of ``name``
+    (tracking.registry ``Registry.data_aliases``), one line each, for model=."""
+    settings = {"name": "kronos-predictor", "tracking_uri": None}
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if not sep or key not in settings:
+            raise ForecastError(f"'{word}': best takes name=<registered model> and tracking_uri=<store>")
+        settings[key] = value
+    from ..tracking.registry import Registry
+    from ..tracking.runs import bound_http_retries
+    from ..tracking.uris import resolve_tracking_uri, sqlite_path
+
+    store = resolve_tracking_uri(settings["tracking_uri"])
+    database = sqlite_path(store)
+    if database is not None and not database.is_file():
+        raise ForecastError(f"no MLflow store at {store}; pass tracking_uri=<the store your runs used>")
+    bound_http_retries(timeout_s=10, max_retries=0)  # a dead server fails now, not in minutes
+    try:
+        found = Registry.of_store(store).data_aliases(settings["name"])
+    except Exception as err:  # no such model, a store that does not answer
+        raise ForecastError(f"cannot list the aliases of {settings['name']} at {store}: "
+                            f"{str(err).splitlines()[0]}") from None
+    if not found:
+        raise ForecastError(f"{settings['name']} at {store} has no data set's best yet: evaluate a predictor "
+                            "(phases=eval or phases=all)")
+    for a in found:
+        also = "".join(f" (also @{name})" for name in a.also)
+        print(f"models:/{settings['name']}@{a.alias} v{a.version}{also}  {a.description}")
+
+
 def run(argv: list[str]) -> None:
-    """The command (``verify ...``: forecasting.verify's): a user error is one line on stderr and exit status 1."""
+    """The command (``verify ...``: forecasting.verify's; ``best ...``: the list of each data set's best):
+    a user error is one line on stderr and exit status 1."""
     if argv[:1] == ["verify"]:
         from .verify import run as verify
 
         verify(argv[1:])
         return
     try:
-        main(argv)
+        if argv[:1] == ["best"]:
+            best_models(argv[1:])
+        else:
+            main(argv)
     except UserError as err:
         raise SystemExit(error_line(str(err))) from None

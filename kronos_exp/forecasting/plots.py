@@ -1,5 +1,7 @@
-"""The picture of a forecast: a fan chart (history, sampled paths' median and band, actuals), drawn
-by the forecast command and by the eval step's charts (kronos_exp.evaluation.plots).
+"""The picture of a forecast: a fan chart (history, sampled paths' mean and band, actuals), drawn
+by the forecast command and by the eval step's charts (kronos_exp.evaluation.plots). The line is
+the mean of the paths: the point forecast the evaluation scores, the forecast CSV writes and the
+served model returns, so the picture shows the numbers.
 
 Figures are made without pyplot (no global state, nothing to close, PNGs through Agg), and
 matplotlib is imported by the first figure drawn: a run that draws none does not pay its import.
@@ -11,7 +13,7 @@ import numpy as np
 from ..metric_names import BAND
 
 BAND_LABEL = f"{100 * BAND[0]:.0f}-{100 * BAND[1]:.0f}% band"
-PRETRAINED_LABEL = "pretrained"  # the fan chart's legend: "pretrained median forecast", "pretrained 10-90% band"
+PRETRAINED_LABEL = "pretrained"  # the fan chart's legend: "pretrained mean forecast", "pretrained 10-90% band"
 
 
 def figure(**kwargs):
@@ -22,16 +24,16 @@ def figure(**kwargs):
 
 
 def _fan(ax, future, paths, colour: str, name: str) -> None:
-    """The sampled paths [S, H]: their band (BAND) when more than one, and their median."""
+    """The sampled paths [S, H]: their band (BAND) when more than one, and their mean."""
     if paths.shape[0] > 1:
         lo, hi = np.quantile(paths, BAND, axis=0)
         ax.fill_between(future, lo, hi, color=colour, alpha=0.25, label=f"{name} {BAND_LABEL}".strip())
-    ax.plot(future, np.median(paths, axis=0), color=colour, lw=1.5, label=f"{name} median forecast".strip())
+    ax.plot(future, paths.mean(axis=0), color=colour, lw=1.5, label=f"{name} mean forecast".strip())
 
 
 def fan_chart(ax, history_close, paths, actual=None, baseline=None, title: str = "", show_history: int = 64,
               pretrained=None) -> None:
-    """The last ``show_history`` closes, then the sampled paths' median and band [S, H], the
+    """The last ``show_history`` closes, then the sampled paths' mean and band [S, H], the
     pretrained weights' paths [S, H] beside them when given, the actual closes and a baseline when
     known. The x axis counts bars (integers) from the forecast origin, so overnight and weekend
     gaps do not stretch the picture."""

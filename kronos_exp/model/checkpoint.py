@@ -2,13 +2,15 @@
 ``model.safetensors`` (the state dict under the published key names).
 
 Loading is strict: an unknown or missing config key, a missing or unexpected tensor, or a shape
-mismatch is an error that names it. Saving is atomic: a crash never leaves a half-written folder.
+mismatch is an error that names it; weights that look never trained are loaded with a warning.
+Saving is atomic: a crash never leaves a half-written folder.
 """
 from __future__ import annotations
 
 import errno
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from .blocks import RMSNorm
+
+log = logging.getLogger(__name__)
+_SAID_UNTRAINED: set[str] = set()  # folders whose weights were said to look untrained, in this process
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -108,6 +114,10 @@ class PretrainedMixin:
         except CheckpointError as err:
             raise CheckpointError(f"{folder / CONFIG_NAME}: {err}") from None
         model.load_weights(folder / WEIGHTS_NAME, map_location)
+        if str(folder) not in _SAID_UNTRAINED and _looks_untrained(model):
+            _SAID_UNTRAINED.add(str(folder))  # once per folder: an evaluation loads its model twice
+            log.warning("%s weights %s look untrained: every norm weight is exactly 1, as in a newly initialised "
+                        "model; check that these are the weights you meant to use", cls.__name__, folder)
         return model
 
     def load_weights(self, file: Path, map_location="cpu") -> None:
@@ -154,6 +164,13 @@ class PretrainedMixin:
             raise
         move_into_place(staging, target)
         return target
+
+
+def _looks_untrained(model: torch.nn.Module) -> bool:
+    """Every norm weight exactly 1, as initialised: any training step moves them. (Biases tell less: a
+    new tokenizer's Linear layers start with random ones.)"""
+    norms = [m.weight for m in model.modules() if isinstance(m, RMSNorm)]
+    return bool(norms) and all(bool((w == 1).all()) for w in norms)
 
 
 def _umask() -> int:

@@ -9,14 +9,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointNotFound
-from .fingerprint import FINGERPRINT_TAG, data_files_digest, differences, fingerprint_filter, folder_digests
+from .fingerprint import (FINGERPRINT_TAG, data_files_digest, differences, fingerprint, fingerprint_filter,
+                          folder_digests)
 
 FINGERPRINT_ARTIFACT = "fingerprint.json"  # a phase run's fingerprint inputs, logged when it opens (lifecycle.py)
 
@@ -114,6 +115,45 @@ class RegisteredCheckpoint:
         return f"models:/{self.name}/{self.version}"
 
 
+DATA_KEY_LENGTH = 12  # hex digits of a data key (``data_key``)
+DATA_TAG_PREFIX = "data."  # registered-model tag data.<data key>: that data, in words (files, series, dates, splits)
+
+
+def data_key(data_fingerprint: Mapping[str, Any]) -> str:
+    """The data an evaluation ran on, as 12 hex digits: its files' contents and every data setting
+    (splits, window, clip, ...), not where the files are (``data_fingerprint`` already leaves that out)."""
+    return fingerprint(dict(data_fingerprint))[:DATA_KEY_LENGTH]
+
+
+def data_alias(alias: str, data: str) -> str:
+    """``best-3f9a0c1b2d4e``: ``alias`` for the data whose key is ``data`` (MLflow's alias names take
+    letters, digits, ``_`` and ``-``)."""
+    return f"{alias}-{data}"
+
+
+def holder_tag(alias: str) -> str:
+    """The registered-model tag that names the data key ``alias`` stands for (``best.data``)."""
+    return f"{alias}.data"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Where ``Registry.rank`` left the aliases: the best version, its score and the aliases moved to it."""
+    version: int
+    score: float
+    moved: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DataAlias:
+    """A data set's own alias, the version it points at, its data in words, and the plain aliases
+    (``best``) that stand for the same data."""
+    alias: str
+    version: str
+    description: str
+    also: tuple[str, ...]
+
+
 class Registry:
     def __init__(self, client: MlflowClient):
         self.client = client
@@ -185,9 +225,13 @@ class Registry:
         return version, Path(local)
 
     def rank(self, version: RegisteredCheckpoint, key: str, score: float, alias: str | None,
-             badness: Callable[[float], float]) -> tuple[int, float] | None:
-        """Tag ``version`` with its ``score`` under ``key`` and point ``alias`` at the version of its model
-        whose score under that key has the least ``badness``; returns that version's number and score (None: no alias)."""
+             badness: Callable[[float], float], data: str, description: str) -> Ranked | None:
+        """Tag ``version`` with its ``score`` under ``key`` (a score on the data whose key is ``data``,
+        ``description`` in words) and point that data's own alias (``data_alias``) at the version of its
+        model whose score under ``key`` has the least ``badness``. ``alias`` itself moves with it only
+        while it stands for this data: scores of different data never compare, so one evaluation of
+        another data set cannot move it. None: no alias."""
+        stands = bool(alias) and self._stands_for(version.name, alias, data, key)  # before this version's tag
         self.tag(version, {key: repr(score)})
         if not alias:
             return None
@@ -195,8 +239,37 @@ class Registry:
                   for mv in self.client.search_model_versions(f"name = '{version.name}'")
                   if key in mv.tags and math.isfinite(float(mv.tags[key]))]
         best = min(scored, key=lambda sv: (badness(sv[0]), sv[1]))
-        self.client.set_registered_model_alias(version.name, alias, str(best[1]))
-        return best[1], best[0]
+        moved = (data_alias(alias, data), *((alias,) if stands else ()))
+        for name in moved:
+            self.client.set_registered_model_alias(version.name, name, str(best[1]))
+        self.client.set_registered_model_tag(version.name, DATA_TAG_PREFIX + data, description)
+        if stands:
+            self.client.set_registered_model_tag(version.name, holder_tag(alias), data)
+        return Ranked(best[1], best[0], moved)
+
+    def _stands_for(self, name: str, alias: str, data: str, key: str) -> bool:
+        """Whether ``alias`` of model ``name`` is the best of data ``data`` (ranked under ``key``): the
+        data its holder tag names; one not set yet (or deleted) is taken by the first data ranked; one
+        set before holder tags were kept stands for the data its version was ranked on."""
+        model = self.client.get_registered_model(name)
+        held = model.aliases.get(alias)
+        if held is None:
+            return True
+        if holder_tag(alias) in model.tags:
+            return model.tags[holder_tag(alias)] == data
+        return key in self.client.get_model_version(name, str(held)).tags
+
+    def data_aliases(self, name: str) -> list[DataAlias]:
+        """Each data set's own alias of model ``name`` (``data_alias``), by alias name, with the
+        version it points at, its data in words and the plain aliases that stand for that data."""
+        model = self.client.get_registered_model(name)
+        out = []
+        for alias, version in sorted(model.aliases.items()):
+            data = alias.rpartition("-")[2]
+            if DATA_TAG_PREFIX + data in model.tags:
+                also = tuple(a for a in sorted(model.aliases) if model.tags.get(holder_tag(a)) == data)
+                out.append(DataAlias(alias, str(version), model.tags[DATA_TAG_PREFIX + data], also))
+        return out
 
     def tag(self, version: RegisteredCheckpoint, tags: dict[str, str]) -> None:
         for name, value in tags.items():

@@ -64,9 +64,9 @@ def test_the_horizon_axis_counts_whole_bars(pretrained):
 def test_the_pretrained_forecast_is_drawn_beside_the_fine_tuned_one():
     _, alone = _draw()
     _, both = _draw(pretrained=PRETRAINED)
-    assert alone == ["history", "10-90% band", "median forecast", "actual", "last value"]
-    assert both == ["history", "fine-tuned 10-90% band", "fine-tuned median forecast", "pretrained 10-90% band",
-                    "pretrained median forecast", "actual", "last value"]
+    assert alone == ["history", "10-90% band", "mean forecast", "actual", "last value"]
+    assert both == ["history", "fine-tuned 10-90% band", "fine-tuned mean forecast", "pretrained 10-90% band",
+                    "pretrained mean forecast", "actual", "last value"]
 
 
 def test_fan_charts_pass_each_windows_pretrained_paths(tmp_path):
