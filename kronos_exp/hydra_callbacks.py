@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import collector
 from .errors import UserError, error_line
-from .hydra_job import mlflow_settings, sweep_directions, task_overrides
+from .hydra_job import mlflow_settings, stored_study, sweep_directions, task_overrides
 from .redact import mask_logs_and_warnings, mask_passwords
 from .tracking.sweep import SweepRun
 
@@ -66,7 +66,7 @@ class MlflowSweepCallback(Callback):
             directions = sweep_directions(config)
         except UserError as err:
             raise SystemExit(error_line(str(err))) from None
-        self.sweep = SweepRun.start(mlflow_settings(config), directions, task_overrides(config))
+        self.sweep = SweepRun.start(mlflow_settings(config), directions, task_overrides(config), stored_study(config))
         collector.imports_done()  # the sweeping process runs no job itself under parallel launchers
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

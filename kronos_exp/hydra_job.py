@@ -58,6 +58,15 @@ def sweep_directions(config: DictConfig) -> list[str]:
     return listed if listed and set(listed) <= set(DIRECTIONS) else objective_directions(config)
 
 
+def stored_study(config: DictConfig) -> str | None:
+    """The name of the stored Optuna study a sweep by kronos_exp's sweeper searches in (one that
+    outlives the sweep: its storage is not null, and its name is given), else None."""
+    sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+    if "KronosOptunaSweeper" not in str(sweeper.get("_target_", "")) or sweeper.get("storage") is None:
+        return None
+    return sweeper.get("study_name") or None
+
+
 def task_overrides(config: DictConfig) -> list[str]:
     """The overrides the command line gave (a sweep's: those every job shares)."""
     return list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])

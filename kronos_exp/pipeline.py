@@ -171,14 +171,15 @@ def _run(settings: RunConfig, steps: list, output_dir: Path, world: World, devic
     skip_existing = job.multirun if settings.skip_existing is None else bool(settings.skip_existing)
     if not world.is_main:  # one voice: the other ranks log warnings and errors only
         logging.getLogger().setLevel(logging.WARNING)
-    ctx = _prepare(settings, output_dir, world, device)
+    # Before any work: share the cores instead of oversubscribing them, on a busy machine too.
     threads = resolve_threads(settings.threads, parallel_jobs=job.parallel_jobs, distributed=world.distributed)
-    if torch.get_num_threads() != threads[0]:  # share the cores instead of oversubscribing them
+    if torch.get_num_threads() != threads[0]:
         torch.set_num_threads(threads[0])
+    ctx = _prepare(settings, output_dir, world, device)
     trial = TrialLink.current() if job.multirun else None
     watched = reported_phase(settings, steps)
     if trial is not None and watched is not None:
-        ctx.on_epoch_end = trial.epoch_hook(world, watched)
+        ctx.on_epoch_end = trial.epoch_hook(world, watched, getattr(settings, watched).epochs)
     skip_existing = share_decisions(ctx, skip_existing)
     if not world.is_main:
         for step in steps:

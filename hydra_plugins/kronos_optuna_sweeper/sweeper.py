@@ -8,6 +8,7 @@ through an override: Hydra prints a job's overrides and writes them into its fol
 hold a database password."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -22,7 +23,6 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
 log = logging.getLogger(__name__)
-FAIL_REASON_ATTR = "fail_reason"  # on a trial whose values made no valid config: why
 
 
 def _plain(value: Any) -> Any:
@@ -48,6 +48,19 @@ def _numbers(value: Any) -> Optional[list]:
         return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
     except (TypeError, ValueError):
         return None
+
+
+def _failed(study, trial, reason: str) -> bool:
+    """End ``trial`` FAIL with its ``fail_reason`` (a rerun queues again only trials that were
+    interrupted, which have none); False where it had ended already."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+    from kronos_exp.redact import mask_passwords
+    from kronos_exp.search.workers import FAIL_REASON_ATTR, tell_if_running
+
+    with contextlib.suppress(UpdateFinishedTrialError):
+        trial.set_user_attr(FAIL_REASON_ATTR, mask_passwords(reason)[:2000])
+    return tell_if_running(study, trial, state=TrialState.FAIL)
 
 
 class KronosOptunaSweeper(Sweeper):
@@ -209,8 +222,7 @@ class KronosOptunaSweeper(Sweeper):
         from kronos_exp.errors import first_line
         from kronos_exp.redact import mask_passwords
         from kronos_exp.search.trial import PRUNER_ATTR, TRIAL_ENV
-        from kronos_exp.search.workers import TRIAL_WORKER_ATTR, tell_if_running
-        from optuna.trial import TrialState
+        from kronos_exp.search.workers import TRIAL_WORKER_ATTR
         from .space import format_value
 
         trial = study.ask(space.distributions)
@@ -231,8 +243,7 @@ class KronosOptunaSweeper(Sweeper):
         except Exception as err:  # noqa: BLE001 - whatever these values break is this trial's failure
             reason = mask_passwords(f"trial {trial.number} ({trial.params}): {first_line(err)}")
             log.error("%s; marked FAIL", reason)
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
-            tell_if_running(study, trial, state=TrialState.FAIL)
+            _failed(study, trial, reason)
             return trial, None, reason
         return trial, overrides, None
 
@@ -268,10 +279,10 @@ class KronosOptunaSweeper(Sweeper):
                 failure = (f"trial {trial.number} ({trial.params}): its job returned {ret.return_value!r}, not "
                            f"{len(study.directions)} number(s)")
                 log.error("%s", failure)
-            told = tell_if_running(study, trial, state=TrialState.FAIL)
+            told = _failed(study, trial, failure)
         elif not all(math.isfinite(v) for v in values):
             log.warning("trial %d: its job returned %r; marked FAIL", trial.number, ret.return_value)
-            told = tell_if_running(study, trial, state=TrialState.FAIL)
+            told = _failed(study, trial, f"its job returned {ret.return_value!r} (stopped by the error it printed)")
         else:
             told = tell_if_running(study, trial, values)
         if not told:  # ended between our look and our tell

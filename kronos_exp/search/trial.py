@@ -105,10 +105,11 @@ class TrialLink:
         pruner = trial.user_attrs.get(PRUNER_ATTR, ["none"])
         return len(trial.study.directions) == 1 and trial.study.direction.name == "MINIMIZE" and pruner[0] != "none"
 
-    def report(self, val_loss: float, epoch: int) -> TrialPruned | None:
+    def report(self, val_loss: float, epoch: int, may_prune: bool = True) -> TrialPruned | None:
         """Report one epoch's validation loss; what stops the job when the trial is pruned (it is then
         told PRUNED in the study) or was taken (``taken``), else None. A loss that is not finite
-        (diverged) prunes at once."""
+        (diverged) prunes at once. After the last epoch (``may_prune`` false) nothing is pruned: the
+        training is done, and the job goes on to measure what it trained."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
@@ -117,17 +118,17 @@ class TrialLink:
             trial.report(val_loss, epoch)
         except UpdateFinishedTrialError:
             return self.taken()
-        if math.isfinite(val_loss) and not trial.should_prune():
+        if not may_prune or (math.isfinite(val_loss) and not trial.should_prune()):
             return None
         if not tell_if_running(trial.study, self.number, state=TrialState.PRUNED):
             return self.taken()
         return TrialPruned(f"pruned: trial {self.number} of study '{self.study_name}' had validation loss "
                            f"{val_loss:.5g} after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
 
-    def epoch_hook(self, world: World, phase: str) -> Callable[[str, int, float], None]:
-        """What the runner calls after each epoch of every phase: ``phase``'s epochs are reported
-        (on rank 0; every rank hears the verdict), or where they are not, only look whether the
-        trial was taken; a pruned or taken trial stops by ``TrialPruned``."""
+    def epoch_hook(self, world: World, phase: str, epochs: int) -> Callable[[str, int, float], None]:
+        """What the runner calls after each epoch of every phase: ``phase``'s epochs (``epochs`` of
+        them) are reported (on rank 0; every rank hears the verdict), or where they are not, only
+        look whether the trial was taken; a pruned or taken trial stops by ``TrialPruned``."""
         reported = world.share(self.prunable() if world.is_main else None)
         if not reported:
             log.info("trial %d: epochs are not reported for pruning (several objectives, a maximised one, or "
@@ -138,7 +139,7 @@ class TrialLink:
                 return self.taken()
             if self.on_report is not None:
                 self.on_report(epoch, val_loss)
-            return self.report(val_loss, epoch)
+            return self.report(val_loss, epoch, may_prune=epoch < epochs - 1)
 
         def hook(name: str, epoch: int, val_loss: float) -> None:
             if name != phase:

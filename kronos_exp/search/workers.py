@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 WORKER_PREFIX = "kronos_worker:"
 OLD_CLAIM_PREFIX = "kronos_inherit:"  # left by kronos_exp before bounded registrations
 TRIAL_WORKER_ATTR = "kronos_worker"  # on each trial: the worker that asked for it
+FAIL_REASON_ATTR = "fail_reason"  # on a trial that failed of itself (its values, its job): why
+RETRY_ATTR = "retry_of"  # on a trial: the interrupted trial whose params it runs again
 MISSED_BEATS = 4
 
 
@@ -91,6 +93,7 @@ class Worker:
     inherited: int = 0
     index: int | None = None  # workers registered before this one, or the next free (a seed offset: no two alike)
     taken_over: bool = False  # another process took this one for dead and inherited it
+    inherited_from: list[str] = field(default_factory=list)  # the dead workers it took over
     watch: BeatWatch = field(default_factory=lambda: BeatWatch(MISSED_BEATS))
     _stop: threading.Event = field(default_factory=threading.Event)
     _joined: threading.Event = field(default_factory=threading.Event)  # until then its thread only beats
@@ -114,6 +117,7 @@ class Worker:
         worker.fail_stale_trials(dead)
         worker.inherited = worker.inherit(dead)
         worker.beat()
+        worker.retry_interrupted()
         worker._joined.set()
         return worker
 
@@ -216,6 +220,7 @@ class Worker:
         from optuna.trial import TrialState
 
         won = [wid for wid in dead if self.records is None or self.records.remove(WORKER_PREFIX + wid)]
+        self.inherited_from = won
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
         owned = [t.user_attrs.get(TRIAL_WORKER_ATTR) for t in self.study.get_trials(deepcopy=False, states=finished)]
         total = sum(owned.count(wid) + int(dead[wid].get("inherited", 0)) for wid in won)
@@ -223,6 +228,22 @@ class Worker:
             log.info("continuing the search of %d ended process(es) in study '%s': %d finished trial(s) count "
                      "towards n_trials", len(won), self.study.study_name, total)
         return total
+
+    def retry_interrupted(self) -> None:
+        """Queue again, with its own params, each trial the inherited workers left interrupted (ended
+        FAIL by a kill or a stop, not by its values or its job: no ``fail_reason``) and not queued
+        again yet: the search's next trial finishes it, its job resuming its phases from their
+        training states (kronos_exp/tracking/resume.py) rather than sampling anew."""
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        queued = {t.user_attrs.get(RETRY_ATTR) for t in trials}
+        for t in trials:
+            if (t.state == TrialState.FAIL and t.user_attrs.get(TRIAL_WORKER_ATTR) in self.inherited_from
+                    and FAIL_REASON_ATTR not in t.user_attrs and t.number not in queued and t.params):
+                self.study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number})
+                log.info("trial %d of study '%s' was interrupted: the next trial runs it again with its params %s, "
+                         "resuming where it stopped", t.number, self.study.study_name, t.params)
 
     def forget_old_claims(self) -> None:
         """Remove what searches of kronos_exp before bounded registrations left: a claim attribute

@@ -227,15 +227,19 @@ def pareto_front(rows: list[dict[str, Any]], directions: list[str]) -> set[int]:
 class SweepRun:
     """A sweep's parent run in MLflow, from the multirun's start (``start``) to its end (``end``)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, directions: list[str], sweep_id: str) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, directions: list[str], sweep_id: str,
+                 study: str | None = None) -> None:
         self.tracker, self.run_id, self.directions, self.sweep_id = tracker, run_id, directions, sweep_id
+        self.study = study  # a stored Optuna study this sweep searches in: the UI view shows all its trials
         self.maximise = directions[0] == "maximize"  # the order of the table: by the first objective
         self.open = True  # until ended, or left to end later
 
     @classmethod
-    def start(cls, settings: MlflowConfig, directions: list[str], overrides: list[str]) -> "SweepRun":
+    def start(cls, settings: MlflowConfig, directions: list[str], overrides: list[str],
+              study: str | None = None) -> "SweepRun":
         """Create the sweep run in the store ``settings`` name and hand its id to the jobs;
-        ``directions``: each objective's (the first orders the table); ``overrides``: the command line's."""
+        ``directions``: each objective's (the first orders the table); ``overrides``: the command
+        line's; ``study``: the stored Optuna study it searches in, if any."""
         # Creating the store here also runs its migrations once, before parallel jobs open it.
         tracker = Tracker.from_settings(settings)
         sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
@@ -243,7 +247,7 @@ class SweepRun:
             tracker.experiment_id, run_name=sweep_id,
             tags={"sweep_id": sweep_id, "kind": "sweep", "overrides": mask_passwords(" ".join(overrides)),
                   **process_tags()})
-        sweep = cls(tracker, run.info.run_id, directions, sweep_id)
+        sweep = cls(tracker, run.info.run_id, directions, sweep_id, study)
         os.environ[PARENT_RUN_ENV], os.environ[SWEEP_ID_ENV] = sweep.run_id, sweep_id
         atexit.register(sweep.close_at_exit)  # the sweep died before it ended
         log.info("MLflow sweep run %s (%s) in %s", sweep.run_id, sweep_id, tracker.shown_uri)
@@ -288,8 +292,9 @@ class SweepRun:
         rows = self.job_rows()
         table = _format_table(rows)
         self.save_ui_view(rows)
-        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI: %s", self.sweep_id,
-                 len(rows), table, self.tracker.ui_command(view=self.sweep_id))
+        shown = f" (every trial of study '{self.study}', across its searches)" if self._study_filter() else ""
+        log.info("sweep %s: %d jobs, best first\n%s\nopen the MLflow UI%s: %s", self.sweep_id,
+                 len(rows), table, shown, self.tracker.ui_command(view=self.sweep_id))
         client = self.tracker.client
         client.log_text(self.run_id, table + "\n", "sweep_summary.txt")
         client.log_dict(self.run_id, rows, "sweep_summary.json")
@@ -302,15 +307,22 @@ class SweepRun:
         self.close("FAILED" if failed or not (rows or _NOTHING_DUE) else "FINISHED")
         return rows
 
+    def _study_filter(self) -> str | None:
+        """The runs of every trial of this sweep's stored study (a name a filter can quote), else None."""
+        if not self.study or "'" in self.study or "\\" in self.study:
+            return None
+        return f"tags.optuna_study = '{self.study}'"
+
     def save_ui_view(self, rows: list[dict[str, Any]]) -> None:
-        """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs, best first, with the
+        """Save the MLflow UI's view of this sweep (key: its sweep id): its job runs (in a stored Optuna
+        study, every trial's of the study, this sweep's and earlier ones'), best first, with the
         swept parameters, the objective and the eval columns of the table as columns."""
         metrics = ["objective", *(k for k in EVAL_COLUMNS if any(k in r for r in rows))]
         params = [k.lstrip("+~") for k in split_overrides(rows)[0]]
         columns = [*(column("metrics", k) for k in metrics), *(column("params", k) for k in params),
                    column("attributes", "Duration")]
         save_runs_view(self.tracker.client, self.tracker.experiment_id, self.sweep_id,
-                       f"tags.sweep_id = '{self.sweep_id}' and tags.job_num LIKE '%'", columns,
+                       self._study_filter() or f"tags.sweep_id = '{self.sweep_id}' and tags.job_num LIKE '%'", columns,
                        column("metrics", "objective"), not self.maximise)
 
     def job_rows(self) -> list[dict[str, Any]]:

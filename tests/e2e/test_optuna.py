@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -78,21 +79,47 @@ def _wait_for_trial(cli, name: str, number: int, proc: subprocess.Popen, timeout
     raise AssertionError(f"trial {number} of {name} never ran")
 
 
+def _wait_for_a_training_state(cli, proc: subprocess.Popen, timeout: float = 240):
+    """The RUNNING predictor run, once it saved a training state."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        for run in cli.runs():
+            state = run.data.tags.get("last_state")
+            if run.info.status == "RUNNING" and run.data.tags.get("phase") == "predictor" and state and \
+                    Path(state).is_file():
+                return run
+        time.sleep(0.2)
+    raise AssertionError("no predictor run saved a training state")
+
+
 def test_a_search_killed_during_its_third_trial_continues_when_rerun(store):
-    command = store.command(*_search("killed", "hydra.sweeper.n_trials=4", "skip_existing=false"), fast=False)
+    """The rerun first finishes the killed trial (its params, its job resuming the predictor from
+    its training state), then samples the one the search still owed."""
+    command = store.command(*_search("killed", "hydra.sweeper.n_trials=4", "skip_existing=false",
+                                     "predictor.epochs=3"), fast=False)
     proc = subprocess.Popen(command, cwd=store.root, env=store.env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_trial(store, "killed", 2, proc)
+        killed = _wait_for_a_training_state(store, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert _states(_study(store, "killed")) == ["COMPLETE", "COMPLETE", "RUNNING"]
-    rerun = store.run(*_search("killed", "hydra.sweeper.n_trials=4", "skip_existing=false"), fast=False)
+    rerun = store.run(*_search("killed", "hydra.sweeper.n_trials=4", "skip_existing=false", "predictor.epochs=3"),
+                      fast=False)
     study = _study(store, "killed")
     # The killed trial is failed, never left running; the rerun ran the 2 trials the first search still owed.
     assert _states(study) == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    assert "Trials to run: 2 of n_trials=4" in rerun.stdout + rerun.stderr
+    output = rerun.stdout + rerun.stderr
+    assert "Trials to run: 2 of n_trials=4" in output
+    trials = study.get_trials(deepcopy=False)
+    assert trials[3].params == trials[2].params and trials[3].user_attrs["retry_of"] == 2
+    resumed = [r for r in store.runs() if r.data.tags.get("resumed_from") == killed.info.run_id]
+    assert len(resumed) == 1 and resumed[0].info.status == "FINISHED"
+    assert resumed[0].data.tags["mlflow.parentRunId"] == trials[3].user_attrs["mlflow_run_id"]
+    assert "open the MLflow UI (every trial of study 'killed', across its searches)" in output
     _assert_linked_both_ways(store, study)
     running = [r.info.run_id for r in store.runs() if r.info.status == "RUNNING"]
     assert not running, running  # the killed process's runs were ended by the rerun
