@@ -179,7 +179,7 @@ def _run(settings: RunConfig, steps: list, output_dir: Path, world: World, devic
     trial = TrialLink.current() if job.multirun else None
     watched = reported_phase(settings, steps)
     if trial is not None and watched is not None:
-        ctx.on_epoch_end = trial.epoch_hook(world, watched, getattr(settings, watched).epochs)
+        ctx.on_epoch_end = trial.epoch_hook(world, watched)
     skip_existing = share_decisions(ctx, skip_existing)
     if not world.is_main:
         for step in steps:

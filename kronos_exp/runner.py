@@ -72,7 +72,7 @@ class RunContext:
     limits: Limits = field(default_factory=Limits)  # what a request to a packaged predictor may ask
     results: dict[str, PhaseResult] = field(default_factory=dict)
     # Every rank: hears (phase, epoch, val_loss) after each epoch; may stop the phase (a search's pruner).
-    on_epoch_end: Callable[[str, int, float], None] | None = None
+    on_epoch_end: Callable[[str, int, float, bool], None] | None = None
 
     @property
     def tracker(self) -> Tracker:
@@ -192,7 +192,7 @@ def _train(phase: Phase, ctx: RunContext, pctx: PhaseContext, plan: Plan, run: P
     return fit(model, phase, train_set, val_set, fit_settings(phase, ctx, plan),
                log_metrics=run.log_metrics if run else _ignore, on_best=run.save_best(plan) if run else _ignore,
                desc=phase.name, on_state_saved=run.record_state if run else None,
-               on_epoch_end=(lambda epoch, loss: hook(phase.name, epoch, loss)) if hook else None)
+               on_epoch_end=(lambda epoch, loss, last: hook(phase.name, epoch, loss, last)) if hook else None)
 
 
 def _ignore(*args) -> None:

@@ -125,26 +125,27 @@ class TrialLink:
         return TrialPruned(f"pruned: trial {self.number} of study '{self.study_name}' had validation loss "
                            f"{val_loss:.5g} after epoch {epoch + 1} ({trial.user_attrs[PRUNER_ATTR][0]} pruner)")
 
-    def epoch_hook(self, world: World, phase: str, epochs: int) -> Callable[[str, int, float], None]:
-        """What the runner calls after each epoch of every phase: ``phase``'s epochs (``epochs`` of
-        them) are reported (on rank 0; every rank hears the verdict), or where they are not, only
-        look whether the trial was taken; a pruned or taken trial stops by ``TrialPruned``."""
+    def epoch_hook(self, world: World, phase: str) -> Callable[[str, int, float, bool], None]:
+        """What the runner calls after each epoch of every phase (and whether it was the phase's
+        last): ``phase``'s epochs are reported (on rank 0; every rank hears the verdict), or where
+        they are not, only look whether the trial was taken; a pruned or taken trial stops by
+        ``TrialPruned``."""
         reported = world.share(self.prunable() if world.is_main else None)
         if not reported:
             log.info("trial %d: epochs are not reported for pruning (several objectives, a maximised one, or "
                      "hydra.sweeper.pruner=none)", self.number)
 
-        def verdict(epoch: int, val_loss: float) -> TrialPruned | None:
+        def verdict(epoch: int, val_loss: float, last: bool) -> TrialPruned | None:
             if not reported:
                 return self.taken()
             if self.on_report is not None:
                 self.on_report(epoch, val_loss)
-            return self.report(val_loss, epoch, may_prune=epoch < epochs - 1)
+            return self.report(val_loss, epoch, may_prune=not last)
 
-        def hook(name: str, epoch: int, val_loss: float) -> None:
+        def hook(name: str, epoch: int, val_loss: float, last: bool) -> None:
             if name != phase:
                 return
-            stop = world.share(verdict(epoch, val_loss) if world.is_main else None)
+            stop = world.share(verdict(epoch, val_loss, last) if world.is_main else None)
             if stop is not None:
                 raise stop
         return hook

@@ -191,14 +191,14 @@ def evaluate(model: nn.Module, objective: Objective, loader: Iterable, s: FitSet
 def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings,
         log_metrics: Callable[[dict[str, float], int], None], on_best: Callable[[nn.Module, int, float], None],
         desc: str = "train", on_state_saved: Callable[[str], None] | None = None,
-        on_epoch_end: Callable[[int, float], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, float, bool], None] | None = None) -> FitResult:
     """Train ``model``; ``log_metrics(metrics, step)`` receives train metrics at global steps and
     validation metrics (prefixed ``val_``) at step = epoch. SIGINT/SIGTERM stop it at the next
     optimizer step, after saving the training state (when ``state_path`` is set).
     ``on_state_saved(sha256)`` hears of each new state once it is on disk, before it replaces the
     previous one (the caller records the digest it will accept when resuming).
-    ``on_epoch_end(epoch, val_loss)`` hears each epoch's validation loss, after ``on_best``; an
-    exception it raises stops training (a search's pruner does so)."""
+    ``on_epoch_end(epoch, val_loss, last)`` hears each epoch's validation loss, after ``on_best``,
+    and whether no epoch follows; an exception it raises stops training (a search's pruner does so)."""
     with stops_at_step_boundary():
         return _Training(model, objective, train_set, val_set, s, desc, on_state_saved,
                          on_epoch_end).run(log_metrics, on_best)
@@ -232,7 +232,7 @@ class _Training:
 
     def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, s: FitSettings, desc: str,
                  on_state_saved: Callable[[str], None] | None = None,
-                 on_epoch_end: Callable[[int, float], None] | None = None):
+                 on_epoch_end: Callable[[int, float, bool], None] | None = None):
         self.model, self.objective, self.s, self.desc, world = model, objective, s, desc, s.world
         self.on_state_saved, self.on_epoch_end = on_state_saved, on_epoch_end
         seed_training_noise(s.seed, world.rank)  # the model is built: from here on each rank draws its own
@@ -302,16 +302,19 @@ class _Training:
         that all stop at the same epoch; asked before each epoch rather than after a validation, so
         a run resumed from the state saved after its last epoch stops there too."""
         s, result = self.s, self.result
-        if s.patience is None:
+        if s.patience is None or not s.world.share(self.patience_spent()):
             return False
         waited = epochs_without_improvement(result.val_history, s.min_delta)
-        if not s.world.share(waited >= s.patience):
-            return False
         result.stopped_epoch = epoch - 1
         log.info("%s: stopping early after epoch %d/%d: val_loss has not improved by more than %g for %d epoch(s); "
                  "best %.5f at epoch %d", self.desc, epoch, s.epochs, s.min_delta, waited, result.best_val_loss,
                  result.best_epoch + 1)
         return True
+
+    def patience_spent(self) -> bool:
+        """Whether early stopping ends training after the epochs validated so far (this rank's view)."""
+        return self.s.patience is not None and epochs_without_improvement(
+            self.result.val_history, self.s.min_delta) >= self.s.patience
 
     def train_epoch(self, epoch: int, log_metrics: Callable[[dict[str, float], int], None]) -> None:
         """One pass over this rank's training batches, from ``batches_done`` on when resumed."""
@@ -396,8 +399,8 @@ class _Training:
         if val_loss < result.best_val_loss:
             result.best_val_loss, result.best_epoch = val_loss, epoch
             on_best(self.model, epoch, val_loss)
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(epoch, val_loss)
+        if self.on_epoch_end is not None:  # the last epoch: the phase's last, or early stopping's
+            self.on_epoch_end(epoch, val_loss, epoch == s.epochs - 1 or self.patience_spent())
 
     def peer_rng_states(self) -> list[dict[str, Any]]:
         """The global generators of ranks 1, 2, ... (on every rank; a collective under DDP, so

@@ -62,16 +62,17 @@ def test_a_trial_that_failed_of_itself_is_not_run_again(study):
     assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
-@pytest.mark.parametrize("epochs, pruned", [(2, True), (1, False)])
-def test_a_trial_is_never_pruned_after_its_last_epoch(study, epochs, pruned):
-    """A diverged loss prunes at once, except after the last epoch: the job then measures what it
-    trained and the trial ends with those values."""
+@pytest.mark.parametrize("last, pruned", [(False, True), (True, False)])
+def test_a_trial_is_never_pruned_after_its_last_epoch(study, last, pruned):
+    """A diverged loss prunes at once, except after the last epoch (the phase's last, or the one
+    early stopping ends it after): the job then measures what it trained and the trial ends with
+    those values."""
     trial = study.ask(SPACE)
     trial.set_user_attr(PRUNER_ATTR, ["median", 0, 0])
-    hook = TrialLink("s", 0, URL).epoch_hook(World(), "predictor", epochs)
+    hook = TrialLink("s", 0, URL).epoch_hook(World(), "predictor")
     stopped = None
     try:
-        hook("predictor", 0, math.nan)
+        hook("predictor", 0, math.nan, last)
     except Exception as err:  # noqa: BLE001 - what the hook raises is the verdict
         stopped = err
     assert (stopped is not None) == pruned

@@ -61,9 +61,9 @@ def test_the_job_of_a_taken_trial_stops_at_its_next_report(storage):
 
 def test_the_job_of_a_taken_trial_stops_at_its_next_epoch_when_epochs_are_not_reported(storage):
     _taken_trial(storage, pruner="none")
-    hook = TrialLink("s", 0, storage).epoch_hook(World(), "tokenizer", 3)
+    hook = TrialLink("s", 0, storage).epoch_hook(World(), "tokenizer")
     with pytest.raises(TrialTaken, match=re.escape(TAKEN)):
-        hook("tokenizer", 0, 1.0)
+        hook("tokenizer", 0, 1.0, False)
 
 
 def test_a_job_whose_trial_was_taken_before_it_linked_stops_at_its_first_epoch(storage, caplog):
@@ -75,4 +75,4 @@ def test_a_job_whose_trial_was_taken_before_it_linked_stops_at_its_first_epoch(s
     [warning] = _warnings(caplog)
     assert warning.startswith(TAKEN)
     with pytest.raises(TrialPruned, match=re.escape(TAKEN)):
-        link.epoch_hook(World(), "tokenizer", 3)("tokenizer", 0, 1.0)
+        link.epoch_hook(World(), "tokenizer")("tokenizer", 0, 1.0, False)

@@ -62,11 +62,12 @@ def test_it_stops_after_patience_epochs_without_improvement_keeping_the_best():
     model = nn.Linear(4, 1)
     result = fit(model, Regression(), TRAIN, RISING_VAL, _settings(patience=2), lambda m, step: None,
                  on_best=lambda m, epoch, loss: saved.append(epoch),
-                 on_epoch_end=lambda epoch, loss: heard.append(epoch))
+                 on_epoch_end=lambda epoch, loss, last: heard.append((epoch, last)))
     assert len(result.val_history) == 3 and result.stopped_epoch == 2  # epoch 1 best, then 2 without improving
     assert result.best_epoch == 0 and saved == [0]  # the checkpoint kept is the first epoch's
     assert result.best_val_loss == result.val_history[0] == min(result.val_history)
-    assert heard == [0, 1, 2]  # a pruner hears every epoch that trained, none after the stop
+    # A pruner hears every epoch that trained, none after the stop, and which was the last (never pruned).
+    assert heard == [(0, False), (1, False), (2, True)]
 
 
 def test_an_improving_loss_runs_every_epoch():
@@ -78,7 +79,7 @@ def test_a_pruner_still_stops_a_phase_that_early_stopping_would_run_on():
     class Pruned(Exception):
         pass
 
-    def prune(epoch, loss):
+    def prune(epoch, loss, last):
         if epoch == 1:
             raise Pruned
 
