@@ -28,6 +28,9 @@ from kronos_exp.tracking.runs import CONTINUE_RUN_ENV
 # About 0.35 s an epoch on one thread: a stopped attempt is stopped long before its last.
 TINY = ["phases=tokenizer", "precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=16",
         "tokenizer.batch_size=8", "checkpoint_every_steps=2", "tokenizer.epochs=30"]
+BOTH = ["phases=both", "precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=16",
+        "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2", "tokenizer.epochs=1",
+        "predictor.epochs=30"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +38,8 @@ def _one_torch_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def _state(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "tokenizer.last.safetensors"
+def _state(run_dir: Path, phase: str = "tokenizer") -> Path:
+    return run_dir / "checkpoints" / f"{phase}.last.safetensors"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -47,16 +50,17 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return info.st_ino, info.st_mtime_ns
 
 
-def stopped_attempt(cli: Cli, run_dir: Path, continued: str | None = None) -> None:
+def stopped_attempt(cli: Cli, run_dir: Path, continued: str | None = None, overrides: list[str] = TINY,
+                    phase: str = "tokenizer") -> None:
     """One attempt in a CLI process (continuing job run ``continued``), stopped by SIGTERM once it
-    saved a training state of its own."""
-    before = _identity(_state(run_dir))
+    saved a training state of ``phase`` of its own."""
+    before = _identity(_state(run_dir, phase))
     env = {**cli.env(), "OMP_NUM_THREADS": "1", **({CONTINUE_RUN_ENV: continued} if continued else {})}
-    proc = subprocess.Popen(cli.command(*TINY, f"hydra.run.dir={run_dir}", fast=False), cwd=cli.root, env=env,
+    proc = subprocess.Popen(cli.command(*overrides, f"hydra.run.dir={run_dir}", fast=False), cwd=cli.root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
-        while _identity(_state(run_dir)) in (None, before):
+        while _identity(_state(run_dir, phase)) in (None, before):
             assert proc.poll() is None and time.time() < deadline, "the attempt never saved a training state"
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
@@ -181,10 +185,6 @@ def test_a_phase_resumed_in_its_own_job_leaves_that_job_running(tmp_path):
     assert client.get_run(job).data.tags["resumed_by"] == elsewhere.info.run_id
 
 
-BOTH = ["phases=both", "precision=fp32", "data.max_train_windows=64", "data.max_eval_windows=16",
-        "tokenizer.batch_size=8", "predictor.batch_size=8", "checkpoint_every_steps=2", "tokenizer.epochs=1",
-        "predictor.epochs=30"]
-
 
 @pytest.mark.e2e
 @pytest.mark.slow
@@ -192,20 +192,7 @@ def test_a_phase_an_earlier_attempt_finished_opens_no_run_in_a_later_attempt(cli
     """Stopped during its predictor, the job's next attempt takes the tokenizer its first attempt
     trained from the registry without a tokenizer run of its own: one run per phase in the job."""
     run_dir = cli.root / "outputs" / "job0"
-    state = run_dir / "checkpoints" / "predictor.last.safetensors"
-    env = {**cli.env(), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cli.command(*BOTH, f"hydra.run.dir={run_dir}", fast=False), cwd=cli.root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while not state.exists():
-            assert proc.poll() is None and time.time() < deadline, "the predictor never saved a training state"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-        proc.wait()
+    stopped_attempt(cli, run_dir, overrides=BOTH, phase="predictor")
     [job] = [r for r in cli.runs() if "phase" not in r.data.tags]
 
     with monkeypatch.context() as patched:
