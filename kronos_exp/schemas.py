@@ -157,7 +157,8 @@ class EvalConfig:
     seed: Optional[int] = None  # null = the run's seed
     metric: str = "close_mae"  # on the validation split: objective default, and what the `alias` ranks by
     # Registry aliases on the predictor version with the best validation metric: `<alias>-<data key>` for the data
-    # evaluated, and `<alias>` itself for the first data set evaluated (README, "best per data"); null = none.
+    # evaluated, and `<alias>` itself for the first data set evaluated (docs/evaluation.md, "The best model
+    # of each data set"); null = none.
     alias: Optional[str] = "best"
     plot_series: int = 3  # fan charts for up to this many series
     # The test forecasts traded: long the k series with the highest forecast return, short the k lowest

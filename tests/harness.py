@@ -408,3 +408,38 @@ def refused_before_any_work(proc, store: Store, message: str) -> None:
 
 def statuses(store: Store) -> list[str]:
     return sorted(r.info.status for r in store.runs())
+
+
+# -- the manual: README.md and the pages under docs/ ------------------------------------------------
+# Tests that check a command or an output the manual shows read it from here, wherever it lives.
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def manual_pages() -> dict[str, str]:
+    """Each page of the manual by its path in the repository: README.md, then docs/**/*.md."""
+    pages = {"README.md": (REPO / "README.md").read_text()}
+    for path in sorted((REPO / "docs").rglob("*.md")):
+        pages[path.relative_to(REPO).as_posix()] = path.read_text()
+    return pages
+
+
+def manual_text() -> str:
+    """Every page of the manual, one after another."""
+    return "\n".join(manual_pages().values())
+
+
+def page(name: str) -> str:
+    """One page: ``page("serving")`` is docs/serving.md, ``page("README")`` README.md."""
+    return (REPO / ("README.md" if name == "README" else f"docs/{name}.md")).read_text()
+
+
+def snippet(name: str) -> str:
+    """The code of the block the manual marks ``<!-- ci:<name> -->`` ... ``<!-- /ci:<name> -->`` (on
+    exactly one page), without its fence."""
+    import re
+
+    found = [m.group(1) for text in manual_pages().values() for m in re.finditer(
+        rf"<!-- ci:{re.escape(name)} -->\n```\w*\n(.*?)```\n<!-- /ci:{re.escape(name)} -->", text, re.S)]
+    assert len(found) == 1, f"the manual has {len(found)} ci:{name} blocks, not one"
+    return found[0]

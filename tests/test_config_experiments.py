@@ -18,7 +18,7 @@ def _compose(*overrides):
         return compose("config", overrides=list(overrides))
 
 
-def test_the_presets_the_readme_shows_are_there():
+def test_the_presets_the_manual_shows_are_there():
     assert {"smoke", "finetune_small_csv", "finetune_mini_csv"} <= set(PRESETS)
 
 

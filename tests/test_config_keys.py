@@ -1,4 +1,4 @@
-"""Overrides as the README and the error messages show them."""
+"""Overrides as the manual (README.md, docs/) and the error messages show them."""
 from __future__ import annotations
 
 import pytest

@@ -33,7 +33,7 @@ def serve():
         mlflow = str(Path(sys.executable).with_name("mlflow"))
         # One worker for a test's server (MLflow starts 4, each importing MLflow: ~4 s more per start), and
         # no job runner (MLflow's GenAI jobs: a process importing MLflow, ~1 s more); `mlflow ui` keeps its
-        # defaults, as the README runs it.
+        # defaults, as the manual runs it.
         workers = ["--workers", "1"] if args[0] == "server" else []
         if args[0] == "server":
             env = {**env, **LEAN_SERVER}

@@ -85,7 +85,7 @@ def test_a_signal_ends_runs_killed_with_its_exit_code(cli, signum, code):
 
 @pytest.mark.slow
 def test_readme_ui_command_serves_a_shared_tracking_server(cli, serve):
-    """`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` (the README's command) is also a
+    """`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` (the manual's command: README.md, docs/index.md) is also a
     tracking server: runs sent to it over HTTP land in that database, registry included."""
     env = cli.env()
     (cli.root / "outputs").mkdir()

@@ -1,5 +1,5 @@
 """The trained predictor as a user reaches it through processes: `mlflow models serve`, the forecast
-command (the README's), and an eval metric as a sweep's objective (`-m`), on the session's trained
+command (docs/serving.md's), and an eval metric as a sweep's objective (`-m`), on the session's trained
 store (tests/conftest.py ``trained_store``: one `phases=all` run, fine-tuned from the parity checkpoints)."""
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _forecast(cwd, store: str, *args: str):
 
 
 def test_forecast_command_writes_a_csv_and_a_fan_chart(trained_store, tmp_path):
-    """The README's command, on a one-series CSV."""
+    """docs/serving.md's command, on a one-series CSV."""
     _history(rows=600).to_csv(tmp_path / "prices.csv", index=False)  # in the working folder; the model in the store
     proc = _forecast(tmp_path, trained_store.tracking_uri, "model=models:/kronos-predictor/1", "data.path=prices.csv",
                      "pred_len=24", "out=forecast.csv")

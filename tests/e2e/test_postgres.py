@@ -1,10 +1,10 @@
-"""A team's real database (issue 28, item 4): the README's team setup ("One tracking server for the
-team") on a real PostgreSQL that the ``postgres`` fixture starts on 127.0.0.1 (its role logs in with
-a password): ``mlflow server`` on a PostgreSQL backend serving the artifacts, the Optuna study in
-PostgreSQL, two search processes in two working folders with their own ``HOME`` (two hosts) sharing
-one study, and a search process killed during a trial whose slot a newcomer takes. The password,
-given in the URLs or in ``~/.pgpass``, is in no output line, file, MLflow param, tag or artifact, nor
-in any row of either database.
+"""A team's real database (issue 28, item 4): the manual's team setup (docs/clusters.md, "One
+tracking server for the team") on a real PostgreSQL that the ``postgres`` fixture starts on
+127.0.0.1 (its role logs in with a password): ``mlflow server`` on a PostgreSQL backend serving the
+artifacts, the Optuna study in PostgreSQL, two search processes in two working folders with their
+own ``HOME`` (two hosts) sharing one study, and a search process killed during a trial whose slot a
+newcomer takes. The password, given in the URLs or in ``~/.pgpass``, is in no output line, file,
+MLflow param, tag or artifact, nor in any row of either database.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 
 TINY = ["data.max_train_windows=64", "data.max_eval_windows=16", "tokenizer.epochs=1", "predictor.epochs=1"]
-# The README's search (team setup): the predictor's learning rate, the tokenizer fixed (trained once).
+# The manual's search (docs/clusters.md, team setup): the predictor's learning rate, the tokenizer fixed (trained once).
 SEARCH = ["hparams_search=optuna", "hydra.sweeper.params=null", "predictor.lr=tag(log, interval(1e-4, 1e-2))",
           "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=team-lr"]
 FINISHED = ("COMPLETE", "PRUNED")
@@ -47,7 +47,8 @@ def _kronos(*overrides: str) -> list[str]:
 
 
 def _server(serve, backend: str, artifacts: Path, cwd: Path, env: dict[str, str]) -> str:
-    """The README's ``mlflow server`` for the team: a PostgreSQL backend, the server serving artifacts."""
+    """The manual's ``mlflow server`` for the team (docs/clusters.md): a PostgreSQL backend, the
+    server serving artifacts."""
     return serve(["server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts)],
                  cwd=cwd, env=env)
 

@@ -130,7 +130,7 @@ def test_a_planted_package_file_runs_no_code_on_reuse_or_forecast(tmp_path, plan
         mlflow.pyfunc.load_model("models:/kronos-predictor/1")
     mlflow.set_tracking_uri(None)
     # Planted code beside the data runs nowhere: the installed loader refuses the version. An edited
-    # MLmodel is a real attack: MLflow itself obeys it before any check (README: verify first).
+    # MLmodel is a real attack: MLflow itself obeys it before any check (docs/serving.md: verify first).
     assert marker.exists() == (plant is _plant_pickle)
 
 

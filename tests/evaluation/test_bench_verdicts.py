@@ -1,4 +1,4 @@
-"""benchmarks/bench_verdicts.py (the README's command, with few replications) runs end to end and
+"""benchmarks/bench_verdicts.py (the command docs/evaluation.md shows, with few replications) runs end to end and
 prints a rate for every cell; with a handful of replications it cannot measure a size, only run."""
 import subprocess
 import sys

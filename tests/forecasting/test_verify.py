@@ -1,7 +1,7 @@
 """``python -m kronos_exp.forecasting verify models:/<name>/<version>`` (run in this process): every
 file of a registered version, MLmodel included, against the digests the registry holds, with nothing
-of the package imported or run; on a copy of the session's trained store. The README's example is
-this command's real output."""
+of the package imported or run; on a copy of the session's trained store. The manual's example
+(docs/serving.md) is this command's real output."""
 from __future__ import annotations
 
 import re
@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from harness import forecast_command
+from harness import forecast_command, manual_text
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "models:/kronos-predictor/1"
@@ -25,9 +25,8 @@ def verify(trained, *args: str):
 
 
 def test_an_intact_version_matches_and_the_readme_shows_the_real_output(trained):
-    readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"^\$ (python -m kronos_exp\.forecasting verify \S+)\n(.+)$", readme, re.M)
-    assert shown, "README lost its verify example"
+    shown = re.search(r"^\$ (python -m kronos_exp\.forecasting verify \S+)\n(.+)$", manual_text(), re.M)
+    assert shown, "the manual lost its verify example"
     command, output = shown.groups()
     assert command == f"python -m kronos_exp.forecasting verify {URI}"
     files = len([p for p in stored_version(trained).rglob("*") if p.is_file() and p.name != "registered_model_meta"])
@@ -35,7 +34,7 @@ def test_an_intact_version_matches_and_the_readme_shows_the_real_output(trained)
     proc = verify(trained, URI)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{URI}: {files} files match the registered digests\n"
-    assert proc.stdout == output + "\n"  # the README's line, as the command prints it
+    assert proc.stdout == output + "\n"  # the manual's line, as the command prints it
     alias = verify(trained, "models:/kronos-predictor@best")
     assert alias.returncode == 0 and alias.stdout.startswith("models:/kronos-predictor@best: "), alias.stderr
 

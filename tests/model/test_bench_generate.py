@@ -1,4 +1,4 @@
-"""benchmarks/bench_generate.py (the README's command, with a short context) runs end to end, finds
+"""benchmarks/bench_generate.py (the command docs/speed.md shows, with a short context) runs end to end, finds
 the package from a checkout, and reports cached and recomputed forecasts as identical."""
 import subprocess
 import sys
