@@ -211,7 +211,8 @@ class RunConfig:
     compile: bool = False  # torch.compile the model (warm-up of tens of seconds; falls back with a warning)
     num_workers: int = 0  # DataLoader workers
     # torch's CPU threads in this process; null = automatic (kronos_exp/train/threads.py): the CPUs
-    # SLURM granted, else this process's cores, shared among parallel jobs; 1 per torchrun process
+    # SLURM granted, else this process's cores that other runnable tasks leave free, shared among
+    # parallel jobs; 1 per torchrun process
     threads: Optional[int] = None
     # Resume a phase from the `last` training state of an unfinished run with its fingerprint;
     # null = whenever the store holds one, false = always start afresh.

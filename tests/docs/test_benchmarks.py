@@ -1,5 +1,6 @@
-"""The benchmarks docs/speed.md shows that no other test runs (bench_config_p.py, bench_dataset.py) run
-end to end at a small size and print the table the page shows: its header, its steps."""
+"""The benchmarks docs/speed.md shows that no other test runs (bench_config_p.py, bench_dataset.py,
+busy_machine.py) run end to end at a small size and print the table the page shows: its header, its
+steps."""
 from __future__ import annotations
 
 import os
@@ -49,3 +50,15 @@ def test_bench_config_p_prints_the_pages_table(tmp_path):
     assert printed[0] == shown[0]  # the header
     assert printed[1].split()[0] == "fp32" and len(printed[1].split()) == len(shown[1].split())
     assert printed[-1] == shown[-1]  # what "outside s" means
+
+
+def test_busy_machine_prints_the_pages_table(tmp_path):
+    """Its quiet case alone, at the smoke size: the busy cases load the machine on purpose, which
+    the tests running beside this one would feel."""
+    shown = _shown("python benchmarks/busy_machine.py --cases quiet-auto busy-auto")
+    printed = _run("busy_machine.py", "--fast", "--cases", "quiet-auto", cwd=tmp_path)
+    header = next(i for i, line in enumerate(shown) if line.startswith("case "))
+    assert printed[0].startswith("# ") and "cores; torch" in printed[0]
+    assert shown[header] in printed
+    row = printed[printed.index(shown[header]) + 1].split()
+    assert row[0] == "quiet-auto" and float(row[2]) > 0 and row[3] == "1.00"

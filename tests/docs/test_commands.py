@@ -37,6 +37,7 @@ RUN_BY = [
     (r"python benchmarks/bench_generate\.py --device cuda .*", "benchmarks/gpu_check.sh", "bench_generate.py"),
     (r"python benchmarks/bench_config_p\.py .*", "tests/docs/test_benchmarks.py", "bench_config_p.py"),
     (r"python benchmarks/bench_dataset\.py .*", "tests/docs/test_benchmarks.py", "bench_dataset.py"),
+    (r"python benchmarks/busy_machine\.py .*", "tests/docs/test_benchmarks.py", "busy_machine.py"),
     (r"MLFLOW_TRACKING_URI=\S+ UVICORN_HTTP=\S+ mlflow models serve .*", "tests/e2e/test_serving_limits.py",
      "kronos_exp.forecasting.body_limit:BodyLimitedH11"),
     (r"curl -s -X POST http://127\.0\.0\.1:5001/invocations .*", "tests/e2e/test_served_model.py", "/invocations"),
