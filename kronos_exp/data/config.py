@@ -55,7 +55,8 @@ class DataConfig:
     # Windows: lookback rows are the model's context, predict rows the forecast horizon.
     lookback_window: int = 64
     predict_window: int = 16
-    # Split by time, per series: first train_ratio of rows, then val, then test.
+    # Split by time on the panel's one calendar (every series' timestamps together): the first train_ratio
+    # of it is train, then val, then test, so no series trains on dates another is tested on.
     train_ratio: float = 0.8
     val_ratio: float = 0.1
     test_ratio: float = 0.1
