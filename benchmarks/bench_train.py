@@ -19,6 +19,13 @@ and precision it reports:
 - with --epochs > 1, the loop's steady state is the last epoch (its validation included);
 - the ceiling: the step's FLOPs as torch counts them (forward + backward, every matmul, the
   frozen tokenizer's encode included) and the samples/s that matmul rate allows at 100% use;
+- the ceiling where the work is: every matmul of one step (forward + backward, recorded at dispatch
+  with its shapes, dtype and layout) replayed alone, so the step's matmul time at those rates, the
+  FLOP-weighted rate at the model's own shapes, and MFU against it (fused attention is not replayed:
+  its share of the FLOPs of matmuls and attention together is reported beside);
+- a per-op profile of a few steady-state bare steps (``torch.profiler``, self time) grouped as
+  matmul, attention, norms, elementwise, quantizer, optimizer, casts and other (--profile-steps 0
+  skips it);
 - with fp32 and bf16 both asked for: the quality guard, bf16 validation loss within 2% of fp32
   after the same steps from the same seed.
 
@@ -38,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +54,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from kronos_exp.data.windows import WindowDataset, time_features  # noqa: E402
 from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
+from kronos_exp.model.blocks import RMSNorm  # noqa: E402
 from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
+from kronos_exp.model.quantizer import BSQuantizer  # noqa: E402
 from kronos_exp.train import FitSettings, fit  # noqa: E402
 from kronos_exp.train.batches import Batches, to_device  # noqa: E402
 from kronos_exp.train.loop import forward_backward, grad_scaler, on_gpu, optimizer_step  # noqa: E402
@@ -140,6 +151,148 @@ def matmul_rate(device: torch.device, precision: str, seconds: float = 1.0) -> f
     return 2 * n ** 3 * count / (clock() - started)
 
 
+GEMMS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+         torch.ops.aten.baddbmm.default}
+
+
+class GemmShapes(TorchDispatchMode):
+    """Counts each distinct matmul call of a step, below autocast, so dtypes are those that ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[tuple, int] = {}
+        self.sdpa_flop = 0  # fused attention, outside the matmuls: 4 * B * H * L * S * E forward, twice that back
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "scaled_dot_product" in func.name():
+            backward = "backward" in func.name()  # (grad_out, q, k, ...) rather than (q, k, ...)
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            q, k = tensors[backward], tensors[1 + backward]
+            self.sdpa_flop += (8 if backward else 4) * int(np.prod(q.shape)) * k.shape[-2]
+        elif func in GEMMS:
+            spec = tuple(("t", tuple(a.shape), a.dtype, a.dim() >= 2 and a.stride(-2) == 1 and a.shape[-1] > 1)
+                         if isinstance(a, torch.Tensor) else a for a in args)
+            key = (func, spec, tuple(sorted((kwargs or {}).items())))
+            self.calls[key] = self.calls.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_flops(spec) -> int:
+    """2 * m * k * n (times the batch) from the last two operands' shapes."""
+    a, b = spec[-2][1], spec[-1][1]
+    return 2 * int(np.prod(a)) * b[-1]
+
+
+def shape_rates(calls: dict, device: torch.device, seconds: float = 0.05) -> dict:
+    """Each recorded matmul replayed alone (same shapes, dtype, transposed layout): the step's
+    matmul time at those rates and its FLOP-weighted rate."""
+    total_s = total_flop = 0.0
+    for (func, spec, kwargs), count in calls.items():
+        args = [(torch.randn(*s[1][:-2], s[1][-1], s[1][-2], device=device, dtype=s[2]).transpose(-1, -2) if s[3]
+                 else torch.randn(s[1], device=device, dtype=s[2])) if isinstance(s, tuple) and s[:1] == ("t",)
+                else s for s in spec]
+        func(*args, **dict(kwargs))
+        sync(device)
+        reps, started = 0, clock()
+        while reps < 3 or clock() - started < seconds:
+            func(*args, **dict(kwargs))
+            reps += 1
+            sync(device)
+        total_s += count * (clock() - started) / reps
+        total_flop += count * gemm_flops(spec)
+    return {"gemm_calls": sum(calls.values()), "gemm_shapes": len(calls), "gemm_ms": 1e3 * total_s,
+            "shape_tflops": total_flop / total_s / 1e12}
+
+
+SCOPES = ("optimizer", "quantizer", "norms")
+CATEGORIES = ("matmul", "attention", "norms", "elementwise", "quantizer", "optimizer", "casts", "other")
+ELEMENTWISE = {"add", "add_", "mul", "mul_", "div", "div_", "sub", "rsub", "pow", "neg", "exp", "log", "sqrt",
+               "rsqrt", "silu", "gelu", "sigmoid", "tanh", "where", "abs", "sign", "clamp", "maximum", "minimum",
+               "mean", "sum", "fill_", "zero_", "lerp_", "addcmul_", "addcdiv_", "threshold_backward"}
+
+
+def op_category(name: str) -> str | None:
+    """The category an op or autograd node's name says, or None when it says nothing."""
+    op = name.split(": ")[-1].split("::")[-1].lower().removesuffix("backward0").removesuffix("backward1")
+    if op in ("mm", "addmm", "bmm", "baddbmm", "linear", "matmul"):
+        return "matmul"
+    if "attention" in op or "softmax" in op:
+        return "attention"
+    if "norm" in op:
+        return "norms"
+    if op in ("to", "_to_copy", "tocopy", "type_as"):
+        return "casts"
+    if op in ELEMENTWISE or op.removesuffix("_") in ELEMENTWISE:
+        return "elementwise"
+    return None
+
+
+def categorize(events) -> dict[str, float]:
+    """Self time per category: a benchmark scope (optimizer, quantizer, norms) on the event's stack
+    wins, then its outermost op with a category; backward nodes follow their forward op's scope.
+    On CUDA the self time is the kernels' time, attached to the CPU ops that launched them."""
+    events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    use_device = any(e.self_device_time_total for e in events)
+    chains = {}
+    for e in events:
+        chain, node = [], e
+        while node is not None:
+            chain.append(node)
+            node = node.cpu_parent
+        chains[id(e)] = chain[::-1]
+    forward_scope = {}
+    for e in events:
+        scope = next((n.name for n in chains[id(e)] if n.name in SCOPES), None)
+        if scope and e.sequence_nr >= 0 and "evaluate_function" not in e.name:
+            forward_scope.setdefault(e.sequence_nr, scope)
+    out = dict.fromkeys(CATEGORIES, 0.0)
+    for e in events:
+        category = None
+        for n in chains[id(e)]:
+            if n.name in SCOPES:
+                category = n.name
+            elif "evaluate_function" in n.name and n.sequence_nr in forward_scope:
+                category = forward_scope[n.sequence_nr]
+            else:
+                category = op_category(n.name)
+            if category:
+                break
+        out[category or "other"] += e.self_device_time_total if use_device else e.self_cpu_time_total
+    return out
+
+
+def scoped(modules, name: str) -> list:
+    """Wraps each module's forward in a profiler scope; the modules, to unwrap after."""
+    for m in modules:
+        forward = m.forward
+        m.forward = lambda *a, _f=forward, **k: _scope_call(name, _f, *a, **k)
+    return list(modules)
+
+
+def _scope_call(name, forward, *args, **kwargs):
+    with record_function(name):
+        return forward(*args, **kwargs)
+
+
+def op_profile(model, objective, batch, s, scaler, optimizer, params, steps: int) -> dict[str, float]:
+    """ms per step in each category over ``steps`` profiled bare steps."""
+    modules = [*model.modules(), *getattr(getattr(objective, "tokenizer", None), "modules", list)()]
+    wrapped = scoped([m for m in modules if isinstance(m, BSQuantizer)], "quantizer")
+    wrapped += scoped([m for m in modules if isinstance(m, RMSNorm)], "norms")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == "cuda" else [])
+    try:
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                forward_backward(model, objective, batch, s, scaler)
+                with record_function("optimizer"):
+                    optimizer_step(optimizer, scaler, params, s.grad_clip)
+            sync(s.device)
+    finally:
+        for m in wrapped:
+            del m.forward
+    return {k: v / 1e3 / steps for k, v in categorize(prof.events()).items()}
+
+
 def settings(args, device, precision) -> FitSettings:
     return FitSettings(epochs=args.epochs, lr=1e-4, batch_size=args.batch, weight_decay=0.1, adam_betas=(0.9, 0.95),
                        pct_start=0.03, grad_clip=2.0, accumulation_steps=1, log_interval=args.log_interval,
@@ -178,12 +331,18 @@ def bare_step(phase, args, device, precision, train) -> dict:
             fb.append(t1 - t0)
             opt.append(clock() - t1)
     step = float(np.mean(fb) + np.mean(opt))
-    with FlopCounterMode(display=False) as counter:  # one more step, counted, not timed
+    # Profiled with the eager model: scopes wrapped around a compiled one would break its graph.
+    profiled = op_profile(model, objective, batch, s, scaler, optimizer, params,
+                          args.profile_steps) if args.profile_steps and not args.compile else {}
+    with FlopCounterMode(display=False) as counter, GemmShapes() as gemms:  # one more step, counted, not timed
         forward_backward(model, objective, batch, s, scaler)
     optimizer.zero_grad(set_to_none=True)
+    gemm_flop = sum(n * gemm_flops(spec) for (_, spec, _), n in gemms.calls.items())
     return {"bare_samples_s": args.batch / step, "fwd_bwd_ms": 1e3 * float(np.mean(fb)),
             "optimizer_ms": 1e3 * float(np.mean(opt)), "params": sum(p.numel() for p in params),
-            "gflop_per_sample": counter.get_total_flops() / args.batch / 1e9}
+            "gflop_per_sample": counter.get_total_flops() / args.batch / 1e9,
+            "sdpa_flop_share": gemms.sdpa_flop / max(gemms.sdpa_flop + gemm_flop, 1),
+            **shape_rates(gemms.calls, device), **({"profile_ms": profiled} if profiled else {})}
 
 
 def loop(phase, args, device, precision, train, val) -> dict:
@@ -250,6 +409,7 @@ def main() -> None:
     p.add_argument("--mode", choices=["step", "loop", "both"], default="both")
     p.add_argument("--steps", type=int, default=20, help="timed bare steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (bare step and loop)")
+    p.add_argument("--profile-steps", type=int, default=3, help="bare steps profiled per op (0: no profile)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--log-interval", type=int, default=5)
     p.add_argument("--workers", type=int, default=0)
@@ -289,12 +449,17 @@ def main() -> None:
             row["mfu_attn"] = row["mfu"] + 12 * attention_layers(phase, args) * tokens ** 2 * best / peak
             if "gflop_per_sample" in row:  # what no implementation of this step can beat at this matmul rate
                 row["ceiling_samples_s"] = peak / (row["gflop_per_sample"] * 1e9)
+            if "shape_tflops" in row:  # the same work against the rate the model's own matmul shapes reach
+                row["mfu_shapes"] = row["mfu"] * peak / (row["shape_tflops"] * 1e12)
+                row["gemm_share"] = row["gemm_ms"] / (row["fwd_bwd_ms"] + row["optimizer_ms"])
             if "loop_samples_s" in row and "bare_samples_s" in row:
                 row["loop_over_bare"] = row["loop_samples_s"] / row["bare_samples_s"]
             row.update(peak_memory(device))
             rows.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     print_table(rows)
+    print_ceilings(rows)
+    print_profiles(rows)
     guard = quality_guard(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "args": vars(args), "rows": rows, "guard": guard},
@@ -311,6 +476,33 @@ def print_table(rows: list[dict]) -> None:
     print(" ".join(f"{h:>8}" for h in heads))
     for r in rows:
         print(" ".join(f"{(f.format(r[c]) if c in r else '-'):>8}" for c, f in cols))
+
+
+def print_ceilings(rows: list[dict]) -> None:
+    """The matmul rate at the step's own shapes against the large-square one."""
+    rows = [r for r in rows if "shape_tflops" in r]
+    if not rows:
+        return
+    print("\nmatmul rate at the model's own shapes (each of a step's matmuls replayed alone):")
+    print(f"{'phase':>10} {'prec':>6} {'square':>8} {'shapes':>8} {'ratio':>6} {'calls':>6} {'shapes#':>7} "
+          f"{'mm ms':>8} {'of step':>7} {'MFU@sh':>7} {'sdpa fl':>7}")
+    for r in rows:
+        print(f"{r['phase']:>10} {r['precision']:>6} {r['matmul_tflops']:>8.3f} {r['shape_tflops']:>8.3f} "
+              f"{r['shape_tflops'] / r['matmul_tflops']:>6.2f} {r['gemm_calls']:>6} {r['gemm_shapes']:>7} "
+              f"{r['gemm_ms']:>8.2f} {r['gemm_share']:>7.1%} {r['mfu_shapes']:>7.1%} {r['sdpa_flop_share']:>7.1%}")
+    print("(TFLOP/s; mm ms: the step's matmul time at the replayed rates; sdpa fl: fused attention's share of the "
+          "FLOPs of matmuls and attention together)")
+
+
+def print_profiles(rows: list[dict]) -> None:
+    """Per phase and precision, where a profiled bare step's time goes (self time)."""
+    for r in rows:
+        if "profile_ms" not in r:
+            continue
+        total = sum(r["profile_ms"].values())
+        print(f"\nprofile {r['phase']} {r['precision']}: {total:.2f} ms per profiled step")
+        for category, ms in r["profile_ms"].items():
+            print(f"  {category:<12} {ms:>9.2f} ms {ms / total if total else 0:>7.1%}")
 
 
 def quality_guard(rows: list[dict]) -> dict:

@@ -29,5 +29,17 @@ def test_bench_train_smoke(tmp_path):
         (p, q) for p in ("tokenizer", "predictor") for q in ("fp32", "bf16")}
     for row in result["rows"]:
         assert row["bare_samples_s"] > 0 and row["loop_samples_s"] > 0 and row["peak_rss_gb"] > 0
+        assert row["shape_tflops"] > 0 and row["gemm_ms"] > 0 and row["gemm_calls"] >= row["gemm_shapes"] > 0
+        assert row["mfu_shapes"] > 0 and 0 < row["sdpa_flop_share"] < 1
+        profile = row["profile_ms"]
+        assert set(profile) == {"matmul", "attention", "norms", "elementwise", "quantizer", "optimizer", "casts",
+                                "other"}
+        assert all(v >= 0 for v in profile.values())
+        for category in ("matmul", "attention", "norms", "quantizer", "optimizer"):
+            assert profile[category] > 0, category
+        assert profile["other"] < 0.5 * sum(profile.values())
+        assert 0.2 < sum(profile.values()) / (row["fwd_bwd_ms"] + row["optimizer_ms"]) < 5  # the step, profiled
+    assert "matmul rate at the model's own shapes" in proc.stdout
+    assert "profile predictor bf16" in proc.stdout
     assert set(result["guard"]) == {"tokenizer", "predictor"}
     assert "quality guard predictor" in proc.stdout
