@@ -57,7 +57,7 @@ RUN_BY = [
      '"--standalone", "--nproc_per_node=2"'),
     (r"mlflow server --host 0\.0\.0\.0 --port 5000 --backend-store-uri postgresql://\S+ --artifacts-destination \S+",
      "tests/e2e/test_postgres.py", '"--artifacts-destination"'),
-    (r"chromium --headless .*", "tests/docs/test_screenshot.py", "--virtual-time-budget"),
+    (r"chromium --headless .*", "tests/e2e/test_screenshot.py", "--virtual-time-budget"),
     (r"optuna (study-names|trials|best-trial) --storage sqlite:///outputs/optuna\.db.*",
      "tests/docs/test_optuna_study.py", 'names, trials, best = _commands("optuna ")'),
     (r"optuna-dashboard sqlite:///outputs/optuna\.db", "tests/docs/test_optuna_study.py", "optuna-dashboard"),
