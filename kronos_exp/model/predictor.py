@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import CrossAttention, KVCache, RMSNorm, TransformerBlock
+from .blocks import CrossAttention, Dropout, KVCache, RMSNorm, TransformerBlock
 from .checkpoint import PretrainedMixin, constructor_config
 from .decoding import DecodeCache, step_hidden, step_s2_hidden
 
@@ -111,7 +111,7 @@ class Kronos(PretrainedMixin, nn.Module):
         self.s1_vocab_size = 2 ** s1_bits
         self.embedding = HierarchicalEmbedding(s1_bits, s2_bits, d_model)
         self.time_emb = TemporalEmbedding(d_model, learn_te)
-        self.token_drop = nn.Dropout(token_dropout_p)
+        self.token_drop = Dropout(token_dropout_p)
         self.transformer = nn.ModuleList(TransformerBlock(d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p,
                                                           resid_dropout_p) for _ in range(n_layers))
         self.norm = RMSNorm(d_model)
