@@ -90,3 +90,14 @@ def test_no_decay_groups_exempt_biases_norms_and_embeddings_and_are_off_by_defau
     tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     assert all(p.ndim == 2 and id(p) not in tables for p in decay["params"])
     assert len(decay["params"]) + len(exempt["params"]) == len(list(model.parameters()))
+
+
+def test_adamw_takes_torchs_fused_kernel_on_a_cpu_too():
+    """The fused kernel was asked for on CUDA only; on a CPU AdamW stepped each parameter with a
+    dozen ops (6.4 against 1.7 ms a step for the tokenizer's 88 tensors)."""
+    model = nn.Linear(4, 2)
+    optimizer = make_optimizer(param_groups(model, False), _settings(_section("tokenizer")))
+    assert optimizer.defaults["fused"] is True
+    s = _settings(_section("tokenizer"))
+    s.optimizer = lambda params, lr=1e-3: torch.optim.SGD(params, lr=lr)  # no fused argument: none asked
+    assert isinstance(make_optimizer(param_groups(model, False), s), torch.optim.SGD)
