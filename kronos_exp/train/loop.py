@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .batches import Batches, to_device
 from .distributed import EpochSampler, World, all_gather, all_reduce_sum, shard
 from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary
@@ -199,6 +200,7 @@ def fit(model: nn.Module, objective: Objective, train_set, val_set, s: FitSettin
     previous one (the caller records the digest it will accept when resuming).
     ``on_epoch_end(epoch, val_loss, last)`` hears each epoch's validation loss, after ``on_best``,
     and whether no epoch follows; an exception it raises stops training (a search's pruner does so)."""
+    keep_freed_memory()
     with stops_at_step_boundary():
         return _Training(model, objective, train_set, val_set, s, desc, on_state_saved,
                          on_epoch_end).run(log_metrics, on_best)
