@@ -1,6 +1,14 @@
 """The whole two-phase CLI run at the issue's "config P", timed from process start to exit.
 
-    python benchmarks/bench_config_p.py [--precision fp32 auto] [--extra predictor.token_cache_mb=0]
+    python benchmarks/bench_config_p.py [--precision fp32 auto] [--extra predictor.token_cache_mb=0] \
+        [--reference DIR]
+
+With ``--reference DIR`` (or ``KRONOS_REFERENCE=DIR``), a checkout of the reference implementation
+(shiyu-coder/Kronos, kept outside this repository; its ``model/`` and ``finetune_csv/`` are what runs,
+and they need ``einops`` and ``huggingface_hub``), its scripts run the same config P in the same
+process tree first: ``finetune_csv/train_sequential.py`` with a config written here (random init from
+the same architectures' ``config.json``, the same CSV and split, batch 16, one epoch per phase, CPU),
+and each of our cases is reported as a fraction of its wall time.
 
 Config P: a 5-minute CSV (the first 1,500 rows of the bundled sample: train/val/test 960/240/300),
 lookback 64, predict 8, batch 16, 1 epoch per phase, Kronos-Tokenizer-base and Kronos-mini
@@ -17,6 +25,7 @@ A new store is copied from the empty migrated store in the user cache (tracking/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sqlite3
@@ -30,14 +39,15 @@ import pandas as pd
 
 from kronos_exp.tracking.uris import default_tracking_uri, sqlite_path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host import describe  # noqa: E402
+from presets import preset  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "kronos_exp" / "data" / "bundled" / "sample_5min.csv"
 CONFIG_P = ["tokenizer=base", "predictor=mini", "data=csv", "data.lookback_window=64", "data.predict_window=8",
             "data.train_ratio=0.64", "data.val_ratio=0.16", "data.test_ratio=0.2", "tokenizer.batch_size=16",
             "predictor.batch_size=16", "tokenizer.epochs=1", "predictor.epochs=1"]
-# Outside training at config P for the reference scripts (their wall time less their epochs),
-# measured on the same machine kind when issue 20 was filed; the scripts are not part of this repository.
-REFERENCE_OUTSIDE_S = 4.0
 
 
 def write_csv(folder: Path) -> Path:
@@ -46,6 +56,43 @@ def write_csv(folder: Path) -> Path:
     path = folder / "config_p.csv"
     first.to_csv(path, index=False)
     return path
+
+
+def reference_config(folder: Path, csv: Path, workers: int) -> Path:
+    """The reference scripts' YAML for config P: random init from the presets' architectures."""
+    for group, name in (("tokenizer", "base"), ("predictor", "mini")):
+        (folder / group).mkdir()
+        (folder / group / "config.json").write_text(json.dumps(preset(group, name)))
+    path = folder / "reference.yaml"
+    path.write_text(f"""\
+data: {{data_path: "{csv}", lookback_window: 64, predict_window: 8, max_context: 512, clip: 5.0,
+       train_ratio: 0.64, val_ratio: 0.16, test_ratio: 0.2}}
+training: {{tokenizer_epochs: 1, basemodel_epochs: 1, batch_size: 16, log_interval: 50, num_workers: {workers},
+           seed: 42, tokenizer_learning_rate: 0.0002, predictor_learning_rate: 0.00004, adam_beta1: 0.9,
+           adam_beta2: 0.95, adam_weight_decay: 0.1, accumulation_steps: 1}}
+model_paths: {{pretrained_tokenizer: "{folder / 'tokenizer'}", pretrained_predictor: "{folder / 'predictor'}",
+              exp_name: config_p, base_path: "{folder / 'finetuned'}", base_save_path: "", finetuned_tokenizer: ""}}
+experiment: {{use_comet: false, train_tokenizer: true, train_basemodel: true, skip_existing: false, pre_trained: false}}
+device: {{use_cuda: false}}
+""")
+    return path
+
+
+def run_reference(reference: Path, workers: int, env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds of the reference scripts at config P, from process start to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = reference_config(folder, write_csv(folder), workers)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "train_sequential.py", "--config", str(config)],
+                              cwd=reference / "finetune_csv", env={**env, "PYTHONPATH": str(reference)},
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if proc.returncode:
+            sys.exit("the reference scripts failed:\n" + (proc.stdout + proc.stderr)[-3000:])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def rates(log: str) -> dict[str, str]:
@@ -73,10 +120,18 @@ def main() -> None:
     p.add_argument("--precision", nargs="+", default=["fp32", "auto"])
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every run")
     p.add_argument("--cold-store", action="store_true", help="no store template yet: the run migrates a new store")
+    p.add_argument("--reference", type=Path, default=os.environ.get("KRONOS_REFERENCE"),
+                   help="a checkout of shiyu-coder/Kronos: its scripts run config P first")
+    p.add_argument("--reference-workers", type=int, default=0, help="the reference's DataLoader num_workers")
     args = p.parse_args()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+    print(f"# {describe()}")
+    reference_s = None
+    if args.reference:
+        reference_s, reference_cpu = run_reference(args.reference.resolve(), args.reference_workers, env)
+        print(f"reference scripts: {reference_s:.1f} s wall, {reference_cpu:.1f} s CPU", flush=True)
     print(f"{'precision':<10}{'run s':>8}{'cpu s':>8}{'train s':>9}{'outside s':>11}{'tokenizer/s':>13}"
-          f"{'predictor/s':>13}{'peak RSS GB':>13}")
+          f"{'predictor/s':>13}{'peak RSS GB':>13}{'of ref':>8}")
     for precision in args.precision:
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
@@ -97,9 +152,9 @@ def main() -> None:
             r = rates(proc.stderr + proc.stdout)
             train = training_seconds(cwd)
             print(f"{precision:<10}{seconds:>8.1f}{cpu:>8.1f}{train:>9.1f}{seconds - train:>11.1f}"
-                  f"{r.get('tokenizer', '?'):>13}{r.get('predictor', '?'):>13}{rss:>13.2f}", flush=True)
-    print(f"outside s: wall time less the phases' training; reference scripts: ~{REFERENCE_OUTSIDE_S:.0f} s "
-          "(issue 20, same machine kind)")
+                  f"{r.get('tokenizer', '?'):>13}{r.get('predictor', '?'):>13}{rss:>13.2f}"
+                  f"{(f'{seconds / reference_s:.2f}' if reference_s else '-'):>8}", flush=True)
+    print("outside s: wall time less the phases' training; of ref: wall time over the reference scripts' wall time")
 
 
 if __name__ == "__main__":

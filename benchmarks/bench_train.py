@@ -22,7 +22,8 @@ and precision it reports:
 - the ceiling where the work is: every matmul of one step (forward + backward, recorded at dispatch
   with its shapes, dtype and layout) replayed alone, so the step's matmul time at those rates, the
   FLOP-weighted rate at the model's own shapes, and MFU against it (fused attention is not replayed:
-  its share of the FLOPs of matmuls and attention together is reported beside);
+  its share of the FLOPs of matmuls and attention together is reported beside; on a CPU in bf16
+  attention is two batched matmuls, replayed with the others, and that share is 0);
 - a per-op profile of a few steady-state bare steps (``torch.profiler``, self time) grouped as
   matmul, attention, norms, elementwise, quantizer, optimizer, casts and other (--profile-steps 0
   skips it);
@@ -54,16 +55,19 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from kronos_exp.data.windows import WindowDataset, time_features  # noqa: E402
 from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
+from kronos_exp.model import blocks  # noqa: E402
 from kronos_exp.model.blocks import RMSNorm  # noqa: E402
 from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
 from kronos_exp.model.quantizer import BSQuantizer  # noqa: E402
 from kronos_exp.train import FitSettings, fit  # noqa: E402
+from kronos_exp.train.allocator import keep_freed_memory  # noqa: E402
 from kronos_exp.train.batches import Batches, to_device  # noqa: E402
 from kronos_exp.train.loop import forward_backward, grad_scaler, on_gpu, optimizer_step  # noqa: E402
 from kronos_exp.train.optim import make_optimizer  # noqa: E402
 from kronos_exp.train.precision import full_precision, resolve_device, resolve_precision  # noqa: E402
 from kronos_exp.train.token_cache import tokenize_within  # noqa: E402
 
+from host import describe  # noqa: E402
 from presets import preset  # noqa: E402
 
 # --clock cpu: this process's CPU time instead of wall time. On a machine shared with other jobs,
@@ -204,7 +208,7 @@ def shape_rates(calls: dict, device: torch.device, seconds: float = 0.05) -> dic
             "shape_tflops": total_flop / total_s / 1e12}
 
 
-SCOPES = ("optimizer", "quantizer", "norms")
+SCOPES = ("optimizer", "quantizer", "norms", "attention")
 CATEGORIES = ("matmul", "attention", "norms", "elementwise", "quantizer", "optimizer", "casts", "other")
 ELEMENTWISE = {"add", "add_", "mul", "mul_", "div", "div_", "sub", "rsub", "pow", "neg", "exp", "log", "sqrt",
                "rsqrt", "silu", "gelu", "sigmoid", "tanh", "where", "abs", "sign", "clamp", "maximum", "minimum",
@@ -228,7 +232,7 @@ def op_category(name: str) -> str | None:
 
 
 def categorize(events) -> dict[str, float]:
-    """Self time per category: a benchmark scope (optimizer, quantizer, norms) on the event's stack
+    """Self time per category: a benchmark scope (optimizer, quantizer, norms, attention) on the event's stack
     wins, then its outermost op with a category; backward nodes follow their forward op's scope.
     On CUDA the self time is the kernels' time, attached to the CPU ops that launched them."""
     events = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
@@ -279,6 +283,9 @@ def op_profile(model, objective, batch, s, scaler, optimizer, params, steps: int
     modules = [*model.modules(), *getattr(getattr(objective, "tokenizer", None), "modules", list)()]
     wrapped = scoped([m for m in modules if isinstance(m, BSQuantizer)], "quantizer")
     wrapped += scoped([m for m in modules if isinstance(m, RMSNorm)], "norms")
+    # Attention as the blocks call it: a fused kernel, or on a CPU in bf16 two matmuls around a softmax.
+    attention = blocks.attention
+    blocks.attention = lambda *a, **k: _scope_call("attention", attention, *a, **k)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device.type == "cuda" else [])
     try:
         with profile(activities=activities) as prof:
@@ -288,6 +295,7 @@ def op_profile(model, objective, batch, s, scaler, optimizer, params, steps: int
                     optimizer_step(optimizer, scaler, params, s.grad_clip)
             sync(s.device)
     finally:
+        blocks.attention = attention
         for m in wrapped:
             del m.forward
     return {k: v / 1e3 / steps for k, v in categorize(prof.events()).items()}
@@ -423,11 +431,13 @@ def main() -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as fit does: the bare step too reuses freed memory
     device = resolve_device(args.device)
     train = synthetic_split(args.train_rows, 0, args.lookback, args.predict)
     val = synthetic_split(args.val_rows, 1, args.lookback, args.predict)
     phases = ["tokenizer", "predictor"] if args.phase == "both" else [args.phase]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{describe()}, {torch.get_num_threads()} threads")
     print(f"# {name}; {args.clock} clock; torch {torch.__version__}; windows train/val {len(train)}/{len(val)}; "
           f"batch {args.batch}; window {args.lookback}+{args.predict}; compile={args.compile}", flush=True)
     rows = []

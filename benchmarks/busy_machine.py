@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import signal
 import statistics
@@ -46,6 +45,9 @@ import torch
 
 from kronos_exp.train.threads import other_runnable_tasks
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host import describe  # noqa: E402
+
 CASES = ["quiet-auto", "quiet-old", "busy-auto", "busy-old"]
 TARGET = 3.0
 INF = float("inf")
@@ -55,16 +57,6 @@ def fmt(value: float | None, width: int, digits: int) -> str:
     """A number for the table: "-" when unknown, ">cap" for a run stopped at the cap (inf)."""
     text = "-" if value is None else (">cap" if value == INF else f"{value:.{digits}f}")
     return f"{text:>{width}}"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 SPIN = "while True: pass"
@@ -132,7 +124,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     loops_n = round(args.load * cores)
     overrides = (["experiment=smoke"] if args.fast else []) + args.extra
-    print(f"# {cpu_name()}; {cores} cores; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}); "
+    print(f"# {describe()}; torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}); "
           f"python -m kronos_exp phases=both {' '.join(overrides)}; busy: {loops_n} busy loops, "
           f"--load-session {args.load_session}", flush=True)
     subprocess.run([sys.executable, "-c", "import kronos_exp.pipeline"], check=True)  # warm the file cache

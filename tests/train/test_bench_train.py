@@ -30,7 +30,13 @@ def test_bench_train_smoke(tmp_path):
     for row in result["rows"]:
         assert row["bare_samples_s"] > 0 and row["loop_samples_s"] > 0 and row["peak_rss_gb"] > 0
         assert row["shape_tflops"] > 0 and row["gemm_ms"] > 0 and row["gemm_calls"] >= row["gemm_shapes"] > 0
-        assert row["mfu_shapes"] > 0 and 0 < row["sdpa_flop_share"] < 1
+        assert row["mfu_shapes"] > 0
+        # On a CPU in bf16 attention is two matmuls, replayed with the others; else a fused kernel (the
+        # predictor's frozen tokenizer encodes in fp32, so its step keeps some).
+        if (row["phase"], row["precision"]) == ("tokenizer", "bf16"):
+            assert row["sdpa_flop_share"] == 0
+        else:
+            assert 0 < row["sdpa_flop_share"] < 1
         profile = row["profile_ms"]
         assert set(profile) == {"matmul", "attention", "norms", "elementwise", "quantizer", "optimizer", "casts",
                                 "other"}
