@@ -12,17 +12,34 @@ each step in a child process of its own, so each peak RSS is that step's alone:
     load_series Parquet    ours on the .parquet file ("not supported" while the reader lacks it)
     first load, cached     load_series + writing the cache of validated series (data/cache.py)
     cached load            a later job's load: the cache, memory-mapped; then every page read
-    build_datasets         load + split + index, then random __getitem__, batch(), a DataLoader
+    build_datasets         load + split + index (every window: no max_train_windows), then random
+                           __getitem__, batch(), a DataLoader (its peak RSS counts what these keep;
+                           the note gives the peak once the datasets are built)
 
 and prints a table: time, time / pandas.read_csv, peak RSS, the RSS after the imports (python,
 numpy, pandas, pyarrow, torch), and the peak above those imports over the size of the final
 arrays (6 features + 5 calendar features, float32: 44 bytes a row).
+
+Then the CLI's figures beside the reader's: for the CSV and the Parquet file, the real command
+
+    python -m kronos_exp data=csv data.path=FILE data.symbol_column=symbol phases=tokenizer \
+        tokenizer.epochs=1 data.max_train_windows=64 data.max_eval_windows=16 device=cpu precision=fp32
+
+(the smallest training: the tiny tokenizer, one epoch of 64 windows, 16 to validate; every row is
+still read, checked, cached and split) in a fresh working folder of its own (its own MLflow
+SQLite store and series cache, so the load is a first one that writes the cache;
+MLFLOW_DISABLE_TELEMETRY=true). `time s` is the data step as the CLI logs it ("data: N series from
+... in S s"); `peak RSS MB` is the whole process's ru_maxrss (os.wait4); `imports MB` is that of the
+same command on a tiny file (20,000 rows, 5 series: the imports, the model, MLflow), and
+`above/arrays` the difference over the final arrays.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import subprocess
 import sys
@@ -102,6 +119,7 @@ def _windows(path: str, samples: int, batches: int) -> dict:
     from kronos_exp.data import build_datasets
 
     splits, seconds = timed(lambda: build_datasets(_config(path)))
+    built_mb = _peak_mb()  # the sampling below keeps its items, batches and loader batches: not the data's
     ds = splits.train
     rng = np.random.default_rng(0)
     ds[0]  # warm-up
@@ -111,7 +129,7 @@ def _windows(path: str, samples: int, batches: int) -> dict:
     torch.manual_seed(0)
     _, t_loader = timed(lambda: [next(loader) for _ in range(batches)])
     return {"seconds": seconds, "rows": int(sum(d.lengths.sum() for d in (splits.train, splits.val, splits.test))),
-            "note": f"{len(splits.train):,} train windows; {samples / t_item:,.0f} items/s, "
+            "note": f"peak {built_mb:,.0f} MB when built; {len(splits.train):,} train windows; {samples / t_item:,.0f} items/s, "
                     f"{batches * 64 / t_batch:,.0f} batch()/s, {batches * 64 / t_loader:,.0f} DataLoader/s"}
 
 
@@ -153,16 +171,49 @@ def _child(args: argparse.Namespace, step: str, path: Path, cache: Path | None =
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# -- the CLI, in a process of its own ------------------------------------------------------------------
+
+CLI_OVERRIDES = ["data=csv", "data.symbol_column=symbol", "phases=tokenizer", "tokenizer.epochs=1",
+                 "data.max_train_windows=64", "data.max_eval_windows=16", "device=cpu", "precision=fp32"]
+_DATA_LINE = re.compile(r"data: \d+ series from \d+ file\(s\) in ([0-9.]+) s")
+
+
+def _cli(path: Path) -> dict:
+    """`python -m kronos_exp` on `path` in a fresh folder: the data step's seconds from its log, its
+    peak RSS (ru_maxrss of this child alone, by os.wait4)."""
+    with tempfile.TemporaryDirectory() as work:
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        with open(Path(work) / "cli.log", "w+") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "kronos_exp", f"data.path={path}", *CLI_OVERRIDES],
+                                    cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            log.seek(0)
+            text = log.read()
+    found = _DATA_LINE.search(text)
+    if proc.returncode != 0 or not found:
+        last = text.strip().splitlines()[-1] if text.strip() else f"exit {proc.returncode}"
+        return {"note": f"failed: {last[:90]}"}
+    return {"seconds": float(found.group(1)), "peak_mb": usage.ru_maxrss / 1024}
+
+
 # -- the parent: files, children, table ---------------------------------------------------------------
 
 def _files(folder: Path, rows: int, symbols: int) -> tuple[Path, Path, str]:
     csv, parquet = folder / f"bench_{rows}_{symbols}.csv", folder / f"bench_{rows}_{symbols}.parquet"
     if csv.exists() and parquet.exists():
         return csv, parquet, "reused"
-    frame, seconds = timed(lambda: write_frame(rows, symbols))
-    _, t_csv = timed(lambda: frame.to_csv(csv, index=False))
-    frame.to_parquet(parquet, index=False)
-    return csv, parquet, f"written in {seconds + t_csv:.0f} s"
+    # In a child: the parent, whose RSS each child's ru_maxrss starts from, never holds the frame.
+    t = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--step", "write", "--path", str(csv), "--rows", str(rows),
+                    "--symbols", str(symbols)], check=True)
+    return csv, parquet, f"written in {time.perf_counter() - t:.0f} s"
+
+
+def _write(csv: Path, rows: int, symbols: int) -> None:
+    frame = write_frame(rows, symbols)
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(csv.with_suffix(".parquet"), index=False)
 
 
 def _table(results: list[tuple[str, dict]], baseline: float | None, array_mb: float) -> None:
@@ -174,7 +225,7 @@ def _table(results: list[tuple[str, dict]], baseline: float | None, array_mb: fl
                      f"{s / baseline:.2f}x" if s is not None and baseline else "-",
                      f"{r['peak_mb']:,.0f}" if "peak_mb" in r else "-",
                      f"{r['imports_mb']:,.0f}" if "imports_mb" in r else "-",
-                     f"{(r['peak_mb'] - r['imports_mb']) / array_mb:.2f}x" if "seconds" in r else "-",
+                     f"{(r['peak_mb'] - r['imports_mb']) / array_mb:.2f}x" if "seconds" in r and "imports_mb" in r else "-",
                      r.get("note", "")))
     w = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for r in rows:
@@ -192,6 +243,9 @@ def main() -> None:
     p.add_argument("--path", help=argparse.SUPPRESS)
     p.add_argument("--cache", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.step == "write":
+        _write(Path(args.path), args.rows, args.symbols)
+        return
     if args.step:
         print(json.dumps(_step(args)))
         return
@@ -213,6 +267,20 @@ def main() -> None:
         print(f"{args.rows:,} rows, {args.symbols} series; CSV {csv.stat().st_size / 1e6:,.0f} MB, Parquet "
               f"{parquet.stat().st_size / 1e6:,.0f} MB ({how}); final arrays {array_mb:,.0f} MB; one process per step")
         _table(results, results[0][1].get("seconds"), array_mb)
+
+        (Path(tmp) / "tiny").mkdir()
+        tiny_csv, _, _ = _files(Path(tmp) / "tiny", 20_000, 5)
+        base = {kind: _cli(tiny) for kind, tiny in (("CSV", tiny_csv), ("Parquet", tiny_csv.with_suffix(".parquet")))}
+        cli = []
+        for kind, path in (("CSV", csv), ("Parquet", parquet)):
+            r = _cli(path)
+            if "peak_mb" in r and "peak_mb" in base[kind]:
+                r["imports_mb"] = base[kind]["peak_mb"]
+            r.setdefault("note", f"python -m kronos_exp {' '.join(CLI_OVERRIDES[:2])} ... (data step as logged)")
+            cli.append((f"CLI {kind}", r))
+        print(f"\nthe CLI: its data step as it logs it; peak RSS of the whole process; imports MB = the same "
+              f"command's on a {20_000:,}-row file")
+        _table(cli, results[0][1].get("seconds"), array_mb)
 
 
 if __name__ == "__main__":

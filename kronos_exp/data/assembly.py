@@ -153,10 +153,13 @@ def assemble_series(
     c: DataConfig,
     report: FileReport,
     offsets: Optional[np.ndarray] = None,
+    into: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> Series:
     """Sort, check duplicates, apply the NaN policy and the volume/amount rules to one series.
     ``ts`` are UTC instants (ordering, duplicates); ``offsets`` turn them back into the
-    wall-clock times the file wrote (what the series keeps, for the calendar features)."""
+    wall-clock times the file wrote (what the series keeps, for the calendar features).
+    ``into``: float32 values [>= T, 6] and datetime64[ns] timestamps [>= T] whose first T rows
+    the series' arrays become (views), instead of arrays of their own."""
     label = f"{file}" + (f" (series {name!r})" if name else "")
     names = list(feats)
     matrix = np.stack([feats[k] for k in names], axis=1) if names else np.empty((len(ts), 0))
@@ -169,7 +172,10 @@ def assemble_series(
 
     col = {k: rows.matrix[:, i] for i, k in enumerate(names)}
     n = len(rows.ts)
-    out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
+    if into is not None and rows.matrix.dtype == np.float32:
+        out = into[0][:n]
+    else:
+        out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
     for i, k in enumerate(PRICE_COLUMNS):
         out[:, i] = col[k]
     with np.errstate(over="ignore"):  # a value float32 cannot hold: check_magnitude names it
@@ -177,4 +183,10 @@ def assemble_series(
             col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
         out[:, 4], out[:, 5] = volume_and_amount(col, n)
     check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col, file=file)
-    return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32, copy=False))
+    if into is None:
+        return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32, copy=False))
+    values, timestamps = into[0][:n], into[1][:n]
+    if out is not values:
+        values[...] = out
+    np.add(rows.ts, rows.offsets, out=timestamps)
+    return Series(name=name, source=file, timestamps=timestamps, values=values)

@@ -13,8 +13,11 @@ file loads with one pass over its rows.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -170,13 +173,46 @@ class _Collector:
             log.info("%s: column %r is empty; treated as missing", lay.file, lay.cols[name])
         keep = [k for k, name in enumerate(self.names) if name not in optional]
         order = sorted(self.symbols.items()) if lay.symbol_col is not None else [("", 0)]
+        # The file's series end to end in one array each (their arrays are views): the rows in two
+        # large blocks, which go back to the system whole, not in many small heap blocks that
+        # stay resident after they are freed; and build_datasets' panel, when one file is read.
+        total = sum(len(p.ts) for pieces in self.pieces.values() for p in pieces)
+        values = np.empty((total, len(FEATURES)), dtype=np.float32)
+        timestamps = np.empty(total, dtype="datetime64[ns]")
         out: list[tuple[Optional[str], Series]] = []
+        at = freed = 0
+        every = max(4 * CHUNK_ROWS, total // 16)  # rows between trims: a sixteenth of the file at most held twice
         for symbol, code in order:
             rows = _join(self.pieces.pop(code))  # its pieces are let go once it is assembled
             feats = {self.names[k]: rows.values[:, k] for k in keep}
-            series = assemble_series(symbol, lay.file, rows.ts, feats, rows.lines, self.c, self.report, rows.offsets)
+            series = assemble_series(symbol, lay.file, rows.ts, feats, rows.lines, self.c, self.report, rows.offsets,
+                                     into=(values[at:], timestamps[at:]))
+            at += len(series)
             out.append((symbol if lay.symbol_col is not None else None, series))
+            freed += len(series)
+            if freed >= every:  # the pieces let go so far: back to the system as the block fills
+                _trim_heap()
+                freed = 0
         return out
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+    The chunks' arrays are freed into the heap in many blocks, which glibc keeps resident; without
+    this a file's pieces and the series built from them would both count in the read's peak."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the C library the process runs on
+    except (OSError, AttributeError):  # not glibc (musl): its heap is its own business
+        return None
 
 
 def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
@@ -184,7 +220,9 @@ def _fits_float32(values: np.ndarray, c: DataConfig) -> None:
     limit = float(np.finfo(np.float32).max) / (2 * c.clip + 1)
     tiny = float(np.finfo(np.float32).tiny)
     magnitude = np.abs(values)
-    if (magnitude > limit).any() or ((values != 0) & (magnitude < tiny)).any():
+    if np.fmax.reduce(magnitude, initial=0.0) > limit:  # fmax: missing values (NaN) are not values
+        raise ReadAgain
+    if (magnitude < tiny).any() and ((values != 0) & (magnitude < tiny)).any():
         raise ReadAgain
 
 

@@ -11,7 +11,7 @@ a window the model was trained on and a context it forecasts from are built the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -80,18 +80,20 @@ def lookback_denormalize(x: Any, mean: Any, std: Any) -> Any:
     return x * (std + EPS) + mean
 
 
-def time_features(timestamps: Any) -> np.ndarray:
+def time_features(timestamps: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Calendar features float32 [T, 5] in TIME_FEATURES order: minute, hour, weekday (Monday=0),
     day of month, month. Accepts datetime64 arrays, a DatetimeIndex or a Series of datetimes;
     zone-aware input gives its wall-clock time (a New York 09:30 bar is hour 9, on either side
-    of a DST change), as the published Kronos code and the CSV loader do."""
+    of a DST change), as the published Kronos code and the CSV loader do. ``out``: a float32
+    [T, 5] array to write them into (returned)."""
     if isinstance(timestamps, pd.Series):
         index = pd.DatetimeIndex(timestamps.to_numpy() if timestamps.dt.tz is None else timestamps)
     else:
         index = pd.DatetimeIndex(timestamps)
     if index.tz is not None:
         index = index.tz_localize(None)  # drops the zone, keeps the local time
-    out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(index), len(TIME_FEATURES)), dtype=np.float32)
     out[:, 0] = index.minute
     out[:, 1] = index.hour
     out[:, 2] = index.day_of_week  # Monday=0

@@ -108,6 +108,7 @@ def read_file(path: Path, c: DataConfig) -> list[tuple[Optional[str], Series]]:
     else:
         out = _read_csv_source(lambda: open(path, "rb"), str(path), c)
     after = os.stat(path)
+    pa.default_memory_pool().release_unused()  # the pool keeps what the read freed, for the run, unless told
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise DataError(f"{path}: the file changed while it was read; read it again once it is written")
     return out

@@ -10,6 +10,7 @@ Messages count rows from 1. A file pyarrow cannot open is one DataError naming i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,7 @@ from . import collect
 from .collect import Chunks, Layout, collect_series
 from .columns import resolve_columns, symbol_column_hint
 from .config import DataConfig, DataError
-from .digest import file_sha256
+from .digest import stream_sha256
 
 # What pandas.read_csv reads as missing by default: a text column of a table follows the same rule.
 NA_TEXT = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -56,8 +57,18 @@ class _Table:
             if whole:
                 yield from self.parquet.read(columns=columns).combine_chunks().to_batches()
                 return
-            for group in range(self.parquet.num_row_groups):  # whole row groups read faster than batches
-                yield from self.parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=collect.CHUNK_ROWS)
+            # Whole row groups read faster than batches; the next one is read (pyarrow lets go of the
+            # GIL) while this one's rows are checked.
+            groups = range(self.parquet.num_row_groups)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet") as pool:
+                ahead = [pool.submit(self.parquet.read_row_group, g, columns=columns) for g in groups[:1]]
+                for g in groups:
+                    group = ahead.pop().result()
+                    if g + 1 < len(groups):
+                        ahead.append(pool.submit(self.parquet.read_row_group, g + 1, columns=columns))
+                    yield from group.to_batches(max_chunksize=collect.CHUNK_ROWS)
+                    del group
+                    pa.default_memory_pool().release_unused()  # a row group's memory, not kept for the next
             return
         table = self._ipc().read_all().select(columns)
         yield from (table.combine_chunks().to_batches() if whole else table.to_batches(max_chunksize=collect.CHUNK_ROWS))
@@ -99,8 +110,18 @@ def _chunks(table: _Table, columns: list[str], file: str) -> Chunks:
 
 
 def read_table(path: Path, file: str, c: DataConfig) -> list[tuple[Optional[str], Series]]:
-    """Read and validate one Parquet or Feather/Arrow file: (symbol or None, series) pairs."""
-    digest = file_sha256(path)
+    """Read and validate one Parquet or Feather/Arrow file: (symbol or None, series) pairs. The
+    file's sha256 is computed in a thread while its rows are decoded and checked (hashlib lets go
+    of the GIL), so the digest costs no time of its own on a second core."""
+    with open(path, "rb") as fh, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        digest = pool.submit(stream_sha256, fh)
+        try:
+            return _read_table(path, file, c, digest)
+        finally:
+            digest.cancel()
+
+
+def _read_table(path: Path, file: str, c: DataConfig, digest: Future) -> list[tuple[Optional[str], Series]]:
     try:
         table = _Table(path)
     except (pa.ArrowException, OSError) as e:
@@ -114,4 +135,7 @@ def read_table(path: Path, file: str, c: DataConfig) -> list[tuple[Optional[str]
         return symbol_column_hint(next(_chunks(table, others, file)(True)) if others else None)
 
     layout = Layout(file=file, cols=cols, symbol_col=symbol_col, first_line=1)
-    return collect_series(_chunks(table, used, file), layout, c, digest, hint)
+    series = collect_series(_chunks(table, used, file), layout, c, "", hint)
+    for _, s in series:
+        s.source_sha256 = digest.result()
+    return series

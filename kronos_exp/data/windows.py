@@ -11,14 +11,17 @@ its lookback rows only, so nothing from the forecast horizon leaks into the mode
 
     x = clip((window - mean(lookback)) / (std(lookback) + 1e-5), -clip, clip)   (frame.lookback_normalize)
 
-A split is stored as one contiguous float32 array (all its series end to end) plus an index of
-window starts; `__getitem__` slices and normalizes with numpy, no pandas per sample.
+build_datasets keeps the panel once: every series end to end in one float32 array of values, one of
+calendar features and one of timestamps, which the three splits share (each with its series' rows
+and an index of window starts) and of which the series' own arrays are views; `__getitem__`
+slices and normalizes with numpy, no pandas per sample.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -49,9 +52,12 @@ class DeviceWindows:
 
     def __init__(self, windows: "WindowDataset", device: torch.device):
         self.window, self.lookback_window, self.clip = windows.window, windows.lookback_window, windows.clip
-        self.values = torch.from_numpy(windows._values).to(device)
-        self.stamps = torch.from_numpy(windows._stamps).to(device)
-        self.first_row = torch.from_numpy(windows._first_row).to(device)
+        # Only this split's rows go to the device (build_datasets' splits share one panel on the host).
+        rows = windows.split_rows()
+        self.values = torch.from_numpy(windows._values[rows]).to(device)
+        self.stamps = torch.from_numpy(windows._stamps[rows]).to(device)
+        packed = np.cumsum(windows.lengths) - windows.lengths  # series k's first row among the split's rows
+        self.first_row = torch.from_numpy(packed[windows.index[:, 0]] + windows.index[:, 1]).to(device)
         self.arange = torch.arange(self.window, device=device)
 
     def __len__(self) -> int:
@@ -104,8 +110,6 @@ class WindowDataset(Dataset):
         for k, (v, s) in enumerate(zip(values, stamps)):
             if len(v) != len(s):
                 raise ValueError(f"series {self.names[k]}: {len(v)} value rows but {len(s)} stamp rows")
-        self.lengths = lengths
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # series k: rows offsets[k]:offsets[k+1]
         width_v = values[0].shape[1] if len(values) else len(FEATURES)
         width_s = stamps[0].shape[1] if len(stamps) else len(TIME_FEATURES)
         self._values = np.ascontiguousarray(np.concatenate(values) if len(values) else np.empty((0, width_v)), dtype=np.float32)
@@ -113,21 +117,56 @@ class WindowDataset(Dataset):
         self._timestamps = (
             np.concatenate(timestamps).astype("datetime64[ns]") if timestamps is not None and len(timestamps) else None
         )
+        self._index_windows(np.cumsum(lengths) - lengths, lengths, max_windows)
 
-        series_idx, starts = [], []
-        for k in range(len(lengths)):
-            s = self.starts(k)
-            series_idx.append(np.full(len(s), k, dtype=np.int64))
-            starts.append(s)
-        index = np.stack([np.concatenate(series_idx), np.concatenate(starts)], axis=1) if starts else np.empty((0, 2), np.int64)
-        self.total_windows = len(index)
-        index = index[_even_subsample(len(index), max_windows)]
+    @classmethod
+    def over_panel(cls, values: np.ndarray, stamps: np.ndarray, timestamps: Optional[np.ndarray], first: Sequence[int],
+                   lengths: Sequence[int], lookback_window: int, predict_window: int, *, clip: float = WindowSpec.clip,
+                   stride: int = 1, max_windows: Optional[int] = None,
+                   names: Optional[Sequence[str]] = None) -> "WindowDataset":
+        """The windows of series k over rows ``first[k] : first[k] + lengths[k]`` of arrays that
+        hold the whole panel (float32 values [N, 6], stamps [N, 5], datetime64[ns] timestamps [N]),
+        shared, not copied: build_datasets gives the three splits one set of arrays, of which the
+        series' own are views. Items, batches and the index are those of the per-series constructor."""
+        self = cls.__new__(cls)
+        self.lookback_window, self.predict_window = int(lookback_window), int(predict_window)
+        self.window = self.lookback_window + self.predict_window
+        self.clip, self.stride = float(clip), int(stride)
+        self.names = list(names) if names is not None else [str(k) for k in range(len(lengths))]
+        self._values, self._stamps, self._timestamps = values, stamps, timestamps
+        self._index_windows(np.asarray(first, dtype=np.int64), np.asarray(lengths, dtype=np.int64), max_windows)
+        return self
+
+    def _index_windows(self, first: np.ndarray, lengths: np.ndarray, max_windows: Optional[int]) -> None:
+        """Series k is rows first[k] : first[k] + lengths[k] of the arrays: index its windows."""
+        self.lengths = lengths.astype(np.int64)
+        self.offsets = first.astype(np.int64)  # series k: rows offsets[k] : offsets[k] + lengths[k]
+        # Window j of the split is start (j - before[k]) * stride of the series k it falls in: the
+        # kept windows' (series, start) without listing every window first.
+        counts = -(-np.maximum(self.lengths - self.window + 1, 0) // self.stride)  # windows per series
+        ends = np.cumsum(counts)
+        self.total_windows = int(ends[-1]) if len(ends) else 0
+        kept = _even_subsample(self.total_windows, max_windows)  # a new array: worked on in place
+        index = np.empty((len(kept), 2), dtype=np.int64)
+        index[:, 0] = np.searchsorted(ends, kept, side="right")
+        kept -= (ends - counts)[index[:, 0]]
+        kept *= self.stride
+        index[:, 1] = kept
+        del kept
         self.index = np.ascontiguousarray(index)  # [M, 2]: (series, start row within the series' split)
-        self._first_row = self.offsets[self.index[:, 0]] + self.index[:, 1]  # [M] row in the contiguous array
+        self._first_row = self.offsets[self.index[:, 0]]  # [M] row in the contiguous array
+        self._first_row += self.index[:, 1]
         self._arange = np.arange(self.window, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def split_rows(self) -> np.ndarray | slice:
+        """The rows of the arrays this split's series occupy, in series order."""
+        ends = self.offsets + self.lengths
+        if len(self.lengths) == 0 or (self.offsets[0] == 0 and (self.offsets[1:] == ends[:-1]).all()):
+            return slice(0, int(ends[-1]) if len(ends) else 0)
+        return np.concatenate([np.arange(a, b) for a, b in zip(self.offsets, ends)])
 
     def _rows(self, i: int | tuple[int, int]) -> slice:
         """Rows of window i, or of the window at (series, start) (any window of the split, kept or not)."""
@@ -247,7 +286,21 @@ class Calendar:
 
     @classmethod
     def of(cls, series: list[Series], c: DataConfig) -> "Calendar":
-        union = np.unique(np.concatenate([s.timestamps for s in series]).astype("datetime64[ns]"))
+        # Series of one market share their dates: each series' timestamps once, then the distinct
+        # ones by hashing and sorted (np.unique would sort every row of the panel).
+        seen: dict[tuple, list[np.ndarray]] = {}
+        distinct = []
+        for s in series:
+            ts = s.timestamps.astype("datetime64[ns]", copy=False)
+            same = seen.setdefault((len(ts), ts[0], ts[-1]) if len(ts) else (0,), [])
+            if any(np.array_equal(ts, other) for other in same):
+                continue
+            if len(same) < 4:  # a few to compare with, not every series of a panel whose dates differ
+                same.append(ts)
+            distinct.append(ts)
+        stamps = np.concatenate(distinct) if distinct else np.empty(0, "datetime64[ns]")
+        union = np.sort(pd.unique(stamps.view(np.int64))).view("datetime64[ns]")
+        del stamps, distinct, seen
         n_train, n_val, n_test = split_sizes(len(union), c.train_ratio, c.val_ratio)
         return cls(union, union[min(n_train, len(union) - 1)], union[n_train + n_val] if n_test > 0 else None)
 
@@ -266,12 +319,12 @@ class Calendar:
 
 def _split_series(series: list[Series], calendar: Calendar, c: DataConfig,
                   need: int) -> tuple[dict[str, dict[str, list]], list]:
-    """Each series' rows per split by the panel's calendar (values, calendar features, timestamps,
-    names): a series joins the splits its dates fall in and holds `need` rows of. Also the series
-    that join none, with their rows per split."""
-    parts: dict[str, dict[str, list]] = {s: {"values": [], "stamps": [], "timestamps": [], "names": []} for s in SPLITS}
+    """Which rows of each series go to which split by the panel's calendar: per split, the series
+    (index into ``series``, first row, end row, name) in series order. A series joins the splits
+    its dates fall in and holds `need` rows of. Also the series that join none, with their rows per split."""
+    parts: dict[str, dict[str, list]] = {s: {"series": [], "lo": [], "hi": [], "names": []} for s in SPLITS}
     too_short, partial = [], []
-    for s in series:
+    for k, s in enumerate(series):
         _check_not_constant(s)
         bounds = calendar.bounds(s.timestamps)
         sizes = tuple(int(b) for b in np.diff(bounds))
@@ -282,19 +335,75 @@ def _split_series(series: list[Series], calendar: Calendar, c: DataConfig,
             continue
         if not every:
             partial.append(f"{s.name!r} ({', '.join(joined)})")
-        stamps = time_features(s.timestamps)
         for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
             if split not in joined:
                 continue
             p = parts[split]
-            p["values"].append(s.values[lo:hi])
-            p["stamps"].append(stamps[lo:hi])
-            p["timestamps"].append(s.timestamps[lo:hi])
+            p["series"].append(k)
+            p["lo"].append(int(lo))
+            p["hi"].append(int(hi))
             p["names"].append(s.name)
     if partial:
         log.info("data: %d series join only the splits their dates fill (%s rows each): %s", len(partial), need,
                  "; ".join(partial[:10]) + (f"; ... and {len(partial) - 10} more" if len(partial) > 10 else ""))
     return parts, too_short
+
+
+def _panel(series: list[Series], dates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every series' values, calendar features and timestamps end to end in one array each, and
+    each series' first row there. Each series' own arrays become views of the panel's as it is
+    copied in, so the rows are held once (their old arrays go as the panel fills). ``dates``: the
+    sorted union of the series' timestamps (Calendar.dates)."""
+    lengths = np.array([len(s) for s in series], dtype=np.int64)
+    first = np.cumsum(lengths) - lengths
+    n = int(lengths.sum())
+    stamps = np.empty((n, len(TIME_FEATURES)), dtype=np.float32)
+    joined = _joined(series, n)
+    if joined is not None:  # one file's series, already end to end (collect): no copy
+        values, timestamps = joined
+    else:
+        values = np.empty((n, len(FEATURES)), dtype=np.float32)
+        timestamps = np.empty(n, dtype="datetime64[ns]")
+    for s, a, m in zip(series, first, lengths) if joined is None else ():
+        rows = slice(int(a), int(a + m))
+        if joined is None:
+            values[rows] = s.values
+            timestamps[rows] = s.timestamps
+            s.values, s.timestamps = values[rows], timestamps[rows]
+    if 4 * len(dates) <= n:  # a panel's series share their dates: the features of each date, looked up
+        features = time_features(dates)
+        for s, a, m in zip(series, first, lengths):
+            np.take(features, np.searchsorted(dates, s.timestamps), axis=0, out=stamps[int(a): int(a + m)])
+    else:
+        time_features(timestamps, out=stamps)
+    return values, stamps, timestamps, first
+
+
+def _joined(series: list[Series], n: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The values [n, 6] and timestamps [n] that the series' arrays are consecutive views of,
+    when they are (the series of one file as `collect` gives them); else None."""
+    if not series:
+        return None
+    v0, t0 = series[0].values, series[0].timestamps
+    vb, tb = v0.base, t0.base
+    if not (isinstance(vb, np.ndarray) and isinstance(tb, np.ndarray) and type(vb) is np.ndarray
+            and type(tb) is np.ndarray and vb.dtype == np.float32 and tb.dtype == np.dtype("datetime64[ns]")
+            and vb.ndim == 2 and vb.shape[1] == len(FEATURES) and vb.flags.c_contiguous and tb.flags.c_contiguous
+            and len(vb) >= n and len(tb) >= n):
+        return None
+    values, timestamps = vb[:n], tb[:n]
+    at = 0
+    for s in series:
+        m = len(s)
+        if not (s.values.base is vb and s.timestamps.base is tb and s.values.shape == (m, len(FEATURES))
+                and s.values.__array_interface__["data"][0] == values[at:].__array_interface__["data"][0]
+                and s.timestamps.__array_interface__["data"][0] == timestamps[at:].__array_interface__["data"][0]
+                and s.values.strides == vb.strides and s.timestamps.strides == tb.strides):
+            return None
+        at += m
+    for s, a in zip(series, np.cumsum([0] + [len(s) for s in series[:-1]])):  # the series read the panel's rows
+        s.values, s.timestamps = values[int(a): int(a) + len(s)], timestamps[int(a): int(a) + len(s)]
+    return values, timestamps
 
 
 def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
@@ -324,6 +433,7 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
     prices never change.
     """
     c = validate_config(settings)
+    started = time.perf_counter()
     series = cached_series(c, cache_dir if c.cache else None)
     need = c.lookback_window + c.predict_window + 1
     calendar = Calendar.of(series, c)
@@ -331,30 +441,33 @@ def build_datasets(settings: Any, cache_dir: Optional[Path] = None) -> DataSplit
     if too_short:
         raise _too_short_error(too_short, need, c)
     for split in SPLITS[:3 if c.test_ratio > 0 else 2]:
-        if not parts[split]["values"]:
+        if not parts[split]["series"]:
             raise DataError(f"no series has {need} rows (lookback_window + predict_window + 1) in the {split} split "
                             f"({calendar.describe().get(split, 'no dates')}); use longer series, a smaller "
                             "data.lookback_window/data.predict_window, or other ratios")
 
+    values, stamps, timestamps, first = _panel(series, calendar.dates)
     caps = {"train": c.max_train_windows, "val": c.max_eval_windows, "test": c.max_eval_windows}
     datasets = {
-        split: WindowDataset(
-            p["values"],
-            p["stamps"],
+        split: WindowDataset.over_panel(
+            values,
+            stamps,
+            timestamps,
+            first[np.asarray(p["series"], dtype=np.int64)] + np.asarray(p["lo"], dtype=np.int64),
+            np.asarray(p["hi"], dtype=np.int64) - np.asarray(p["lo"], dtype=np.int64),
             c.lookback_window,
             c.predict_window,
             clip=c.clip,
             stride=c.stride,
             max_windows=caps[split],
             names=p["names"],
-            timestamps=p["timestamps"],
         )
         for split, p in parts.items()
     }
     summary = _summary(c, series, datasets, calendar)
     log.info(
-        "data: %d series from %d file(s), rows %s, windows %s",
-        summary["n_series"], summary["n_files"], summary["rows"], summary["windows"],
+        "data: %d series from %d file(s) in %.2f s, rows %s, windows %s",
+        summary["n_series"], summary["n_files"], time.perf_counter() - started, summary["rows"], summary["windows"],
     )
     if c.test_ratio == 0:
         log.info("data: test_ratio=0, so there is no test split: nothing is evaluated on held-out test windows")
