@@ -1,8 +1,8 @@
 """The optimizer and the learning-rate schedule the loop steps, built from ``_partial_`` configs.
 
 A phase's ``optimizer`` and ``scheduler`` config nodes (conf/optimizer/, conf/scheduler/) become
-partials here (``partial_of``), and the loop completes them with what only it knows: the parameters (grouped for weight decay), the fused kernel where torch has one, the number
-of optimizer steps. Without them (FitSettings built in code) the loop uses AdamW + OneCycle from
+partials here (``partial_of``), and the loop completes them with what only it knows: the parameters
+(grouped for weight decay), the fused kernel where torch has one, the number of optimizer steps. Without them (FitSettings built in code) the loop uses AdamW + OneCycle from
 the settings' own ``lr``, ``adam_betas``, ``weight_decay`` and ``pct_start``: the reference recipe.
 """
 from __future__ import annotations
@@ -48,12 +48,17 @@ def param_groups(model: nn.Module, no_decay_groups: bool) -> list:
     return [g for g in ({"params": decay}, {"params": exempt, "weight_decay": 0.0}) if g["params"]]
 
 
-def has_fused_kernel(device: torch.device) -> bool:
-    """Whether torch's fused Adam/AdamW kernels run on ``device``: CUDA, and CPUs from torch 2.4
-    (one kernel over every parameter instead of a dozen ops each: 4x faster at Kronos sizes)."""
+def wants_fused(factory, device: torch.device) -> bool:
+    """Whether to ask ``factory`` for torch's fused kernel (one kernel over every parameter instead
+    of a dozen ops each: 4x faster at Kronos sizes on a CPU): on CUDA wherever it takes ``fused``;
+    on a CPU for Adam and AdamW, whose fused CPU kernels torch has from 2.4."""
+    if "fused" not in inspect.signature(factory).parameters:
+        return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and tuple(int(n) for n in torch.__version__.split(".")[:2]) >= (2, 4)
+    cpu_fused = tuple(int(n) for n in torch.__version__.split(".")[:2]) >= (2, 4)
+    return device.type == "cpu" and cpu_fused and getattr(factory, "func", factory) in (torch.optim.Adam,
+                                                                                        torch.optim.AdamW)
 
 
 def make_optimizer(groups: list, s) -> torch.optim.Optimizer:
@@ -61,8 +66,7 @@ def make_optimizer(groups: list, s) -> torch.optim.Optimizer:
     where the device and the optimizer have one. The state stays fp32 whatever the precision."""
     factory = s.optimizer or functools.partial(torch.optim.AdamW, lr=s.lr, betas=s.adam_betas,
                                                weight_decay=s.weight_decay)
-    fused = has_fused_kernel(s.device) and "fused" in inspect.signature(factory).parameters
-    return factory(groups, **({"fused": True} if fused else {}))
+    return factory(groups, **({"fused": True} if wants_fused(factory, s.device) else {}))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, s, batches_per_epoch: int):

@@ -4,6 +4,7 @@ groups do what their configs say."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -99,5 +100,8 @@ def test_adamw_takes_torchs_fused_kernel_on_a_cpu_too():
     optimizer = make_optimizer(param_groups(model, False), _settings(_section("tokenizer")))
     assert optimizer.defaults["fused"] is True
     s = _settings(_section("tokenizer"))
-    s.optimizer = lambda params, lr=1e-3: torch.optim.SGD(params, lr=lr)  # no fused argument: none asked
-    assert isinstance(make_optimizer(param_groups(model, False), s), torch.optim.SGD)
+    s.optimizer = functools.partial(torch.optim.SGD, lr=1e-3)  # takes fused, but only Adam/AdamW are asked on a CPU
+    sgd = make_optimizer(param_groups(model, False), s)
+    assert isinstance(sgd, torch.optim.SGD) and not sgd.defaults["fused"]
+    s.optimizer = lambda params, lr=1e-3: torch.optim.Adam(params, lr=lr)  # no fused argument: none asked
+    assert not make_optimizer(param_groups(model, False), s).defaults["fused"]
