@@ -172,8 +172,9 @@ def assemble_series(
 
     col = {k: rows.matrix[:, i] for i, k in enumerate(names)}
     n = len(rows.ts)
-    if into is not None and rows.matrix.dtype == np.float32:
-        out = into[0][:n]
+    target = into[0][:n] if into is not None else None
+    if target is not None and rows.matrix.dtype == np.float32:
+        out = target
     else:
         out = np.empty((n, len(FEATURES)), dtype=rows.matrix.dtype)  # float32 after a chunked read
     for i, k in enumerate(PRICE_COLUMNS):
@@ -183,10 +184,9 @@ def assemble_series(
             col = {k: v.astype(np.float32, copy=False).astype(np.float64) for k, v in col.items()}
         out[:, 4], out[:, 5] = volume_and_amount(col, n)
     check_magnitude(label, out, rows.lines, c, computed_amount="amount" not in col, file=file)
-    if into is None:
+    if target is None:
         return Series(name=name, source=file, timestamps=rows.ts + rows.offsets, values=out.astype(np.float32, copy=False))
-    values, timestamps = into[0][:n], into[1][:n]
-    if out is not values:
-        values[...] = out
-    np.add(rows.ts, rows.offsets, out=timestamps)
-    return Series(name=name, source=file, timestamps=timestamps, values=values)
+    if out is not target:  # a float64 read: its values land in the block now
+        target[...] = out
+    timestamps = np.add(rows.ts, rows.offsets, out=into[1][:n])
+    return Series(name=name, source=file, timestamps=timestamps, values=target)

@@ -364,9 +364,8 @@ def _panel(series: list[Series], dates: np.ndarray) -> tuple[np.ndarray, np.ndar
     else:
         values = np.empty((n, len(FEATURES)), dtype=np.float32)
         timestamps = np.empty(n, dtype="datetime64[ns]")
-    for s, a, m in zip(series, first, lengths) if joined is None else ():
-        rows = slice(int(a), int(a + m))
-        if joined is None:
+        for s, a, m in zip(series, first, lengths):
+            rows = slice(int(a), int(a + m))
             values[rows] = s.values
             timestamps[rows] = s.timestamps
             s.values, s.timestamps = values[rows], timestamps[rows]
