@@ -54,13 +54,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from kronos_exp.data.windows import WindowDataset, time_features  # noqa: E402
+from kronos_exp.heap import keep_freed_memory  # noqa: E402
 from kronos_exp.model import Kronos, KronosTokenizer  # noqa: E402
 from kronos_exp.model import blocks  # noqa: E402
 from kronos_exp.model.blocks import RMSNorm  # noqa: E402
 from kronos_exp.model.losses import predictor_loss, tokenizer_loss  # noqa: E402
 from kronos_exp.model.quantizer import BSQuantizer  # noqa: E402
 from kronos_exp.train import FitSettings, fit  # noqa: E402
-from kronos_exp.train.allocator import keep_freed_memory  # noqa: E402
 from kronos_exp.train.batches import Batches, to_device  # noqa: E402
 from kronos_exp.train.loop import forward_backward, grad_scaler, on_gpu, optimizer_step  # noqa: E402
 from kronos_exp.train.optim import make_optimizer  # noqa: E402

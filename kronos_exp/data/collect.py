@@ -13,11 +13,8 @@ file loads with one pass over its rows.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import functools
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +23,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from ..heap import trim_heap
 from .assembly import DuplicateTimestampError, FileReport, Series, assemble_series
 from .checks import check_bars, check_not_negative, check_prices, parse_numeric, where
 from .config import DataConfig, DataError
@@ -191,28 +189,9 @@ class _Collector:
             out.append((symbol if lay.symbol_col is not None else None, series))
             freed += len(series)
             if freed >= every:  # the pieces let go so far: back to the system as the block fills
-                _trim_heap()
+                trim_heap()
                 freed = 0
         return out
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
-    The chunks' arrays are freed into the heap in many blocks, which glibc keeps resident; without
-    this a file's pieces and the series built from them would both count in the read's peak."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=None)
-def _malloc_trim() -> Optional[Callable[[int], int]]:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # the C library the process runs on
-    except (OSError, AttributeError):  # not glibc (musl): its heap is its own business
-        return None
 
 
 def _fits_float32(values: np.ndarray, c: DataConfig) -> None:

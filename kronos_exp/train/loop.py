@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory
+from ..heap import keep_freed_memory
 from .batches import Batches, to_device
 from .distributed import EpochSampler, World, all_gather, all_reduce_sum, shard
 from .interrupt import Interrupted, raise_if_stop_requested, stop, stop_requested, stops_at_step_boundary

@@ -1,4 +1,4 @@
-"""Training steps reuse the memory the previous step freed (train/allocator.py). The setting is
+"""Training steps reuse the memory the previous step freed (kronos_exp/heap.py). The setting is
 glibc's, for the whole process and for good, so each case runs in a process of its own."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ STEPS = """
 import resource, sys, torch
 from kronos_exp.model import KronosTokenizer
 from kronos_exp.model.losses import tokenizer_loss
-from kronos_exp.train.allocator import keep_freed_memory
+from kronos_exp.heap import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0); torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def test_fit_keeps_freed_memory():
 
     from fit_toys import data, fit_stopping_at
     from kronos_exp.train import FitSettings
-    from kronos_exp.train.allocator import keep_freed_memory
+    from kronos_exp.heap import keep_freed_memory
 
     keep_freed_memory.cache_clear()
     s = FitSettings(epochs=1, lr=1e-2, batch_size=8, weight_decay=0.0, adam_betas=(0.9, 0.95), pct_start=0.1,
