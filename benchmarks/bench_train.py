@@ -24,6 +24,11 @@ and precision it reports:
   FLOP-weighted rate at the model's own shapes, and MFU against it (fused attention is not replayed:
   its share of the FLOPs of matmuls and attention together is reported beside; on a CPU in bf16
   attention is two batched matmuls, replayed with the others, and that share is 0);
+- the memory traffic outside the matmuls: the bytes every other op of one step (the optimizer's
+  included) reads and writes, counted at dispatch, that traffic's time at the memory bandwidth
+  measured here (``c = a + b`` over arrays larger than the caches), and the bound it sets: the
+  matmuls' share of a step whose other ops each ran at that bandwidth, the most a step run op by
+  op can reach; only fused ops (fewer passes over memory) go past it;
 - a per-op profile of a few steady-state bare steps (``torch.profiler``, self time) grouped as
   matmul, attention, norms, elementwise, quantizer, optimizer, casts and other (--profile-steps 0
   skips it);
@@ -48,6 +53,7 @@ import pandas as pd
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,13 +165,15 @@ GEMMS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten
          torch.ops.aten.baddbmm.default}
 
 
-class GemmShapes(TorchDispatchMode):
-    """Counts each distinct matmul call of a step, below autocast, so dtypes are those that ran."""
+class StepOps(TorchDispatchMode):
+    """Each distinct matmul call of a step, below autocast, so dtypes are those that ran, and the bytes
+    every other op reads and writes (views move none): what that work costs at the memory bandwidth."""
 
     def __init__(self):
         super().__init__()
         self.calls: dict[tuple, int] = {}
         self.sdpa_flop = 0  # fused attention, outside the matmuls: 4 * B * H * L * S * E forward, twice that back
+        self.traffic = 0  # bytes read and written by the ops outside the matmuls
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if "scaled_dot_product" in func.name():
@@ -178,7 +186,47 @@ class GemmShapes(TorchDispatchMode):
                          if isinstance(a, torch.Tensor) else a for a in args)
             key = (func, spec, tuple(sorted((kwargs or {}).items())))
             self.calls[key] = self.calls.get(key, 0) + 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        if func not in GEMMS:
+            self.traffic += op_traffic(func, args, kwargs or {}, out)
+        return out
+
+
+def _tensors(values) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(values)[0] if isinstance(t, torch.Tensor)]
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    """The bytes a pass over ``t`` touches: its elements, or its storage when it is a broadcast of less."""
+    return min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+
+
+def op_traffic(func, args, kwargs, out) -> int:
+    """Bytes ``func`` read (its tensor inputs) and wrote (its new outputs, or the inputs it updates in
+    place); 0 for an op whose outputs are views of its inputs."""
+    inputs = _tensors((args, kwargs))
+    written = [t for a, value in zip(func._schema.arguments, args) if a.alias_info and a.alias_info.is_write
+               for t in _tensors(value)]
+    written += [t for a in func._schema.arguments if a.alias_info and a.alias_info.is_write and a.name in kwargs
+                for t in _tensors(kwargs[a.name])]
+    storages = {t.untyped_storage().data_ptr() for t in inputs}
+    fresh = [t for t in _tensors(out) if t.untyped_storage().data_ptr() not in storages]
+    if not written and not fresh:
+        return 0
+    return sum(map(_nbytes, inputs)) + sum(map(_nbytes, written)) + sum(map(_nbytes, fresh))
+
+
+def memory_bandwidth(device: torch.device, megabytes: int = 256) -> float:
+    """Bytes/s of ``c = a + b`` over fp32 arrays far larger than the caches, in place of the memory."""
+    n = megabytes * 2 ** 20 // 4
+    a, b, c = (torch.ones(n, device=device) for _ in range(3))
+    torch.add(a, b, out=c)
+    sync(device)
+    reps, started = 5, clock()
+    for _ in range(reps):
+        torch.add(a, b, out=c)
+    sync(device)
+    return 3 * 4 * n * reps / (clock() - started)
 
 
 def gemm_flops(spec) -> int:
@@ -342,15 +390,16 @@ def bare_step(phase, args, device, precision, train) -> dict:
     # Profiled with the eager model: scopes wrapped around a compiled one would break its graph.
     profiled = op_profile(model, objective, batch, s, scaler, optimizer, params,
                           args.profile_steps) if args.profile_steps and not args.compile else {}
-    with FlopCounterMode(display=False) as counter, GemmShapes() as gemms:  # one more step, counted, not timed
+    with FlopCounterMode(display=False) as counter, StepOps() as ops:  # one more step, counted, not timed
         forward_backward(model, objective, batch, s, scaler)
-    optimizer.zero_grad(set_to_none=True)
-    gemm_flop = sum(n * gemm_flops(spec) for (_, spec, _), n in gemms.calls.items())
+        optimizer_step(optimizer, scaler, params, s.grad_clip)
+    gemm_flop = sum(n * gemm_flops(spec) for (_, spec, _), n in ops.calls.items())
     return {"bare_samples_s": args.batch / step, "fwd_bwd_ms": 1e3 * float(np.mean(fb)),
             "optimizer_ms": 1e3 * float(np.mean(opt)), "params": sum(p.numel() for p in params),
             "gflop_per_sample": counter.get_total_flops() / args.batch / 1e9,
-            "sdpa_flop_share": gemms.sdpa_flop / max(gemms.sdpa_flop + gemm_flop, 1),
-            **shape_rates(gemms.calls, device), **({"profile_ms": profiled} if profiled else {})}
+            "sdpa_flop_share": ops.sdpa_flop / max(ops.sdpa_flop + gemm_flop, 1),
+            "traffic_mb": ops.traffic / 1e6, "bandwidth_gbs": memory_bandwidth(device) / 1e9,
+            **shape_rates(ops.calls, device), **({"profile_ms": profiled} if profiled else {})}
 
 
 def loop(phase, args, device, precision, train, val) -> dict:
@@ -462,6 +511,9 @@ def main() -> None:
             if "shape_tflops" in row:  # the same work against the rate the model's own matmul shapes reach
                 row["mfu_shapes"] = row["mfu"] * peak / (row["shape_tflops"] * 1e12)
                 row["gemm_share"] = row["gemm_ms"] / (row["fwd_bwd_ms"] + row["optimizer_ms"])
+                # The rest of the step moved at the memory bandwidth: what no op-by-op (unfused) step can beat.
+                row["traffic_ms"] = row["traffic_mb"] / row["bandwidth_gbs"]
+                row["unfused_bound"] = row["gemm_ms"] / (row["gemm_ms"] + row["traffic_ms"])
             if "loop_samples_s" in row and "bare_samples_s" in row:
                 row["loop_over_bare"] = row["loop_samples_s"] / row["bare_samples_s"]
             row.update(peak_memory(device))
@@ -502,6 +554,15 @@ def print_ceilings(rows: list[dict]) -> None:
               f"{r['gemm_ms']:>8.2f} {r['gemm_share']:>7.1%} {r['mfu_shapes']:>7.1%} {r['sdpa_flop_share']:>7.1%}")
     print("(TFLOP/s; mm ms: the step's matmul time at the replayed rates; sdpa fl: fused attention's share of the "
           "FLOPs of matmuls and attention together)")
+    print("\nmemory traffic outside the matmuls (bytes each other op of one step reads and writes):")
+    print(f"{'phase':>10} {'prec':>6} {'MB':>8} {'GB/s':>7} {'ms':>7} {'step ms':>8} {'mm ms':>8} {'bound':>7}")
+    for r in rows:
+        print(f"{r['phase']:>10} {r['precision']:>6} {r['traffic_mb']:>8.0f} {r['bandwidth_gbs']:>7.1f} "
+              f"{r['traffic_ms']:>7.1f} {r['fwd_bwd_ms'] + r['optimizer_ms']:>8.1f} {r['gemm_ms']:>8.1f} "
+              f"{r['unfused_bound']:>7.1%}")
+    print("(GB/s: c = a + b over arrays larger than the caches; ms: the traffic at that rate; bound: the matmuls' "
+          "share of a step whose other ops each ran at that rate, the most an op-by-op step reaches; "
+          "less traffic needs fused ops)")
 
 
 def print_profiles(rows: list[dict]) -> None:
