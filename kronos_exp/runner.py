@@ -81,10 +81,13 @@ class RunContext:
     def phase_context(self, upstream: dict[str, Upstream]) -> PhaseContext:
         return PhaseContext(self.data, self.window, self.device, self.precision, self.world, upstream)
 
-    def fingerprint_inputs(self, phase: str, upstream: dict[str, str] | None = None, section: Any = None) -> dict[str, Any]:
-        """What determines ``phase``'s result: its section (a training phase's own unless given)."""
+    def fingerprint_inputs(self, phase: str, upstream: dict[str, str] | None = None, section: Any = None,
+                           runner: type | None = None) -> dict[str, Any]:
+        """What determines ``phase``'s result: its section (a training phase's own unless given) and
+        the ``runner`` class that trains it (None: kronos_exp's own)."""
         return phase_fingerprint_inputs(phase, section or self.sections[phase], data=self.data_fingerprint,
-                                        precision=self.precision, world_size=self.world.world_size, upstream=upstream)
+                                        precision=self.precision, world_size=self.world.world_size, upstream=upstream,
+                                        runner=runner)
 
 
 @contextlib.contextmanager
@@ -147,7 +150,7 @@ def train_or_reuse(phase: Phase, ctx: RunContext) -> PhaseResult:
         return world.share(None)
     upstream = {name: find_upstream(name, ctx) for name in phase.builds_on}
     identity = {f"{name}_fingerprint": u.tags[f"{name}_fingerprint"] for name, u in upstream.items()}
-    inputs = ctx.fingerprint_inputs(phase.name, identity)
+    inputs = ctx.fingerprint_inputs(phase.name, identity, runner=type(phase))
     settings = dataclasses.asdict(phase.settings)
     done = ctx.runs.done_earlier_in_job(phase.name, inputs, ctx.model_names[phase.name])
     if done is not None:

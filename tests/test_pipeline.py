@@ -109,6 +109,43 @@ def test_changing_predictor_lr_retrains_only_the_predictor(module_pipeline, firs
     assert len(module_pipeline.versions("kronos-predictor")) == 2
 
 
+OWN_PREDICTOR = """
+from kronos_exp.phases import PredictorPhase
+
+
+class DoubledLossPredictor(PredictorPhase):
+    \"\"\"A predictor phase of one's own: its loss differs from the built-in one's, so does what it trains.\"\"\"
+
+    def loss(self, model, batch):
+        return {k: 2 * v for k, v in super().loss(model, batch).items()}
+"""
+
+
+def test_a_phase_runner_of_ones_own_is_not_reused_for_another(module_pipeline, first_run, monkeypatch):
+    """skip_existing reuses a checkpoint for the runner class that trained it: a ``_target_`` outside
+    kronos_exp enters the fingerprint with the sha256 of the file that defines it."""
+    import sys
+
+    source = module_pipeline.root / "own_phases.py"
+    source.write_text(OWN_PREDICTOR)
+    monkeypatch.syspath_prepend(str(module_pipeline.root))  # where python -m kronos_exp finds it: the cwd
+    own = ("phases=both", "skip_existing=true", "phases.predictor._target_=own_phases.DoubledLossPredictor")
+
+    def trained(*overrides) -> dict[str, str]:
+        sys.modules.pop("own_phases", None)  # as a new process imports it: the file as it is now
+        before = len(module_pipeline.runs())
+        module_pipeline.run(*overrides)
+        return {p: r.data.tags["skipped"] for p, r in _by_phase(module_pipeline.runs()[before:]).items()}
+
+    assert trained(*own) == {"tokenizer": "true", "predictor": "false"}  # not the built-in runner's checkpoint
+    assert trained(*own) == {"tokenizer": "true", "predictor": "true"}  # its own, found again
+    source.write_text(OWN_PREDICTOR.replace("2 * v", "3 * v"))
+    assert trained(*own) == {"tokenizer": "true", "predictor": "false"}  # its file changed
+    assert trained("phases=both", "skip_existing=true") == {"tokenizer": "true", "predictor": "true"}  # the built-in's
+    runners = {v.tags["fingerprint"] for v in module_pipeline.versions("kronos-predictor")}
+    assert len(runners) == len(module_pipeline.versions("kronos-predictor"))
+
+
 def test_two_invocations_equal_one_run_of_both(module_pipeline, first_run, pipeline):
     pipeline.run("phases=tokenizer")
     pipeline.run("phases=predictor")

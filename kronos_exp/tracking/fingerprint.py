@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -73,13 +74,26 @@ def data_files_digest(data: Mapping[str, Any]) -> str:
     return fingerprint({"files": data["files"]})
 
 
+def runner_identity(runner: type) -> dict[str, str] | None:
+    """A phase runner of one's own (``phases.<name>._target_`` outside kronos_exp): its class and the
+    sha256 of the file that defines it (not of the modules that file imports), since its loss or
+    model decides what the phase trains. None for kronos_exp's own runners: the phase's name picks
+    them and the code digest covers their source."""
+    module = runner.__module__
+    if module == "kronos_exp" or module.startswith("kronos_exp."):
+        return None
+    path = getattr(sys.modules.get(module), "__file__", None)
+    return {"class": f"{module}.{runner.__qualname__}", "source": file_sha256(Path(path)) if path else "no file"}
+
+
 def fingerprint_inputs(phase: str, settings: Mapping[str, Any], *, data: Mapping[str, Any], seed: int,
                        precision: str, initial_weights: str | None, upstream: Mapping[str, str] | None = None,
-                       code: str | None = None) -> dict[str, Any]:
+                       code: str | None = None, runner: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything that determines phase ``phase``'s checkpoint, as a plain dict.
 
     ``settings`` is the phase's config section; ``initial_weights`` the content digest of its
-    pretrained checkpoint (None: random init). A pretrained checkpoint's config.json decides the
+    pretrained checkpoint (None: random init); ``runner`` a runner of one's own (runner_identity),
+    absent for kronos_exp's, so their fingerprints are what they were before runners entered. A pretrained checkpoint's config.json decides the
     architecture, so ``arch`` is left out then; ``max_context`` only warns during training.
     """
     kept = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED and k not in ("pretrained", "seed")}
@@ -87,7 +101,7 @@ def fingerprint_inputs(phase: str, settings: Mapping[str, Any], *, data: Mapping
         kept.pop("arch", None)
     if phase == "predictor":
         kept.pop("max_context", None)
-    return {
+    inputs = {
         "phase": phase,
         "data": dict(data),
         "settings": kept,
@@ -97,6 +111,9 @@ def fingerprint_inputs(phase: str, settings: Mapping[str, Any], *, data: Mapping
         "code": code or code_digest(),
         "upstream": dict(upstream or {}),
     }
+    if runner is not None:
+        inputs["runner"] = dict(runner)
+    return inputs
 
 
 def flat_inputs(inputs: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -137,10 +154,12 @@ def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def phase_fingerprint_inputs(name: str, section: TrainConfig | EvalConfig, *, data: Mapping[str, Any], precision: str,
-                             world_size: int = 1, upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
+                             world_size: int = 1, upstream: Mapping[str, str] | None = None,
+                             runner: type | None = None) -> dict[str, Any]:
     """What determines phase ``name``'s checkpoint, trained with ``section`` (resolved: its seed
     set): data, its settings, initial weights, its seed, precision, the training code and (for
-    later phases) the fingerprint of what they build on. Early stopping only when it is on: off,
+    later phases) the fingerprint of what they build on, and the ``runner`` class that trains it
+    where it is one's own (runner_identity). Early stopping only when it is on: off,
     a phase trains what it trained before the setting existed."""
     settings = dataclasses.asdict(section)
     if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
@@ -150,7 +169,7 @@ def phase_fingerprint_inputs(name: str, section: TrainConfig | EvalConfig, *, da
     pretrained = settings.get("pretrained")
     return fingerprint_inputs(name, settings, data=data, seed=section.seed, precision=precision,
                               initial_weights=checkpoint_digest(pretrained) if pretrained else None,
-                              upstream=upstream)
+                              upstream=upstream, runner=runner_identity(runner) if runner is not None else None)
 
 
 def eval_setup_fingerprint(settings: EvalConfig, data: Mapping[str, Any], pred_len: int) -> str:
