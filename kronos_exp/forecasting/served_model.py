@@ -30,8 +30,8 @@ from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient, get_tracking_uri
 
 from ..model.checkpoint import WEIGHTS_NAME, CheckpointError, CheckpointNotFound
-from ..tracking.fingerprint import fingerprint_filter
-from ..tracking.registry import RegistrationUnreadable, integrity_problems, read_registration, version_files
+from ..tracking.registry import (Registry, RegistrationUnreadable, integrity_problems, read_registration,
+                                 version_files)
 from .candles import valid_candles
 from .generation import GenerationStopped
 from .horizon import future_timestamps
@@ -162,7 +162,7 @@ def load_served(root: Path, model_config: dict[str, Any] | None) -> ServedModel:
         raise NotServed(f"{root} is not served: {err}; serve a version kronos_exp registered: "
                         "models:/kronos-predictor/<version> (or @<alias>)") from None
     try:
-        found = MlflowClient().search_model_versions(f"name = '{name}' and {fingerprint_filter(fingerprint)}")
+        found = Registry(MlflowClient()).tagged(name, fingerprint)  # newest first
     except Exception as err:  # another store, an unreachable server
         raise NotServed(f"{root} is not served: the versions of {name} cannot be looked up in the registry at "
                         f"{get_tracking_uri()} to check its files ({str(err).splitlines()[0]})") from None
@@ -171,11 +171,10 @@ def load_served(root: Path, model_config: dict[str, Any] | None) -> ServedModel:
                         f"registered at {get_tracking_uri()} (deleted, or another store), so nothing says which "
                         "digests its files must have")
     files = version_files(root)
-    found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
-    problems = {mv.version: integrity_problems(root, dict(mv.tags), files) for mv in found}
-    intact = [mv for mv in found if not problems[mv.version]]
+    problems = {v.version: integrity_problems(root, v.tags, files) for v in found}
+    intact = [v for v in found if not problems[v.version]]
     if not intact:  # said of the version with its weights, else the newest
-        meant = next((mv for mv in found if mv.tags.get("sha256") == files.get(WEIGHTS_NAME)), found[0])
+        meant = next((v for v in found if v.tags.get("sha256") == files.get(WEIGHTS_NAME)), found[0])
         raise NotServed(f"{name} v{meant.version} at {root} is not the registered version "
                         f"({problems[meant.version][0]}), so nothing of it was loaded: python -m "
                         f"kronos_exp.forecasting verify models:/{name}/{meant.version} lists every file that differs")

@@ -179,15 +179,19 @@ class Registry:
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=all_tags)
         return RegisteredCheckpoint(name, mv.version, fingerprint, run_id, source, all_tags)
 
+    def tagged(self, name: str, fingerprint: str) -> list[RegisteredCheckpoint]:
+        """Versions of ``name`` tagged with ``fingerprint``, newest first; the store's error where it
+        cannot say (what a server refusing to serve reports)."""
+        found = self.client.search_model_versions(f"name = '{name}' and {fingerprint_filter(fingerprint)}")
+        return [RegisteredCheckpoint(name, mv.version, fingerprint, mv.run_id, mv.source, dict(mv.tags))
+                for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True)]
+
     def find(self, name: str, fingerprint: str) -> list[RegisteredCheckpoint]:
-        """Versions of ``name`` tagged with ``fingerprint``, newest first."""
+        """``tagged``, or none where the store cannot say: the phase then trains."""
         try:
-            found = self.client.search_model_versions(f"name = '{name}' and {fingerprint_filter(fingerprint)}")
+            return self.tagged(name, fingerprint)
         except MlflowException:
             return []
-        found = sorted(found, key=lambda mv: int(mv.version), reverse=True)
-        return [RegisteredCheckpoint(name, mv.version, fingerprint, mv.run_id, mv.source, dict(mv.tags))
-                for mv in found]
 
     def near_misses(self, name: str, inputs: dict, limit: int = 5) -> list[str]:
         """For a fingerprint that is not registered: the versions of ``name`` trained on the same
