@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kronos_exp.model import KronosTokenizer
-from kronos_exp.model.blocks import Dropout, dropout, rms_norm
+from kronos_exp.model.blocks import Dropout, dropout, keep_mask, rms_norm
 
 TINY_TOKENIZER = dict(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, ffn_dropout_p=0.0,
                       attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=3, s2_bits=3, beta=0.05, gamma0=1.0,
@@ -22,6 +22,19 @@ def test_dropout_keeps_one_minus_p_of_the_elements_scaled_by_its_inverse():
     torch.testing.assert_close(out[kept], x[kept] / 0.8)
     torch.manual_seed(0)
     assert torch.equal(dropout(x, 0.2), out)  # the seed decides the mask
+
+
+def test_keep_masks_keep_one_minus_p_independently_from_every_16_bits():
+    torch.manual_seed(0)
+    for p in (0.05, 0.2, 0.5, 0.9):
+        kept = keep_mask(torch.Size((1001, 37)), p).flatten()  # a size no multiple of 4: a draw's bits go to 4 elements
+        assert kept.dtype == torch.bool and kept.shape == (1001 * 37,)
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.01, p
+        for k in range(4):  # each 16-bit quarter of the 64-bit draws keeps at the same rate
+            assert abs(kept[k::4].float().mean().item() - (1 - p)) < 0.02, (p, k)
+        both = (kept[:-1] & kept[1:]).float().mean().item()  # neighbours (quarters of one draw) independent
+        assert abs(both - (1 - p) ** 2) < 0.01, p
+    assert keep_mask(torch.Size((3, 5)), 0.0).all() and not keep_mask(torch.Size((3, 5)), 1.0).any()
 
 
 def test_dropout_gradient_is_the_mask_scaled():
