@@ -2,11 +2,14 @@
 a step's time went outside its matmuls on a CPU, each replacement is checked against the original."""
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kronos_exp.model import KronosTokenizer
 from kronos_exp.model.blocks import Dropout, dropout, keep_mask, rms_norm
+from kronos_exp.model.losses import token_cross_entropy
 
 TINY_TOKENIZER = dict(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, ffn_dropout_p=0.0,
                       attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=3, s2_bits=3, beta=0.05, gamma0=1.0,
@@ -80,3 +83,27 @@ def test_tokenizer_decodes_both_codes_in_one_batch_as_two_passes_would():
     s1 = model.tokenizer.s1_bits
     torch.testing.assert_close(z_pre, model._decode_latent(model.post_quant_embed_pre(quantized[..., :s1])))
     torch.testing.assert_close(z, model._decode_latent(model.post_quant_embed(quantized)))
+
+
+def test_token_cross_entropy_is_torchs_with_its_gradient_in_the_logits_dtype():
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = (3 * torch.randn(50, 1024)).to(dtype).requires_grad_()
+        targets = torch.randint(0, 1024, (50,))
+        targets[:10] = logits[:10].detach().float().argmax(-1)  # ten hits
+        loss, hits = token_cross_entropy(logits, targets)
+        reference = logits.detach().float().requires_grad_()
+        expected = F.cross_entropy(reference, targets)
+        expected.backward()
+        torch.testing.assert_close(loss, expected)
+        (2 * loss).backward()
+        assert logits.grad.dtype == dtype
+        torch.testing.assert_close(logits.grad, (2 * reference.grad).to(dtype))
+        assert hits.item() == (logits.float().argmax(-1) == targets).float().mean().item() == pytest.approx(0.2)
+        assert not hits.requires_grad
+
+
+def test_token_cross_entropy_counts_a_tie_for_the_highest_logit_as_a_hit():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [1.0, 3.0, 3.0, 0.0], [5.0, 0.0, 0.0, 0.0]])
+    _, hits = token_cross_entropy(logits, torch.tensor([1, 2, 1]))
+    assert hits.item() == pytest.approx(2 / 3)
