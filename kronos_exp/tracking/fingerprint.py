@@ -93,8 +93,9 @@ def fingerprint_inputs(phase: str, settings: Mapping[str, Any], *, data: Mapping
 
     ``settings`` is the phase's config section; ``initial_weights`` the content digest of its
     pretrained checkpoint (None: random init); ``runner`` a runner of one's own (runner_identity),
-    absent for kronos_exp's, so their fingerprints are what they were before runners entered. A pretrained checkpoint's config.json decides the
-    architecture, so ``arch`` is left out then; ``max_context`` only warns during training.
+    absent for kronos_exp's, so their fingerprints are what they were before runners entered. A
+    pretrained checkpoint's config.json decides the architecture, so ``arch`` is left out then;
+    ``max_context`` only warns during training.
     """
     kept = {k: v for k, v in settings.items() if k not in NOT_FINGERPRINTED and k not in ("pretrained", "seed")}
     if initial_weights is not None:
@@ -159,8 +160,8 @@ def phase_fingerprint_inputs(name: str, section: TrainConfig | EvalConfig, *, da
     """What determines phase ``name``'s checkpoint, trained with ``section`` (resolved: its seed
     set): data, its settings, initial weights, its seed, precision, the training code and (for
     later phases) the fingerprint of what they build on, and the ``runner`` class that trains it
-    where it is one's own (runner_identity). Early stopping only when it is on: off,
-    a phase trains what it trained before the setting existed."""
+    where it is one's own (runner_identity). Early stopping only when it is on: off, a phase trains
+    what it trained before the setting existed."""
     settings = dataclasses.asdict(section)
     if "batch_size" in settings:  # per process: N processes of B train the batches one process of N*B does
         settings["batch_size"] *= world_size
