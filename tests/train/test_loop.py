@@ -5,6 +5,7 @@ import logging
 import math
 import re
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -116,14 +117,18 @@ def test_sums_weights_and_means():
     assert sums.means() == {"a": pytest.approx(1.5)}
 
 
-def test_compile_falls_back_to_eager_with_one_warning(monkeypatch):
+def test_compile_falls_back_to_eager_with_one_warning():
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/bin/false",))  # a machine whose C++ compiler is broken
+    torch._dynamo.reset()
     model, train, val = nn.Linear(5, 1), _windows(60), _windows(40, seed=1)
-    with pytest.warns(RuntimeWarning, match="compile=true failed") as caught:
+    # A machine whose C++ compiler is broken; inductor's own patch puts its setting back after (monkeypatch's
+    # undo left it unset, and the next test's compile fell back too).
+    with inductor.patch({"cpp.cxx": ("/bin/false",)}), \
+            pytest.warns(RuntimeWarning, match="compile=true failed") as caught:
         result = fit(model, Regression(), train, val, _settings(compile=True), log_metrics=lambda *a: None,
                      on_best=lambda *a: None)
+    torch._dynamo.reset()
     assert len([w for w in caught if "compile=true failed" in str(w.message)]) == 1
     assert result.steps > 1 and math.isfinite(result.best_val_loss)
 
@@ -143,8 +148,10 @@ def test_compile_compiles_the_training_step_and_validates_eagerly():
 
     torch._dynamo.reset()
     model, train, val = nn.Linear(5, 1), _windows(60), _windows(37, seed=1)  # 27 val windows: a partial batch
-    result = fit(model, Recording(), train, val, _settings(compile=True), log_metrics=lambda *a: None,
-                 on_best=lambda *a: None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="compile=true failed")  # compiled, not fallen back to eager
+        result = fit(model, Recording(), train, val, _settings(compile=True), log_metrics=lambda *a: None,
+                     on_best=lambda *a: None)
     assert math.isfinite(result.best_val_loss)
     assert True in seen[True] and seen[False] == {False}  # training called the compiled module
 
