@@ -100,24 +100,18 @@ class WindowDataset(Dataset):
     ) -> None:
         if len(values) != len(stamps):
             raise ValueError(f"values ({len(values)} series) and stamps ({len(stamps)} series) differ")
-        self.lookback_window = int(lookback_window)
-        self.predict_window = int(predict_window)
-        self.window = self.lookback_window + self.predict_window
-        self.clip = float(clip)
-        self.stride = int(stride)
-        self.names = list(names) if names is not None else [str(k) for k in range(len(values))]
+        names = list(names) if names is not None else [str(k) for k in range(len(values))]
         lengths = np.array([len(v) for v in values], dtype=np.int64)
         for k, (v, s) in enumerate(zip(values, stamps)):
             if len(v) != len(s):
-                raise ValueError(f"series {self.names[k]}: {len(v)} value rows but {len(s)} stamp rows")
+                raise ValueError(f"series {names[k]}: {len(v)} value rows but {len(s)} stamp rows")
         width_v = values[0].shape[1] if len(values) else len(FEATURES)
         width_s = stamps[0].shape[1] if len(stamps) else len(TIME_FEATURES)
-        self._values = np.ascontiguousarray(np.concatenate(values) if len(values) else np.empty((0, width_v)), dtype=np.float32)
-        self._stamps = np.ascontiguousarray(np.concatenate(stamps) if len(stamps) else np.empty((0, width_s)), dtype=np.float32)
-        self._timestamps = (
-            np.concatenate(timestamps).astype("datetime64[ns]") if timestamps is not None and len(timestamps) else None
-        )
-        self._index_windows(np.cumsum(lengths) - lengths, lengths, max_windows)
+        self._over(
+            np.ascontiguousarray(np.concatenate(values) if len(values) else np.empty((0, width_v)), dtype=np.float32),
+            np.ascontiguousarray(np.concatenate(stamps) if len(stamps) else np.empty((0, width_s)), dtype=np.float32),
+            np.concatenate(timestamps).astype("datetime64[ns]") if timestamps is not None and len(timestamps) else None,
+            np.cumsum(lengths) - lengths, lengths, lookback_window, predict_window, clip, stride, max_windows, names)
 
     @classmethod
     def over_panel(cls, values: np.ndarray, stamps: np.ndarray, timestamps: Optional[np.ndarray], first: Sequence[int],
@@ -129,18 +123,22 @@ class WindowDataset(Dataset):
         shared, not copied: build_datasets gives the three splits one set of arrays, of which the
         series' own are views. Items, batches and the index are those of the per-series constructor."""
         self = cls.__new__(cls)
+        self._over(values, stamps, timestamps, first, lengths, lookback_window, predict_window, clip, stride,
+                   max_windows, names)
+        return self
+
+    def _over(self, values: np.ndarray, stamps: np.ndarray, timestamps: Optional[np.ndarray], first: Sequence[int],
+              lengths: Sequence[int], lookback_window: int, predict_window: int, clip: float, stride: int,
+              max_windows: Optional[int], names: Optional[Sequence[str]]) -> None:
+        """What both constructors make: series k is rows first[k] : first[k] + lengths[k] of the
+        arrays; its windows indexed."""
         self.lookback_window, self.predict_window = int(lookback_window), int(predict_window)
         self.window = self.lookback_window + self.predict_window
         self.clip, self.stride = float(clip), int(stride)
         self.names = list(names) if names is not None else [str(k) for k in range(len(lengths))]
         self._values, self._stamps, self._timestamps = values, stamps, timestamps
-        self._index_windows(np.asarray(first, dtype=np.int64), np.asarray(lengths, dtype=np.int64), max_windows)
-        return self
-
-    def _index_windows(self, first: np.ndarray, lengths: np.ndarray, max_windows: Optional[int]) -> None:
-        """Series k is rows first[k] : first[k] + lengths[k] of the arrays: index its windows."""
-        self.lengths = lengths.astype(np.int64)
-        self.offsets = first.astype(np.int64)  # series k: rows offsets[k] : offsets[k] + lengths[k]
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.asarray(first, dtype=np.int64)  # series k: rows offsets[k] : offsets[k] + lengths[k]
         # Window j of the split is start (j - before[k]) * stride of the series k it falls in: the
         # kept windows' (series, start) without listing every window first.
         counts = -(-np.maximum(self.lengths - self.window + 1, 0) // self.stride)  # windows per series
@@ -379,30 +377,26 @@ def _panel(series: list[Series], dates: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _joined(series: list[Series], n: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """The values [n, 6] and timestamps [n] that the series' arrays are consecutive views of,
+    """The values [n, 6] and timestamps [n] that the series' arrays are consecutive row blocks of,
     when they are (the series of one file as `collect` gives them); else None."""
     if not series:
         return None
-    v0, t0 = series[0].values, series[0].timestamps
-    vb, tb = v0.base, t0.base
-    if not (isinstance(vb, np.ndarray) and isinstance(tb, np.ndarray) and type(vb) is np.ndarray
-            and type(tb) is np.ndarray and vb.dtype == np.float32 and tb.dtype == np.dtype("datetime64[ns]")
-            and vb.ndim == 2 and vb.shape[1] == len(FEATURES) and vb.flags.c_contiguous and tb.flags.c_contiguous
-            and len(vb) >= n and len(tb) >= n):
+    values, timestamps = series[0].values.base, series[0].timestamps.base
+    if not (type(values) is np.ndarray and type(timestamps) is np.ndarray and values.dtype == np.float32
+            and timestamps.dtype == np.dtype("datetime64[ns]") and values.shape[1:] == (len(FEATURES),)
+            and values.flags.c_contiguous and timestamps.flags.c_contiguous and len(values) >= n
+            and len(timestamps) >= n):
         return None
-    values, timestamps = vb[:n], tb[:n]
     at = 0
     for s in series:
-        m = len(s)
-        if not (s.values.base is vb and s.timestamps.base is tb and s.values.shape == (m, len(FEATURES))
-                and s.values.__array_interface__["data"][0] == values[at:].__array_interface__["data"][0]
-                and s.timestamps.__array_interface__["data"][0] == timestamps[at:].__array_interface__["data"][0]
-                and s.values.strides == vb.strides and s.timestamps.strides == tb.strides):
+        if not (s.values.base is values and s.timestamps.base is timestamps
+                and s.values.shape == (len(s), len(FEATURES))
+                and s.values.strides == values.strides and s.timestamps.strides == timestamps.strides
+                and s.values.ctypes.data == values.ctypes.data + at * values.strides[0]
+                and s.timestamps.ctypes.data == timestamps.ctypes.data + at * timestamps.strides[0]):
             return None
-        at += m
-    for s, a in zip(series, np.cumsum([0] + [len(s) for s in series[:-1]])):  # the series read the panel's rows
-        s.values, s.timestamps = values[int(a): int(a) + len(s)], timestamps[int(a): int(a) + len(s)]
-    return values, timestamps
+        at += len(s)
+    return values[:n], timestamps[:n]
 
 
 def _too_short_error(too_short: list, need: int, c: DataConfig) -> DataError:
