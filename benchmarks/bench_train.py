@@ -205,10 +205,9 @@ def op_traffic(func, args, kwargs, out) -> int:
     """Bytes ``func`` read (its tensor inputs) and wrote (its new outputs, or the inputs it updates in
     place); 0 for an op whose outputs are views of its inputs."""
     inputs = _tensors((args, kwargs))
-    written = [t for a, value in zip(func._schema.arguments, args) if a.alias_info and a.alias_info.is_write
+    given = [args[i] if i < len(args) else kwargs.get(a.name) for i, a in enumerate(func._schema.arguments)]
+    written = [t for a, value in zip(func._schema.arguments, given) if a.alias_info and a.alias_info.is_write
                for t in _tensors(value)]
-    written += [t for a in func._schema.arguments if a.alias_info and a.alias_info.is_write and a.name in kwargs
-                for t in _tensors(kwargs[a.name])]
     storages = {t.untyped_storage().data_ptr() for t in inputs}
     fresh = [t for t in _tensors(out) if t.untyped_storage().data_ptr() not in storages]
     if not written and not fresh:
