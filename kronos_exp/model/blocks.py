@@ -152,8 +152,8 @@ def _cpu_bf16_attention(q, k, v, dropout_p: float, is_causal: bool) -> torch.Ten
         bias = torch.zeros(t, s, dtype=dtype, device=q.device)
         if is_causal:
             bias.masked_fill_(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(s - t + 1), float("-inf"))
-        scores = torch.baddbmm(bias, q.reshape(b * h, t, hd).to(dtype), k.reshape(b * h, s, hd).to(dtype).transpose(1, 2),
-                               alpha=hd ** -0.5)
+        scores = torch.baddbmm(bias, q.reshape(b * h, t, hd).to(dtype),
+                               k.reshape(b * h, s, hd).to(dtype).transpose(1, 2), alpha=hd ** -0.5)
         probs = dropout(torch.softmax(scores, dim=-1), dropout_p)
         return torch.bmm(probs, v.reshape(b * h, s, hd).to(dtype)).view(b, h, t, hd).to(q.dtype)
 

@@ -2,8 +2,9 @@
 
 A phase's ``optimizer`` and ``scheduler`` config nodes (conf/optimizer/, conf/scheduler/) become
 partials here (``partial_of``), and the loop completes them with what only it knows: the parameters
-(grouped for weight decay), the fused kernel where torch has one, the number of optimizer steps. Without them (FitSettings built in code) the loop uses AdamW + OneCycle from
-the settings' own ``lr``, ``adam_betas``, ``weight_decay`` and ``pct_start``: the reference recipe.
+(grouped for weight decay), the fused kernel where torch has one, the number of optimizer steps.
+Without them (FitSettings built in code) the loop uses AdamW + OneCycle from the settings' own
+``lr``, ``adam_betas``, ``weight_decay`` and ``pct_start``: the reference recipe.
 """
 from __future__ import annotations
 
